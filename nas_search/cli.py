@@ -1,0 +1,195 @@
+"""The ``nas-search`` command line: thin wrappers that parse arguments and call one public
+function each.
+
+FLOPs follow fvcore's convention: one multiply-add counts as one FLOP (FLOPs = MACs).
+Bad input exits with status 2 and one line on stderr, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from nas_search.errors import UserError
+
+FLOPS_NOTE = "FLOPs follow fvcore: 1 multiply-add = 1 FLOP (FLOPs = MACs)."
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One CLI command: its arguments and the function it calls."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], Any]
+
+
+def emit(arguments: argparse.Namespace, payload: Any, human: Callable[[], None] | str | None = None) -> None:
+    """Print JSON with ``--json``, otherwise the human form."""
+    if getattr(arguments, "json", False):
+        print(json.dumps(payload, indent=None if isinstance(payload, list) else 2, default=str))
+    elif callable(human):
+        human()
+    elif human is not None:
+        print(human)
+
+
+# ---------------------------------------------------------------------------- spaces
+def _spaces_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _spaces_run(arguments: argparse.Namespace) -> None:
+    from nas_search.spaces import describe_space, space_names
+    from nas_search.units import format_count, format_flops
+
+    rows = [describe_space(name) for name in space_names()]
+
+    def human() -> None:
+        print(f"{'space':<10} {'task':<9} {'input':>5}  {'FLOPs min':>14} {'FLOPs max':>14}  {'params min':>10} {'params max':>10}")
+        for row in rows:
+            print(
+                f"{row['name']:<10} {row['task']:<9} {row['input_size']:>5}  {format_flops(row['flops']['min']):>14} "
+                f"{format_flops(row['flops']['max']):>14}  {format_count(row['params']['min']):>10} "
+                f"{format_count(row['params']['max']):>10}"
+            )
+        print(FLOPS_NOTE)
+
+    emit(arguments, rows, human)
+
+
+# ---------------------------------------------------------------------------- sample
+def _sample_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", default="mobile", help="search space (see `nas-search spaces`)")
+    parser.add_argument("--n", type=int, default=10, help="number of specs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", help="FLOPs budget, e.g. 4.5GFLOPs, 4.5G, 450MFLOPs, 4.5GMACs, 4500000000")
+    parser.add_argument("--input-size", type=int, help="deployment input size (default: the space's)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def _sample_run(arguments: argparse.Namespace) -> None:
+    from nas_search.spaces import get_space
+    from nas_search.spaces.sampling import sample_specs
+    from nas_search.hw_models.flops import count_flops
+    from nas_search.units import format_count, format_flops, parse_flops
+
+    space = get_space(arguments.space)
+    budget = parse_flops(arguments.budget) if arguments.budget else None
+    input_size = _input_size(arguments.input_size, space)
+    for spec, flops in sample_specs(space, arguments.n, arguments.seed, budget, input_size):
+        params = count_flops(spec, space, input_size).params
+        if arguments.json:
+            print(json.dumps({"arch": spec.to_dict(), "arch_string": str(spec), "flops": flops, "params": params}))
+        else:
+            print(f"{format_flops(flops):>14} {format_count(params):>8}  {spec}")
+
+
+# ---------------------------------------------------------------------------- cost
+def _cost_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("arch", help="architecture file (.yaml or .json)")
+    parser.add_argument("--space", help="check the spec against this space (default: the spec's own)")
+    parser.add_argument("--input-size", type=int, help="deployment input size (default: the space's)")
+    parser.add_argument("--num-classes", type=int, help="classifier outputs (default: the space's)")
+    parser.add_argument("--check-fvcore", action="store_true", help="also count with fvcore on the extracted model")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _cost_run(arguments: argparse.Namespace) -> None:
+    from nas_search.hw_models.report import cost_report
+    from nas_search.units import format_count, format_flops
+
+    report = cost_report(
+        arguments.arch, space_name=arguments.space, input_size=arguments.input_size,
+        num_classes=arguments.num_classes, check_fvcore=arguments.check_fvcore,
+    )
+
+    def human() -> None:
+        print(f"arch:   {report['arch_string']}")
+        print(f"input:  {report['input_size']} px")
+        print(f"FLOPs:  {format_flops(report['flops'])} ({report['flops']})   params: {format_count(report['params'])}")
+        for name, part in report["breakdown"].items():
+            print(f"  {name:<8} {format_flops(part['flops']):>14} {format_count(part['params']):>9}")
+        if "fvcore_flops" in report:
+            match = "equal" if report["fvcore_flops"] == report["flops"] else "DIFFERENT"
+            print(f"fvcore: {report['fvcore_flops']} ({match})")
+        print(FLOPS_NOTE)
+
+    emit(arguments, report, human)
+
+
+def _input_size(value: int | None, space) -> int:
+    if value is None:
+        return space.input_size
+    if value < 8 or value > 4096:
+        raise UserError(f"--input-size {value} is out of range; accepted: 8 to 4096 pixels")
+    return value
+
+
+COMMANDS: list[Command] = [
+    Command("spaces", "list the built-in search spaces with their FLOPs and params ranges", _spaces_arguments, _spaces_run),
+    Command("sample", "draw random architectures (budget-aware with --budget)", _sample_arguments, _sample_run),
+    Command("cost", "FLOPs, params and per-stage breakdown of an architecture file", _cost_arguments, _cost_run),
+]
+
+
+def register(command: Command) -> None:
+    """Add a command to the table (used by the modules that provide later commands)."""
+    COMMANDS.append(command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered command."""
+    _load_command_modules()
+    parser = OneLineParser(
+        prog="nas-search",
+        description="Hardware-aware neural architecture search for compact classifiers and detectors. " + FLOPS_NOTE,
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
+    for command in COMMANDS:
+        subparser = subparsers.add_parser(command.name, help=command.help, description=command.help + ". " + FLOPS_NOTE)
+        command.add_arguments(subparser)
+        subparser.set_defaults(handler=command.run)
+    return parser
+
+
+def _load_command_modules() -> None:
+    """Import the modules that register further commands (training, search, export)."""
+    import importlib
+
+    for module in ("nas_search.commands",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nas-search`` console script."""
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    try:
+        result = arguments.handler(arguments)
+    except UserError as error:
+        print(f"nas-search {arguments.command}: error: {error}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        print(f"nas-search {arguments.command}: interrupted; progress so far is saved", file=sys.stderr)
+        return 130
+    return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The cost report behind ``nas-search cost``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas_search.errors import UserError
+from nas_search.hw_models.flops import count_network
+from nas_search.spaces import get_space
+from nas_search.spec import ArchSpec, load_arch
+
+
+def cost_report(
+    arch: str | Path | ArchSpec,
+    *,
+    space_name: str | None = None,
+    input_size: int | None = None,
+    num_classes: int | None = None,
+    check_fvcore: bool = False,
+) -> dict:
+    """FLOPs, params and per-stage breakdown of an architecture; with ``check_fvcore``
+    also fvcore's count on the extracted (randomly initialised) static model."""
+    spec = arch if isinstance(arch, ArchSpec) else load_arch(arch)
+    space = get_space(space_name or spec.space)
+    if space_name and spec.space != space_name:
+        raise UserError(f"architecture is for space {spec.space!r}, not {space_name!r}")
+    network = space.resolve(spec, num_classes=num_classes)
+    size = space.input_size if input_size is None else input_size
+    breakdown = count_network(network, size)
+    report = {"arch_string": str(spec), "space": space.name, "input_size": size, **breakdown.to_dict()}
+    if check_fvcore:
+        from nas_search.hw_models.fvcore_count import fvcore_flops
+        from nas_search.spaces.static import build_static_model
+
+        report["fvcore_flops"] = fvcore_flops(build_static_model(network), size)
+    return report

@@ -1,0 +1,214 @@
+"""The weight-sharing supernet (supergraph).
+
+Every block position of every stage holds one elastic block per allowed op (slim module,
+depthwise-separable, sliding-channel, inverted residual); each is elastic in kernel and
+width. :meth:`Supernet.activate` selects a subnet by its :class:`ArchSpec`, ``forward``
+runs it, and :meth:`Supernet.extract` returns a standalone static network holding copies
+of the active weights.
+
+Example::
+
+    space = get_space("cifar")
+    supernet = Supernet(space)
+    spec = space.sample(random.Random(0))
+    supernet.activate(spec)
+    logits = supernet(images)
+    model = supernet.extract(spec)          # plain nn.Module, same outputs in eval mode
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_search.spaces.blocks import ELASTIC_BLOCKS, ElasticInvertedResidual, ElasticSeparable, ElasticSlimModule
+from nas_search.spaces.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticConvNormActivation, ElasticLinear
+from nas_search.spaces.space import ResolvedNetwork, SearchSpace
+from nas_search.spaces.static import StaticNetwork
+from nas_search.spec import ArchSpec
+
+
+class Supernet(nn.Module):
+    """A supernet for one :class:`SearchSpace`.
+
+    Args:
+        space: the search space.
+        num_classes: classifier outputs (defaults to the space's).
+        dropout: dropout before the classifier.
+    """
+
+    def __init__(self, space: SearchSpace, num_classes: int | None = None, dropout: float | None = None) -> None:
+        super().__init__()
+        self.space = space
+        self.num_classes = space.num_classes if num_classes is None else num_classes
+        self.dropout = space.dropout if dropout is None else dropout
+        self.stem = ElasticConvNormActivation(3, space.stem_channels, 3, space.stem_stride)
+        stages: list[nn.ModuleList] = [nn.ModuleList() for _ in space.stages]
+        for stage_index, block_index, max_in, max_out in space.max_block_channels():
+            choices = space.stages[stage_index]
+            stride = choices.stride if block_index == 0 else 1
+            stages[stage_index].append(
+                nn.ModuleDict(
+                    {
+                        op: ELASTIC_BLOCKS[op](max_in, max_out, stride, max(choices.kernels), max(choices.expansions))
+                        for op in choices.operations
+                    }
+                )
+            )
+        self.stages = nn.ModuleList(stages)
+        self.head = ElasticConvNormActivation(space.stages[-1].max_channels, space.head_channels)
+        self.classifier = ElasticLinear(space.head_channels, self.num_classes)
+        self.active: ResolvedNetwork | None = None
+        self.activate(space.largest())
+
+    # ------------------------------------------------------------------ subnet selection
+    def activate(self, spec: ArchSpec) -> ResolvedNetwork:
+        """Make ``spec`` the active subnet (validated against the space) and return its
+        resolved shapes."""
+        self.active = self.space.resolve(spec, num_classes=self.num_classes)
+        return self.active
+
+    def _run_stages(self, x: torch.Tensor, collect: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        network = self.active
+        x = self.stem(x, network.stem_channels)
+        features = []
+        for stage_index, blocks in enumerate(network.stages):
+            for block_index, block in enumerate(blocks):
+                x = self.stages[stage_index][block_index][block.spec.op](x, block)
+            if collect and stage_index in network.feature_stages:
+                features.append(x)
+        return x, features
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Multi-scale features of the active subnet (the feature stages' outputs)."""
+        return self._run_stages(x, collect=True)[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, _ = self._run_stages(x, collect=False)
+        x = self.head(x, self.active.head_channels)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        x = F.dropout(x, self.dropout, self.training)
+        return self.classifier(x)
+
+    # ------------------------------------------------------------------ extraction
+    @torch.no_grad()
+    def extract(self, spec: ArchSpec | None = None) -> StaticNetwork:
+        """A standalone static network for ``spec`` (default: the active one) holding
+        copies of the shared weights, in the same train/eval mode as the supernet."""
+        network = self.space.resolve(spec, num_classes=self.num_classes) if spec is not None else self.active
+        model = StaticNetwork(network, dropout=self.dropout)
+        device = next(self.parameters()).device
+        model.to(device)
+        self.stem.copy_into(model.stem, network.stem_channels, network.input_channels)
+        for stage_index, blocks in enumerate(network.stages):
+            for block_index, block in enumerate(blocks):
+                elastic = self.stages[stage_index][block_index][block.spec.op]
+                elastic.copy_into(model.stages[stage_index][block_index], block)
+        self.head.copy_into(model.head, network.head_channels, network.last_channels)
+        self.classifier.copy_into(model.classifier[-1], network.head_channels)
+        model.train(self.training)
+        return model
+
+    # ------------------------------------------------------------------ channel sorting
+    @torch.no_grad()
+    def sort_channels(self) -> int:
+        """Reorder channels by importance so that the first k are the best k (OFA's
+        channel sorting). The function of the full network is unchanged.
+
+        Sorted: the hidden channels of every inverted residual (importance: L1 norm of the
+        projection weights that read them) and the output channels of every stage whose
+        blocks, and whose consumers, are all permutation-safe (importance: mean |gamma|
+        of the producing BNs). Stages holding a sliding-channel block are left alone,
+        because an SCC's windows depend on channel positions. Returns the number of
+        channel groups sorted.
+        """
+        sorted_groups = 0
+        for stage in self.stages:
+            for choices in stage:
+                block = choices["mbconv"] if "mbconv" in choices else None
+                if isinstance(block, ElasticInvertedResidual):
+                    _sort_hidden(block)
+                    sorted_groups += 1
+        for stage_index in range(len(self.stages)):
+            if self._sort_stage_outputs(stage_index):
+                sorted_groups += 1
+        return sorted_groups
+
+    def _sort_stage_outputs(self, stage_index: int) -> bool:
+        stage = self.stages[stage_index]
+        next_stage = self.stages[stage_index + 1] if stage_index + 1 < len(self.stages) else None
+        members = [block for choices in stage for block in choices.values()]
+        consumers_of_next = list(next_stage[0].values()) if next_stage is not None else []
+        if any(isinstance(block, ElasticSeparable) and block.sliding for block in members + consumers_of_next):
+            return False
+        producers = [_output_norm(block) for block in members]
+        importance = torch.stack([norm.weight.abs() / (norm.weight.abs().mean() + 1e-12) for norm in producers]).mean(0)
+        order = torch.argsort(importance, descending=True)
+        for block in members:
+            _permute_output(block, order)
+        for block in members[len(stage[0]) :]:  # blocks after the first read this stage's channels
+            _permute_input(block, order)
+        if next_stage is not None:
+            for block in consumers_of_next:
+                _permute_input(block, order)
+        else:
+            _permute_conv_input(self.head.conv, order)
+        return True
+
+
+def _permute_rows(tensor: torch.Tensor, order: torch.Tensor, dim: int = 0) -> None:
+    tensor.copy_(tensor.index_select(dim, order))
+
+
+def _permute_norm(norm: ElasticBatchNorm2d, order: torch.Tensor) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        _permute_rows(getattr(norm, name), order)
+
+
+def _permute_conv_input(conv: ElasticConv2d, order: torch.Tensor) -> None:
+    _permute_rows(conv.weight, order, dim=1)
+
+
+def _sort_hidden(block: ElasticInvertedResidual) -> None:
+    importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
+    order = torch.argsort(importance, descending=True)
+    _permute_rows(block.expand.conv.weight, order)
+    _permute_norm(block.expand.norm, order)
+    _permute_rows(block.depthwise.conv.weight, order)
+    _permute_norm(block.depthwise.norm, order)
+    _permute_conv_input(block.squeeze_excite.reduce, order)
+    _permute_rows(block.squeeze_excite.expand.weight, order)
+    _permute_rows(block.squeeze_excite.expand.bias, order)
+    _permute_conv_input(block.project.conv, order)
+
+
+def _output_norm(block: nn.Module) -> ElasticBatchNorm2d:
+    table = {
+        ElasticInvertedResidual: lambda: block.project.norm,
+        ElasticSeparable: lambda: block.norm,
+        ElasticSlimModule: lambda: block.pointwise.norm,
+    }
+    return table[type(block)]()
+
+
+def _permute_output(block: nn.Module, order: torch.Tensor) -> None:
+    if isinstance(block, ElasticInvertedResidual):
+        _permute_rows(block.project.conv.weight, order)
+    elif isinstance(block, ElasticSeparable):
+        _permute_rows(block.pointwise.weight, order)
+    else:
+        _permute_rows(block.pointwise.conv.weight, order)
+    _permute_norm(_output_norm(block), order)
+
+
+def _permute_input(block: nn.Module, order: torch.Tensor) -> None:
+    if isinstance(block, ElasticInvertedResidual):
+        _permute_conv_input(block.expand.conv, order)
+    elif isinstance(block, ElasticSeparable):
+        _permute_rows(block.depthwise.conv.weight, order)
+        _permute_norm(block.depthwise.norm, order)
+        _permute_conv_input(block.pointwise, order)
+    else:
+        _permute_conv_input(block.first.squeeze.conv, order)
+        _permute_conv_input(block.skip.conv, order)

@@ -1,0 +1,117 @@
+import random
+
+import pytest
+import torch
+
+from nas_search.hw_models.flops import count_flops
+from nas_search.hw_models.fvcore_count import fvcore_flops
+from nas_search.spaces import get_space, space_names
+from nas_search.spaces.elastic import ElasticBatchNorm2d
+from nas_search.spaces.supernet import Supernet
+
+TEST_SIZE = {"cifar": 32, "mobile": 64}
+
+
+def randomise_normalisation(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every BN non-trivial statistics and affine parameters, so that copying the
+    wrong channels shows up in the outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                count = module.num_features
+                module.running_mean.copy_(torch.randn(count, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(count, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(count, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(count, generator=generator) * 0.1)
+
+
+@pytest.fixture(scope="module", params=space_names())
+def supernet(request):
+    torch.manual_seed(0)
+    net = Supernet(get_space(request.param))
+    randomise_normalisation(net)
+    return net.eval()
+
+
+def test_supernet_and_extracted_agree_and_costs_are_exact(supernet):
+    space = supernet.space
+    rng = random.Random(7)
+    size = TEST_SIZE[space.name]
+    images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    specs = [space.largest(), space.smallest()] + [space.sample(rng, bias=rng.random()) for _ in range(48)]
+    ops_seen = set()
+    for spec in specs:
+        supernet.activate(spec)
+        model = supernet.extract(spec)
+        assert not any(isinstance(m, type(supernet)) for m in model.modules())
+        with torch.no_grad():
+            difference = (supernet(images) - model(images)).abs().max().item()
+        assert difference <= 1e-4, (difference, str(spec))
+        analytic = count_flops(spec, space)
+        assert analytic.params == sum(p.numel() for p in model.parameters()), str(spec)
+        assert analytic.flops == fvcore_flops(model, space.input_size), str(spec)
+        ops_seen.update(block.op for block in spec.blocks)
+    assert ops_seen == {"mbconv", "dsc", "scc", "slim"}
+
+
+def test_extracted_model_is_physically_smaller(supernet):
+    space = supernet.space
+    model = supernet.extract(space.smallest())
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in supernet.parameters()) / 20
+    state = model.state_dict()
+    assert all(isinstance(value, torch.Tensor) for value in state.values())
+
+
+def test_multi_scale_features(supernet):
+    space = supernet.space
+    size = 64
+    spec = space.sample(random.Random(3))
+    supernet.activate(spec)
+    features = supernet.forward_features(torch.randn(1, 3, size, size))
+    model = supernet.extract(spec)
+    static_features = model.forward_features(torch.randn(1, 3, size, size))
+    expected_strides = {"mobile": [8, 16, 32], "cifar": [2, 4, 8]}[space.name]
+    assert [size // f.shape[-1] for f in features] == expected_strides
+    assert [f.shape[1] for f in static_features] == list(model.feature_channels)
+
+
+def test_channel_sorting_preserves_full_network_and_orders_importance():
+    torch.manual_seed(0)
+    space = get_space("cifar")
+    net = Supernet(space)
+    randomise_normalisation(net, seed=3)
+    net.eval()
+    images = torch.randn(2, 3, 32, 32)
+    largest = space.largest()
+    net.activate(largest)
+    before = net(images)
+    sorted_groups = net.sort_channels()
+    assert sorted_groups > 0
+    net.activate(largest)
+    assert (net(images) - before).abs().max().item() < 1e-4
+    block = net.stages[1][0]["mbconv"]
+    importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
+    assert torch.all(importance[:-1] >= importance[1:] - 1e-6)
+
+
+def test_training_step_updates_only_active_weights():
+    torch.manual_seed(0)
+    space = get_space("cifar")
+    net = Supernet(space).train()
+    spec = space.smallest()
+    net.activate(spec)
+    loss = net(torch.randn(4, 3, 32, 32)).logsumexp(1).mean()
+    loss.backward()
+    used_op = spec.stages[0].blocks[0].op
+    unused = [op for op in net.stages[0][0] if op != used_op][0]
+    assert all(p.grad is None for p in net.stages[0][0][unused].parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.stages[0][0][used_op].parameters())
+
+
+def test_batch_norm_with_index_selection_updates_only_selected_statistics():
+    norm = ElasticBatchNorm2d(8).train()
+    index = torch.tensor([0, 1, 4, 5])
+    norm(torch.randn(16, 4, 3, 3) + 5, index)
+    assert torch.all(norm.running_mean[index] > 0.4)
+    assert torch.all(norm.running_mean[torch.tensor([2, 3, 6, 7])] == 0)
