@@ -9,7 +9,7 @@ from nas_search.spaces import get_space, space_names
 from nas_search.spaces.elastic import ElasticBatchNorm2d
 from nas_search.spaces.supernet import Supernet
 
-TEST_SIZE = {"cifar": 32, "mobile": 64}
+TEST_SIZE = {"cifar": 32, "mobile": 64, "micro": 32}
 
 
 def randomise_normalisation(model: torch.nn.Module, seed: int = 0) -> None:
@@ -71,7 +71,7 @@ def test_multi_scale_features(supernet):
     features = supernet.forward_features(torch.randn(1, 3, size, size))
     model = supernet.extract(spec)
     static_features = model.forward_features(torch.randn(1, 3, size, size))
-    expected_strides = {"mobile": [8, 16, 32], "cifar": [2, 4, 8]}[space.name]
+    expected_strides = {"mobile": [8, 16, 32], "cifar": [2, 4, 8], "micro": [2, 4, 8]}[space.name]
     assert [size // f.shape[-1] for f in features] == expected_strides
     assert [f.shape[1] for f in static_features] == list(model.feature_channels)
 

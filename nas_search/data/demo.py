@@ -18,21 +18,25 @@ label  class             what it looks like (before the nuisances below)
 9      ``ell``           an L made of two bars at a right angle
 =====  ================  ==========================================================
 
-Nuisance factors, all drawn per image: the shape's centre (up to half the image away from the
-middle), radius (0.3 to 0.7 of the half-width), rotation (any angle), anisotropic stretch
-(0.85 to 1.15); the background, a linear gradient between two random colours in a random
-direction; the foreground colour (a random colour at a random contrast from the background;
-about a third of the shapes are filled with stripes of two colours instead); up to four
-distractors (thin strokes, small blobs, small squares) in random colours, some drawn behind
-the shape and some over it (occluding it); and Gaussian pixel noise with a random strength.
-Colour carries no information about the class; only geometry does, so a network has to learn
-shape. Small networks reach roughly 50 to 70% validation accuracy after a minute of CPU
-training and larger ones go higher (chance is 10%).
+Nuisance factors, all drawn per image (ranges in :class:`Nuisances`): the shape's centre (up
+to 0.4 of the half-width from the middle), radius (0.35 to 0.75 of the half-width), rotation
+(any angle), anisotropic stretch (0.85 to 1.15); the background, a random colour with a
+linear gradient of up to 0.3 in a random direction; the foreground colour, a random colour at
+RGB distance 0.4 to 0.8 from the background (30% of the shapes are filled with stripes of two
+colours instead); up to four distractors (thin strokes, small blobs, small squares) in random
+colours, three slots behind the shape and one over it (occluding it), each filled with
+probability 0.4; and Gaussian pixel noise with a standard deviation of 0.02 to 0.08. Colour
+carries no information about the class, only geometry does, so a network has to learn shape.
+
+How hard it is (32x32, AdamW with a one-cycle schedule, batch 64, one CPU thread; chance is
+10%): a 4-layer CNN with 16-32-64-128 channels reaches about 43% after 4 epochs (12 s of CPU)
+and 78% after 15 epochs (46 s); after the same 15 epochs a 3-layer 16-32-64 CNN reaches 45%
+(40 s) and a 4-layer 32-64-128-128 one 88% (108 s), so networks of different sizes differ.
 
 Rendering uses signed distance functions on the pixel grid with analytic anti-aliasing, so
 images are rendered natively at the requested size (up to :data:`MAX_RENDER_SIZE`; larger
 inputs are rendered at that size and resized by the transforms). Rendering is vectorised with
-numpy: 5,000 images at 32x32 take well under a second.
+numpy: 5,000 images at 32x32 take about a second.
 
 Determinism: every random quantity comes from its own numpy stream seeded by
 ``(seed, split, quantity)`` and is drawn with the image index as the leading axis, so image
@@ -43,8 +47,10 @@ of ten that each hold every class once, so any prefix is class-balanced to withi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import zlib
 from typing import Callable
 
 import numpy as np
@@ -69,6 +75,9 @@ SHAPE_CLASSES: tuple[str, ...] = (
 )
 """Class names of ``shapes10``, in label order."""
 
+DEMO_SEED = 0
+"""Seed of the shipped ``shapes10`` (fixed, so that accuracies are comparable between runs)."""
+
 DEMO_TRAIN_SIZE = 5000
 """Default number of training images."""
 
@@ -81,8 +90,40 @@ MAX_RENDER_SIZE = 64
 SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1}
 """Seed component of each split, so that train and val images never coincide."""
 
-MAXIMUM_DISTRACTORS_BEHIND = 3
-MAXIMUM_DISTRACTORS_IN_FRONT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Nuisances:
+    """Ranges of the nuisance factors; :data:`DEFAULT_NUISANCES` defines ``shapes10``."""
+
+    shape_offset: float = 0.4
+    """Largest offset of the shape's centre from the image centre (the half-width is 1)."""
+    scale: tuple[float, float] = (0.35, 0.75)
+    """Shape radius range, as a fraction of the half-width."""
+    rotation: float = 180.0
+    """Largest rotation of the shape away from upright, in degrees either way."""
+    stretch: tuple[float, float] = (0.85, 1.15)
+    """Anisotropic stretch range."""
+    contrast: tuple[float, float] = (0.4, 0.8)
+    """Range of the distance (in RGB, channels in [0, 1]) between the shape colour and the
+    background's middle colour."""
+    background_gradient: float = 0.3
+    """Largest colour change across the background gradient."""
+    striped_probability: float = 0.3
+    """Share of shapes filled with two-colour stripes."""
+    distractors_behind: int = 3
+    """Distractor slots drawn behind the shape."""
+    distractors_in_front: int = 1
+    """Distractor slots drawn over the shape."""
+    distractor_probability: float = 0.4
+    """Chance that each distractor slot is filled."""
+    distractor_scale: tuple[float, float] = (0.15, 0.35)
+    """Distractor size range."""
+    noise: tuple[float, float] = (0.02, 0.08)
+    """Range of the per-image standard deviation of the Gaussian pixel noise (pixels in [0, 1])."""
+
+
+DEFAULT_NUISANCES = Nuisances()
 
 SignedDistance = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -204,24 +245,24 @@ class _Streams:
         self.seed = seed
         self.split_code = SPLIT_CODES[split]
         self.count = count
-        self.quantity_codes: dict[str, int] = {}
 
-    def _generator(self, quantity: str) -> np.random.Generator:
-        code = self.quantity_codes.setdefault(quantity, len(self.quantity_codes))
-        return np.random.default_rng([self.seed, self.split_code, code])
+    def generator(self, quantity: str) -> np.random.Generator:
+        """The stream of one quantity; a stable hash of its name keeps it independent of the
+        order in which quantities are drawn."""
+        return np.random.default_rng([self.seed, self.split_code, zlib.crc32(quantity.encode("utf-8"))])
 
     def uniform(self, quantity: str, *shape: int, low: float = 0.0, high: float = 1.0) -> np.ndarray:
         """Uniform floats of shape ``(count, *shape)`` in ``[low, high)``."""
-        values = self._generator(quantity).random((self.count, *shape), dtype=np.float64)
+        values = self.generator(quantity).random((self.count, *shape), dtype=np.float64)
         return (low + (high - low) * values).astype(np.float32)
 
     def normal(self, quantity: str, *shape: int) -> np.ndarray:
         """Standard normal floats of shape ``(count, *shape)``."""
-        return self._generator(quantity).standard_normal((self.count, *shape), dtype=np.float32)
+        return self.generator(quantity).standard_normal((self.count, *shape), dtype=np.float32)
 
     def choice(self, quantity: str, options: int, *shape: int) -> np.ndarray:
         """Uniform integers in ``[0, options)`` of shape ``(count, *shape)``."""
-        values = self._generator(quantity).random((self.count, *shape))
+        values = self.generator(quantity).random((self.count, *shape))
         return np.minimum((values * options).astype(np.int64), options - 1)
 
 
@@ -229,7 +270,7 @@ def _balanced_labels(streams: _Streams, count: int) -> np.ndarray:
     """Labels in blocks of ten, each block a random permutation of all classes."""
     class_count = len(SHAPE_CLASSES)
     blocks = -(-count // class_count)
-    keys = np.random.default_rng([streams.seed, streams.split_code, 1_000_003]).random((blocks, class_count))
+    keys = streams.generator("labels").random((blocks, class_count))
     return np.argsort(keys, axis=1).reshape(-1)[:count].astype(np.int64)
 
 
@@ -243,6 +284,19 @@ def _composite(canvas: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> Non
     alpha = alpha[..., None]
     canvas *= 1.0 - alpha
     canvas += alpha * colour
+
+
+def _unit_vectors(vectors: np.ndarray) -> np.ndarray:
+    """Scale each row to unit length."""
+    return vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-6)
+
+
+def _contrasting_colour(reference: np.ndarray, direction: np.ndarray, contrast: np.ndarray) -> np.ndarray:
+    """A colour at distance ``contrast`` from ``reference`` along ``direction``, mirroring any
+    channel that would leave [0, 1] so that clipping does not eat the contrast."""
+    step = direction * contrast[:, None]
+    mirrored = np.where((reference + step < 0.0) | (reference + step > 1.0), -step, step)
+    return np.clip(reference + mirrored, 0.0, 1.0)
 
 
 def _local_coordinates(
@@ -266,7 +320,9 @@ def _local_coordinates(
     return horizontal * stretch, vertical / stretch
 
 
-def render_shapes(count: int, *, size: int, seed: int = 0, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def render_shapes(
+    count: int, *, size: int, seed: int = 0, split: str = "train", nuisances: Nuisances = DEFAULT_NUISANCES
+) -> tuple[np.ndarray, np.ndarray]:
     """Render ``count`` images of ``shapes10``.
 
     Returns ``(images, labels)``: images are ``uint8`` of shape ``(count, size, size, 3)``
@@ -286,23 +342,24 @@ def render_shapes(count: int, *, size: int, seed: int = 0, split: str = "train")
     axis = (np.arange(size, dtype=np.float32) + 0.5) * pixel - 1.0
     grid_y, grid_x = np.meshgrid(axis, axis, indexing="ij")
 
-    # Background: a linear gradient between two random colours.
-    first_colour = streams.uniform("background_first", 3)
-    second_colour = streams.uniform("background_second", 3)
+    # Background: a linear gradient across a random middle colour, in a random direction.
+    background_middle = streams.uniform("background_middle", 3, low=0.15, high=0.85)
+    gradient_direction = _unit_vectors(streams.normal("background_gradient_direction", 3))
+    gradient_strength = streams.uniform("background_gradient_strength", high=nuisances.background_gradient)
     gradient_angle = streams.uniform("background_angle", high=2.0 * math.pi)
     ramp = (
         np.cos(gradient_angle)[:, None, None] * grid_x[None] + np.sin(gradient_angle)[:, None, None] * grid_y[None]
-    ) * 0.5 + 0.5
-    canvas = first_colour[:, None, None, :] + ramp[..., None] * (second_colour - first_colour)[:, None, None, :]
-    background_middle = 0.5 * (first_colour + second_colour)
+    )  # -1.4 .. 1.4 across the image
+    gradient = gradient_direction * gradient_strength[:, None]
+    canvas = background_middle[:, None, None, :] + ramp[..., None] * (0.5 * gradient)[:, None, None, :]
 
     def draw_distractors(group: str, slots: int) -> None:
-        present = streams.uniform(f"{group}_present", slots) < 0.6
+        present = streams.uniform(f"{group}_present", slots) < nuisances.distractor_probability
         kinds = streams.choice(f"{group}_kind", len(DISTRACTOR_DISTANCES), slots)
         centres_x = streams.uniform(f"{group}_x", slots, low=-1.0, high=1.0)
         centres_y = streams.uniform(f"{group}_y", slots, low=-1.0, high=1.0)
         angles = streams.uniform(f"{group}_angle", slots, high=2.0 * math.pi)
-        scales = streams.uniform(f"{group}_scale", slots, low=0.2, high=0.5)
+        scales = streams.uniform(f"{group}_scale", slots, low=nuisances.distractor_scale[0], high=nuisances.distractor_scale[1])
         colours = streams.uniform(f"{group}_colour", slots, 3)
         for slot in range(slots):
             for kind, distance_function in enumerate(DISTRACTOR_DISTANCES):
@@ -318,19 +375,20 @@ def render_shapes(count: int, *, size: int, seed: int = 0, split: str = "train")
                 _composite(blended, _coverage(distance, pixel), colours[chosen, slot][:, None, None, :])
                 canvas[chosen] = blended
 
-    draw_distractors("behind", MAXIMUM_DISTRACTORS_BEHIND)
+    draw_distractors("behind", nuisances.distractors_behind)
 
     # The foreground shape.
-    centre_x = streams.uniform("shape_x", low=-0.45, high=0.45)
-    centre_y = streams.uniform("shape_y", low=-0.45, high=0.45)
-    angle = streams.uniform("shape_angle", high=2.0 * math.pi)
-    scale = streams.uniform("shape_scale", low=0.3, high=0.7)
-    stretch = streams.uniform("shape_stretch", low=0.85, high=1.15)
-    direction = streams.normal("shape_colour_direction", 3)
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True) + 1e-6
-    contrast = streams.uniform("shape_contrast", low=0.3, high=0.8)
-    colour = np.clip(background_middle + direction * contrast[:, None], 0.0, 1.0)
-    striped = streams.uniform("shape_striped") < 0.35
+    offset = nuisances.shape_offset
+    centre_x = streams.uniform("shape_x", low=-offset, high=offset)
+    centre_y = streams.uniform("shape_y", low=-offset, high=offset)
+    largest_angle = math.radians(nuisances.rotation)
+    angle = streams.uniform("shape_angle", low=-largest_angle, high=largest_angle)
+    scale = streams.uniform("shape_scale", low=nuisances.scale[0], high=nuisances.scale[1])
+    stretch = streams.uniform("shape_stretch", low=nuisances.stretch[0], high=nuisances.stretch[1])
+    direction = _unit_vectors(streams.normal("shape_colour_direction", 3))
+    contrast = streams.uniform("shape_contrast", low=nuisances.contrast[0], high=nuisances.contrast[1])
+    colour = _contrasting_colour(background_middle, direction, contrast)
+    striped = streams.uniform("shape_striped") < nuisances.striped_probability
     stripe_colour = streams.uniform("shape_stripe_colour", 3)
     stripe_angle = streams.uniform("shape_stripe_angle", high=2.0 * math.pi)
     stripe_frequency = streams.uniform("shape_stripe_frequency", low=2.0, high=5.0)
@@ -353,9 +411,9 @@ def render_shapes(count: int, *, size: int, seed: int = 0, split: str = "train")
         _composite(blended, alpha, fill)
         canvas[chosen] = blended
 
-    draw_distractors("front", MAXIMUM_DISTRACTORS_IN_FRONT)
+    draw_distractors("front", nuisances.distractors_in_front)
 
-    noise_strength = streams.uniform("noise_strength", low=0.02, high=0.12)
+    noise_strength = streams.uniform("noise_strength", low=nuisances.noise[0], high=nuisances.noise[1])
     canvas += streams.normal("noise", size, size, 3) * noise_strength[:, None, None, None]
     images = np.clip(canvas * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
     return images, labels

@@ -42,6 +42,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import functools
+
 import numpy as np
 
 from nas_search.errors import UserError
@@ -73,6 +75,9 @@ class LayerCost:
         """Elements moved: input and output activations plus weights."""
         return self.activation_elements + self.params
 
+
+#: The kernels of one block (a layer choice, a cell, a stem or a head), in order.
+Block = tuple[LayerCost, ...]
 
 #: Kernel families a layer can belong to.
 LAYER_KINDS: tuple[str, ...] = (
@@ -199,43 +204,48 @@ def parse_fbnet(text: str) -> tuple[str, ...]:
     return operations
 
 
-def fbnet_layers(operations: Sequence[str]) -> list[LayerCost]:
-    """All kernels of an FBNet-CIFAR network, stage 0 = stem, stage 8 = head."""
-    layers: list[LayerCost] = []
+def fbnet_blocks(operations: Sequence[str]) -> list[Block]:
+    """The kernels of an FBNet-CIFAR network, one tuple per block; stage 0 = stem, 8 = head."""
     stem, size = convolution(
         stage=0, in_channels=3, out_channels=FBNET_CIFAR_STEM_CHANNELS, kernel=3, in_size=FBNET_CIFAR_RESOLUTION
     )
-    layers.append(stem)
+    blocks: list[Block] = [(stem,)]
     channels = FBNET_CIFAR_STEM_CHANNELS
     position = 0
     for stage_index, (depth, out_channels, first_stride) in enumerate(FBNET_CIFAR_STAGES, start=1):
         for block_index in range(depth):
             stride = first_stride if block_index == 0 else 1
-            operation = FBNET_OPERATIONS[operations[position]]
-            block, size = _fbnet_block(operation, stage_index, channels, out_channels, size, stride)
-            layers.extend(block)
+            block, size = _fbnet_block(operations[position], stage_index, channels, out_channels, size, stride)
+            blocks.append(block)
             channels = out_channels
             position += 1
     head_stage = len(FBNET_CIFAR_STAGES) + 1
     head, size = convolution(
         stage=head_stage, in_channels=channels, out_channels=FBNET_CIFAR_HEAD_CHANNELS, kernel=1, in_size=size
     )
-    layers.append(head)
-    layers.append(pooling(stage=head_stage, channels=FBNET_CIFAR_HEAD_CHANNELS, in_size=size, out_size=1))
-    layers.append(linear(stage=head_stage, in_features=FBNET_CIFAR_HEAD_CHANNELS, out_features=FBNET_CIFAR_CLASSES))
-    return layers
+    pool = pooling(stage=head_stage, channels=FBNET_CIFAR_HEAD_CHANNELS, in_size=size, out_size=1)
+    classifier = linear(stage=head_stage, in_features=FBNET_CIFAR_HEAD_CHANNELS, out_features=FBNET_CIFAR_CLASSES)
+    blocks.append((head, pool, classifier))
+    return blocks
 
 
+def fbnet_layers(operations: Sequence[str]) -> list[LayerCost]:
+    """All kernels of an FBNet-CIFAR network in order."""
+    return [layer for block in fbnet_blocks(operations) for layer in block]
+
+
+@functools.lru_cache(maxsize=None)
 def _fbnet_block(
-    operation: FbnetOperation, stage: int, in_channels: int, out_channels: int, size: int, stride: int
-) -> tuple[list[LayerCost], int]:
+    name: str, stage: int, in_channels: int, out_channels: int, size: int, stride: int
+) -> tuple[Block, int]:
+    operation = FBNET_OPERATIONS[name]
     if operation.kernel == 0:  # skip: identity, or a 1x1 conv when the shape changes
         if stride == 1 and in_channels == out_channels:
-            return [], size
+            return (), size
         cost, out_size = convolution(
             stage=stage, in_channels=in_channels, out_channels=out_channels, kernel=1, in_size=size, stride=stride
         )
-        return [cost], out_size
+        return (cost,), out_size
     hidden = in_channels * operation.expansion
     groups = operation.groups
     expand, _ = convolution(
@@ -259,7 +269,7 @@ def _fbnet_block(
     block.extend([depthwise, project])
     if in_channels == out_channels and stride == 1:
         block.append(elementwise("add", stage=stage, channels=out_channels, size=out_size, inputs=2))
-    return block, out_size
+    return tuple(block), out_size
 
 
 def fbnet_positional(operations: Sequence[str]) -> list[float]:
@@ -359,9 +369,8 @@ def parse_ofa(kernels: str, expansions: str, depths: str, resolution: str) -> Of
     return architecture
 
 
-def ofa_layers(architecture: OfaArchitecture) -> list[LayerCost]:
-    """All kernels of an OFA MobileNetV3 w1.2 subnet, stage 0 = stem + first block, 6 = head."""
-    layers: list[LayerCost] = []
+def ofa_blocks(architecture: OfaArchitecture) -> list[Block]:
+    """The kernels of an OFA MobileNetV3 w1.2 subnet, one tuple per block; stage 0 = stem, 6 = head."""
     stem, size = convolution(
         stage=0, in_channels=3, out_channels=OFA_STEM_CHANNELS, kernel=3, in_size=architecture.resolution, stride=2
     )
@@ -377,22 +386,20 @@ def ofa_layers(architecture: OfaArchitecture) -> list[LayerCost]:
         stage=0, in_channels=OFA_STEM_CHANNELS, out_channels=OFA_STEM_CHANNELS, kernel=1, in_size=size
     )
     first_add = elementwise("add", stage=0, channels=OFA_STEM_CHANNELS, size=size, inputs=2)
-    layers.extend([stem, first_depthwise, first_project, first_add])
+    blocks: list[Block] = [(stem,), (first_depthwise, first_project, first_add)]
     channels = OFA_STEM_CHANNELS
     previous_stage = -1
     for stage, _slot, kernel, expansion in architecture.active_blocks():
-        definition = OFA_STAGES[stage]
-        stride = definition.stride if stage != previous_stage else 1
+        stride = OFA_STAGES[stage].stride if stage != previous_stage else 1
         previous_stage = stage
-        block, size = _ofa_block(stage + 1, channels, definition, kernel, expansion, size, stride)
-        layers.extend(block)
-        channels = definition.channels
+        block, size = _ofa_block(stage, channels, kernel, expansion, size, stride)
+        blocks.append(block)
+        channels = OFA_STAGES[stage].channels
     head_stage = len(OFA_STAGES) + 1
     final_expand, size = convolution(
         stage=head_stage, in_channels=channels, out_channels=OFA_FINAL_EXPAND_CHANNELS, kernel=1, in_size=size
     )
-    layers.append(final_expand)
-    layers.append(pooling(stage=head_stage, channels=OFA_FINAL_EXPAND_CHANNELS, in_size=size, out_size=1))
+    pool = pooling(stage=head_stage, channels=OFA_FINAL_EXPAND_CHANNELS, in_size=size, out_size=1)
     feature_mix, _ = convolution(
         stage=head_stage,
         in_channels=OFA_FINAL_EXPAND_CHANNELS,
@@ -400,14 +407,22 @@ def ofa_layers(architecture: OfaArchitecture) -> list[LayerCost]:
         kernel=1,
         in_size=1,
     )
-    layers.append(feature_mix)
-    layers.append(linear(stage=head_stage, in_features=OFA_FEATURE_MIX_CHANNELS, out_features=OFA_CLASSES))
-    return layers
+    classifier = linear(stage=head_stage, in_features=OFA_FEATURE_MIX_CHANNELS, out_features=OFA_CLASSES)
+    blocks.append((final_expand, pool, feature_mix, classifier))
+    return blocks
 
 
+def ofa_layers(architecture: OfaArchitecture) -> list[LayerCost]:
+    """All kernels of an OFA MobileNetV3 w1.2 subnet in order."""
+    return [layer for block in ofa_blocks(architecture) for layer in block]
+
+
+@functools.lru_cache(maxsize=None)
 def _ofa_block(
-    stage: int, in_channels: int, definition: OfaStage, kernel: int, expansion: int, size: int, stride: int
-) -> tuple[list[LayerCost], int]:
+    stage_index: int, in_channels: int, kernel: int, expansion: int, size: int, stride: int
+) -> tuple[Block, int]:
+    definition = OFA_STAGES[stage_index]
+    stage = stage_index + 1
     hidden = make_divisible(round(in_channels * expansion))
     expand, _ = convolution(stage=stage, in_channels=in_channels, out_channels=hidden, kernel=1, in_size=size)
     depthwise, out_size = convolution(
@@ -426,7 +441,7 @@ def _ofa_block(
     block.append(project)
     if stride == 1 and in_channels == definition.channels:
         block.append(elementwise("add", stage=stage, channels=definition.channels, size=out_size, inputs=2))
-    return block, out_size
+    return tuple(block), out_size
 
 
 def ofa_positional(architecture: OfaArchitecture) -> list[float]:
@@ -489,26 +504,37 @@ def parse_nb201(text: str) -> tuple[str, ...]:
     return tuple(operations)
 
 
-def nb201_layers(operations: Sequence[str]) -> list[LayerCost]:
-    """All kernels of a NAS-Bench-201 network (every edge runs, as in the benchmark's ``InferCell``)."""
-    layers: list[LayerCost] = []
-    stem, size = convolution(stage=0, in_channels=3, out_channels=NB201_STAGE_CHANNELS[0], kernel=3, in_size=NB201_RESOLUTION)
-    layers.append(stem)
+def nb201_blocks(operations: Sequence[str]) -> list[Block]:
+    """The kernels of a NAS-Bench-201 network, one tuple per cell or fixed block.
+
+    Every edge runs, as in the benchmark's ``InferCell``; stage 0 = stem, 4 = head.
+    """
+    stem, size = convolution(
+        stage=0, in_channels=3, out_channels=NB201_STAGE_CHANNELS[0], kernel=3, in_size=NB201_RESOLUTION
+    )
+    blocks: list[Block] = [(stem,)]
     channels = NB201_STAGE_CHANNELS[0]
+    operations = tuple(operations)
     for stage_index, stage_channels in enumerate(NB201_STAGE_CHANNELS, start=1):
         if stage_channels != channels:
             reduction, size = _nb201_reduction(stage_index, channels, stage_channels, size)
-            layers.extend(reduction)
+            blocks.append(reduction)
             channels = stage_channels
-        for _cell in range(NB201_CELLS_PER_STAGE):
-            layers.extend(_nb201_cell(operations, stage_index, channels, size))
+        cell = _nb201_cell(operations, stage_index, channels, size)
+        blocks.extend([cell] * NB201_CELLS_PER_STAGE)
     head_stage = len(NB201_STAGE_CHANNELS) + 1
-    layers.append(pooling(stage=head_stage, channels=channels, in_size=size, out_size=1))
-    layers.append(linear(stage=head_stage, in_features=channels, out_features=NB201_CLASSES))
-    return layers
+    pool = pooling(stage=head_stage, channels=channels, in_size=size, out_size=1)
+    blocks.append((pool, linear(stage=head_stage, in_features=channels, out_features=NB201_CLASSES)))
+    return blocks
 
 
-def _nb201_reduction(stage: int, in_channels: int, out_channels: int, size: int) -> tuple[list[LayerCost], int]:
+def nb201_layers(operations: Sequence[str]) -> list[LayerCost]:
+    """All kernels of a NAS-Bench-201 network in order."""
+    return [layer for block in nb201_blocks(operations) for layer in block]
+
+
+@functools.lru_cache(maxsize=None)
+def _nb201_reduction(stage: int, in_channels: int, out_channels: int, size: int) -> tuple[Block, int]:
     first, out_size = convolution(
         stage=stage, in_channels=in_channels, out_channels=out_channels, kernel=3, in_size=size, stride=2
     )
@@ -518,33 +544,47 @@ def _nb201_reduction(stage: int, in_channels: int, out_channels: int, size: int)
         stage=stage, in_channels=in_channels, out_channels=out_channels, kernel=1, in_size=out_size
     )
     add = elementwise("add", stage=stage, channels=out_channels, size=out_size, inputs=2)
-    return [first, second, shortcut_pool, shortcut_conv, add], out_size
+    return (first, second, shortcut_pool, shortcut_conv, add), out_size
 
 
-NB201_EDGE_COSTS: dict[str, Callable[[int, int, int], list[LayerCost]]] = {
+NB201_EDGE_COSTS: dict[str, Callable[[int, int, int], Block]] = {
     # NAS-Bench-201's Zero op still runs ``x.mul(0.)`` on the tensor
-    "none": lambda stage, channels, size: [elementwise("multiply", stage=stage, channels=channels, size=size, inputs=1)],
-    "skip_connect": lambda stage, channels, size: [],
-    "nor_conv_1x1": lambda stage, channels, size: [
-        convolution(stage=stage, in_channels=channels, out_channels=channels, kernel=1, in_size=size)[0]
-    ],
-    "nor_conv_3x3": lambda stage, channels, size: [
-        convolution(stage=stage, in_channels=channels, out_channels=channels, kernel=3, in_size=size)[0]
-    ],
-    "avg_pool_3x3": lambda stage, channels, size: [pooling(stage=stage, channels=channels, in_size=size, out_size=size)],
+    "none": lambda stage, channels, size: (
+        elementwise("multiply", stage=stage, channels=channels, size=size, inputs=1),
+    ),
+    "skip_connect": lambda stage, channels, size: (),
+    "nor_conv_1x1": lambda stage, channels, size: (
+        convolution(stage=stage, in_channels=channels, out_channels=channels, kernel=1, in_size=size)[0],
+    ),
+    "nor_conv_3x3": lambda stage, channels, size: (
+        convolution(stage=stage, in_channels=channels, out_channels=channels, kernel=3, in_size=size)[0],
+    ),
+    "avg_pool_3x3": lambda stage, channels, size: (
+        pooling(stage=stage, channels=channels, in_size=size, out_size=size),
+    ),
 }
 
 
-def _nb201_cell(operations: Sequence[str], stage: int, channels: int, size: int) -> list[LayerCost]:
-    layers: list[LayerCost] = []
-    for name in operations:
-        layers.extend(NB201_EDGE_COSTS[name](stage, channels, size))
+@functools.lru_cache(maxsize=None)
+def _nb201_edge(name: str, stage: int, channels: int, size: int) -> Block:
+    return NB201_EDGE_COSTS[name](stage, channels, size)
+
+
+@functools.lru_cache(maxsize=None)
+def _nb201_node_sums(stage: int, channels: int, size: int) -> Block:
+    """Each node sums the outputs of all its incoming edges ("none" edges give zero tensors)."""
+    sums: list[LayerCost] = []
     for node in (1, 2, 3):
         inputs = sum(1 for target, _source in NB201_EDGES if target == node)
-        # every edge's output is summed, "none" edges included (they are zero tensors)
-        for _ in range(inputs - 1):
-            layers.append(elementwise("add", stage=stage, channels=channels, size=size, inputs=2))
-    return layers
+        sums.extend(
+            elementwise("add", stage=stage, channels=channels, size=size, inputs=2) for _ in range(inputs - 1)
+        )
+    return tuple(sums)
+
+
+def _nb201_cell(operations: tuple[str, ...], stage: int, channels: int, size: int) -> Block:
+    edges = tuple(layer for name in operations for layer in _nb201_edge(name, stage, channels, size))
+    return edges + _nb201_node_sums(stage, channels, size)
 
 
 def nb201_positional(operations: Sequence[str]) -> list[float]:
@@ -633,21 +673,27 @@ KIND_INDEX: dict[str, int] = {kind: index for index, kind in enumerate(LAYER_KIN
 
 
 def build_features(
-    layer_lists: Sequence[Sequence[LayerCost]],
+    block_lists: Sequence[Sequence[Block]],
     positional_rows: Sequence[Sequence[float]],
     positional_names: Sequence[str],
     stage_count: int,
 ) -> ArchitectureFeatures:
-    """Stack per-architecture layers and positional encodings into :class:`ArchitectureFeatures`.
+    """Stack per-architecture blocks and positional encodings into :class:`ArchitectureFeatures`.
 
-    ``stage_count`` is the number of stages of the space (stem and head included), so that
-    the columns do not depend on which architectures are in the set.
+    Aggregate features are sums over layers, so they are summed over blocks, each block's
+    totals computed once.  ``stage_count`` is the number of stages of the space (stem and
+    head included), so that the columns do not depend on which architectures are in the set.
     """
     names = aggregate_names(stage_count)
-    aggregate = np.zeros((len(layer_lists), len(names)))
-    for row, layers in enumerate(layer_lists):
-        aggregate[row] = aggregate_features(layers, stage_count)
-    positional = np.asarray(positional_rows, dtype=np.float64).reshape(len(layer_lists), len(positional_names))
+    aggregate = np.zeros((len(block_lists), len(names)))
+    block_totals: dict[Block, np.ndarray] = {}
+    for row, blocks in enumerate(block_lists):
+        for block in blocks:
+            totals = block_totals.get(block)
+            if totals is None:
+                totals = block_totals[block] = aggregate_features(block, stage_count)
+            aggregate[row] += totals
+    positional = np.asarray(positional_rows, dtype=np.float64).reshape(len(block_lists), len(positional_names))
     return ArchitectureFeatures(
         flops=aggregate[:, 0].copy(),
         aggregate=aggregate,
@@ -663,16 +709,20 @@ def total_macs(layers: Sequence[LayerCost]) -> int:
 
 
 __all__ = [
+    "Block",
     "ArchitectureFeatures",
     "FBNET_OPERATIONS",
     "LayerCost",
     "NB201_OPERATIONS",
     "OfaArchitecture",
     "build_features",
+    "fbnet_blocks",
     "fbnet_layers",
     "fbnet_positional",
+    "nb201_blocks",
     "nb201_layers",
     "nb201_positional",
+    "ofa_blocks",
     "ofa_layers",
     "ofa_positional",
     "parse_fbnet",

@@ -14,6 +14,7 @@ five choices, a latency budget at the median); see ``benchmarks/search_nb201.py`
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -56,9 +57,10 @@ class SamplerEntry:
 
 
 def _tpe(options: SamplerOptions) -> optuna.samplers.BaseSampler:
-    # Multivariate TPE models the joint density of the edges/layers, which matters in NAS
-    # spaces where choices interact; Optuna turns it on for one objective only, and so do we
-    # (for several objectives it falls back to independent TPE, which is its tested setting).
+    # Multivariate TPE models the joint density of the choices, which matters in NAS spaces
+    # where choices interact: on NAS-Bench-201 it needed a median of 156 queries against 882
+    # for independent TPE (20 seeds, cap 1,000).  More startup trials (20) or EI candidates
+    # (64) did not help.  Optuna enables multivariate for one objective only, and so do we.
     # Constrained TPE is automatic once trials carry constraints.
     return optuna.samplers.TPESampler(
         seed=options.seed,
@@ -68,10 +70,11 @@ def _tpe(options: SamplerOptions) -> optuna.samplers.BaseSampler:
 
 
 def _nsga2(options: SamplerOptions) -> optuna.samplers.BaseSampler:
-    # A population of 20 (Optuna's default is 50) lets the evolution start after 20 queries,
-    # which suits query budgets of a few hundred trials.  Constrained domination is automatic
-    # once trials carry constraints.
-    return optuna.samplers.NSGAIISampler(seed=options.seed, population_size=20)
+    # Optuna's default population of 50.  On NAS-Bench-201 (median-latency budget) a
+    # population of 20 converged too early (5 of 20 seeds never came within 0.3 points in
+    # 1,000 queries) and 100 started too slowly; a higher mutation rate did not help.
+    # Constrained domination is automatic once trials carry constraints.
+    return optuna.samplers.NSGAIISampler(seed=options.seed, population_size=50)
 
 
 def _random(options: SamplerOptions) -> optuna.samplers.BaseSampler:
@@ -94,9 +97,9 @@ def _gp(options: SamplerOptions) -> optuna.samplers.BaseSampler:
 #: Sampler name -> entry.  ``random`` is the anchor every benchmark compares against.
 SAMPLERS: dict[str, SamplerEntry] = {
     "tpe": SamplerEntry(_tpe, "multivariate tree-structured Parzen estimator (constraint-aware)", True, True, True),
-    "nsga2": SamplerEntry(_nsga2, "NSGA-II evolution, population 20 (constraint-aware)", True, True, True),
+    "nsga2": SamplerEntry(_nsga2, "NSGA-II evolution, population 50 (constraint-aware)", True, True, True),
     "random": SamplerEntry(_random, "uniform random search (the anchor)", False, False, True),
-    "qmc": SamplerEntry(_qmc, "scrambled Sobol quasi-random search", False, False, True),
+    "qmc": SamplerEntry(_qmc, "scrambled Sobol quasi-random search (experimental in Optuna)", False, False, True),
     "gp": SamplerEntry(_gp, "Gaussian-process Bayesian optimisation (constraint-aware, slow per trial)", True, True, True),
 }
 
@@ -130,7 +133,11 @@ def make_sampler(
     if constrained and entry.adaptive and not entry.uses_constraints:
         accepted = [other for other, candidate in SAMPLERS.items() if candidate.uses_constraints]
         raise UserError(f"sampler {name!r} ignores constraints; constraint-aware samplers: {', '.join(accepted)}")
-    return entry.factory(SamplerOptions(seed=seed, constrained=constrained, multi_objective=multi_objective))
+    options = SamplerOptions(seed=seed, constrained=constrained, multi_objective=multi_objective)
+    with warnings.catch_warnings():
+        # QMC and GP options are flagged experimental by Optuna; picking them by name is the opt-in.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return entry.factory(options)
 
 
 def record_constraints(trial: optuna.Trial, constraints: Mapping[str, float]) -> bool:

@@ -62,3 +62,25 @@ def cifar() -> SearchSpace:
             StageChoices(max_channels=384, stride=2, depths=(1, 2, 3), feature=True),     # 4 px
         ),
     )
+
+
+@register_space("micro")
+def micro() -> SearchSpace:
+    """A very small 32 px classifier space (about 0.3 to 12 MFLOPs) for smoke tests and
+    quick CPU runs of the whole pipeline; same ops and choices as the others."""
+    return SearchSpace(
+        name="micro",
+        task="classify",
+        description="tiny 32 px classifier for smoke tests and quick CPU runs",
+        input_size=32,
+        train_input_size=32,
+        stem_channels=16,
+        stem_stride=2,
+        head_channels=256,
+        num_classes=10,
+        stages=(
+            StageChoices(max_channels=32, stride=1, depths=(1, 2), expansions=(2.0, 3.0, 4.0), feature=True),  # 16 px
+            StageChoices(max_channels=64, stride=2, depths=(1, 2), expansions=(2.0, 3.0, 4.0), feature=True),  # 8 px
+            StageChoices(max_channels=96, stride=2, depths=(1, 2), expansions=(2.0, 3.0, 4.0), feature=True),  # 4 px
+        ),
+    )

@@ -11,7 +11,7 @@ concatenated, as in the slim module, so the active channels are not a prefix).
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,8 @@ class ElasticConv2d(nn.Module):
         super().__init__()
         self.kernel, self.stride = kernel, stride
         self.weight = nn.Parameter(torch.empty(max_out, max_in, kernel, kernel))
+        # Optional training-time perturbation of the active weight (Batch Bridgeout).
+        self.weight_noise: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.bias = nn.Parameter(torch.zeros(max_out)) if bias else None
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
 
@@ -59,6 +61,8 @@ class ElasticConv2d(nn.Module):
         in_selection = x.size(1) if in_selection is None else in_selection
         bias = None if self.bias is None else select_channels(self.bias, 0, out_selection)
         weight = self.active_weight(out_selection, in_selection)
+        if self.training and self.weight_noise is not None:
+            weight = self.weight_noise(weight)
         return F.conv2d(x, weight, bias, self.stride, self.kernel // 2)
 
     @torch.no_grad()

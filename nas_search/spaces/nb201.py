@@ -41,6 +41,9 @@ OPERATIONS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv
 #: The six edges as ``(to_node, from_node)``, in the order the architecture string lists them.
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 
+#: Nodes that receive edges (node 0 is the cell input).
+INTERMEDIATE_NODES: int = len({to_node for to_node, _ in EDGES})
+
 #: Number of cells in the full space.
 SPACE_SIZE: int = len(OPERATIONS) ** len(EDGES)
 
@@ -75,15 +78,10 @@ def format_arch(operations: tuple[str, ...] | list[str]) -> str:
     unknown = [operation for operation in operations if operation not in OPERATIONS]
     if unknown:
         raise UserError(f"unknown NAS-Bench-201 operation {unknown[0]!r}; accepted: {', '.join(OPERATIONS)}")
-    groups: list[str] = []
-    position = 0
-    for to_node in range(1, 4):
-        items = []
-        for from_node in range(to_node):
-            items.append(f"{operations[position]}~{from_node}")
-            position += 1
-        groups.append("|" + "|".join(items) + "|")
-    return "+".join(groups)
+    inputs_by_node: dict[int, list[str]] = {}
+    for (to_node, from_node), operation in zip(EDGES, operations):
+        inputs_by_node.setdefault(to_node, []).append(f"{operation}~{from_node}")
+    return "+".join("|" + "|".join(inputs) + "|" for inputs in inputs_by_node.values())
 
 
 def parse_arch(arch_str: str) -> tuple[str, ...]:
@@ -96,7 +94,7 @@ def parse_arch(arch_str: str) -> tuple[str, ...]:
         OPERATIONS
     )
     groups = arch_str.strip().split("+")
-    if len(groups) != 3:
+    if len(groups) != INTERMEDIATE_NODES:
         raise UserError(f"bad NAS-Bench-201 arch string {arch_str!r}: {expected}")
     operations: list[str] = []
     for to_node, group in enumerate(groups, start=1):

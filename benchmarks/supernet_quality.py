@@ -1,0 +1,178 @@
+"""Ranking fidelity of the one-shot supernet, and the forward overhead of weight sharing.
+
+Trains a `cifar` supernet on a real ImageFolder (default ../shared/data/cifar10-subset),
+picks subnets spread over the FLOPs range, and measures for each (a) top-1 accuracy with
+inherited weights after BN recalibration and (b) top-1 accuracy of the same architecture
+trained alone from scratch with the same recipe and number of epochs. Prints both, the
+Kendall tau between the two rankings (target >= 0.6) and the mean gap. It also times a
+training step through the supernet with a subnet active against the extracted static
+subnet (target <= 1.2x).
+
+    python benchmarks/supernet_quality.py [--quick] [--json OUT] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from scipy.stats import kendalltau
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPOSITORY))
+
+from nas_search.data import load_classification_data, make_loader  # noqa: E402
+from nas_search.evaluators.classification import AccuracyEvaluator, calibration_tensor, top1_accuracy  # noqa: E402
+from nas_search.hw_models.flops import count_flops  # noqa: E402
+from nas_search.spaces import get_space  # noqa: E402
+from nas_search.spaces.sampling import sample_specs  # noqa: E402
+from nas_search.spaces.static import build_static_model  # noqa: E402
+from nas_search.training.config import SupernetTrainConfig  # noqa: E402
+from nas_search.training.supernet_training import build_optimizer, load_supernet, train_supernet, warmup_cosine  # noqa: E402
+
+
+def pick_subnets(space, count: int, seed: int):
+    """``count`` specs spread over the FLOPs range: the smallest, the largest and
+    evenly spaced (in log FLOPs) samples between."""
+    pool = sample_specs(space, 400, seed=seed)
+    pool.sort(key=lambda item: item[1])
+    chosen = [pool[round(index * (len(pool) - 1) / (count - 1))] for index in range(count)]
+    return [spec for spec, _ in chosen]
+
+
+def train_from_scratch(spec, space, data, config: SupernetTrainConfig) -> float:
+    """Train the architecture alone with the supernet's recipe; top-1 on the val split."""
+    torch.manual_seed(config.seed)
+    model = build_static_model(space.resolve(spec, num_classes=data.num_classes), dropout=space.dropout)
+    optimizer = build_optimizer(model, config)
+    loader = make_loader(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed, num_workers=config.workers, drop_last=True)
+    steps = len(loader) * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, int(config.warmup_epochs * len(loader))))
+    for epoch in range(config.epochs):
+        torch.manual_seed(config.seed + 1000 * epoch)
+        model.train()
+        for images, labels in loader:
+            loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    val_loader = make_loader(data.val, batch_size=256, shuffle=False, seed=0, num_workers=0)
+    return top1_accuracy(model, val_loader)
+
+
+def step_time_ratio(supernet, specs, batch_size: int = 64, size: int = 32, repeats: int = 7) -> list[float]:
+    """Median time of a training step (forward, backward, SGD step) through the supernet
+    with each subnet active, over that of the extracted static subnet, interleaved."""
+    images = torch.randn(batch_size, 3, size, size)
+    labels = torch.randint(0, 10, (batch_size,))
+    ratios = []
+    for spec in specs:
+        supernet.train()
+        supernet.activate(spec)
+        static = supernet.extract(spec).train()
+        shared_optimizer = torch.optim.SGD([p for p in supernet.parameters()], lr=1e-6)
+        static_optimizer = torch.optim.SGD(static.parameters(), lr=1e-6)
+
+        def shared_step():
+            shared_optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(supernet(images), labels).backward()
+            shared_optimizer.step()
+
+        def static_step():
+            static_optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(static(images), labels).backward()
+            static_optimizer.step()
+
+        for step in (shared_step, static_step, shared_step, static_step):
+            step()
+        shared_times, static_times = [], []
+        for _ in range(repeats):
+            for step, times in ((shared_step, shared_times), (static_step, static_times)):
+                started = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - started)
+        ratios.append(statistics.median(shared_times) / statistics.median(static_times))
+    return ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budget (minutes): checks the pipeline, not the figures")
+    parser.add_argument("--json", help="write results as JSON")
+    parser.add_argument("--data", default=str(REPOSITORY.parent / "shared" / "data" / "cifar10-subset"))
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--max-train", type=int, default=None)
+    parser.add_argument("--subnets", type=int, default=None)
+    parser.add_argument("--checkpoint", help="reuse a trained supernet checkpoint")
+    arguments = parser.parse_args()
+    torch.set_num_threads(2)
+    epochs = arguments.epochs or (1 if arguments.quick else 6)
+    max_train = arguments.max_train or (640 if arguments.quick else None)
+    count = arguments.subnets or (4 if arguments.quick else 8)
+    space = get_space("cifar")
+    workdir = Path(tempfile.mkdtemp(prefix="supernet-quality-"))
+    config = SupernetTrainConfig(
+        space="cifar", data=arguments.data, epochs=epochs, batch_size=64, max_train=max_train, workers=2,
+        device="cpu", out=str(workdir / "supernet.pt"), progress=True, seed=0,
+    )
+    started = time.perf_counter()
+    checkpoint = arguments.checkpoint or str(train_supernet(config).checkpoint)
+    supernet_seconds = time.perf_counter() - started
+    supernet, metadata = load_supernet(checkpoint)
+    data = load_classification_data(arguments.data, input_size=32, seed=0, max_train=max_train)
+    plain = load_classification_data(arguments.data, input_size=32, seed=0, augment=False, max_train=max_train)
+    evaluator = AccuracyEvaluator(
+        supernet, calibration_tensor(plain.train, 512), make_loader(plain.val, batch_size=256, shuffle=False, seed=0, num_workers=0)
+    )
+    specs = pick_subnets(space, count, seed=1)
+    rows = []
+    for index, spec in enumerate(specs):
+        inherited = evaluator(spec).accuracy
+        started = time.perf_counter()
+        scratch = train_from_scratch(spec, space, data, config)
+        cost = count_flops(spec, space)
+        rows.append({"arch": str(spec), "flops": cost.flops, "params": cost.params, "inherited": inherited,
+                     "scratch": scratch, "scratch_seconds": time.perf_counter() - started})
+        print(f"[{index + 1}/{len(specs)}] {cost.flops / 1e6:8.1f} MFLOPs  inherited {inherited:.4f}  scratch {scratch:.4f}", flush=True)
+    tau = float(kendalltau([row["inherited"] for row in rows], [row["scratch"] for row in rows]).statistic)
+    gap = statistics.mean(row["scratch"] - row["inherited"] for row in rows)
+    ratios = step_time_ratio(supernet, specs)
+    for row, ratio in zip(rows, ratios):
+        row["step_time_ratio"] = ratio
+    result = {
+        "kendall_tau": tau,
+        "mean_gap": gap,
+        "step_time_ratio": statistics.median(ratios),
+        "subnets": rows,
+        "epochs": epochs,
+        "train_images": len(data.train),
+        "val_images": len(data.val),
+        "supernet_seconds": supernet_seconds,
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "date": date.today().isoformat(),
+        "quick": arguments.quick,
+    }
+    print()
+    print(f"{'MFLOPs':>9} {'inherited':>9} {'scratch':>8} {'step x':>7}  architecture")
+    for row in rows:
+        print(f"{row['flops'] / 1e6:9.1f} {row['inherited']:9.4f} {row['scratch']:8.4f} {row['step_time_ratio']:7.2f}  {row['arch']}")
+    print(f"\nKendall tau (inherited vs scratch ranking): {tau:.3f}   (target >= 0.6)")
+    print(f"mean gap (scratch - inherited): {gap:+.4f}")
+    print(f"training step, supernet / static subnet: median {result['step_time_ratio']:.2f}x   (target <= 1.2x)")
+    print(f"{epochs} epochs on {len(data.train)} images; supernet training took {supernet_seconds:.0f} s; {result['machine']}")
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""CLI commands beyond the foundation ones: supernet training and evaluation.
+
+Each command parses its arguments and calls one public function.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from nas_search.cli import Command, emit, register
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", default="cifar", help="search space (see `nas-search spaces`)")
+    parser.add_argument("--data", help="ImageFolder root (train/ + val/ or test/); default: the built-in demo")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--input-size", type=int, help="proxy training size (default: the space's)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--optimizer", default="sgd", help="sgd or adamw")
+    parser.add_argument("--learning-rate", "--lr", type=float, default=None)
+    parser.add_argument("--random-subnets", type=int, default=2, help="random subnets per sandwich step")
+    parser.add_argument("--no-distill", action="store_true", help="train the smaller subnets on labels instead")
+    parser.add_argument("--channel-regeneration-epoch", type=int, help="re-initialise collapsed BN channels at this epoch")
+    parser.add_argument("--bridgeout", type=float, default=0.0, help="Batch Bridgeout drop probability (0 = off)")
+    parser.add_argument("--full-width-warmup-epochs", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, help="DataLoader workers")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--max-train", type=int, help="use at most this many training images")
+    parser.add_argument("--out", default="runs/supernet.pt", help="checkpoint path")
+    parser.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="machine-readable summary")
+
+
+def training_config_from_arguments(arguments: argparse.Namespace):
+    """A ``SupernetTrainConfig`` from parsed CLI arguments."""
+    from nas_search.training.config import SupernetTrainConfig
+
+    config = SupernetTrainConfig(
+        space=arguments.space, data=arguments.data, epochs=arguments.epochs, input_size=arguments.input_size,
+        batch_size=arguments.batch_size, optimizer=arguments.optimizer, random_subnets=arguments.random_subnets,
+        distill=not arguments.no_distill, channel_regeneration_epoch=arguments.channel_regeneration_epoch,
+        bridgeout_probability=arguments.bridgeout, full_width_warmup_epochs=arguments.full_width_warmup_epochs,
+        seed=arguments.seed, workers=arguments.workers, device=arguments.device, max_train=arguments.max_train,
+        out=arguments.out, resume=arguments.resume, progress=not arguments.quiet,
+    )
+    if arguments.learning_rate is not None:
+        config.learning_rate = arguments.learning_rate
+    elif arguments.optimizer == "adamw":
+        config.learning_rate = 2e-3
+    return config
+
+
+def _supernet_arguments(parser: argparse.ArgumentParser) -> None:
+    from nas_search.cli import OneLineParser
+
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=OneLineParser)
+    train = actions.add_parser("train", help="one-shot supernet training (sandwich rule + in-place distillation)")
+    _add_training_arguments(train)
+
+
+def _supernet_run(arguments: argparse.Namespace) -> None:
+    from nas_search.training.supernet_training import train_supernet
+
+    result = train_supernet(training_config_from_arguments(arguments))
+    summary = {
+        "checkpoint": str(result.checkpoint),
+        "epochs": result.epochs,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "images_per_second": result.images_per_second,
+        "history": result.history,
+    }
+
+    def human() -> None:
+        last = result.history[-1] if result.history else {}
+        print(f"supernet checkpoint: {result.checkpoint} (epoch {result.epochs})")
+        if last:
+            print(f"last epoch: loss {last['loss']:.3f}, largest-subnet train accuracy {last['largest_train_accuracy']:.3f}, "
+                  f"{last['images_per_second']:.1f} img/s")
+
+    emit(arguments, summary, human)
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="supernet checkpoint")
+    parser.add_argument("--arch", required=True, help="architecture file (.yaml or .json)")
+    parser.add_argument("--data", help="ImageFolder root (default: the data the supernet was trained on)")
+    parser.add_argument("--calibration-images", type=int, default=512)
+    parser.add_argument("--max-val", type=int)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _eval_run(arguments: argparse.Namespace) -> None:
+    from nas_search.evaluators.classification import evaluate_checkpoint
+    from nas_search.units import format_count, format_flops
+
+    result = evaluate_checkpoint(
+        arguments.checkpoint, arguments.arch, arguments.data, calibration_images=arguments.calibration_images,
+        max_val=arguments.max_val, device=arguments.device,
+    )
+    emit(arguments, result, lambda: print(
+        f"accuracy {result['accuracy']:.4f} on {result['images']} images  |  {format_flops(result['flops'])} at "
+        f"{result['input_size']} px  |  {format_count(result['params'])} params  |  {result['arch']}"
+    ))
+
+
+register(Command("supernet", "train the weight-sharing supernet (`supernet train`)", _supernet_arguments, _supernet_run))
+register(Command("eval", "accuracy of an architecture with inherited supernet weights", _eval_arguments, _eval_run))
+
+
+# ---------------------------------------------------------------------------- run / worker
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--budget", help="FLOPs budget: 4.5GFLOPs, 4.5G, 450MFLOPs, 4.5GMACs or 4500000000")
+    parser.add_argument("--task", default="classify", help="classify (detect arrives with the detector spaces)")
+    parser.add_argument("--space", help="search space (default: mobile for classify)")
+    parser.add_argument("--data", help="ImageFolder root; default: the built-in demo dataset")
+    parser.add_argument("--input-size", type=int, help="deployment input size, at which FLOPs are counted")
+    parser.add_argument("--train-input-size", type=int, help="proxy size for supernet training and scoring")
+    parser.add_argument("--params", help="parameter budget, e.g. 5M")
+    parser.add_argument("--latency", help="latency budget, e.g. 15ms (needs --device)")
+    parser.add_argument("--device", help="latency device")
+    parser.add_argument("--memory", help="peak activation memory budget, e.g. 20MB")
+    parser.add_argument("--min-utilization", type=float, default=0.8,
+                        help="lower bound on FLOPs as a fraction of --budget (0 disables; default 0.8)")
+    parser.add_argument("--trials", type=int, default=40, help="planned trials in the study (a re-run continues up to this)")
+    parser.add_argument("--startup-trials", type=int, default=10, help="budget-aware random trials first")
+    parser.add_argument("--study", default="nas-search", help="study name")
+    parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/STUDY.db)")
+    parser.add_argument("--sampler", default="tpe", help="tpe, nsga2 or random (see docs for more)")
+    parser.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy,flops for a Pareto front")
+    parser.add_argument("--supernet", help="reuse this supernet checkpoint instead of training one")
+    parser.add_argument("--supernet-epochs", type=int)
+    parser.add_argument("--max-train", type=int, help="supernet training images (default: 3000 on the demo)")
+    parser.add_argument("--max-val", type=int, default=500, help="validation images per trial")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json-summary", help="also write the summary as JSON to this file")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="create the study and its planned trials, then exit (start `nas-search worker`s next)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def search_config_from_arguments(arguments: argparse.Namespace):
+    """A ``SearchConfig`` from parsed ``run`` arguments."""
+    from nas_search.search.config import SearchConfig
+
+    return SearchConfig(
+        task=arguments.task, space=arguments.space, data=arguments.data, input_size=arguments.input_size,
+        train_input_size=arguments.train_input_size, budget=arguments.budget, params=arguments.params,
+        latency=arguments.latency, device=arguments.device, memory=arguments.memory,
+        min_utilization=arguments.min_utilization, trials=arguments.trials, startup_trials=arguments.startup_trials,
+        study=arguments.study, storage=arguments.storage, sampler=arguments.sampler,
+        objectives=tuple(name.strip() for name in arguments.objectives.split(",") if name.strip()),
+        supernet=arguments.supernet, supernet_epochs=arguments.supernet_epochs, max_train=arguments.max_train,
+        max_val=arguments.max_val, seed=arguments.seed, progress=not arguments.quiet,
+    )
+
+
+def _run_run(arguments: argparse.Namespace) -> None:
+    from nas_search.search.runner import create_study_for_workers, print_summary, run_search
+
+    config = search_config_from_arguments(arguments)
+    if arguments.plan_only:
+        result = create_study_for_workers(config)
+        emit(arguments, result, f"study {result['study']} in {result['storage']}: {result['planned']} planned trials "
+                                f"({result['added']} new); start workers with: nas-search worker --storage "
+                                f"{result['storage']} --study {result['study']}")
+        return
+    summary = run_search(config, json_summary=arguments.json_summary)
+    emit(arguments, summary, lambda: print_summary(summary))
+
+
+def _worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", required=True, help="storage URL of the shared study, e.g. postgresql://...")
+    parser.add_argument("--study", required=True, help="name of an existing study (create it with run --plan-only)")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--json", action="store_true")
+
+
+def _worker_run(arguments: argparse.Namespace) -> None:
+    from nas_search.search.runner import run_worker
+
+    result = run_worker(arguments.storage, arguments.study, progress=not arguments.quiet)
+    emit(arguments, result, f"worker ran {result['ran']} trials of study {result['study']}")
+
+
+# ---------------------------------------------------------------------------- dashboard
+def _dashboard_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", default="nas-search", help="study name (its default storage and artifacts)")
+    parser.add_argument("--storage", help="storage URL (default sqlite:///studies/STUDY.db)")
+    parser.add_argument("--artifact-dir", help="artifact folder (default studies/STUDY/artifacts)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--json", action="store_true")
+
+
+def _dashboard_run(arguments: argparse.Namespace) -> int:
+    from nas_search.dashboard import launch_dashboard
+
+    return launch_dashboard(arguments.study, arguments.storage, arguments.artifact_dir, arguments.host, arguments.port)
+
+
+# ---------------------------------------------------------------------------- export / train
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", default="nas-search")
+    parser.add_argument("--storage", help="storage URL (default sqlite:///studies/STUDY.db)")
+    parser.add_argument("--trial", default="best", help="trial number or best")
+    parser.add_argument("-o", "--out", required=True, help="output folder")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs written into train.yaml")
+    parser.add_argument("--json", action="store_true")
+
+
+def _export_run(arguments: argparse.Namespace) -> None:
+    from nas_search.export import export_trial
+    from nas_search.search.study import check_study_name, default_storage_url
+    from nas_search.units import format_count, format_flops
+
+    check_study_name(arguments.study)
+    storage = arguments.storage or default_storage_url(arguments.study)
+    if storage.startswith("sqlite:///") and not __import__("pathlib").Path(storage[len("sqlite:///"):]).exists():
+        from nas_search.errors import UserError
+
+        raise UserError(f"no study database at {storage}; run `nas-search run` first or pass --storage")
+    result = export_trial(arguments.study, storage, arguments.trial, arguments.out, epochs=arguments.epochs)
+
+    def human() -> None:
+        print(f"exported trial {result['trial']} of study {result['study']}: accuracy {result['accuracy']:.4f}, "
+              f"{format_flops(result['flops'])}, {format_count(result['params'])} params, "
+              f"{result['latency_ms']['cpu-onnxruntime-2threads']:.2f} ms (onnxruntime, 2 threads)")
+        for path in result["files"]:
+            print(f"  {path}")
+        print(f"train it: nas-search train {result['out']}/train.yaml")
+
+    emit(arguments, result, human)
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="train.yaml written by `nas-search export`")
+    parser.add_argument("--epochs", type=int, help="override epochs")
+    parser.add_argument("--init", help="override init: inherited or scratch")
+    parser.add_argument("--data", help="override the data folder")
+    parser.add_argument("--max-train", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--json", action="store_true")
+
+
+def _train_run(arguments: argparse.Namespace) -> None:
+    from nas_search.training.standalone import train_standalone
+
+    overrides = {"epochs": arguments.epochs, "init": arguments.init, "data": arguments.data, "max_train": arguments.max_train}
+    result = train_standalone(arguments.config, resume=arguments.resume, overrides=overrides, progress=not arguments.quiet)
+    emit(arguments, result, f"final top-1 accuracy {result['accuracy']:.4f} after {result['epochs']} epochs; "
+                            f"weights {result['weights']}, checkpoint {result['checkpoint']}")
+
+
+register(Command("run", "the main job: train the supernet, search under budgets, summarise", _run_arguments, _run_run))
+register(Command("worker", "join an existing study (e.g. on PostgreSQL) and run its queued trials", _worker_arguments, _worker_run))
+register(Command("dashboard", "review a study in optuna-dashboard (127.0.0.1)", _dashboard_arguments, _dashboard_run))
+register(Command("export", "export a trial: arch.yaml, train.yaml, model.pt, model.onnx, meta.json", _export_arguments, _export_run))
+register(Command("train", "train an exported architecture on its own (train.yaml)", _train_arguments, _train_run))

@@ -1,0 +1,1 @@
+"""Evaluators: accuracy (and later mAP) of subnets with inherited weights."""

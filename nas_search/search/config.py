@@ -1,0 +1,56 @@
+"""Every default of the main job (``nas-search run``), in one dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Objectives a study can optimise, and their directions.
+OBJECTIVE_DIRECTIONS: dict[str, str] = {
+    "accuracy": "maximize",
+    "flops": "minimize",
+    "params": "minimize",
+    "latency": "minimize",
+}
+
+#: Default space per task.
+DEFAULT_SPACES: dict[str, str] = {"classify": "mobile"}
+
+
+@dataclass
+class SearchConfig:
+    """Options of ``nas-search run``. ``None`` means "derive from the space or data".
+
+    Budgets are upper bounds (constraints). ``min_utilization`` adds a lower bound on
+    FLOPs as a fraction of the FLOPs budget: with a budget, users want the most accurate
+    model *at* that cost, and on small proxy data the accuracy signal alone is too weak
+    to push the search to the budget. Set it to 0 to turn it off.
+    """
+
+    task: str = "classify"
+    space: str | None = None
+    data: str | None = None
+    input_size: int | None = None          # deployment size (FLOPs are counted here)
+    train_input_size: int | None = None    # proxy size for supernet training and scoring
+    budget: str | None = None              # FLOPs, e.g. "4.5GFLOPs"
+    params: str | None = None              # parameter budget, e.g. "5M"
+    latency: str | None = None             # e.g. "15ms" (needs --device)
+    device: str | None = None
+    memory: str | None = None              # peak activation memory, e.g. "20MB"
+    min_utilization: float = 0.8
+    trials: int = 40
+    startup_trials: int = 10               # budget-aware random trials before the sampler takes over
+    study: str = "nas-search"
+    storage: str | None = None             # default sqlite:///studies/<study>.db
+    sampler: str = "tpe"
+    objectives: tuple[str, ...] = ("accuracy",)
+    supernet: str | None = None            # reuse this checkpoint instead of training
+    supernet_epochs: int | None = None     # None: 3 on the demo data, 10 otherwise
+    batch_size: int = 64
+    max_train: int | None = None           # None: 3000 on the demo data, all otherwise
+    calibration_images: int = 256
+    max_val: int | None = 500
+    seed: int = 0
+    workers: int | None = None
+    training_device: str = "auto"
+    studies_dir: str = "studies"
+    progress: bool = True

@@ -1,0 +1,68 @@
+"""The Optuna parameterisation of a space: every per-block choice under a stable name.
+
+Names: ``stem_width``, ``head_width``, ``s{stage}_depth``, and for block ``b`` of stage
+``s``: ``s{s}_b{b}_op``, ``_kernel``, ``_width``, ``_expansion`` and ``_se`` (mbconv),
+``_groups`` and ``_overlap`` (scc). Only the parameters of active blocks and their op are
+suggested (conditional parameters), so the dashboard shows what each trial really used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from nas_search.spaces.space import SearchSpace
+from nas_search.spec import ArchSpec, BlockSpec, StageSpec
+
+
+def _block_prefix(stage: int, block: int) -> str:
+    return f"s{stage}_b{block}"
+
+
+def suggest_spec(trial: optuna.Trial, space: SearchSpace) -> ArchSpec:
+    """Sample an architecture through ``trial``'s suggest API."""
+    stages = []
+    for stage_index, choices in enumerate(space.stages):
+        depth = trial.suggest_categorical(f"s{stage_index}_depth", list(choices.depths))
+        blocks = []
+        for block_index in range(depth):
+            prefix = _block_prefix(stage_index, block_index)
+            op = trial.suggest_categorical(f"{prefix}_op", list(choices.operations))
+            kernel = trial.suggest_categorical(f"{prefix}_kernel", list(choices.kernels))
+            width = trial.suggest_categorical(f"{prefix}_width", list(choices.widths))
+            extra: dict[str, Any] = {}
+            if op == "mbconv":
+                extra["expansion"] = trial.suggest_categorical(f"{prefix}_expansion", list(choices.expansions))
+                extra["squeeze_excite"] = trial.suggest_categorical(f"{prefix}_se", list(space.squeeze_excite))
+            elif op == "scc":
+                extra["groups"] = trial.suggest_categorical(f"{prefix}_groups", list(space.scc_groups))
+                extra["overlap"] = trial.suggest_categorical(f"{prefix}_overlap", list(space.scc_overlaps))
+            blocks.append(BlockSpec(op=op, kernel=kernel, width=width, **extra))
+        stages.append(StageSpec(tuple(blocks)))
+    return ArchSpec(
+        space.name,
+        tuple(stages),
+        stem_width=trial.suggest_categorical("stem_width", list(space.stem_widths)),
+        head_width=trial.suggest_categorical("head_width", list(space.head_widths)),
+    )
+
+
+def spec_to_params(spec: ArchSpec) -> dict[str, Any]:
+    """The trial parameters that :func:`suggest_spec` would suggest for ``spec`` (for
+    ``study.enqueue_trial``)."""
+    params: dict[str, Any] = {"stem_width": spec.stem_width, "head_width": spec.head_width}
+    for stage_index, stage in enumerate(spec.stages):
+        params[f"s{stage_index}_depth"] = stage.depth
+        for block_index, block in enumerate(stage.blocks):
+            prefix = _block_prefix(stage_index, block_index)
+            params[f"{prefix}_op"] = block.op
+            params[f"{prefix}_kernel"] = block.kernel
+            params[f"{prefix}_width"] = block.width
+            if block.op == "mbconv":
+                params[f"{prefix}_expansion"] = block.expansion
+                params[f"{prefix}_se"] = block.squeeze_excite
+            elif block.op == "scc":
+                params[f"{prefix}_groups"] = block.groups
+                params[f"{prefix}_overlap"] = block.overlap
+    return params

@@ -1,0 +1,113 @@
+"""Budget-aware sampling by projection onto the FLOPs band.
+
+The sampler proposes every choice freely; the proposal is then projected onto
+``[lower, upper]`` FLOPs: first all widths (the per-layer pruning ratios) move together
+by whole steps of their choice lists, then single choices move one step at a time (a
+block's width, kernel or expansion, a stage's depth), preferring the in-band neighbour
+closest to the proposal, until the spec lands in the band. Ops stay as proposed. The projection is deterministic, so the
+objective stays a function of the trial's parameters and the sampler can still learn;
+the evaluated (projected) architecture is what the trial records. A proposal whose
+depths and ops cannot fit even at the narrowest widths stays infeasible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+from nas_search.spaces.space import SearchSpace
+from nas_search.spec import ArchSpec, StageSpec
+
+
+def _shift_width(options: tuple[float, ...], value: float, steps: int) -> float:
+    ordered = sorted(options)
+    index = ordered.index(value) if value in ordered else min(range(len(ordered)), key=lambda i: abs(ordered[i] - value))
+    return ordered[min(max(index + steps, 0), len(ordered) - 1)]
+
+
+def shift_all_widths(spec: ArchSpec, space: SearchSpace, steps: int) -> ArchSpec:
+    """Every width (blocks, stem, head) moved ``steps`` places along its choice list."""
+    stages = tuple(
+        StageSpec(tuple(replace(block, width=_shift_width(choices.widths, block.width, steps)) for block in stage.blocks))
+        for choices, stage in zip(space.stages, spec.stages)
+    )
+    return replace(
+        spec, stages=stages,
+        stem_width=_shift_width(space.stem_widths, spec.stem_width, steps),
+        head_width=_shift_width(space.head_widths, spec.head_width, steps),
+    )
+
+
+def _with_stage(spec: ArchSpec, stage_index: int, blocks: list) -> ArchSpec:
+    stages = list(spec.stages)
+    stages[stage_index] = StageSpec(tuple(blocks))
+    return replace(spec, stages=tuple(stages))
+
+
+def _single_moves(spec: ArchSpec, space: SearchSpace, direction: int) -> list[ArchSpec]:
+    """Neighbours one step cheaper (``direction=-1``) or dearer (``+1``): one block's
+    width, kernel or expansion moved one choice, one stage one block shorter or longer
+    (a longer stage repeats its last block), or the stem or head width moved."""
+    moves = []
+    for stage_index, (choices, stage) in enumerate(zip(space.stages, spec.stages)):
+        for block_index, block in enumerate(stage.blocks):
+            changes = {"width": _shift_width(choices.widths, block.width, direction),
+                       "kernel": int(_shift_width(choices.kernels, block.kernel, direction))}
+            if block.op == "mbconv":
+                changes["expansion"] = _shift_width(choices.expansions, block.expansion, direction)
+            for name, value in changes.items():
+                if value != getattr(block, name):
+                    blocks = list(stage.blocks)
+                    blocks[block_index] = replace(block, **{name: value})
+                    moves.append(_with_stage(spec, stage_index, blocks))
+        depth = stage.depth + direction
+        if depth in choices.depths:
+            blocks = list(stage.blocks[:depth]) if direction < 0 else list(stage.blocks) + [stage.blocks[-1]]
+            moves.append(_with_stage(spec, stage_index, blocks))
+    for name, options in (("stem_width", space.stem_widths), ("head_width", space.head_widths)):
+        width = _shift_width(options, getattr(spec, name), direction)
+        if width != getattr(spec, name):
+            moves.append(replace(spec, **{name: width}))
+    return moves
+
+
+def project_to_band(
+    spec: ArchSpec, space: SearchSpace, flops: Callable[[ArchSpec], float], lower: float, upper: float, max_moves: int = 200
+) -> ArchSpec:
+    """The spec with widths adjusted so that ``lower <= flops(spec) <= upper`` where
+    possible (otherwise as close below ``upper`` as widths allow)."""
+    cost = flops(spec)
+    if lower <= cost <= upper:
+        return spec
+    direction = -1 if cost > upper else 1
+    best = spec
+    for steps in range(1, 7):  # coarse: all widths together
+        candidate = shift_all_widths(spec, space, direction * steps)
+        candidate_cost = flops(candidate)
+        if direction < 0:
+            best = candidate
+            if candidate_cost <= upper:
+                break
+        else:
+            if candidate_cost > upper:
+                break
+            best = candidate
+            if candidate_cost >= lower:
+                break
+    cost = flops(best)
+    for _ in range(max_moves):  # fine: one block at a time
+        if lower <= cost <= upper:
+            break
+        direction = -1 if cost > upper else 1
+        moves = [(flops(move), move) for move in _single_moves(best, space, direction)]
+        in_band = [item for item in moves if lower <= item[0] <= upper]
+        if in_band:  # the widest in-band neighbour stays closest to the proposal
+            cost, best = max(in_band, key=lambda item: item[0])
+        elif direction < 0 and moves:  # still too big: take the largest reduction
+            cost, best = min(moves, key=lambda item: item[0])
+        else:
+            allowed = [item for item in moves if item[0] <= upper]
+            if not allowed:
+                break
+            cost, best = max(allowed, key=lambda item: item[0])
+    return best

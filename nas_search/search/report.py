@@ -1,0 +1,159 @@
+"""What a search leaves for review: the best feasible trials, a markdown study note, a
+trade-off chart for optuna-dashboard and a per-layer width chart per trial."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas_search.spec import ArchSpec
+from nas_search.units import format_count, format_flops
+
+
+def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials that met every constraint and were evaluated."""
+    return [
+        trial for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if trial.user_attrs.get("feasible") and trial.user_attrs.get("accuracy") is not None
+    ]
+
+
+def best_trials(study: optuna.Study, count: int = 5) -> list[FrozenTrial]:
+    """The most accurate feasible trials, ties broken by fewer FLOPs."""
+    return sorted(feasible_trials(study), key=lambda trial: (-trial.user_attrs["accuracy"], trial.user_attrs["flops"]))[:count]
+
+
+def summary_rows(study: optuna.Study, count: int = 5) -> list[dict[str, Any]]:
+    """JSON-ready rows of the best feasible trials."""
+    return [
+        {
+            "trial": trial.number,
+            "accuracy": trial.user_attrs["accuracy"],
+            "flops": trial.user_attrs["flops"],
+            "params": trial.user_attrs["params"],
+            "arch": trial.user_attrs["arch"],
+        }
+        for trial in best_trials(study, count)
+    ]
+
+
+def feasible_fraction(study: optuna.Study) -> float:
+    """Share of complete trials that met every constraint."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sum(1 for trial in complete if trial.user_attrs.get("feasible")) / len(complete) if complete else 0.0
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Plain-text table of summary rows."""
+    lines = [f"{'trial':>5}  {'accuracy':>8}  {'FLOPs':>13}  {'params':>8}  architecture"]
+    for row in rows:
+        lines.append(
+            f"{row['trial']:>5}  {row['accuracy']:>8.4f}  {format_flops(row['flops']):>13}  "
+            f"{format_count(row['params']):>8}  {row['arch']}"
+        )
+    return "\n".join(lines)
+
+
+def study_note(study: optuna.Study, rows: list[dict[str, Any]]) -> str:
+    """Markdown summary saved as the study's note in optuna-dashboard."""
+    attributes = study.user_attrs
+    lines = [
+        f"# nas-search study `{study.study_name}`",
+        "",
+        f"- space: **{attributes.get('space')}**, task: {attributes.get('task')}",
+        f"- FLOPs budget: {attributes.get('budget_text') or 'none'} at {attributes.get('input_size')} px "
+        f"(1 multiply-add = 1 FLOP); proxy size {attributes.get('train_input_size')} px",
+        f"- dataset: {attributes.get('dataset')}",
+        f"- supernet: `{attributes.get('supernet')}` (sha256 {attributes.get('supernet_checksum')})",
+        f"- feasible trials: {feasible_fraction(study):.0%}",
+        "",
+        "## Best feasible architectures",
+        "",
+        "| trial | accuracy | FLOPs | params | architecture |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['trial']} | {row['accuracy']:.4f} | {format_flops(row['flops'])} | {format_count(row['params'])} | `{row['arch']}` |"
+        )
+    lines += ["", "Export one with `nas-search export --study NAME --trial N -o DIR`."]
+    return "\n".join(lines)
+
+
+def tradeoff_figure(study: optuna.Study):
+    """Plotly scatter of accuracy against FLOPs, feasible and infeasible trials apart,
+    with the budget as a vertical line."""
+    import plotly.graph_objects as go
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    figure = go.Figure()
+    for feasible, name, colour in ((True, "feasible", "#1f77b4"), (False, "infeasible", "#bbbbbb")):
+        trials = [trial for trial in complete if bool(trial.user_attrs.get("feasible")) == feasible]
+        figure.add_trace(
+            go.Scatter(
+                x=[trial.user_attrs.get("flops", 0) / 1e9 for trial in trials],
+                y=[trial.user_attrs.get("accuracy") or 0.0 for trial in trials],
+                mode="markers", name=name, marker={"color": colour},
+                text=[f"trial {trial.number}: {trial.user_attrs.get('arch')}" for trial in trials],
+            )
+        )
+    budget = study.user_attrs.get("budget_flops")
+    if budget:
+        figure.add_vline(x=budget / 1e9, line_dash="dash", annotation_text="budget")
+    figure.update_layout(title="Accuracy vs FLOPs (inherited weights)", xaxis_title="GFLOPs", yaxis_title="top-1 accuracy")
+    return figure
+
+
+def width_chart_svg(spec: ArchSpec, title: str = "") -> str:
+    """A small standalone SVG bar chart of every block's width ratio, coloured by op."""
+    colours = {"mbconv": "#1f77b4", "dsc": "#2ca02c", "scc": "#d62728", "slim": "#9467bd"}
+    blocks = [(stage_index, block) for stage_index, stage in enumerate(spec.stages) for block in stage.blocks]
+    bar, gap, height, top = 18, 4, 120, 24
+    width = 40 + len(blocks) * (bar + gap) + 140
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + top + 40}" font-family="sans-serif" font-size="10">',
+        f'<text x="4" y="14" font-size="12">{html.escape(title or "per-block width ratio (pruning ratio)")}</text>',
+    ]
+    for index, (stage_index, block) in enumerate(blocks):
+        x = 40 + index * (bar + gap)
+        bar_height = block.width * height
+        parts.append(
+            f'<rect x="{x}" y="{top + height - bar_height:.1f}" width="{bar}" height="{bar_height:.1f}" '
+            f'fill="{colours[block.op]}"><title>stage {stage_index}: {html.escape(str(block))}</title></rect>'
+        )
+        parts.append(f'<text x="{x + 2}" y="{top + height + 12}">s{stage_index}</text>')
+    for ratio in (0.25, 0.5, 0.75, 1.0):
+        y = top + height - ratio * height
+        parts.append(f'<text x="4" y="{y + 3:.1f}">{ratio:g}</text>')
+    for index, (op, colour) in enumerate(colours.items()):
+        y = top + 12 * index
+        parts.append(f'<rect x="{width - 120}" y="{y}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{width - 105}" y="{y + 9}">{op}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def summary_payload(study: optuna.Study, storage_url: str, files: dict[str, str]) -> dict[str, Any]:
+    """The ``--json-summary`` document."""
+    rows = summary_rows(study)
+    best = rows[0] if rows else None
+    best_payload = None
+    if best is not None:
+        trial = study.trials[best["trial"]]
+        best_payload = {**best, "arch": json.loads(trial.user_attrs["arch_json"]), "arch_string": best["arch"]}
+    return {
+        "study": study.study_name,
+        "storage": storage_url,
+        "space": study.user_attrs.get("space"),
+        "budget_flops": study.user_attrs.get("budget_flops"),
+        "input_size": study.user_attrs.get("input_size"),
+        "trials": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        "feasible_fraction": feasible_fraction(study),
+        "best": best_payload,
+        "top": rows,
+        "files": files,
+    }

@@ -1,0 +1,148 @@
+"""Optuna storage and study handling: URLs, heartbeats, the trial queue.
+
+A search is a queue of planned trials in an Optuna study. ``run`` creates the study once
+and enqueues the planned trials (the first ones with budget-aware fixed parameters, the
+rest empty so the sampler chooses); every process working on it (``run`` itself, or any
+number of ``nas-search worker`` processes on a shared PostgreSQL study) claims WAITING
+trials with the storage's own atomic state change, exactly as ``Study.ask`` pops the
+queue, and never creates trials of its own. Hence N planned trials run exactly once
+each, however many workers share them. A heartbeat thread marks a trial as alive;
+trials of a killed worker go stale, are failed by the next worker and re-queued by
+Optuna's ``RetryHeartbeatStaleTrialCallback``.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+from nas_search.errors import UserError
+
+HEARTBEAT_INTERVAL_SECONDS = 10
+GRACE_PERIOD_SECONDS = 30
+SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
+
+
+def default_storage_url(study: str, studies_dir: str | Path = "studies") -> str:
+    """``sqlite:///studies/<study>.db`` (relative to the working directory)."""
+    return f"sqlite:///{Path(studies_dir) / (study + '.db')}"
+
+
+def check_study_name(name: str) -> str:
+    """Study names become file names: letters, digits, ``-``, ``_`` and ``.``."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name or ""):
+        raise UserError(f"bad study name {name!r}; accepted: letters, digits, '-', '_', '.' (max 100)")
+    return name
+
+
+def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
+    """An RDB storage for ``url`` with heartbeats and stale-trial retry; unreachable or
+    malformed URLs are a one-line :class:`UserError`."""
+    scheme = urlparse(url).scheme
+    if scheme not in SUPPORTED_SCHEMES:
+        raise UserError(f"bad storage URL {url!r}; accepted: sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB")
+    if scheme == "sqlite":
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    options = {}
+    if heartbeat:
+        options = {
+            "heartbeat_interval": HEARTBEAT_INTERVAL_SECONDS,
+            "grace_period": GRACE_PERIOD_SECONDS,
+            "failed_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=3),
+        }
+    engine_options = {"connect_args": {"connect_timeout": 5}} if scheme.startswith("postgresql") else {}
+    try:
+        return RDBStorage(url, engine_kwargs=engine_options, **_heartbeat_keywords(options))
+    except Exception as error:  # sqlalchemy raises many types; all mean "cannot use this URL"
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot open storage {url!r}: {message[:200]}") from None
+
+
+def _heartbeat_keywords(options: dict) -> dict:
+    """Optuna 5 renamed ``failed_trial_callback`` to ``heartbeat_stale_trial_callback``."""
+    import inspect
+
+    parameters = inspect.signature(RDBStorage.__init__).parameters
+    if "failed_trial_callback" in options and "heartbeat_stale_trial_callback" in parameters:
+        options = dict(options)
+        options["heartbeat_stale_trial_callback"] = options.pop("failed_trial_callback")
+    return options
+
+
+def load_existing_study(name: str, storage: RDBStorage) -> optuna.Study:
+    """Load a study, or a one-line error listing the studies that exist."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+        raise UserError(f"no study {name!r} in this storage; existing: {', '.join(names) or 'none'}") from None
+
+
+def planned_trial_count(study: optuna.Study) -> int:
+    """Trials that are planned, running or finished (every trial in the study, less the
+    failed ones that Optuna re-queued as new WAITING trials)."""
+    trials = study.get_trials(deepcopy=False)
+    return sum(1 for trial in trials if trial.state != TrialState.FAIL)
+
+
+def claim_waiting_trial(study: optuna.Study) -> optuna.Trial | None:
+    """Atomically take one WAITING trial (the storage refuses a second claimant), or
+    ``None`` when the queue is empty. Never creates a trial."""
+    storage = study._storage  # the study's storage object (public attribute in practice)
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, frozen._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail trials whose worker stopped sending heartbeats (and re-queue them)."""
+    fail_stale_trials(study)
+
+
+@contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Record a heartbeat for ``trial`` every few seconds while the block runs."""
+    storage = study._storage
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            try:
+                storage.record_heartbeat(trial._trial_id)
+            except Exception:  # a transient database error must not kill the trial
+                pass
+            stop.wait(interval)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Put an interrupted trial back in the queue: fail it and enqueue its parameters."""
+    params = dict(trial.params)
+    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    study.enqueue_trial(params, user_attrs={"requeued_from": trial.number}, skip_if_exists=False)

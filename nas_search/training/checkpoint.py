@@ -1,0 +1,43 @@
+"""Supernet checkpoints: atomic saves, safe loads (``weights_only=True``), clear errors."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas_search.errors import UserError
+from nas_search.utils import atomic_torch_save, file_sha256
+
+SUPERNET_FORMAT = "nas-search-supernet"
+MODEL_FORMAT = "nas-search-model"
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    """Atomically write a checkpoint dict (written to a temporary file, then renamed)."""
+    return atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: str | Path, expected_format: str = SUPERNET_FORMAT, space: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` and check its format (and space)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, AttributeError) as error:
+        first = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise UserError(f"{path} is not a nas-search checkpoint (torch.load failed: {first})") from None
+    if not isinstance(payload, dict) or payload.get("format") != expected_format:
+        raise UserError(f"{path} is not a {expected_format} checkpoint (written by nas-search)")
+    if space is not None and payload.get("space") != space:
+        raise UserError(f"checkpoint {path} is for space {payload.get('space')!r}, not {space!r}")
+    return payload
+
+
+def checkpoint_checksum(path: str | Path) -> str:
+    """Short SHA-256 of a checkpoint file, recorded in studies and exports."""
+    return file_sha256(path)

@@ -1,0 +1,134 @@
+"""Supernet training: sandwich steps, checkpoints, resume after SIGKILL, DDP, techniques."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas_search.errors import UserError
+from nas_search.spaces import get_space
+from nas_search.spaces.supernet import Supernet
+from nas_search.training.checkpoint import load_checkpoint
+from nas_search.training.config import SupernetTrainConfig
+from nas_search.training.supernet_training import load_supernet, train_supernet
+from nas_search.training.techniques import BatchBridgeout, count_collapsed_channels, regenerate_channels
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(tmp_path, **overrides) -> SupernetTrainConfig:
+    options = dict(
+        space="micro", epochs=1, batch_size=32, max_train=256, max_val=64, workers=0, device="cpu",
+        out=str(tmp_path / "supernet.pt"), progress=False, random_subnets=1,
+    )
+    options.update(overrides)
+    return SupernetTrainConfig(**options)
+
+
+def test_training_writes_a_safe_checkpoint_and_is_deterministic(tmp_path):
+    first = train_supernet(tiny_config(tmp_path / "a"))
+    second = train_supernet(tiny_config(tmp_path / "b"))
+    payload = load_checkpoint(first.checkpoint, space="micro")
+    assert payload["epoch"] == 1 and payload["num_classes"] == 10
+    a, _ = load_supernet(first.checkpoint)
+    b, _ = load_supernet(second.checkpoint)
+    for (name, tensor_a), tensor_b in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(tensor_a, tensor_b), name
+    assert first.history[0]["images_per_second"] > 0
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    not_a_checkpoint = tmp_path / "notes.pt"
+    not_a_checkpoint.write_text("hello")
+    with pytest.raises(UserError, match="not a nas-search checkpoint"):
+        load_supernet(not_a_checkpoint)
+    result = train_supernet(tiny_config(tmp_path))
+    with pytest.raises(UserError, match="space 'micro', not 'mobile'"):
+        load_supernet(result.checkpoint, space="mobile")
+
+
+def _train_command(out: Path, epochs: int, resume: bool) -> list[str]:
+    command = [
+        sys.executable, "-m", "nas_search.cli", "supernet", "train", "--space", "micro", "--epochs", str(epochs),
+        "--batch-size", "32", "--max-train", "640", "--workers", "0", "--device", "cpu", "--out", str(out),
+        "--random-subnets", "1", "--quiet",
+    ]
+    return command + (["--resume"] if resume else [])
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
+    interrupted = tmp_path / "interrupted.pt"
+    process = subprocess.Popen(_train_command(interrupted, 3, False), cwd=REPOSITORY)
+    deadline = time.time() + 300
+    while not interrupted.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert interrupted.exists(), "no checkpoint after the first epoch"
+    time.sleep(1.0)  # well inside the second epoch
+    assert process.poll() is None, "training finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert load_checkpoint(interrupted)["epoch"] == 1
+    resumed = subprocess.run(_train_command(interrupted, 3, True), cwd=REPOSITORY, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    reference = tmp_path / "reference.pt"
+    subprocess.run(_train_command(reference, 3, False), cwd=REPOSITORY, check=True, capture_output=True)
+    a, b = load_checkpoint(interrupted), load_checkpoint(reference)
+    assert a["epoch"] == b["epoch"] == 3
+    for name, tensor in a["model"].items():
+        assert torch.allclose(tensor.float(), b["model"][name].float(), atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_processes_on_cpu(tmp_path):
+    out = tmp_path / "ddp.pt"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        "-m", "nas_search.cli", "supernet", "train", "--space", "micro", "--epochs", "1", "--batch-size", "16",
+        "--max-train", "128", "--workers", "0", "--device", "cpu", "--out", str(out), "--random-subnets", "1",
+        "--quiet", "--json",
+    ]
+    result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = load_checkpoint(out)
+    assert payload["epoch"] == 1
+    # both ranks took 128/2/16 = 4 steps each: the scheduler saw 4 steps, the rate counts both ranks' images
+    assert payload["scheduler"]["last_epoch"] == 4
+    supernet, _ = load_supernet(out)
+    assert all(torch.isfinite(p).all() for p in supernet.parameters())
+
+
+def test_channel_regeneration_revives_collapsed_channels():
+    torch.manual_seed(0)
+    net = Supernet(get_space("cifar"))
+    norm = net.stages[1][0]["mbconv"].project.norm
+    with torch.no_grad():
+        norm.weight[:10] = 1e-4
+    before = count_collapsed_channels(net, 0.01)
+    report = regenerate_channels(net, 0.01)
+    assert before >= 10 and report.regenerated == before
+    assert count_collapsed_channels(net, 0.01) == 0
+    assert torch.all(norm.weight[:10].abs() > 0.1)
+
+
+def test_batch_bridgeout_is_unbiased_and_scales_with_weight_magnitude():
+    generator = torch.Generator().manual_seed(0)
+    bridgeout = BatchBridgeout(keep_probability=0.8, exponent=1.0, generator=generator)
+    weight = torch.linspace(-2, 2, 64).repeat(64, 1).T.contiguous().reshape(64, 64, 1, 1)
+    samples = torch.stack([bridgeout(weight) for _ in range(4000)])
+    assert torch.allclose(samples.mean(0), weight, atol=0.06)
+    spread = samples.std(0).flatten()
+    magnitude = weight.abs().flatten()
+    big, small = spread[magnitude > 1.5].mean(), spread[magnitude < 0.2].mean()
+    assert big > 2.5 * small  # variance grows with |w|^q: large weights are perturbed more
+    # one mask per output channel and batch: all weights of a channel move together
+    single = bridgeout(weight) - weight
+    ratios = single[:, :, 0, 0] / weight.abs().pow(0.5)[:, :, 0, 0].clamp_min(1e-6)
+    assert torch.allclose(ratios.std(1), torch.zeros(64), atol=1e-4)
