@@ -48,11 +48,17 @@ def test_supernet_and_extracted_agree_and_costs_are_exact(supernet):
         with torch.no_grad():
             difference = (supernet(images) - model(images)).abs().max().item()
         assert difference <= 1e-4, (difference, str(spec))
-        analytic = count_flops(spec, space)
+        analytic = count_flops(spec, space, input_size=size)  # the counter is size-generic; a small size keeps fvcore fast
         assert analytic.params == sum(p.numel() for p in model.parameters()), str(spec)
-        assert analytic.flops == fvcore_flops(model, space.input_size), str(spec)
+        assert analytic.flops == fvcore_flops(model, size), str(spec)
         ops_seen.update(block.op for block in spec.blocks)
     assert ops_seen == {"mbconv", "dsc", "scc", "slim"}
+
+
+def test_flops_at_deployment_size_equal_fvcore(supernet):
+    space = supernet.space
+    for spec in (space.largest(), space.sample(__import__("random").Random(11))):
+        assert count_flops(spec, space).flops == fvcore_flops(supernet.extract(spec), space.input_size)
 
 
 def test_extracted_model_is_physically_smaller(supernet):

@@ -29,9 +29,9 @@ probability 0.4; and Gaussian pixel noise with a standard deviation of 0.02 to 0
 carries no information about the class, only geometry does, so a network has to learn shape.
 
 How hard it is (32x32, AdamW with a one-cycle schedule, batch 64, one CPU thread; chance is
-10%): a 4-layer CNN with 16-32-64-128 channels reaches about 43% after 4 epochs (12 s of CPU)
-and 78% after 15 epochs (46 s); after the same 15 epochs a 3-layer 16-32-64 CNN reaches 45%
-(40 s) and a 4-layer 32-64-128-128 one 88% (108 s), so networks of different sizes differ.
+10%): a 4-layer CNN with 16-32-64-128 channels reaches about 40% after 4 epochs (12 s of CPU)
+and 80% after 15 epochs (48 s); after the same 15 epochs a 3-layer 16-32-64 CNN reaches 39%
+(38 s) and a 4-layer 32-64-128-128 one 85% (99 s), so networks of different sizes differ.
 
 Rendering uses signed distance functions on the pixel grid with analytic anti-aliasing, so
 images are rendered natively at the requested size (up to :data:`MAX_RENDER_SIZE`; larger

@@ -294,18 +294,13 @@ class LayerFeatureScaling:
     mean: np.ndarray
     scale: np.ndarray
 
-    def transform(self, features: ArchitectureFeatures, indices: np.ndarray) -> np.ndarray:
-        """Standardised features of the architectures at ``indices``."""
-        raw = _raw_layer_matrix(features)[indices]
-        positions = [features.combined_names.index(name) for name in self.columns]
-        return (raw[:, positions] - self.mean) / self.scale
-
 
 def _raw_layer_matrix(features: ArchitectureFeatures) -> np.ndarray:
     return np.hstack([np.log1p(features.aggregate), features.positional])
 
 
 _SCALING_CACHE: dict[int, tuple[ArchitectureFeatures, LayerFeatureScaling, np.ndarray, np.ndarray]] = {}
+_SCALING_CACHE_SIZE = 4
 
 
 def _layer_design(features: ArchitectureFeatures) -> tuple[LayerFeatureScaling, np.ndarray, np.ndarray]:
@@ -322,7 +317,8 @@ def _layer_design(features: ArchitectureFeatures) -> tuple[LayerFeatureScaling, 
     scaling = LayerFeatureScaling(names, mean, scale)
     design = (raw[:, keep] - mean) / scale
     gram = design.T @ design
-    _SCALING_CACHE.clear()  # one table at a time is enough; avoids holding old tables
+    while len(_SCALING_CACHE) >= _SCALING_CACHE_SIZE:  # forget the oldest table
+        del _SCALING_CACHE[next(iter(_SCALING_CACHE))]
     _SCALING_CACHE[id(features)] = (features, scaling, design, gram)
     return scaling, design, gram
 
@@ -644,6 +640,8 @@ def fit_transfer_predictor(
     * ``layer_ridge``: ridge on the layer-wise features only;
     * ``additive``: a lookup-table-like model, non-negative cost per kernel, multiply-add
       and element moved for every kernel kind (no other device needed);
+    * ``flops_proportional`` and ``flops_power``: ``a * FLOPs`` and ``a * FLOPs^b``, the
+      low-variance fallbacks that win on devices whose few samples are mostly noise;
     * ``boosted_residual`` (only when ``options.tree_min_samples`` is set and reached):
       gradient-boosted trees on the residuals of the best log-linear candidate.
 

@@ -53,6 +53,7 @@ import warnings
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import lru_cache
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -409,10 +410,9 @@ def _forward_sample_major(flat_input: torch.Tensor, weight: torch.Tensor, schedu
         for batch, batch_weight in zip(schedule.batches, weights):
             source = sources[batch.source]
             count, rows = len(batch.residues), batch.rows
+            first_channel = sample * source.shape[1] + batch.offset
             windows = source.as_strided(
-                (count, length, pixels),
-                (batch.step * pixels, pixels, 1),
-                source.storage_offset() + (sample * source.size(1) + batch.offset) * pixels,
+                (count, length, pixels), (batch.step * pixels, pixels, 1), source.storage_offset() + first_channel * pixels
             )
             target = buffer.as_strided(
                 (count, rows, pixels), (rows * pixels, pixels, 1), (sample * out_channels + batch.buffer_row) * pixels
@@ -446,26 +446,34 @@ def _forward_class_major(flat_input: torch.Tensor, weight: torch.Tensor, schedul
 
 
 def _forward_pixel_stacked(flat_input: torch.Tensor, weight: torch.Tensor, schedule: _Schedule) -> torch.Tensor:
-    """Samples side by side along the pixel axis (one transposing copy), so the batch runs
-    like a single sample."""
+    """Samples side by side along the pixel axis (one transposing copy in, one out), so a
+    batch of small images runs as one wide image: fewer, better-shaped matrix products."""
     batch_size, channels, pixels = flat_input.shape
     stacked = flat_input.transpose(0, 1).reshape(1, channels, batch_size * pixels)
     result = _forward_sample_major(stacked, weight, schedule)  # (1, Cout, N * HW)
     return result.view(schedule.out_channels, batch_size, pixels).transpose(0, 1).contiguous()
 
 
-_STRATEGY = {"sample": _forward_sample_major, "class": _forward_class_major, "stacked": _forward_pixel_stacked}
-_FORCED: list[str] = []
+# Below this many pixels per image, a batch is stacked into one wide image: the products of
+# tiny images are too narrow for MKL to run at full speed (7x7 maps; 14x14 is about even).
+STACK_BELOW_PIXELS = 128
+
+
+def _choose_kernel(batch_size: int, pixels: int, schedule: _Schedule) -> Callable[[torch.Tensor, torch.Tensor, _Schedule], torch.Tensor]:
+    """One sample: batches of windows. A batch of small images: stacked into one image.
+    Otherwise whichever of per-sample batches or per-class products launches fewer kernels."""
+    if batch_size == 1:
+        return _forward_sample_major
+    if pixels < STACK_BELOW_PIXELS:
+        return _forward_pixel_stacked
+    if batch_size * len(schedule.batches) + int(schedule.gather_weight) <= len(schedule.classes):
+        return _forward_sample_major
+    return _forward_class_major
 
 
 def _fast_forward(flat_input: torch.Tensor, weight: torch.Tensor, schedule: _Schedule) -> torch.Tensor:
-    batch_size = flat_input.size(0)
-    if _FORCED:
-        return _STRATEGY[_FORCED[0]](flat_input, weight, schedule)
-    sample_major_products = batch_size * len(schedule.batches) + int(schedule.gather_weight)
-    if batch_size == 1 or sample_major_products <= len(schedule.classes):
-        return _forward_sample_major(flat_input, weight, schedule)
-    return _forward_class_major(flat_input, weight, schedule)
+    batch_size, _, pixels = flat_input.shape
+    return _choose_kernel(batch_size, pixels, schedule)(flat_input, weight, schedule)
 
 
 class _SlidingChannelFunction(torch.autograd.Function):
