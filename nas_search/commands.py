@@ -6,8 +6,27 @@ Each command parses its arguments and calls one public function.
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
+from types import ModuleType
 
-from nas_search.cli import Command, emit, register
+from nas_search.cli import Command, emit
+
+
+def _cli_module() -> ModuleType:
+    """The CLI module whose command table ``main`` reads.
+
+    Under ``python -m nas_search.cli`` that module runs as ``__main__``, and the
+    ``nas_search.cli`` imported here is a second copy with its own table; commands
+    registered only there would be invisible to the running ``main``.
+    """
+    main_module = sys.modules.get("__main__")
+    if getattr(getattr(main_module, "__spec__", None), "name", None) == "nas_search.cli":
+        return main_module
+    return importlib.import_module("nas_search.cli")
+
+
+register = _cli_module().register
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:

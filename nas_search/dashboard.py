@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 from pathlib import Path
 
 from nas_search.errors import UserError
-from nas_search.search.study import check_study_name, default_storage_url, open_storage
+from nas_search.search.study import check_study_name, default_storage_url, driver_url, open_storage
 
 
 def dashboard_command(study: str, storage: str | None, artifact_dir: str | None, host: str, port: int) -> list[str]:
@@ -23,14 +23,17 @@ def dashboard_command(study: str, storage: str | None, artifact_dir: str | None,
         raise UserError(f"bad --port {port}; accepted: 1 to 65535")
     script = Path(sys.executable).parent / "optuna-dashboard"
     program = [str(script)] if script.exists() else [sys.executable, "-c", "from optuna_dashboard._cli import main; main()"]
-    return program + [url, "--host", host, "--port", str(port), "--artifact-dir", str(artifacts)]
+    return program + [driver_url(url), "--host", host, "--port", str(port), "--artifact-dir", str(artifacts)]
 
 
 def launch_dashboard(study: str, storage: str | None, artifact_dir: str | None, host: str = "127.0.0.1", port: int = 8080) -> int:
-    """Run optuna-dashboard in the foreground until Ctrl-C."""
+    """Run optuna-dashboard in the foreground until Ctrl-C.
+
+    The process is replaced by optuna-dashboard (``exec``), so a signal sent to it, e.g.
+    by a process supervisor, stops the server itself rather than leaving it orphaned.
+    """
     command = dashboard_command(study, storage, artifact_dir, host, port)
-    print(f"optuna-dashboard on http://{host}:{port}/ (Ctrl-C to stop)")
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    print(f"optuna-dashboard on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+    sys.stderr.flush()
+    os.execv(command[0], command)
+    return 0  # not reached: execv replaces the process

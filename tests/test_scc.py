@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from nas_search.errors import UserError
+from nas_search.spaces import scc as scc_module
 from nas_search.spaces.scc import (
     SlidingChannelConv2d,
     dense_mask,
@@ -130,11 +131,38 @@ def test_forward_and_gradients_match_dense_masked_reference(
     slow = reference_sliding_channel_conv2d(x_slow, weight_slow, groups, overlap)
     assert fast.shape == (batch, out_channels, 5, 7)
     assert (fast - slow).abs().max().item() <= 1e-5
-    upstream = torch.randn_like(fast)
+    upstream = torch.randn_like(fast) / math.sqrt(fast[:, 0].numel())  # keeps weight gradients O(1)
     fast.backward(upstream)
     slow.backward(upstream)
     assert (x_fast.grad - x_slow.grad).abs().max().item() <= 1e-5
     assert (weight_fast.grad - weight_slow.grad).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "batch,size,overlap,kernel",
+    [
+        (1, 6, 0.25, "_forward_sample_major"),  # one image: batches of evenly spaced windows
+        (4, 6, 0.33, "_forward_pixel_stacked"),  # small images: stacked into one wide image
+        (5, 12, 0.5, "_forward_class_major"),  # large images: one product per window class
+        (2, 12, 0.0, "_forward_sample_major"),  # disjoint windows: a single batch per sample
+    ],
+)
+def test_every_kernel_matches_the_reference(batch: int, size: int, overlap: float, kernel: str) -> None:
+    schedule = scc_module._schedule(64, 48, 4, overlap)
+    assert scc_module._choose_kernel(batch, size * size, schedule).__name__ == kernel
+    x, weight = random_case(64, 48, 4, batch, size, size)
+    x.requires_grad_()
+    weight.requires_grad_()
+    fast = sliding_channel_conv2d(x, weight, 4, overlap)
+    slow = reference_sliding_channel_conv2d(x, weight, 4, overlap)
+    assert (fast - slow).abs().max().item() <= 1e-5
+    upstream = torch.randn_like(fast) / math.sqrt(fast[:, 0].numel())  # keeps weight gradients O(1)
+    fast_grads = torch.autograd.grad(fast, (x, weight), upstream)
+    slow_grads = torch.autograd.grad(slow, (x, weight), upstream)
+    for fast_grad, slow_grad in zip(fast_grads, slow_grads):
+        assert (fast_grad - slow_grad).abs().max().item() <= 1e-5
+    with torch.no_grad():  # the inference path skips the autograd function
+        assert (sliding_channel_conv2d(x, weight, 4, overlap) - slow).abs().max().item() <= 1e-5
 
 
 def test_reference_is_a_masked_dense_convolution() -> None:
@@ -232,6 +260,7 @@ def test_fvcore_counts_exact_flops(in_channels: int, out_channels: int, groups: 
     assert analysis.total() == out_channels * (in_channels // groups) * 9 * 11
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_traced_module_matches_eager() -> None:
     module = SlidingChannelConv2d(64, 40, 4, 0.33).eval()
     x = torch.randn(2, 64, 5, 5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -54,6 +55,20 @@ DEMO_SUPERNET_EPOCHS = 3
 DEMO_MAX_TRAIN = 3000
 REAL_SUPERNET_EPOCHS = 10
 logger = logging.getLogger("nas_search")
+
+
+PARAMS_FORMS = "5M, 5Mparams, 500K or 5000000"
+_PARAMS_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([KMG]?)\s*(params)?\s*$", re.IGNORECASE)
+_COUNT_PREFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}
+
+
+def parse_params_budget(text: str) -> int:
+    """A parameter budget such as ``5M`` as a whole number of parameters."""
+    match = _PARAMS_PATTERN.match(str(text))
+    value = float(match.group(1)) * _COUNT_PREFIXES[match.group(2).upper()] if match else 0.0
+    if value < 1:
+        raise UserError(f"bad parameter budget {text!r}; accepted forms: {PARAMS_FORMS}")
+    return int(round(value))
 
 
 @dataclass
@@ -105,10 +120,7 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
         elif config.min_utilization > 0:
             constraints.append(Constraint("flops_utilization", "flops", config.min_utilization * budget, lower=True))
     if config.params:
-        from nas_search.units import parse_flops as parse_count
-
-        limit = parse_count(config.params.replace("params", "").replace("P", ""))
-        constraints.append(Constraint("params", "params", float(limit)))
+        constraints.append(Constraint("params", "params", float(parse_params_budget(config.params))))
     storage_url = config.storage or default_storage_url(config.study, config.studies_dir)
     return ResolvedSearch(
         config=config, space=space, storage_url=storage_url, budget_flops=budget, input_size=input_size,

@@ -9,11 +9,18 @@ queue, and never creates trials of its own. Hence N planned trials run exactly o
 each, however many workers share them. A heartbeat thread marks a trial as alive;
 trials of a killed worker go stale, are failed by the next worker and re-queued by
 Optuna's ``RetryHeartbeatStaleTrialCallback``.
+
+The heartbeat interval (10 s) and grace period (30 s) can be overridden with the
+environment variables ``NAS_SEARCH_HEARTBEAT_SECONDS`` and ``NAS_SEARCH_GRACE_SECONDS``
+(whole seconds), e.g. to recover a killed worker's trial sooner.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -27,6 +34,8 @@ from nas_search.errors import UserError
 
 HEARTBEAT_INTERVAL_SECONDS = 10
 GRACE_PERIOD_SECONDS = 30
+HEARTBEAT_ENVIRONMENT = "NAS_SEARCH_HEARTBEAT_SECONDS"
+GRACE_ENVIRONMENT = "NAS_SEARCH_GRACE_SECONDS"
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
 
 
@@ -44,6 +53,39 @@ def check_study_name(name: str) -> str:
     return name
 
 
+def _seconds_from_environment(name: str, default: int) -> int:
+    """A positive whole number of seconds from the environment variable ``name``."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"{name}={text!r}; accepted: a whole number of seconds, 1 or more")
+    return int(text)
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds: 10 and 30 unless overridden by
+    ``NAS_SEARCH_HEARTBEAT_SECONDS`` / ``NAS_SEARCH_GRACE_SECONDS``."""
+    interval = _seconds_from_environment(HEARTBEAT_ENVIRONMENT, HEARTBEAT_INTERVAL_SECONDS)
+    grace = _seconds_from_environment(GRACE_ENVIRONMENT, max(GRACE_PERIOD_SECONDS, 3 * interval))
+    if grace <= interval:
+        raise UserError(f"{GRACE_ENVIRONMENT}={grace} must be longer than the heartbeat interval ({interval} s)")
+    return interval, grace
+
+
+def driver_url(url: str) -> str:
+    """``url`` with an explicit PostgreSQL driver where the URL names none.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; nas-search depends on
+    psycopg2 (``psycopg2-binary``), so a bare URL is sent to psycopg2 unless psycopg 3
+    is installed. Other URLs are returned unchanged.
+    """
+    scheme, separator, rest = url.partition("://")
+    if scheme == "postgresql" and separator and importlib.util.find_spec("psycopg") is None:
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
 def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
     """An RDB storage for ``url`` with heartbeats and stale-trial retry; unreachable or
     malformed URLs are a one-line :class:`UserError`."""
@@ -55,18 +97,23 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     options = {}
-    if heartbeat:
-        options = {
-            "heartbeat_interval": HEARTBEAT_INTERVAL_SECONDS,
-            "grace_period": GRACE_PERIOD_SECONDS,
-            "failed_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=3),
-        }
-    engine_options = {"connect_args": {"connect_timeout": 5}} if scheme.startswith("postgresql") else {}
-    try:
-        return RDBStorage(url, engine_kwargs=engine_options, **_heartbeat_keywords(options))
-    except Exception as error:  # sqlalchemy raises many types; all mean "cannot use this URL"
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot open storage {url!r}: {message[:200]}") from None
+    # Heartbeats and the retry callback are flagged experimental by Optuna; the warnings
+    # would break the one-line error contract of the CLI, and choosing them is deliberate.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if heartbeat:
+            interval, grace = heartbeat_settings()
+            options = {
+                "heartbeat_interval": interval,
+                "grace_period": grace,
+                "failed_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=3),
+            }
+        engine_options = {"connect_args": {"connect_timeout": 5}} if scheme.startswith("postgresql") else {}
+        try:
+            return RDBStorage(driver_url(url), engine_kwargs=engine_options, **_heartbeat_keywords(options))
+        except Exception as error:  # sqlalchemy raises many types; all mean "cannot use this URL"
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"cannot open storage {url!r}: {message[:200]}") from None
 
 
 def _heartbeat_keywords(options: dict) -> dict:
@@ -111,7 +158,9 @@ def claim_waiting_trial(study: optuna.Study) -> optuna.Trial | None:
 
 def fail_stale(study: optuna.Study) -> None:
     """Fail trials whose worker stopped sending heartbeats (and re-queue them)."""
-    fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)
 
 
 @contextmanager

@@ -29,18 +29,24 @@ the same fraction.
 How it runs fast
 ----------------
 Because ``start(c + T) == start(c)`` for the period ``T`` above, the outputs fall into ``T``
-*window classes*: class ``r`` holds outputs ``r, r + T, r + 2T, ...`` and all of them read the
-same window. A class is one small matrix product ``W[r::T] @ x[window]`` whose input is a
-*view* of ``x`` (no copy); only the few windows that wrap past the last channel read from a
-small buffer holding the last and first channels side by side. Classes whose windows are
-evenly spaced are run as one ``torch.bmm`` over overlapping strided views, written into a
-contiguous buffer (so MKL's batched GEMM runs them in parallel), and one row gather puts the
-buffer into canonical channel order. Every multiply-add is a real one (no masked zeros), so
-FLOPs are exact. The schedule is precomputed once per ``(Cin, Cout, cg, co)`` and cached.
+*window classes*: class ``r`` holds outputs ``r, r + T, r + 2T, ...``, which all read the same
+window. A class is one matrix product ``W[r::T] @ x[window]`` whose input is a *view* of
+``x`` (no copy); only windows that wrap past the last channel read from a small buffer that
+holds the last and first channels side by side. Every multiply-add is a real one (no masked
+zeros), so FLOPs are exact. Three kernels (precomputed schedule, cached per
+``(Cin, Cout, cg, co)``; chosen per call by :func:`_choose_kernel`):
+
+* one image: classes whose windows are evenly spaced run as one ``torch.bmm`` over
+  overlapping strided views of ``x``, written into a contiguous buffer (so MKL's batched
+  GEMM spreads them over the threads), and one row gather puts the buffer in canonical order;
+* a batch of small images (fewer than ``STACK_BELOW_PIXELS`` pixels): the images are laid side
+  by side along the pixel axis (one transposing copy in and out) and run as one wide image;
+* a batch of larger images: one ``bmm`` per class over the whole batch, then one row gather.
 
 Under ``torch.jit.trace`` (fvcore), ONNX export, ``torch.compile`` and ``torch.export`` the same
-classes run as one ``conv2d`` per class on sliced windows, followed by one channel gather:
-plain, exportable ops with the same exact FLOPs.
+classes run as one ``conv2d`` per class on sliced windows, then the rows are interleaved into
+canonical order: plain, exportable ops with the same exact FLOPs. Training uses the fast
+kernels with a hand-written backward (one product per class and contiguous run of channels).
 
 Only stride 1 and a 1x1 kernel are supported. Input is NCHW; channels-last input is
 converted to contiguous NCHW first.
@@ -161,7 +167,7 @@ def dense_mask(in_channels: int, out_channels: int, groups: int, overlap: float 
 
 
 @dataclass(frozen=True)
-class WindowClass:
+class _WindowClass:
     """Outputs ``residue, residue + period, ...`` (``rows`` of them) share one window."""
 
     residue: int
@@ -200,7 +206,7 @@ class _Schedule:
     out_channels: int
     length: int
     period: int
-    classes: tuple[WindowClass, ...]
+    classes: tuple[_WindowClass, ...]
     wrap_head: int  # channels copied from the end of the input into the wrap buffer
     wrap_tail: int  # channels copied from the start of the input after them
     batches: tuple[_Batch, ...]
@@ -208,11 +214,11 @@ class _Schedule:
     weight_order: tuple[int, ...]  # canonical weight row of each buffer row
     buffer_position: tuple[int, ...]  # buffer row of each canonical output channel
 
-    def source_offset(self, window: WindowClass) -> tuple[str, int]:
+    def source_offset(self, window: _WindowClass) -> tuple[str, int]:
         """Which source tensor holds the window, and where it starts there."""
         return _source_offset(window, self.length, self.in_channels, self.wrap_head)
 
-    def pieces(self, window: WindowClass) -> list[tuple[int, int, int]]:
+    def pieces(self, window: _WindowClass) -> list[tuple[int, int, int]]:
         """``(first weight column, first input channel, size)`` of the window's one or two
         contiguous runs of input channels (two when it wraps past the last channel)."""
         head = min(self.length, self.in_channels - window.start)
@@ -222,7 +228,7 @@ class _Schedule:
         return runs
 
 
-def _source_offset(window: WindowClass, length: int, in_channels: int, wrap_head: int) -> tuple[str, int]:
+def _source_offset(window: _WindowClass, length: int, in_channels: int, wrap_head: int) -> tuple[str, int]:
     if window.start + length <= in_channels:
         return _INPUT, window.start
     return _WRAP, window.start - (in_channels - wrap_head)
@@ -251,7 +257,7 @@ def _residue_step(residues: list[int]) -> int | None:
     return step
 
 
-Located = tuple[WindowClass, str, int]  # a class, its source tensor and its offset there
+Located = tuple[_WindowClass, str, int]  # a class, its source tensor and its offset there
 
 
 def _batch_by_offset(located: list[Located]) -> list[list[tuple[int, int]]]:
@@ -309,7 +315,7 @@ def _build_schedule(in_channels: int, out_channels: int, groups: int, overlap: F
     length = in_channels // groups
     period = min(_period(in_channels, groups, overlap), out_channels)
     classes = tuple(
-        WindowClass(residue, starts[residue], len(range(residue, out_channels, period))) for residue in range(period)
+        _WindowClass(residue, starts[residue], len(range(residue, out_channels, period))) for residue in range(period)
     )
     wrapped = [window for window in classes if window.start + length > in_channels]
     wrap_head = max((in_channels - window.start for window in wrapped), default=0)
@@ -355,9 +361,10 @@ def _schedule(in_channels: int, out_channels: int, groups: int, overlap: float |
 
 
 @lru_cache(maxsize=512)
-def _index(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """A cached long tensor on ``device`` (fast path only, never under a tracer)."""
-    return torch.tensor(values, dtype=torch.long, device=device)
+def _index(schedule: _Schedule, field: str, device: torch.device) -> torch.Tensor:
+    """One of the schedule's index tuples as a cached long tensor on ``device`` (keyed by the
+    schedule's identity, so a call costs no hashing of the tuple; never built under a tracer)."""
+    return torch.tensor(getattr(schedule, field), dtype=torch.long, device=device)
 
 
 @lru_cache(maxsize=64)
@@ -400,7 +407,7 @@ def _forward_sample_major(flat_input: torch.Tensor, weight: torch.Tensor, schedu
     out_channels, length = schedule.out_channels, schedule.length
     sources = _sources(flat_input, schedule)
     if schedule.gather_weight:
-        weight = weight.index_select(0, _index(schedule.weight_order, weight.device))
+        weight = weight.index_select(0, _index(schedule, "weight_order", weight.device))
     weights = [
         weight.as_strided(batch.weight_size, batch.weight_stride, weight.storage_offset() + batch.weight_offset)
         for batch in schedule.batches
@@ -418,7 +425,7 @@ def _forward_sample_major(flat_input: torch.Tensor, weight: torch.Tensor, schedu
                 (count, rows, pixels), (rows * pixels, pixels, 1), (sample * out_channels + batch.buffer_row) * pixels
             )
             torch.bmm(batch_weight, windows, out=target)
-    return buffer.index_select(1, _index(schedule.buffer_position, buffer.device))
+    return buffer.index_select(1, _index(schedule, "buffer_position", buffer.device))
 
 
 def _forward_class_major(flat_input: torch.Tensor, weight: torch.Tensor, schedule: _Schedule) -> torch.Tensor:
@@ -511,8 +518,8 @@ class _SlidingChannelFunction(torch.autograd.Function):
 
 
 def _portable_forward(x: torch.Tensor, weight: torch.Tensor, schedule: _Schedule) -> torch.Tensor:
-    """Plain differentiable ops (slices, one conv2d per window class, one channel gather):
-    what tracing, ONNX export and compilers see. Same exact FLOPs as the fast path."""
+    """Plain differentiable ops (slices, one conv2d per window class, an interleave into
+    canonical order): what tracing, ONNX export and compilers see. Same exact FLOPs."""
     outputs = []
     for window in schedule.classes:
         parts = [x[:, channel : channel + size] for _, channel, size in schedule.pieces(window)]
@@ -670,7 +677,6 @@ class SlidingChannelConv2d(nn.Module):
 
 __all__ = [
     "SlidingChannelConv2d",
-    "WindowClass",
     "dense_mask",
     "overlap_fraction",
     "reference_sliding_channel_conv2d",

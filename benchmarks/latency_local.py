@@ -1,0 +1,180 @@
+"""Latency models on this CPU: LUT sum + learned correction against a FLOPs-proportional fit.
+
+For each space (``cifar`` at 32 px, ``mobile`` at 224 px) and runtime (onnxruntime and
+PyTorch eager, fixed thread count), draws random subnets spread over the space's cost range,
+profiles the distinct blocks they contain (the lookup table restricted to what these
+subnets need: the full ``mobile`` table has tens of thousands of entries), measures every
+whole subnet, fits the correction and the baseline ``latency = a * FLOPs + b`` on the
+training subnets, and scores both on the held-out subnets: share of predictions within
++-10% of the measurement (target >= 90%), RMSE in percent, Spearman's rho. The plain LUT
+sum (no correction) is shown as well.
+
+    python benchmarks/latency_local.py [--quick] [--json OUT] [--work-dir DIR]
+
+``--quick`` uses fewer subnets and 96 px for ``mobile`` (printed in the table). Tables are
+written under ``--work-dir`` and a rerun resumes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nas_search.hw_models.latency import (  # noqa: E402
+    FlopsProportionalModel,
+    LatencyModel,
+    ProfileOptions,
+    TimingOptions,
+    local_hardware,
+    network_parts,
+    prediction_metrics,
+    profile_table,
+    sample_subnets,
+)
+from nas_search.spaces import get_space  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One space's benchmark setting."""
+
+    space: str
+    input_size: int
+    train: int
+    test: int
+
+
+FULL = (Setting("cifar", 32, 60, 100), Setting("mobile", 224, 50, 100))
+QUICK = (Setting("cifar", 32, 20, 20), Setting("mobile", 96, 16, 16))
+RUNTIMES = ("onnxruntime", "torch")
+
+
+def run_setting(setting: Setting, runtime: str, threads: int, timing: TimingOptions, work_dir: Path, seed: int, progress: bool) -> dict:
+    """Profile, fit and score one (space, runtime) pair."""
+    space = get_space(setting.space)
+    specs = sample_subnets(space, setting.train + setting.test, seed)
+    parts = {}
+    for spec in specs:
+        for config in network_parts(space.resolve(spec), setting.input_size):
+            parts.setdefault(config.key, config)
+    options = ProfileOptions(runtime=runtime, threads=threads, input_size=setting.input_size, timing=timing, seed=seed)
+    path = work_dir / f"{setting.space}_{setting.input_size}px_{runtime}_{threads}t_seed{seed}.json"
+    started = time.perf_counter()
+    result = profile_table(space, path, options, progress=progress, blocks=parts.values(), specs=specs)
+    seconds = time.perf_counter() - started
+    measured = {item.spec.key: item for item in result.table.subnets}
+    training = [measured[spec.key] for spec in specs[: setting.train]]
+    held_out = [measured[spec.key] for spec in specs[setting.train :]]
+    truth = [item.latency_ms for item in held_out]
+    corrected = LatencyModel(result.table, space, training=training)
+    lut_only = LatencyModel(result.table, space, correction=False)
+    flops = FlopsProportionalModel(space, training, input_size=setting.input_size)
+    scores = {
+        name: prediction_metrics([model(item.spec) for item in held_out], truth)
+        for name, model in (("lut+correction", corrected), ("lut_sum", lut_only), ("flops", flops))
+    }
+    return {
+        "space": setting.space, "input_size": setting.input_size, "runtime": runtime, "threads": threads,
+        "train_subnets": setting.train, "test_subnets": setting.test, "table_entries": len(parts),
+        "latency_ms_range": [min(truth), max(truth)], "seconds": seconds, "scores": scores,
+    }
+
+
+def print_row(row: dict) -> None:
+    """One line per model of a (space, runtime) result."""
+    for name, score in row["scores"].items():
+        print(
+            f"{row['space']:<7}{row['input_size']:>4} {row['runtime']:<12} {name:<15} {score['within_10pct'] * 100:>7.1f}% "
+            f"{score['rmse_pct']:>7.1f}% {score['spearman']:>7.3f}   {row['train_subnets']:>3}/{row['test_subnets']:<3} "
+            f"{row['table_entries']:>5}  {row['latency_ms_range'][0]:.2f}-{row['latency_ms_range'][1]:.2f} ms"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer subnets, mobile at 96 px (about 2 minutes)")
+    parser.add_argument("--json", help="write results as JSON")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of both runtimes (default 1)")
+    parser.add_argument("--repeats", type=int, help="timed samples per module (default 15, quick 9)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work-dir", help="keep (and resume) the profiled tables here (default: a temporary folder)")
+    parser.add_argument("--spaces", default="cifar,mobile", help="comma-separated subset of cifar,mobile")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated subset of onnxruntime,torch")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    arguments = parser.parse_args()
+    settings = [setting for setting in (QUICK if arguments.quick else FULL) if setting.space in arguments.spaces.split(",")]
+    timing = TimingOptions(warmup=2, repeats=arguments.repeats or (9 if arguments.quick else 15))
+    temporary = None if arguments.work_dir else tempfile.TemporaryDirectory(prefix="latency_local_")
+    work_dir = Path(arguments.work_dir or temporary.name)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows = []
+    for setting in settings:
+        for runtime in arguments.runtimes.split(","):
+            rows.append(run_setting(setting, runtime, arguments.threads, timing, work_dir, arguments.seed, not arguments.quiet))
+    print(f"\n{'space':<7}{'px':>4} {'runtime':<12} {'model':<15} {'±10%':>8} {'RMSE':>8} {'rho':>7}   train/test entries  measured")
+    for row in rows:
+        print_row(row)
+    print("\nratios (LUT+correction vs FLOPs-proportional, held-out subnets):")
+    for row in rows:
+        ours, anchor = row["scores"]["lut+correction"], row["scores"]["flops"]
+        print(
+            f"  {row['space']:<7} {row['runtime']:<12} within ±10%: {ours['within_10pct'] * 100:.0f}% vs "
+            f"{anchor['within_10pct'] * 100:.0f}%   RMSE {ours['rmse_pct']:.1f}% vs {anchor['rmse_pct']:.1f}% "
+            f"({anchor['rmse_pct'] / max(ours['rmse_pct'], 1e-9):.1f}x lower)   rho {ours['spearman']:.3f} vs {anchor['spearman']:.3f}"
+        )
+    mode = "QUICK (fewer subnets, mobile at 96 px instead of 224)" if arguments.quick else "full"
+    print(
+        f"\n{mode}; batch 1, {arguments.threads} thread(s), median of {timing.repeats} interleaved samples; "
+        f"{local_hardware()}, Python {platform.python_version()}, {date.today()}; {time.perf_counter() - started:.0f} s"
+    )
+    if arguments.json:
+        payload = {
+            "runtimes": {},
+            "spaces": {},
+            "mode": "quick" if arguments.quick else "full",
+            "threads": arguments.threads,
+            "hardware": local_hardware(),
+            "date": date.today().isoformat(),
+            "rows": rows,
+        }
+        for runtime in {row["runtime"] for row in rows}:
+            mine = [row for row in rows if row["runtime"] == runtime]
+            payload["runtimes"][runtime] = _summary(mine)
+            for row in mine:
+                payload["spaces"].setdefault(row["space"], {})[runtime] = _summary([row])
+        Path(arguments.json).write_text(json.dumps(payload, indent=2) + "\n")
+    if temporary is not None:
+        temporary.cleanup()
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Pooled scores over rows (weighted by held-out count)."""
+    total = sum(row["test_subnets"] for row in rows)
+
+    def pooled(model: str, key: str) -> float:
+        return sum(row["scores"][model][key] * row["test_subnets"] for row in rows) / total
+
+    return {
+        "within_10pct": pooled("lut+correction", "within_10pct"),
+        "rmse_pct": pooled("lut+correction", "rmse_pct"),
+        "spearman": pooled("lut+correction", "spearman"),
+        "flops_within_10pct": pooled("flops", "within_10pct"),
+        "flops_rmse_pct": pooled("flops", "rmse_pct"),
+        "flops_spearman": pooled("flops", "spearman"),
+        "lut_sum_within_10pct": pooled("lut_sum", "within_10pct"),
+        "test_subnets": total,
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The foundation CLI commands: spaces, sample, cost, and their bad-input behaviour."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas_search.cli import main
+from nas_search.spaces import get_space
+from nas_search.spec import save_arch
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*arguments: str, cwd: Path = REPOSITORY) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nas_search.cli", *arguments], cwd=cwd, capture_output=True, text=True)
+
+
+def test_spaces_json_lists_ranges(capsys):
+    assert main(["spaces", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["mobile"]["input_size"] == 224 and rows["cifar"]["input_size"] == 32
+    assert rows["mobile"]["flops"]["min"] < 0.1e9 and rows["mobile"]["flops"]["max"] > 6e9
+    assert rows["cifar"]["flops"]["min"] <= 5e6 and rows["cifar"]["flops"]["max"] >= 450e6
+
+
+def test_sample_spreads_over_the_mobile_range(capsys):
+    assert main(["sample", "--space", "mobile", "--n", "200", "--seed", "0", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    flops = [line["flops"] for line in lines]
+    assert len(lines) == 200 and len({line["arch_string"] for line in lines}) == 200
+    assert min(flops) < 0.15e9 and max(flops) > 5e9
+
+
+def test_sample_with_budget_stays_inside_and_spreads(capsys):
+    assert main(["sample", "--space", "mobile", "--n", "40", "--seed", "1", "--budget", "2GFLOPs", "--json"]) == 0
+    flops = sorted(json.loads(line)["flops"] for line in capsys.readouterr().out.splitlines())
+    assert flops[-1] <= 2e9 and flops[-1] > 1e9  # reaches the top of the feasible range
+    assert sum(f > 0.5e9 for f in flops) >= 8  # not crowded at the small end
+
+
+def test_cost_with_fvcore_check(tmp_path, capsys):
+    space = get_space("cifar")
+    path = save_arch(space.largest(), tmp_path / "arch.yaml")
+    assert main(["cost", str(path), "--check-fvcore", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["flops"] == report["fvcore_flops"] and report["params"] > 0
+    assert set(report["breakdown"]) == {"stem", "stage0", "stage1", "stage2", "stage3", "head"}
+    assert sum(part["flops"] for part in report["breakdown"].values()) == report["flops"]
+
+
+@pytest.mark.parametrize(
+    "arguments, expected",
+    [
+        (["sample", "--space", "nope"], "unknown space 'nope'"),
+        (["sample", "--budget", "4.5GB"], "accepted forms"),
+        (["sample", "--space", "mobile", "--budget", "1MFLOPs"], "below the smallest subnet"),
+        (["cost", "missing.yaml"], "not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(arguments, expected):
+    result = run_cli(*arguments)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.stderr
+
+
+def test_malformed_and_out_of_space_spec_files(tmp_path):
+    malformed = tmp_path / "bad.yaml"
+    malformed.write_text("space: cifar\nstages: [[\n")
+    outside = tmp_path / "outside.yaml"
+    data = get_space("cifar").largest().to_dict()
+    data["stages"][0]["blocks"][0]["width"] = 0.3
+    outside.write_text(json.dumps(data))
+    for path, expected in ((malformed, "not valid YAML"), (outside, "outside the space")):
+        result = run_cli("cost", str(path))
+        assert result.returncode == 2 and expected in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1

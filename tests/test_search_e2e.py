@@ -1,0 +1,379 @@
+"""End-to-end tests of the main job through the CLI: ``run``, the study it leaves,
+continuing it, Ctrl-C, ``export``, ``train`` and one-line errors for bad input.
+
+Every command runs as ``python -m nas_search.cli`` in a temporary working directory (so
+``studies/`` lands there), on the ``micro`` space with one supernet per session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import yaml
+from conftest import (
+    MICRO_BUDGET_FLOPS,
+    MICRO_TRIALS,
+    CliRunner,
+    SearchedStudy,
+    cli_command,
+    cli_environment,
+    micro_run_arguments,
+)
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
+from optuna.trial import TrialState
+
+from nas_search.spaces import get_space
+from nas_search.spaces.sampling import flops_range
+from nas_search.spec import ArchSpec
+
+pytestmark = pytest.mark.slow
+
+
+def load_study(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def copy_study(study: SearchedStudy, destination: Path) -> Path:
+    """A private copy of the searched study's working directory."""
+    target = destination / "work"
+    shutil.copytree(study.directory, target)
+    return target
+
+
+def tree_digest(directory: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``directory``."""
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.rglob("*")) if path.is_file()
+    }
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit status 2, exactly one line on stderr, no traceback; returns that line."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def trial_states(url: str, name: str) -> list[TrialState]:
+    return [trial.state for trial in load_study(url, name).get_trials(deepcopy=False)]
+
+
+# ---------------------------------------------------------------------------- run
+def test_run_prints_summary_and_writes_json(micro_study: SearchedStudy) -> None:
+    summary = micro_study.summary
+    assert summary["study"] == micro_study.name
+    assert summary["storage"] == f"sqlite:///studies/{micro_study.name}.db"
+    assert summary["trials"] == MICRO_TRIALS
+    assert 0 < summary["feasible_fraction"] <= 1
+    best = summary["best"]
+    assert {"flops", "accuracy", "arch", "trial"} <= set(best)
+    assert 0.8 * MICRO_BUDGET_FLOPS <= best["flops"] <= MICRO_BUDGET_FLOPS
+    assert 0.0 <= best["accuracy"] <= 1.0
+    spec = ArchSpec.from_dict(best["arch"])
+    assert spec.space == "micro"
+    # the summary table and the feasible fraction are printed
+    assert f"{summary['feasible_fraction']:.0%} feasible" in micro_study.stdout
+    assert "accuracy" in micro_study.stdout and "architecture" in micro_study.stdout
+    assert str(spec) in micro_study.stdout
+    assert f"nas-search export --study {micro_study.name} --trial {best['trial']}" in micro_study.stdout
+    # every row of the table is a feasible trial inside the band
+    for row in summary["top"]:
+        assert 0.8 * MICRO_BUDGET_FLOPS <= row["flops"] <= MICRO_BUDGET_FLOPS
+    assert [row["accuracy"] for row in summary["top"]] == sorted((row["accuracy"] for row in summary["top"]), reverse=True)
+
+
+def test_study_database_holds_review_material(micro_study: SearchedStudy) -> None:
+    from optuna_dashboard import get_note
+
+    study = load_study(micro_study.storage_url, micro_study.name)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == MICRO_TRIALS and all(trial.state == TrialState.COMPLETE for trial in trials)
+    feasible_count = 0
+    for trial in trials:
+        attributes = trial.user_attrs
+        assert {"arch", "arch_json", "flops", "params", "feasible", "constraint:flops", "constraint:flops_utilization"} <= set(attributes)
+        spec = ArchSpec.from_json(attributes["arch_json"])
+        assert str(spec) == attributes["arch"]
+        # the constraints Optuna's samplers read agree with the mirrored attributes
+        assert trial.constraints == {
+            "flops": attributes["constraint:flops"], "flops_utilization": attributes["constraint:flops_utilization"],
+        }
+        assert trial.constraints["flops"] == pytest.approx((attributes["flops"] - MICRO_BUDGET_FLOPS) / MICRO_BUDGET_FLOPS)
+        feasible = all(value <= 0 for value in trial.constraints.values())
+        assert attributes["feasible"] is feasible
+        assert (0.8 * MICRO_BUDGET_FLOPS <= attributes["flops"] <= MICRO_BUDGET_FLOPS) is feasible
+        feasible_count += feasible
+        if feasible:
+            assert 0.0 <= attributes["accuracy"] <= 1.0
+            assert trial.value == attributes["accuracy"]
+    assert micro_study.summary["feasible_fraction"] == pytest.approx(feasible_count / len(trials))
+
+    attributes = study.user_attrs
+    assert attributes["space"] == "micro"
+    assert attributes["budget_flops"] == MICRO_BUDGET_FLOPS and attributes["budget_text"] == "8MFLOPs"
+    assert attributes["input_size"] == 32 and attributes["train_input_size"] == 32
+    assert attributes["device"] and attributes["dataset"]
+    supernet = Path(attributes["supernet"])
+    assert attributes["supernet_checksum"] and supernet.is_file()
+
+    note = get_note(study)
+    assert f"nas-search study `{micro_study.name}`" in note and "Best feasible architectures" in note
+    best = micro_study.summary["best"]
+    assert best["arch_string"] in note
+    study_system_attributes = study._storage.get_study_system_attrs(study._study_id)  # where the dashboard keeps graphs
+    graphs = [key for key in study_system_attributes if key.startswith("dashboard:plot_data:")]
+    assert graphs, "no plotly graph saved for the dashboard"
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+
+    figure = json.loads(next(iter(get_plotly_graph_objects(study_system_attributes).values())))
+    assert "FLOPs" in json.dumps(figure["layout"])
+
+    artifact_dir = micro_study.directory / "studies" / micro_study.name / "artifacts"
+    store = FileSystemArtifactStore(str(artifact_dir))
+    for trial in trials:
+        metas = {meta.filename: meta for meta in get_all_artifact_meta(trial, storage=study._storage)}
+        if not trial.user_attrs["feasible"]:
+            assert not metas
+            continue
+        assert set(metas) == {f"trial-{trial.number}-arch.json", f"trial-{trial.number}-widths.svg"}
+        downloaded = micro_study.directory / f"download-{trial.number}.json"
+        download_artifact(artifact_store=store, file_path=str(downloaded), artifact_id=metas[f"trial-{trial.number}-arch.json"].artifact_id)
+        assert ArchSpec.from_dict(json.loads(downloaded.read_text())) == ArchSpec.from_json(trial.user_attrs["arch_json"])
+        downloaded.unlink()
+        chart = artifact_dir / metas[f"trial-{trial.number}-widths.svg"].artifact_id
+        assert chart.read_text().startswith("<svg")
+
+
+def test_rerun_of_a_finished_study_adds_no_trial(micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path) -> None:
+    work = copy_study(micro_study, tmp_path)
+    url = f"sqlite:///{work / 'studies' / (micro_study.name + '.db')}"
+    before = [(trial.number, trial.user_attrs["arch"]) for trial in load_study(url, micro_study.name).trials]
+    result = nas_cli(work, *micro_study.arguments)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{MICRO_TRIALS} planned trials (0 new)" in result.stdout
+    after = [(trial.number, trial.user_attrs["arch"]) for trial in load_study(url, micro_study.name).trials]
+    assert after == before
+    assert json.loads((work / "summary.json").read_text())["best"] == micro_study.summary["best"]
+
+
+def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path) -> None:
+    """SIGINT mid-search leaves no RUNNING trial; the larger --trials adds only the
+    difference; the same command again completes every planned trial."""
+    work = copy_study(micro_study, tmp_path)
+    database = work / "studies" / f"{micro_study.name}.db"
+    url = f"sqlite:///{database}"
+    trials = MICRO_TRIALS + 4
+    arguments = micro_run_arguments(micro_study.name, Path(micro_study.summary["files"]["supernet"]), trials)
+    process = subprocess.Popen(cli_command(*arguments), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=cli_environment())
+    try:
+        deadline = time.monotonic() + 240
+        running = 0
+        while time.monotonic() < deadline and process.poll() is None and not running:
+            with sqlite3.connect(database) as connection:
+                running = connection.execute("SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+            time.sleep(0.1)
+        assert running, "no trial started running"
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert f"{trials} planned trials (4 new)" in stdout
+    states = trial_states(url, micro_study.name)
+    assert TrialState.RUNNING not in states
+    assert states.count(TrialState.WAITING) >= 1
+    interrupted = [trial for trial in load_study(url, micro_study.name).trials if trial.state == TrialState.FAIL]
+    requeued = [trial for trial in load_study(url, micro_study.name).trials if "requeued_from" in trial.user_attrs]
+    assert [trial.user_attrs["requeued_from"] for trial in requeued] == [trial.number for trial in interrupted]
+
+    rerun = nas_cli(work, *arguments)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{trials} planned trials (0 new)" in rerun.stdout
+    states = trial_states(url, micro_study.name)
+    assert states.count(TrialState.COMPLETE) == trials
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+
+
+# ---------------------------------------------------------------------------- export / train
+@pytest.fixture(scope="module")
+def exported(micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "exported"
+    result = nas_cli(micro_study.directory, "export", "--study", micro_study.name, "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(result.stdout)
+    assert payload["trial"] == micro_study.summary["best"]["trial"]
+    return out
+
+
+def test_export_writes_loadable_files(exported: Path, micro_study: SearchedStudy) -> None:
+    import onnxruntime
+
+    from nas_search.export import load_exported
+    from nas_search.hw_models.flops import count_flops
+    from nas_search.spec import load_arch
+
+    assert sorted(path.name for path in exported.iterdir()) == sorted(
+        ["arch.yaml", "train.yaml", "model.pt", "model.onnx", "meta.json"])
+    spec = load_arch(exported / "arch.yaml")
+    best = micro_study.summary["best"]
+    assert spec == ArchSpec.from_dict(best["arch"])
+    train_config = yaml.safe_load((exported / "train.yaml").read_text())
+    assert ArchSpec.from_dict(train_config["arch"]) == spec and train_config["init"] == "inherited"
+
+    meta = json.loads((exported / "meta.json").read_text())
+    assert meta["study"] == micro_study.name and meta["trial"] == best["trial"]
+    assert meta["flops"] == best["flops"] == count_flops(spec, get_space("micro"), 32, meta["num_classes"]).flops
+    assert meta["params"] == best["params"]
+    assert meta["accuracy"] == best["accuracy"]
+    assert meta["latency_ms"]["cpu-onnxruntime-2threads"] > 0
+    study = load_study(micro_study.storage_url, micro_study.name)
+    assert meta["supernet_checksum"] == study.user_attrs["supernet_checksum"]
+
+    state = torch.load(exported / "model.pt", weights_only=True)
+    assert isinstance(state, dict) and all(isinstance(tensor, torch.Tensor) for tensor in state.values())
+    model = load_exported(exported)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(images).numpy()
+    session = onnxruntime.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    actual = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
+    assert actual.shape == (3, meta["num_classes"])
+    np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
+
+
+def test_train_resume_and_scratch(exported: Path, nas_cli: CliRunner, tmp_path: Path) -> None:
+    from nas_search.export import load_exported
+
+    work = tmp_path / "exported"
+    shutil.copytree(exported, work)
+    config = work / "train.yaml"
+    quick = ("--max-train", "64", "--json", "--quiet")
+    first = nas_cli(tmp_path, "train", str(config), "--epochs", "1", *quick)
+    assert first.returncode == 0, first.stderr[-2000:]
+    result = json.loads(first.stdout)
+    assert 0.0 <= result["accuracy"] <= 1.0 and result["initial_accuracy"] is not None
+    assert result["epochs"] == 1 and len(result["history"]) == 1
+    checkpoint = Path(result["checkpoint"])
+    checkpoint = checkpoint if checkpoint.is_absolute() else tmp_path / checkpoint
+    assert checkpoint.is_file()
+    weights = work / "trained" / "model.pt"
+    model = load_exported(work)
+    model.load_state_dict(torch.load(weights, weights_only=True))  # the trained weights fit the architecture
+
+    resumed = nas_cli(tmp_path, "train", str(config), "--epochs", "2", "--resume", *quick)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout
+    resumed_result = json.loads(resumed.stdout[resumed.stdout.index("{"):])
+    assert len(resumed_result["history"]) == 2
+    assert resumed_result["history"][0] == result["history"][0]  # epoch 1 was not trained again
+    assert resumed_result["initial_accuracy"] is None
+    assert resumed_result["accuracy"] == resumed_result["history"][1]["accuracy"]
+
+    scratch = nas_cli(tmp_path, "train", str(config), "--epochs", "1", "--init", "scratch", *quick)
+    assert scratch.returncode == 0, scratch.stderr[-2000:]
+    scratch_result = json.loads(scratch.stdout)
+    assert 0.0 <= scratch_result["accuracy"] <= 1.0 and len(scratch_result["history"]) == 1
+    bad_init = nas_cli(tmp_path, "train", str(config), "--init", "pretrained")
+    assert_one_line_error(bad_init, "pretrained", "inherited, scratch")
+
+
+# ---------------------------------------------------------------------------- bad input
+BAD_RUN_ARGUMENTS = {
+    "budget with a memory unit": (["--budget", "4.5GB"], ["4.5GB", "4.5GFLOPs"]),
+    "budget in words": (["--budget", "lots"], ["lots", "4.5GMACs"]),
+    "unknown sampler": (["--sampler", "annealing"], ["annealing", "tpe"]),
+    "unknown space": (["--space", "huge"], ["huge", "micro"]),
+    "unknown objective": (["--objectives", "accuracy,speed"], ["speed", "accuracy"]),
+    "unreachable storage": (["--storage", "postgresql://nobody@127.0.0.1:1/x"], ["postgresql://nobody@127.0.0.1:1/x"]),
+    "parameter budget in words": (["--params", "lots"], ["parameter budget", "lots", "5M"]),
+    "bad study name": (["--study", "../escape"], ["../escape"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUN_ARGUMENTS), ids=list(BAD_RUN_ARGUMENTS))
+def test_bad_run_input_is_one_line_and_overwrites_nothing(case: str, nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path) -> None:
+    replacement, fragments = BAD_RUN_ARGUMENTS[case]
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"kept": true}\n')
+    arguments = list(micro_run_arguments("bad", micro_supernet, 2, "--json-summary", str(summary)))
+    for index in range(0, len(replacement), 2):  # the bad value replaces the default one
+        option = replacement[index]
+        if option in arguments:
+            arguments[arguments.index(option) + 1] = replacement[index + 1]
+        else:
+            arguments += replacement[index:index + 2]
+    result = nas_cli(tmp_path, *arguments, timeout=120)
+    assert_one_line_error(result, *fragments)
+    assert summary.read_text() == '{"kept": true}\n'
+    assert not (tmp_path / "studies" / "bad.db").exists()
+
+
+def test_budget_below_the_smallest_subnet_names_the_minimum(nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path) -> None:
+    smallest = flops_range(get_space("micro"), 32).smallest
+    arguments = list(micro_run_arguments("small", micro_supernet, 2))
+    arguments[arguments.index("--budget") + 1] = str(smallest - 1)
+    line = assert_one_line_error(nas_cli(tmp_path, *arguments, timeout=120), "smallest subnet")
+    assert str(smallest) in line
+
+
+def test_existing_study_with_another_space_is_refused(micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path) -> None:
+    work = copy_study(micro_study, tmp_path)
+    before = tree_digest(work)
+    arguments = list(micro_study.arguments)
+    arguments[arguments.index("--space") + 1] = "cifar"
+    arguments[arguments.index("--budget") + 1] = "100MFLOPs"
+    line = assert_one_line_error(nas_cli(work, *arguments, timeout=120), micro_study.name, "micro", "cifar")
+    assert "already exists" in line
+    assert tree_digest(work) == before
+
+
+def test_budget_above_the_largest_warns_and_an_infeasible_study_cannot_be_exported(
+    nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path,
+) -> None:
+    """A FLOPs budget above the largest subnet warns that the constraint is inactive; a
+    parameter budget below every subnet leaves no feasible trial, and exporting from that
+    study is a one-line error that leaves the target folder alone."""
+    arguments = list(micro_run_arguments("infeasible", micro_supernet, 2, "--params", "1K"))
+    arguments[arguments.index("--budget") + 1] = "1GFLOPs"
+    result = nas_cli(tmp_path, *arguments)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "above the largest subnet" in result.stderr and "inactive" in result.stderr
+    assert "no feasible trial yet" in result.stdout
+    study = load_study(f"sqlite:///{tmp_path / 'studies' / 'infeasible.db'}", "infeasible")
+    assert [trial.user_attrs["feasible"] for trial in study.trials] == [False, False]
+    assert all(trial.constraints["params"] > 0 for trial in study.trials)
+    assert "flops_utilization" not in study.trials[0].constraints  # inactive budget: no lower bound either
+
+    out = tmp_path / "exported"
+    out.mkdir()
+    (out / "meta.json").write_text("previous export\n")
+    before = tree_digest(out)
+    export = nas_cli(tmp_path, "export", "--study", "infeasible", "-o", str(out), timeout=120)
+    assert_one_line_error(export, "infeasible", "no feasible")
+    assert tree_digest(out) == before
+    missing = nas_cli(tmp_path, "export", "--study", "never-run", "-o", str(out), timeout=120)
+    assert_one_line_error(missing, "never-run")
+    assert tree_digest(out) == before
