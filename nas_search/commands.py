@@ -143,7 +143,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory", help="peak activation memory budget, e.g. 20MB")
     parser.add_argument("--min-utilization", type=float, default=0.8,
                         help="lower bound on FLOPs as a fraction of --budget (0 disables; default 0.8)")
-    parser.add_argument("--trials", type=int, default=40, help="planned trials in the study (a re-run continues up to this)")
+    parser.add_argument("--trials", type=int, default=30, help="planned trials in the study (a re-run continues up to this)")
     parser.add_argument("--startup-trials", type=int, default=10, help="budget-aware random trials first")
     parser.add_argument("--study", default="nas-search", help="study name")
     parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/STUDY.db)")
@@ -151,8 +151,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy,flops for a Pareto front")
     parser.add_argument("--supernet", help="reuse this supernet checkpoint instead of training one")
     parser.add_argument("--supernet-epochs", type=int)
-    parser.add_argument("--max-train", type=int, help="supernet training images (default: 3000 on the demo)")
-    parser.add_argument("--max-val", type=int, default=500, help="validation images per trial")
+    parser.add_argument("--max-train", type=int, help="supernet training images (default: 1500 on the demo)")
+    parser.add_argument("--max-val", type=int, default=300, help="validation images per trial")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-summary", help="also write the summary as JSON to this file")
     parser.add_argument("--plan-only", action="store_true",

@@ -270,6 +270,8 @@ def test_train_resume_and_scratch(exported: Path, nas_cli: CliRunner, tmp_path: 
     work = tmp_path / "exported"
     shutil.copytree(exported, work)
     config = work / "train.yaml"
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "max_val": 100, "batch_size": 32}, sort_keys=False))  # a user's edit
     quick = ("--max-train", "64", "--json", "--quiet")
     first = nas_cli(tmp_path, "train", str(config), "--epochs", "1", *quick)
     assert first.returncode == 0, first.stderr[-2000:]

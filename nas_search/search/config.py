@@ -37,7 +37,7 @@ class SearchConfig:
     device: str | None = None
     memory: str | None = None              # peak activation memory, e.g. "20MB"
     min_utilization: float = 0.8
-    trials: int = 40
+    trials: int = 30
     startup_trials: int = 10               # budget-aware random trials before the sampler takes over
     study: str = "nas-search"
     storage: str | None = None             # default sqlite:///studies/<study>.db
@@ -46,9 +46,9 @@ class SearchConfig:
     supernet: str | None = None            # reuse this checkpoint instead of training
     supernet_epochs: int | None = None     # None: 3 on the demo data, 10 otherwise
     batch_size: int = 64
-    max_train: int | None = None           # None: 3000 on the demo data, all otherwise
+    max_train: int | None = None           # None: 1500 on the demo data, all otherwise
     calibration_images: int = 256
-    max_val: int | None = 500
+    max_val: int | None = 300
     seed: int = 0
     workers: int | None = None
     training_device: str = "auto"

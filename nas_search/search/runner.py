@@ -52,7 +52,8 @@ from nas_search.spaces.sampling import check_budget, flops_range, sample_specs
 from nas_search.units import format_flops, parse_flops
 
 DEMO_SUPERNET_EPOCHS = 3
-DEMO_MAX_TRAIN = 3000
+DEMO_MAX_TRAIN = 1500
+DEMO_INPUT_SIZE = 32  # the demo images are rendered at 32 px
 REAL_SUPERNET_EPOCHS = 10
 logger = logging.getLogger("nas_search")
 
@@ -124,7 +125,8 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     storage_url = config.storage or default_storage_url(config.study, config.studies_dir)
     return ResolvedSearch(
         config=config, space=space, storage_url=storage_url, budget_flops=budget, input_size=input_size,
-        train_input_size=config.train_input_size or space.train_input_size, constraints=constraints,
+        train_input_size=config.train_input_size or (min(DEMO_INPUT_SIZE, space.train_input_size) if config.data is None else space.train_input_size),
+        constraints=constraints,
         study_dir=Path(config.studies_dir) / config.study,
     )
 
@@ -151,6 +153,7 @@ def _ensure_supernet(resolved: ResolvedSearch) -> Path:
         space=resolved.space.name, data=config.data, epochs=epochs, input_size=resolved.train_input_size,
         batch_size=config.batch_size, seed=config.seed, workers=config.workers, device=config.training_device,
         max_train=config.max_train or (DEMO_MAX_TRAIN if demo else None), out=str(path), resume=True,
+        random_subnets=1 if demo else 2,
         progress=config.progress,
     )
     print(f"training the supernet of space {resolved.space.name!r}: {epochs} epochs at {resolved.train_input_size} px -> {path}")
