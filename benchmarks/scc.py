@@ -54,8 +54,9 @@ class Settings:
     warmup_calls: int
 
 
-FULL = Settings(rounds=15, block_seconds=0.02, warmup_calls=5)
-QUICK = Settings(rounds=5, block_seconds=0.004, warmup_calls=2)
+# Many short blocks: a block that a busy neighbour did not disturb is then likely to exist.
+FULL = Settings(rounds=60, block_seconds=0.002, warmup_calls=5)
+QUICK = Settings(rounds=25, block_seconds=0.001, warmup_calls=2)
 
 
 def build_candidates(

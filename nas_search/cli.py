@@ -168,7 +168,7 @@ def _load_command_modules() -> None:
     """Import the modules that register further commands (training, search, export)."""
     import importlib
 
-    for module in ("nas_search.commands",):
+    for module in ("nas_search.commands", "nas_search.hw_models.commands"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:

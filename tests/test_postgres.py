@@ -27,7 +27,11 @@ from support import skip_or_fail
 
 from nas_search.search.study import driver_url
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # RetryHeartbeatStaleTrialCallback.retried_trial_number is flagged experimental by Optuna
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+]
 
 HEARTBEAT_SECONDS = 1
 GRACE_SECONDS = 3
@@ -149,3 +153,55 @@ def test_bad_heartbeat_setting_is_one_line(postgres: PostgresServer, nas_cli: Cl
     missing = nas_cli(tmp_path, "worker", "--storage", postgres.url, "--study", "absent")
     assert missing.returncode == 2 and len(missing.stderr.splitlines()) == 1, missing.stderr
     assert "no study 'absent'" in missing.stderr
+
+
+def test_a_claimed_trial_without_a_live_worker_goes_stale(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that dies right after claiming (before its heartbeat thread runs) must
+    not leave the trial RUNNING for ever: the claim itself records the first heartbeat."""
+    from nas_search.search.study import claim_waiting_trial, fail_stale, open_storage
+
+    monkeypatch.setenv("NAS_SEARCH_HEARTBEAT_SECONDS", str(HEARTBEAT_SECONDS))
+    monkeypatch.setenv("NAS_SEARCH_GRACE_SECONDS", "2")
+    study = optuna.create_study(study_name="claimed", storage=open_storage(postgres.url))
+    study.enqueue_trial({"x": 1.0})
+    claimed = claim_waiting_trial(study)
+    assert claimed is not None and running_trial_numbers(postgres, "claimed") == [claimed.number]
+    assert claim_waiting_trial(study) is None  # nothing else to claim, and nothing created
+    time.sleep(3.5)  # no heartbeat thread: the first heartbeat goes stale
+    fail_stale(study)
+    frozen = study.get_trials(deepcopy=False)
+    assert [trial.state for trial in frozen] == [TrialState.FAIL, TrialState.WAITING]
+    assert frozen[1].system_attrs["failed_trial"] == claimed.number
+    assert frozen[1].system_attrs["fixed_params"] == {"x": 1.0}  # the retry runs the planned parameters
+
+
+def test_dashboard_serves_a_postgres_study(postgres: PostgresServer, tmp_path: Path) -> None:
+    """``nas-search dashboard --storage postgresql://...`` (a bare URL: psycopg2 is the driver)."""
+    import urllib.error
+    import urllib.request
+
+    from postgres_fixture import free_port
+
+    optuna.create_study(study_name="reviewed", storage=driver_url(postgres.url))
+    port = free_port()
+    process = subprocess.Popen(
+        cli_command("dashboard", "--study", "reviewed", "--storage", postgres.url, "--port", str(port)),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_environment(),
+    )
+    try:
+        deadline, names = time.monotonic() + 90, None
+        while time.monotonic() < deadline and process.poll() is None and names is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    names = [summary["study_name"] for summary in json.loads(response.read())["study_summaries"]]
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.3)
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        assert names is not None and "reviewed" in names
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()

@@ -47,7 +47,10 @@ def brute_force_starts(in_channels: int, out_channels: int, groups: int, overlap
     ]
 
 
-def random_case(in_channels: int, out_channels: int, groups: int, batch: int, height: int = 5, width: int = 7):
+def random_case(
+    in_channels: int, out_channels: int, groups: int, batch: int, height: int = 5, width: int = 7
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A reproducible input and a compact weight scaled to keep outputs of order one."""
     generator = torch.Generator().manual_seed(in_channels * 7919 + out_channels * 31 + groups * 7 + batch)
     length = in_channels // groups
     x = torch.randn(batch, in_channels, height, width, generator=generator)
@@ -102,7 +105,8 @@ def test_window_index_is_consistent_with_dense_mask() -> None:
         assert index.shape == (out_channels, length) and index.dtype == torch.long
         assert mask.shape == (out_channels, in_channels) and mask.dtype == torch.bool
         assert torch.equal(index[:, 0], starts)
-        assert torch.equal((index[:, 1:] - index[:, :-1]) % in_channels, torch.ones(out_channels, length - 1, dtype=torch.long))
+        steps = (index[:, 1:] - index[:, :-1]) % in_channels
+        assert torch.equal(steps, torch.ones(out_channels, length - 1, dtype=torch.long))
         assert mask.gather(1, index).all()
         assert torch.equal(mask.sum(1), torch.full((out_channels,), length))
 
@@ -165,6 +169,18 @@ def test_every_kernel_matches_the_reference(batch: int, size: int, overlap: floa
         assert (sliding_channel_conv2d(x, weight, 4, overlap) - slow).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_literal_fraction_overlap_is_exact_too(batch: int) -> None:
+    # DESIGN.md's formula read literally (co = 33/100): nearly one window per output channel.
+    literal = Fraction(33, 100)
+    assert window_starts(64, 64, 4, literal) == brute_force_starts(64, 64, 4, literal)
+    x, weight = random_case(64, 64, 4, batch)
+    fast = sliding_channel_conv2d(x, weight, 4, literal)
+    assert (fast - reference_sliding_channel_conv2d(x, weight, 4, literal)).abs().max().item() <= 1e-5
+    with pytest.raises(UserError, match="overlap 1 is out of range"):
+        window_starts(64, 64, 4, Fraction(1))
+
+
 def test_reference_is_a_masked_dense_convolution() -> None:
     x, weight = random_case(40, 24, 8, 2)
     dense = torch.zeros(24, 40)
@@ -185,7 +201,8 @@ def test_input_only_and_weight_only_gradients() -> None:
     x, weight = random_case(64, 48, 4, 2)
     weight.requires_grad_()
     sliding_channel_conv2d(x, weight, 4, 0.25).square().sum().backward()
-    expected_weight = torch.autograd.grad(reference_sliding_channel_conv2d(x, weight, 4, 0.25).square().sum(), weight)[0]
+    reference = reference_sliding_channel_conv2d(x, weight, 4, 0.25)
+    expected_weight = torch.autograd.grad(reference.square().sum(), weight)[0]
     assert (weight.grad - expected_weight).abs().max().item() <= 1e-4
     x.requires_grad_()
     frozen = weight.detach()
@@ -213,7 +230,8 @@ def test_module_bias_and_repr() -> None:
 def test_fast_path_multiplies_no_masked_zeros() -> None:
     module = SlidingChannelConv2d(64, 64, 4, 0.25).eval()
     x = torch.randn(1, 64, 6, 6)
-    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as profile:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.no_grad(), torch.profiler.profile(activities=activities, with_flops=True) as profile:
         module(x)
     multiply_adds = sum(event.flops for event in profile.key_averages() if event.key in ("aten::bmm", "aten::mm")) // 2
     assert multiply_adds == 64 * 16 * 6 * 6
@@ -249,7 +267,9 @@ def test_supernet_gathers_compact_weights_from_one_dense_parameter() -> None:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("in_channels,out_channels,groups,overlap", [(64, 64, 4, 0.25), (64, 48, 4, 0.33), (40, 72, 8, 0.5), (24, 5, 2, 0.33)])
+@pytest.mark.parametrize(
+    "in_channels,out_channels,groups,overlap", [(64, 64, 4, 0.25), (64, 48, 4, 0.33), (40, 72, 8, 0.5), (24, 5, 2, 0.33)]
+)
 def test_fvcore_counts_exact_flops(in_channels: int, out_channels: int, groups: int, overlap: float) -> None:
     fvcore_nn = pytest.importorskip("fvcore.nn")
     module = SlidingChannelConv2d(in_channels, out_channels, groups, overlap).eval()

@@ -8,27 +8,35 @@ on one thread.  Its latency model is built in two steps:
    channels after rounding, hidden channels, kernel, stride, expansion, SCC groups and
    overlap, squeeze-excite width, residual, input size), plus the stem and the head, is
    built as a standalone module (:data:`nas_search.spaces.static.STATIC_BLOCKS`) and timed
-   on its own at batch 1: warm-up runs, then the median of repeated samples, with the
-   modules of a chunk timed in interleaved rounds so that a burst of load from other
-   processes hits all of them alike, at a fixed thread count.  The profile then measures
-   random whole subnets (100 by default).  Everything goes into one JSON file recording
-   the device, runtime, threads, library versions and date (:class:`LatencyTable`); a
-   half-built table is saved every few seconds and a new run resumes where it stopped.
+   on its own at batch 1 and a fixed thread count: warm-up runs, then the median of
+   repeated samples (the minimum is stored too), the modules of a chunk timed in
+   interleaved rounds so that a burst of load from other processes hits all of them
+   alike.  Random whole subnets (100 by default) are measured the same way, spread among
+   the block chunks so that both see the same drift of the machine's speed.  Everything
+   goes into one JSON file recording the device, runtime, threads, library versions, clock
+   and date (:class:`LatencyTable`); a half-built table is saved every few seconds and a
+   new run resumes where it stopped.  Three measurement rules matter on a shared machine
+   (each is explained where it is implemented): the thread-CPU clock with one thread
+   (:data:`CLOCKS`), an untimed run before each interleaved sample
+   (:func:`time_interleaved`), and denormals flushed to zero (:func:`measurement_settings`).
 2. **Predict** (:class:`LatencyModel`): the sum of the table entries of an architecture's
    parts, plus a learned correction in the spirit of nn-Meter: a ridge regression on
-   per-block features (per block kind: table latency and count; in total: FLOPs, memory
-   traffic, parameters) predicting the whole-model latency minus the LUT sum, weighted so
-   that it minimises the *relative* error.  It is refit from the measured subnets stored in
-   the table whenever the table is loaded (milliseconds), so the table is plain data and
-   nothing is pickled.
+   per-block features summed over the network (table latency, fused layers, FLOPs, memory
+   traffic, weight bytes) predicting the whole-model latency minus the LUT sum, weighted
+   so that it minimises the *relative* error.  It learns what isolated blocks miss: cold
+   weights and instruction caches between blocks, per-call overheads counted once.  It is
+   refit from the measured subnets stored in the table whenever the table is loaded
+   (milliseconds), so the table is plain data and nothing is pickled.
 
 Blocks missing from a partial table (a ``--widths`` subset, or an interrupted profile) are
 estimated from the entries of the same kind by a non-negative fit on FLOPs and memory
 traffic; :meth:`LatencyModel.predict` says how many parts were estimated.
 
-The number of distinct blocks of ``mobile`` at 224 px is large (see
-:func:`distinct_blocks`, ``nas-search profile --count-only``): a full profile takes hours
-on a laptop core; it is resumable, and ``--widths 0.25,0.5,1`` gives a quick partial table.
+The number of distinct parts is large (:func:`distinct_blocks`, ``nas-search profile
+--count-only``): 27,903 for ``mobile`` at 224 px, 15,723 for ``cifar`` and 9,860 for
+``micro`` at 32 px.  A full ``mobile`` profile takes hours on one core (about 0.1 s of ONNX
+export plus the timing per block with onnxruntime); it is resumable, and ``--widths
+0.25,0.5,1`` gives a quick partial table.
 """
 
 from __future__ import annotations
@@ -39,7 +47,6 @@ import math
 import platform
 import random
 import statistics
-import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -51,8 +58,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from nas_search.errors import UserError
-from nas_search.hw_models.flops import BLOCK_COSTS, Cost, conv, conv_norm, count_network, output_size
-from nas_search.hw_models.memory import block_traffic_bytes
+from nas_search.hw_models.flops import BLOCK_COSTS, Cost, conv_norm, count_network, output_size
+from nas_search.hw_models.memory import block_layer_stats
 from nas_search.spaces.space import (
     ResolvedBlock,
     ResolvedNetwork,
@@ -232,30 +239,30 @@ def build_subnet(space: SearchSpace, spec: ArchSpec, num_classes: int | None = N
     return _seeded(lambda: build_static_model(space.resolve(spec, num_classes=num_classes)).eval())
 
 
-def _stem_cost(config: BlockConfig) -> tuple[Cost, int]:
+def _stem_cost(config: BlockConfig) -> tuple[Cost, int, int]:
     size = config.output_size
     cost = conv_norm(config.in_channels, config.out_channels, config.kernel, size)
     traffic = (config.in_channels * config.input_size**2 + config.out_channels * size * size) * 4
-    return cost, traffic
+    return cost, traffic, 1
 
 
-def _head_cost(config: BlockConfig) -> tuple[Cost, int]:
+def _head_cost(config: BlockConfig) -> tuple[Cost, int, int]:
     size = config.input_size
     cost = conv_norm(config.in_channels, config.out_channels, 1, size)
     cost += Cost(config.out_channels * size * size, 0)
     cost += Cost(config.out_channels * config.num_classes, config.out_channels * config.num_classes + config.num_classes)
     traffic = (config.in_channels + 2 * config.out_channels) * size * size * 4 + config.out_channels * 4
-    return cost, traffic
+    return cost, traffic, 3
 
 
-def _block_cost(config: BlockConfig) -> tuple[Cost, int]:
+def _block_cost(config: BlockConfig) -> tuple[Cost, int, int]:
     block = config.resolved_block()
     cost, _ = BLOCK_COSTS[config.op](block, config.input_size)
-    return cost, block_traffic_bytes(block, config.input_size)
+    return (cost, *block_layer_stats(block, config.input_size))
 
 
-#: (FLOPs and params, activation traffic in bytes) of each kind of part.
-PART_COSTS: dict[str, Callable[[BlockConfig], tuple[Cost, int]]] = {
+#: (FLOPs and params, activation traffic in bytes, fused layers) of each kind of part.
+PART_COSTS: dict[str, Callable[[BlockConfig], tuple[Cost, int, int]]] = {
     "stem": _stem_cost,
     "head": _head_cost,
     **{op: _block_cost for op in BLOCK_OPERATIONS},
@@ -264,11 +271,13 @@ PART_COSTS: dict[str, Callable[[BlockConfig], tuple[Cost, int]]] = {
 
 @dataclass(frozen=True)
 class PartFeatures:
-    """Analytic features of one part: FLOPs (= MACs), parameters, activation traffic (bytes)."""
+    """Analytic features of one part: FLOPs (= MACs), parameters, activation traffic
+    (bytes read plus written) and the number of fused layers (kernel launches)."""
 
     flops: int
     params: int
     traffic_bytes: int
+    layers: int
 
 
 _FEATURE_CACHE: dict[str, PartFeatures] = {}
@@ -278,8 +287,8 @@ def part_features(config: BlockConfig) -> PartFeatures:
     """Features of a part (cached by key)."""
     cached = _FEATURE_CACHE.get(config.key)
     if cached is None:
-        cost, traffic = PART_COSTS[config.op](config)
-        cached = _FEATURE_CACHE[config.key] = PartFeatures(cost.flops, cost.params, traffic)
+        cost, traffic, layers = PART_COSTS[config.op](config)
+        cached = _FEATURE_CACHE[config.key] = PartFeatures(cost.flops, cost.params, traffic, layers)
     return cached
 
 
@@ -521,7 +530,12 @@ def time_interleaved(
     runs: Sequence[Callable[[], Any]], options: TimingOptions = TimingOptions(), seed: int = 0, threads: int = 1
 ) -> list[Timing]:
     """Time several callables in interleaved rounds (each round runs every callable once,
-    in a shuffled order), so that load from other processes is shared among them."""
+    in a shuffled order), so that load from other processes is shared among them.
+
+    Each timed sample of an interleaved callable follows one untimed run of it: the
+    callable timed just before has evicted its weights and activations from the caches,
+    and a cold run of a small network measured up to 3x its steady-state latency here.
+    """
     clock = CLOCKS[options.clock_for(threads)]
     loops = []
     for run in runs:
@@ -531,13 +545,15 @@ def time_interleaved(
         per_call = max((clock() - started) / options.warmup, 1e-7)
         loops.append(max(1, min(options.max_loops, math.ceil(options.min_sample_ms / 1000 / per_call))))
     samples: list[list[float]] = [[] for _ in runs]
+    interleaved = len(runs) > 1
     order = list(range(len(runs)))
     shuffler = random.Random(seed)
     for _ in range(options.repeats):
         shuffler.shuffle(order)
         for index in order:
             run, count = runs[index], loops[index]
-            run()  # untimed: the previous callable of the round has evicted this one's data
+            if interleaved:
+                run()  # untimed: the previous callable of the round has evicted this one's data
             started = clock()
             for _ in range(count):
                 run()
@@ -783,6 +799,7 @@ class ProfileOptions:
         subnets: random whole subnets to measure for the correction and its validation.
         seed: seed of the random subnets.
         chunk: parts prepared and timed together (interleaved) at a time.
+        subnet_chunk: whole subnets timed together (1: one after the other).
         timing: warm-up and repeats.
         save_every_s: how often the half-built table is written.
     """
@@ -795,6 +812,7 @@ class ProfileOptions:
     subnets: int = 100
     seed: int = 0
     chunk: int = 8
+    subnet_chunk: int = 1
     timing: TimingOptions = TimingOptions()
     save_every_s: float = 10.0
 
@@ -814,16 +832,17 @@ class ProfileResult:
     validation: dict[str, float] = field(default_factory=dict)
 
 
-def sample_subnets(space: SearchSpace, count: int, seed: int) -> list[ArchSpec]:
-    """``count`` random distinct subnets spread over the space's cost range (each drawn with
-    its own random size bias)."""
+def sample_subnets(space: SearchSpace, count: int, seed: int, spread: bool = True) -> list[ArchSpec]:
+    """``count`` random distinct subnets. With ``spread`` each is drawn with its own random
+    size bias, which covers the space's whole cost range (as a budgeted search does);
+    otherwise every choice is uniform (mid-sized subnets)."""
     rng = random.Random(seed)
     specs: dict[str, ArchSpec] = {}
     attempts = 0
     while len(specs) < count and attempts < count * 20:
         attempts += 1
         try:
-            spec = space.sample(rng, bias=rng.random())
+            spec = space.sample(rng, bias=rng.random() if spread else None)
             space.resolve(spec)
         except UserError:
             continue
@@ -886,28 +905,28 @@ def profile_table(
             table.save(out)
             last_save = time.perf_counter()
 
-    bar = progress_bar(len(todo), f"profile {space.name} blocks ({options.runtime}, {options.threads}t)", "block", progress)
+    subnet_specs = list(specs) if specs is not None else sample_subnets(profiled_space, options.subnets, options.seed)
+    measured_keys = {item.spec.key for item in table.subnets}
+    resumed_subnets = sum(spec.key in measured_keys for spec in subnet_specs)
+    remaining = [spec for spec in subnet_specs if spec.key not in measured_keys]
+    block_chunks = [todo[start : start + options.chunk] for start in range(0, len(todo), options.chunk)]
+    subnet_chunks = [remaining[start : start + options.subnet_chunk] for start in range(0, len(remaining), options.subnet_chunk)]
+    bar = progress_bar(len(todo) + len(remaining), f"profile {space.name} ({options.runtime}, {options.threads}t)", "item", progress)
+
+    def measure_blocks(chunk: list[BlockConfig], seed: int) -> None:
+        modules = [(build_part(config), part_example(config)) for config in chunk]
+        for config, timing in zip(chunk, measure_modules(modules, options.runtime, options.threads, options.timing, seed)):
+            table.add_entry(config, timing)
+
+    def measure_specs(chunk: list[ArchSpec], seed: int) -> None:
+        modules = [(build_subnet(space, spec, table.num_classes), _image(input_size)) for spec in chunk]
+        for spec, timing in zip(chunk, measure_modules(modules, options.runtime, options.threads, options.timing, seed)):
+            table.add_subnet(spec, timing)
+
     try:
-        for start in range(0, len(todo), options.chunk):
-            chunk = todo[start : start + options.chunk]
-            modules = [(build_part(config), part_example(config)) for config in chunk]
-            for config, timing in zip(chunk, measure_modules(modules, options.runtime, options.threads, options.timing, seed=start)):
-                table.add_entry(config, timing)
+        for step, (kind, chunk) in enumerate(_interleave(block_chunks, subnet_chunks)):
+            (measure_blocks if kind == "blocks" else measure_specs)(chunk, step)
             bar.update(len(chunk))
-            maybe_save()
-        bar.close()
-        subnet_specs = list(specs) if specs is not None else sample_subnets(profiled_space, options.subnets, options.seed)
-        measured_keys = {item.spec.key for item in table.subnets}
-        resumed_subnets = sum(spec.key in measured_keys for spec in subnet_specs)
-        remaining = [spec for spec in subnet_specs if spec.key not in measured_keys]
-        bar = progress_bar(len(remaining), f"profile {space.name} subnets", "net", progress)
-        subnet_chunk = max(1, min(4, options.chunk))
-        for start in range(0, len(remaining), subnet_chunk):
-            chunk_specs = remaining[start : start + subnet_chunk]
-            modules = [(build_subnet(space, spec, table.num_classes), _image(input_size)) for spec in chunk_specs]
-            for spec, timing in zip(chunk_specs, measure_modules(modules, options.runtime, options.threads, options.timing, seed=start)):
-                table.add_subnet(spec, timing)
-            bar.update(len(chunk_specs))
             maybe_save()
         bar.close()
     finally:
@@ -920,6 +939,23 @@ def profile_table(
     )
 
 
+def _interleave(block_chunks: list[list[BlockConfig]], subnet_chunks: list[list[ArchSpec]]) -> Iterator[tuple[str, list]]:
+    """Block chunks with the subnet chunks spread evenly among them.
+
+    The speed of a shared machine drifts over minutes; measuring the table entries and the
+    whole subnets side by side keeps the correction from learning that drift."""
+    total = len(subnet_chunks)
+    placed = 0
+    for index, chunk in enumerate(block_chunks):
+        yield "blocks", chunk
+        due = (index + 1) * total // len(block_chunks)
+        while placed < due:
+            yield "subnets", subnet_chunks[placed]
+            placed += 1
+    for chunk in subnet_chunks[placed:]:
+        yield "subnets", chunk
+
+
 def _image(input_size: int):
     import torch
 
@@ -928,7 +964,7 @@ def _image(input_size: int):
 
 def measure_subnets(
     space: SearchSpace, specs: Sequence[ArchSpec], runtime: str, threads: int, input_size: int | None = None,
-    options: TimingOptions = TimingOptions(), chunk: int = 4,
+    options: TimingOptions = TimingOptions(), chunk: int = 1,
 ) -> list[Timing]:
     """Measured latency of whole subnets on the local CPU (interleaved in chunks)."""
     size = space.input_size if input_size is None else input_size
@@ -943,18 +979,36 @@ def measure_subnets(
 # Prediction
 
 
+#: Which number of a measurement a model uses: the median of the samples (the default) or
+#: their minimum (what an undisturbed run takes; steadier on a busy machine).
+STATISTICS: dict[str, Callable[["BlockMeasurement | SubnetMeasurement"], float]] = {
+    "median": lambda measurement: measurement.latency_ms,
+    "min": lambda measurement: measurement.min_ms,
+}
+
+
+def _check_statistic(statistic: str) -> str:
+    if statistic not in STATISTICS:
+        raise UserError(f"latency statistic {statistic!r} is invalid; accepted: {', '.join(STATISTICS)}")
+    return statistic
+
+
 @dataclass
 class _KindFallback:
-    """Non-negative fit ``latency ~ a * GFLOPs + b * MB of traffic + c`` over one kind's entries."""
+    """Non-negative fit ``latency ~ a * GFLOPs + b * MB of traffic + c * layers`` over one
+    kind's entries, for parts missing from a partial table."""
 
     coefficients: np.ndarray
 
+    @staticmethod
+    def row(features: PartFeatures) -> list[float]:
+        return [features.flops / 1e9, features.traffic_bytes / 1e6, float(features.layers)]
+
     def predict(self, features: PartFeatures) -> float:
-        row = np.array([features.flops / 1e9, features.traffic_bytes / 1e6, 1.0])
-        return float(row @ self.coefficients)
+        return float(np.asarray(self.row(features)) @ self.coefficients)
 
 
-def _fit_fallbacks(table: LatencyTable) -> dict[str, _KindFallback]:
+def _fit_fallbacks(table: LatencyTable, statistic: str) -> dict[str, _KindFallback]:
     from scipy.optimize import nnls
 
     grouped: dict[str, list[BlockMeasurement]] = {}
@@ -962,26 +1016,19 @@ def _fit_fallbacks(table: LatencyTable) -> dict[str, _KindFallback]:
         grouped.setdefault(entry.config.op, []).append(entry)
     fallbacks = {}
     for kind, entries in grouped.items():
-        rows, targets = [], []
-        for entry in entries:
-            features = part_features(entry.config)
-            rows.append([features.flops / 1e9, features.traffic_bytes / 1e6, 1.0])
-            targets.append(entry.latency_ms)
-        design, target = np.asarray(rows), np.asarray(targets)
+        design = np.array([_KindFallback.row(part_features(entry.config)) for entry in entries])
+        target = np.array([STATISTICS[statistic](entry) for entry in entries])
         weights = 1.0 / target  # relative error
         coefficients, _ = nnls(design * weights[:, None], target * weights)
         fallbacks[kind] = _KindFallback(coefficients)
     return fallbacks
 
 
-#: Names of the correction features, in order.
-CORRECTION_FEATURES: tuple[str, ...] = (
-    *(f"lut_ms[{kind}]" for kind in PART_KINDS),
-    *(f"count[{kind}]" for kind in PART_KINDS),
-    "GFLOPs",
-    "traffic_MB",
-    "params_M",
-)
+#: Names of the correction features, in order: whole-network sums of per-part numbers
+#: (the table latency, fused layers = kernel launches, FLOPs, activation traffic, weight
+#: bytes). Per-kind latencies and counts were tried as well; on 80-subnet tables of this
+#: machine they overfitted (5-fold share within 10% dropped by up to 0.15).
+CORRECTION_FEATURES: tuple[str, ...] = ("lut_ms", "layers", "GFLOPs", "traffic_MB", "weights_MB")
 
 
 @dataclass(frozen=True)
@@ -1002,12 +1049,17 @@ class LatencyPrediction:
     estimated_parts: int
     corrected: bool
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
 
 @dataclass
 class LatencyCorrection:
     """Ridge regression of ``measured - LUT sum`` on :data:`CORRECTION_FEATURES`
-    (standardised), weighted by ``1 / measured^2`` so that it minimises relative error.
-    Its numbers are plain arrays, refit from the table's subnet measurements on load."""
+    (standardised), weighted by ``1 / measured^2`` so that it minimises relative error,
+    with the ridge strength chosen by leave-one-out cross-validation. Its numbers are plain
+    arrays, refit from the table's subnet measurements whenever a table is loaded."""
 
     mean: np.ndarray
     scale: np.ndarray
@@ -1045,33 +1097,45 @@ class LatencyModel:
     """Cost model: predicted batch-1 latency (ms) of an architecture on a profiled device.
 
     ``model(spec)`` returns milliseconds; :meth:`predict` also says how much of the
-    prediction came from the table. ``correction=False`` gives the plain LUT sum.
+    prediction came from the table.
+
+    Args:
+        table: the device's latency table.
+        space: the space the table was profiled for.
+        correction: fit the learned correction (needs :data:`MIN_CORRECTION_SUBNETS`
+            measured subnets); ``False`` gives the plain LUT sum.
+        training: the subnet measurements to fit on (default: all of the table's).
+        statistic: ``median`` (default) or ``min`` of the stored samples (:data:`STATISTICS`).
     """
 
     unit = "ms"
 
     def __init__(self, table: LatencyTable, space: SearchSpace, *, correction: bool = True,
-                 training: Sequence[SubnetMeasurement] | None = None) -> None:
+                 training: Sequence[SubnetMeasurement] | None = None, statistic: str = "median") -> None:
         if table.space != space.name:
             raise UserError(f"latency table is for space {table.space!r}, not {space.name!r}")
         if not table.entries:
             raise UserError(f"latency table for space {table.space!r} on {table.label} has no block entries")
-        self.table, self.space = table, space
+        self.table, self.space, self.statistic = table, space, _check_statistic(statistic)
         self.name = "latency"
         self.device = table.label
         self.input_size = table.input_size
-        self._fallbacks = _fit_fallbacks(table)
+        self._value = STATISTICS[statistic]
+        self._fallbacks: dict[str, _KindFallback] | None = None  # fitted on the first missing part
         measurements = list(table.subnets if training is None else training)
+        self.training_subnets = len(measurements)
         self.correction: LatencyCorrection | None = None
         if correction and len(measurements) >= MIN_CORRECTION_SUBNETS:
             rows, sums = zip(*(self._features(item.spec)[:2] for item in measurements))
-            measured = np.array([item.latency_ms for item in measurements])
+            measured = np.array([self._value(item) for item in measurements])
             self.correction = fit_correction(np.array(rows), np.array(sums), measured)
 
     def _part_latency(self, config: BlockConfig) -> tuple[float, bool]:
         entry = self.table.entries.get(config.key)
         if entry is not None:
-            return entry.latency_ms, False
+            return self._value(entry), False
+        if self._fallbacks is None:
+            self._fallbacks = _fit_fallbacks(self.table, self.statistic)
         fallback = self._fallbacks.get(config.op)
         if fallback is None:
             raise UserError(
@@ -1081,21 +1145,20 @@ class LatencyModel:
         return max(fallback.predict(part_features(config)), 1e-4), True
 
     def _features(self, spec: ArchSpec) -> tuple[np.ndarray, float, int, int]:
+        """(correction feature row, LUT sum, number of parts, number of estimated parts)."""
         network = self.space.resolve(spec, num_classes=self.table.num_classes)
-        lut_by_kind = dict.fromkeys(PART_KINDS, 0.0)
-        count_by_kind = dict.fromkeys(PART_KINDS, 0.0)
-        flops = traffic = params = 0
-        estimated = 0
         parts = network_parts(network, self.input_size)
+        total = 0.0
+        estimated = layers = flops = traffic = params = 0
         for config in parts:
             latency, was_estimated = self._part_latency(config)
+            total += latency
             estimated += was_estimated
-            lut_by_kind[config.op] += latency
-            count_by_kind[config.op] += 1
             features = part_features(config)
+            layers += features.layers
             flops, traffic, params = flops + features.flops, traffic + features.traffic_bytes, params + features.params
-        row = np.array([*lut_by_kind.values(), *count_by_kind.values(), flops / 1e9, traffic / 1e6, params / 1e6])
-        return row, float(sum(lut_by_kind.values())), len(parts), estimated
+        row = np.array([total, layers, flops / 1e9, traffic / 1e6, params * 4 / 1e6])
+        return row, total, len(parts), estimated
 
     def predict(self, spec: ArchSpec) -> LatencyPrediction:
         """Prediction with the LUT sum and the number of estimated parts."""
@@ -1112,10 +1175,10 @@ class LatencyModel:
     def describe(self) -> str:
         """One line: device, table size and whether a correction is used."""
         correction = (
-            f"LUT sum + correction fitted on {len(self.table.subnets)} measured subnets" if self.correction is not None
-            else "LUT sum (too few measured subnets for a correction)"
+            f"LUT sum + correction fitted on {self.training_subnets} measured subnets" if self.correction is not None
+            else f"LUT sum (no correction: {self.training_subnets} measured subnets, needs {MIN_CORRECTION_SUBNETS})"
         )
-        return f"{self.device} ({self.table.hardware}): {len(self.table.entries)} table entries, {correction}"
+        return f"{self.device} on {self.table.hardware}: {len(self.table.entries)} table entries, {correction}"
 
 
 class FlopsProportionalModel:
@@ -1123,11 +1186,12 @@ class FlopsProportionalModel:
 
     unit = "ms"
 
-    def __init__(self, space: SearchSpace, measurements: Sequence[SubnetMeasurement], input_size: int | None = None) -> None:
+    def __init__(self, space: SearchSpace, measurements: Sequence[SubnetMeasurement], input_size: int | None = None,
+                 statistic: str = "median") -> None:
         self.space, self.name, self.device = space, "flops_proportional", "fitted"
         self.input_size = space.input_size if input_size is None else input_size
         flops = np.array([self._flops(item.spec) for item in measurements])
-        measured = np.array([item.latency_ms for item in measurements])
+        measured = np.array([STATISTICS[_check_statistic(statistic)](item) for item in measurements])
         design = np.stack([flops, np.ones_like(flops)], axis=1)
         self.slope, self.intercept = np.linalg.lstsq(design, measured, rcond=None)[0]
 
@@ -1154,7 +1218,7 @@ def prediction_metrics(predicted: Sequence[float], measured: Sequence[float]) ->
     }
 
 
-def cross_validate(table: LatencyTable, space: SearchSpace, folds: int = 5) -> dict[str, float]:
+def cross_validate(table: LatencyTable, space: SearchSpace, folds: int = 5, statistic: str = "median") -> dict[str, float]:
     """K-fold validation of the model on the table's measured subnets (correction refit on
     the other folds each time)."""
     subnets = list(table.subnets)
@@ -1163,9 +1227,9 @@ def cross_validate(table: LatencyTable, space: SearchSpace, folds: int = 5) -> d
     for fold in range(folds):
         held_out = subnets[fold::folds]
         training = [item for index, item in enumerate(subnets) if index % folds != fold]
-        model = LatencyModel(table, space, training=training)
+        model = LatencyModel(table, space, training=training, statistic=statistic)
         predicted += [model(item.spec) for item in held_out]
-        measured += [item.latency_ms for item in held_out]
+        measured += [STATISTICS[statistic](item) for item in held_out]
     return prediction_metrics(predicted, measured)
 
 
@@ -1182,6 +1246,7 @@ __all__ = [
     "ProfileOptions",
     "ProfileResult",
     "RUNTIMES",
+    "STATISTICS",
     "SubnetMeasurement",
     "Timing",
     "TimingOptions",

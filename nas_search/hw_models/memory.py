@@ -223,12 +223,13 @@ def peak_memory_bytes(network: ResolvedNetwork, input_size: int) -> int:
     return estimate_memory(network, input_size).peak_bytes
 
 
-def block_traffic_bytes(block: ResolvedBlock, size: int) -> int:
-    """Activation bytes read plus written by one block at input ``size`` (a latency feature)."""
+def block_layer_stats(block: ResolvedBlock, size: int) -> tuple[int, int]:
+    """``(activation bytes read plus written, number of fused layers)`` of one block at
+    input ``size``: two latency features."""
     program = TensorProgram()
     source = program.add_input("block_input", block.in_channels * size * size)
     block_program(program, block, source, size, "block")
-    return program.traffic_bytes()
+    return program.traffic_bytes(), len(program.steps)
 
 
 class MemoryModel:
@@ -252,7 +253,7 @@ __all__ = [
     "MemoryModel",
     "TensorProgram",
     "TensorStep",
-    "block_traffic_bytes",
+    "block_layer_stats",
     "estimate_memory",
     "network_program",
     "peak_memory_bytes",

@@ -77,8 +77,11 @@ def study_note(study: optuna.Study, rows: list[dict[str, Any]]) -> str:
         "|---:|---:|---:|---:|---|",
     ]
     for row in rows:
+        # the architecture view separates stages with "|", which would end the table cell
+        # even inside a code span (GitHub-flavoured markdown); escaped, it renders as "|"
+        architecture = row["arch"].replace("|", "\\|")
         lines.append(
-            f"| {row['trial']} | {row['accuracy']:.4f} | {format_flops(row['flops'])} | {format_count(row['params'])} | `{row['arch']}` |"
+            f"| {row['trial']} | {row['accuracy']:.4f} | {format_flops(row['flops'])} | {format_count(row['params'])} | `{architecture}` |"
         )
     lines += ["", "Export one with `nas-search export --study NAME --trial N -o DIR`."]
     return "\n".join(lines)

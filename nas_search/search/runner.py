@@ -313,7 +313,11 @@ def work_through_queue(study: optuna.Study, objective: SearchObjective, progress
                 study.tell(trial, state=TrialState.FAIL)
                 continue
             values = outcome.values if len(outcome.values) > 1 else outcome.values[0]
-            study.tell(trial, values)
+            try:
+                study.tell(trial, values)
+            except KeyboardInterrupt:  # between the result and its record: re-queue unless recorded
+                requeue(study, trial)
+                raise
             count += 1
             bar.update(1)
             best = outcome.accuracy if outcome.accuracy is not None else float("nan")
@@ -400,6 +404,7 @@ def create_study_for_workers(config: SearchConfig) -> dict[str, Any]:
     without running trials; workers started afterwards share it."""
     resolved = resolve_search(config)
     storage = open_storage(resolved.storage_url)
+    _create_or_check_study(resolved, storage, None)  # refuse a mismatched study before training
     checkpoint = _ensure_supernet(resolved)
     supernet, metadata, data, evaluator = _build_evaluator(checkpoint, config)
     attributes = _study_attributes(resolved, checkpoint, metadata, data.description)

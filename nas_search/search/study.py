@@ -145,11 +145,19 @@ def planned_trial_count(study: optuna.Study) -> int:
 
 def claim_waiting_trial(study: optuna.Study) -> optuna.Trial | None:
     """Atomically take one WAITING trial (the storage refuses a second claimant), or
-    ``None`` when the queue is empty. Never creates a trial."""
+    ``None`` when the queue is empty. Never creates a trial.
+
+    The claimed trial's first heartbeat is recorded at once: Optuna never counts a
+    RUNNING trial without any heartbeat as stale, so a worker killed before its heartbeat
+    thread got going would otherwise leave the trial RUNNING for ever.
+    """
     storage = study._storage  # the study's storage object (public attribute in practice)
+    beats = bool(getattr(storage, "get_heartbeat_interval", lambda: None)())
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                if beats:
+                    storage.record_heartbeat(frozen._trial_id)
                 return optuna.Trial(study, frozen._trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
@@ -191,7 +199,12 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
 
 def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Put an interrupted trial back in the queue: fail it and enqueue its parameters."""
-    params = dict(trial.params)
+    """Put an interrupted trial back in the queue: fail it and enqueue its parameters
+    (the planned ones as well as those suggested so far). A trial that already finished
+    (e.g. interrupted just after it was told) is left alone, so nothing runs twice."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state != TrialState.RUNNING:
+        return
+    params = {**frozen.system_attrs.get("fixed_params", {}), **frozen.params}
     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     study.enqueue_trial(params, user_attrs={"requeued_from": trial.number}, skip_if_exists=False)

@@ -86,7 +86,6 @@ def _check_overlap(overlap: float) -> None:
         raise UserError(f"SCC overlap {overlap!r} is out of range; {accepted}")
 
 
-@lru_cache(maxsize=None)
 def overlap_fraction(overlap: float | Fraction) -> Fraction:
     """The exact overlap ratio that ``overlap`` (given with two decimals) stands for.
 
@@ -100,7 +99,12 @@ def overlap_fraction(overlap: float | Fraction) -> Fraction:
             raise UserError(f"SCC overlap {overlap} is out of range; accepted: a ratio in [0, 1)")
         return overlap
     _check_overlap(overlap)
-    target = Fraction(round(overlap * 100), 100)
+    return _simplest_fraction(round(overlap * 100))
+
+
+@lru_cache(maxsize=None)
+def _simplest_fraction(hundredths: int) -> Fraction:
+    target = Fraction(hundredths, 100)
     denominator = 1
     while True:
         candidate = Fraction(round(target * denominator), denominator)
@@ -119,7 +123,9 @@ def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
         )
 
 
-def _configuration(in_channels: int, out_channels: int, groups: int, overlap: float | Fraction) -> tuple[int, int, int, Fraction]:
+def _configuration(
+    in_channels: int, out_channels: int, groups: int, overlap: float | Fraction
+) -> tuple[int, int, int, Fraction]:
     """Validated cache key: channels, groups and the exact overlap fraction."""
     _check_channels(in_channels, out_channels, groups)
     return in_channels, out_channels, groups, overlap_fraction(overlap)
@@ -140,7 +146,8 @@ def window_starts(in_channels: int, out_channels: int, groups: int, overlap: flo
 @lru_cache(maxsize=256)
 def _window_index(in_channels: int, out_channels: int, groups: int, overlap: Fraction) -> torch.Tensor:
     length = in_channels // groups
-    rows = [[(start + offset) % in_channels for offset in range(length)] for start in _starts(in_channels, out_channels, groups, overlap)]
+    starts = _starts(in_channels, out_channels, groups, overlap)
+    rows = [[(start + offset) % in_channels for offset in range(length)] for start in starts]
     return torch.tensor(rows, dtype=torch.long)
 
 
@@ -390,7 +397,8 @@ def _wrap_buffer(flat_input: torch.Tensor, schedule: _Schedule) -> torch.Tensor 
     """``(N, wrap_head + wrap_tail, HW)``: the last channels followed by the first ones."""
     if not schedule.wrap_head:
         return None
-    return torch.cat([flat_input[:, schedule.in_channels - schedule.wrap_head :], flat_input[:, : schedule.wrap_tail]], 1)
+    head = flat_input[:, schedule.in_channels - schedule.wrap_head :]
+    return torch.cat([head, flat_input[:, : schedule.wrap_tail]], 1)
 
 
 def _sources(flat_input: torch.Tensor, schedule: _Schedule) -> dict[str, torch.Tensor]:
@@ -419,7 +427,9 @@ def _forward_sample_major(flat_input: torch.Tensor, weight: torch.Tensor, schedu
             count, rows = len(batch.residues), batch.rows
             first_channel = sample * source.shape[1] + batch.offset
             windows = source.as_strided(
-                (count, length, pixels), (batch.step * pixels, pixels, 1), source.storage_offset() + first_channel * pixels
+                (count, length, pixels),
+                (batch.step * pixels, pixels, 1),
+                source.storage_offset() + first_channel * pixels,
             )
             target = buffer.as_strided(
                 (count, rows, pixels), (rows * pixels, pixels, 1), (sample * out_channels + batch.buffer_row) * pixels
@@ -443,7 +453,9 @@ def _forward_class_major(flat_input: torch.Tensor, weight: torch.Tensor, schedul
             (batch_size, rows, length), (0, period * length, 1), weight.storage_offset() + window.residue * length
         )
         windows = source.as_strided(
-            (batch_size, length, pixels), (source.size(1) * pixels, pixels, 1), source.storage_offset() + offset * pixels
+            (batch_size, length, pixels),
+            (source.shape[1] * pixels, pixels, 1),
+            source.storage_offset() + offset * pixels,
         )
         target = buffer.as_strided((batch_size, rows, pixels), (rows * pixels, pixels, 1), first_row * pixels)
         torch.bmm(class_weight, windows, out=target)
@@ -466,7 +478,10 @@ def _forward_pixel_stacked(flat_input: torch.Tensor, weight: torch.Tensor, sched
 STACK_BELOW_PIXELS = 128
 
 
-def _choose_kernel(batch_size: int, pixels: int, schedule: _Schedule) -> Callable[[torch.Tensor, torch.Tensor, _Schedule], torch.Tensor]:
+Kernel = Callable[[torch.Tensor, torch.Tensor, _Schedule], torch.Tensor]
+
+
+def _choose_kernel(batch_size: int, pixels: int, schedule: _Schedule) -> Kernel:
     """One sample: batches of windows. A batch of small images: stacked into one image.
     Otherwise whichever of per-sample batches or per-class products launches fewer kernels."""
     if batch_size == 1:
@@ -487,7 +502,9 @@ class _SlidingChannelFunction(torch.autograd.Function):
     """Fast SCC with a hand-written backward (the forward writes into views with ``out=``)."""
 
     @staticmethod
-    def forward(ctx, flat_input: torch.Tensor, weight: torch.Tensor, schedule: _Schedule) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, flat_input: torch.Tensor, weight: torch.Tensor, schedule: _Schedule
+    ) -> torch.Tensor:
         ctx.schedule = schedule
         ctx.save_for_backward(flat_input, weight)
         return _fast_forward(flat_input, weight, schedule)
@@ -642,7 +659,9 @@ class SlidingChannelConv2d(nn.Module):
     ``state_dict()`` holds only ``weight`` (and ``bias``): the schedule is a module-level cache.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, groups: int, overlap: float | Fraction, bias: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, groups: int, overlap: float | Fraction, bias: bool = False
+    ) -> None:
         super().__init__()
         _check_channels(in_channels, out_channels, groups)
         overlap_fraction(overlap)  # validates
