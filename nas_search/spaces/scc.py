@@ -33,15 +33,14 @@ Because ``start(c + T) == start(c)`` for the period ``T`` above, the outputs fal
 window. A class is one matrix product ``W[r::T] @ x[window]`` whose input is a *view* of
 ``x`` (no copy); only windows that wrap past the last channel read from a small buffer that
 holds the last and first channels side by side. Every multiply-add is a real one (no masked
-zeros), so FLOPs are exact. Three kernels (precomputed schedule, cached per
+zeros), so FLOPs are exact. Two kernels (precomputed schedule, cached per
 ``(Cin, Cout, cg, co)``; chosen per call by :func:`_choose_kernel`):
 
 * one image: classes whose windows are evenly spaced run as one ``torch.bmm`` over
   overlapping strided views of ``x``, written into a contiguous buffer (so MKL's batched
   GEMM spreads them over the threads), and one row gather puts the buffer in canonical order;
-* a batch of small images (fewer than ``STACK_BELOW_PIXELS`` pixels): the images are laid side
-  by side along the pixel axis (one transposing copy in and out) and run as one wide image;
-* a batch of larger images: one ``bmm`` per class over the whole batch, then one row gather.
+* a batch: one ``bmm`` per class over all images (the class's weight rows are a strided
+  view, broadcast over the batch), then one row gather.
 
 Under ``torch.jit.trace`` (fvcore), ONNX export, ``torch.compile`` and ``torch.export`` the same
 classes run as one ``conv2d`` per class on sliced windows, then the rows are interleaved into
@@ -464,38 +463,23 @@ def _forward_class_major(flat_input: torch.Tensor, weight: torch.Tensor, schedul
     return rows_out.view(batch_size, schedule.out_channels, pixels)
 
 
-def _forward_pixel_stacked(flat_input: torch.Tensor, weight: torch.Tensor, schedule: _Schedule) -> torch.Tensor:
-    """Samples side by side along the pixel axis (one transposing copy in, one out), so a
-    batch of small images runs as one wide image: fewer, better-shaped matrix products."""
-    batch_size, channels, pixels = flat_input.shape
-    stacked = flat_input.transpose(0, 1).reshape(1, channels, batch_size * pixels)
-    result = _forward_sample_major(stacked, weight, schedule)  # (1, Cout, N * HW)
-    return result.view(schedule.out_channels, batch_size, pixels).transpose(0, 1).contiguous()
-
-
-# Below this many pixels per image, a batch is stacked into one wide image: the products of
-# tiny images are too narrow for MKL to run at full speed (7x7 maps; 14x14 is about even).
-STACK_BELOW_PIXELS = 128
-
-
 Kernel = Callable[[torch.Tensor, torch.Tensor, _Schedule], torch.Tensor]
 
 
-def _choose_kernel(batch_size: int, pixels: int, schedule: _Schedule) -> Kernel:
-    """One sample: batches of windows. A batch of small images: stacked into one image.
-    Otherwise whichever of per-sample batches or per-class products launches fewer kernels."""
-    if batch_size == 1:
-        return _forward_sample_major
-    if pixels < STACK_BELOW_PIXELS:
-        return _forward_pixel_stacked
+def _choose_kernel(batch_size: int, schedule: _Schedule) -> Kernel:
+    """Whichever of per-sample batches of windows and per-class products over the whole
+    batch launches fewer kernels (one sample: always the former).
+
+    Measured on 2 threads: per-class products beat stacking the images side by side along
+    the pixel axis (tried; better only single-threaded on 7x7 maps) and per-sample batches.
+    """
     if batch_size * len(schedule.batches) + int(schedule.gather_weight) <= len(schedule.classes):
         return _forward_sample_major
     return _forward_class_major
 
 
 def _fast_forward(flat_input: torch.Tensor, weight: torch.Tensor, schedule: _Schedule) -> torch.Tensor:
-    batch_size, _, pixels = flat_input.shape
-    return _choose_kernel(batch_size, pixels, schedule)(flat_input, weight, schedule)
+    return _choose_kernel(flat_input.shape[0], schedule)(flat_input, weight, schedule)
 
 
 class _SlidingChannelFunction(torch.autograd.Function):
