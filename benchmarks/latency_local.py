@@ -57,7 +57,7 @@ class Setting:
 
 
 FULL = (Setting("cifar", 32, 50, 100), Setting("mobile", 224, 40, 100))
-QUICK = (Setting("cifar", 32, 14, 12), Setting("mobile", 64, 12, 10))
+QUICK = (Setting("cifar", 32, 12, 8), Setting("mobile", 64, 12, 8))
 RUNTIMES = ("onnxruntime", "torch")
 
 
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer subnets, mobile at 64 px (about 2 minutes)")
     parser.add_argument("--json", help="write results as JSON")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of both runtimes (default 1)")
-    parser.add_argument("--repeats", type=int, help="timed samples per module (default 11, quick 7)")
+    parser.add_argument("--repeats", type=int, help="timed samples per module (default 11, quick 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", help="keep (and resume) the profiled tables here (default: a temporary folder)")
     parser.add_argument("--spaces", default="cifar,mobile", help="comma-separated subset of cifar,mobile")
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     arguments = parser.parse_args()
     settings = [setting for setting in (QUICK if arguments.quick else FULL) if setting.space in arguments.spaces.split(",")]
-    timing = TimingOptions(warmup=2, repeats=arguments.repeats or (7 if arguments.quick else 11))
+    timing = TimingOptions(warmup=2, repeats=arguments.repeats or (5 if arguments.quick else 11))
     temporary = None if arguments.work_dir else tempfile.TemporaryDirectory(prefix="latency_local_")
     work_dir = Path(arguments.work_dir or temporary.name)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +148,7 @@ def main() -> None:
     for setting in settings:
         for runtime in arguments.runtimes.split(","):
             rows.append(run_setting(setting, runtime, arguments.threads, timing, work_dir, arguments.seed,
-                                    not arguments.quiet, 6 if arguments.quick else 30))
+                                    not arguments.quiet, 4 if arguments.quick else 30))
     print(f"\n{'space':<7}{'px':>4} {'runtime':<12} {'stat':<7}{'model':<15} {'±10%':>7} {'RMSE':>7} {'rho':>6}   "
           f"train/test entries  measured")
     for statistic in STATISTICS:

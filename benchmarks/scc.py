@@ -107,7 +107,8 @@ def time_interleaved(
         function()
         single = max(time.perf_counter() - start, 1e-6)
         repetitions[name] = max(1, int(settings.block_seconds / single))
-        rounds[name] = min(settings.rounds, max(7, int(settings.candidate_seconds / (single * repetitions[name]))))
+        calls_per_round = repetitions[name] + 1
+        rounds[name] = min(settings.rounds, max(7, int(settings.candidate_seconds / (single * calls_per_round))))
     samples: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(settings.rounds):
         shift = round_index % len(names)
@@ -115,6 +116,7 @@ def time_interleaved(
             if round_index >= rounds[name]:
                 continue
             function, count = candidates[name], repetitions[name]
+            function()  # untimed: warm caches, as inside a network (the naive gather evicts them)
             start = time.perf_counter()
             for _ in range(count):
                 function()

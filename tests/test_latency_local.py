@@ -169,14 +169,18 @@ def test_model_predicts_real_measured_subnets_within_a_loose_bound(micro_table) 
     space = get_space("micro")
     table = load_table(path)
     training, held_out = table.subnets[:13], table.subnets[13:]
-    corrected = LatencyModel(table, space, training=training)
-    lut_only = LatencyModel(table, space, correction=False)
+    # The minimum of the samples is the steadier statistic on a busy machine.
+    corrected = LatencyModel(table, space, training=training, statistic="min")
+    lut_only = LatencyModel(table, space, correction=False, statistic="min")
     assert corrected.correction is not None and lut_only.correction is None
+    ratios = []
     for item in held_out:
         for model in (corrected, lut_only):
             prediction = model.predict(item.spec)
             assert prediction.estimated_parts == 0
-            assert 0.6 < prediction.latency_ms / item.latency_ms < 1.6, (str(item.spec), prediction, item.latency_ms)
+            assert 0.5 < prediction.latency_ms / item.min_ms < 2.0, (str(item.spec), prediction, item.min_ms)
+        ratios.append(corrected(item.spec) / item.min_ms)
+    assert 0.7 < sorted(ratios)[len(ratios) // 2] < 1.4
 
 
 def test_onnxruntime_lut_sum_tracks_whole_subnets(tmp_path: Path) -> None:
