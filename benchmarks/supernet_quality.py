@@ -37,6 +37,7 @@ from nas_search.spaces import get_space  # noqa: E402
 from nas_search.spaces.sampling import sample_specs  # noqa: E402
 from nas_search.spaces.static import build_static_model  # noqa: E402
 from nas_search.training.config import SupernetTrainConfig  # noqa: E402
+from nas_search.training.standalone import train_epoch  # noqa: E402
 from nas_search.training.supernet_training import build_optimizer, load_supernet, train_supernet, warmup_cosine  # noqa: E402
 
 
@@ -59,13 +60,8 @@ def train_from_scratch(spec, space, data, config: SupernetTrainConfig) -> float:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, int(config.warmup_epochs * len(loader))))
     for epoch in range(config.epochs):
         torch.manual_seed(config.seed + 1000 * epoch)
-        model.train()
-        for images, labels in loader:
-            loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+        for _ in train_epoch(model, loader, optimizer, scheduler, config.label_smoothing):
+            pass
     val_loader = make_loader(data.val, batch_size=256, shuffle=False, seed=0, num_workers=0)
     return top1_accuracy(model, val_loader)
 

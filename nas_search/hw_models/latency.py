@@ -64,8 +64,8 @@ from nas_search.spaces.space import (
     ResolvedBlock,
     ResolvedNetwork,
     SearchSpace,
-    _has_residual,
-    _hidden_channels,
+    has_residual,
+    hidden_channels,
     scaled_channels,
 )
 from nas_search.spec import BLOCK_OPERATIONS, ArchSpec, BlockSpec
@@ -356,12 +356,12 @@ def distinct_blocks(
                 for in_channels in inputs:
                     if block_spec.op == "scc" and in_channels % block_spec.groups:
                         continue
-                    hidden = _hidden_channels(block_spec, in_channels, out_channels, channel_divisor)
+                    hidden = hidden_channels(block_spec, in_channels, out_channels, channel_divisor)
                     squeeze = scaled_channels(hidden / 4, 1.0, channel_divisor) if block_spec.squeeze_excite else 0
                     block = ResolvedBlock(
                         spec=block_spec, in_channels=in_channels, out_channels=out_channels, stride=stride,
                         hidden_channels=hidden, squeeze_excite_channels=squeeze,
-                        residual=_has_residual(block_spec, position, in_channels, out_channels, stride),
+                        residual=has_residual(block_spec, position, in_channels, out_channels, stride),
                     )
                     keep(BlockConfig.from_block(block, block_input_size))
         previous, size = outputs, stage_output_size

@@ -94,7 +94,7 @@ def scaled_channels(full: float, ratio: float, divisor: int) -> int:
     return min(round_channels(full * ratio, divisor), ceiling)
 
 
-def _hidden_channels(block: BlockSpec, in_channels: int, out_channels: int, divisor: int) -> int:
+def hidden_channels(block: BlockSpec, in_channels: int, out_channels: int, divisor: int) -> int:
     """Hidden width of a block: the expanded width of mbconv, the squeeze width ``f`` of a
     slim module (``out / 8``, so its two expand branches of ``4f`` concatenate to ``out``),
     and the input width for the separable blocks."""
@@ -107,7 +107,7 @@ def _hidden_channels(block: BlockSpec, in_channels: int, out_channels: int, divi
     return rules[block.op]()
 
 
-def _has_residual(block: BlockSpec, block_index: int, in_channels: int, out_channels: int, stride: int) -> bool:
+def has_residual(block: BlockSpec, block_index: int, in_channels: int, out_channels: int, stride: int) -> bool:
     """Identity residual where shapes allow, inside a stage (never across stages, whose
     channels are sorted independently); the slim module carries its own projected skip."""
     return block.op != "slim" and block_index > 0 and stride == 1 and in_channels == out_channels
@@ -164,7 +164,7 @@ class SearchSpace:
             for block_index, block in enumerate(stage_spec.blocks):
                 stride = stage_choices.stride if block_index == 0 else 1
                 out_channels = scaled_channels(stage_choices.max_channels, block.width, divisor)
-                hidden = _hidden_channels(block, in_channels, out_channels, divisor)
+                hidden = hidden_channels(block, in_channels, out_channels, divisor)
                 if block.op == "scc" and in_channels % block.groups:
                     raise UserError(
                         f"stage {stage_index} block {block_index}: scc groups={block.groups} does not divide "
@@ -179,7 +179,7 @@ class SearchSpace:
                         stride=stride,
                         hidden_channels=hidden,
                         squeeze_excite_channels=squeeze_excite,
-                        residual=_has_residual(block, block_index, in_channels, out_channels, stride),
+                        residual=has_residual(block, block_index, in_channels, out_channels, stride),
                     )
                 )
                 in_channels = out_channels

@@ -51,6 +51,18 @@ class StandaloneTrainConfig:
     max_val: int | None = None
 
 
+def train_epoch(model, loader, optimizer, scheduler, label_smoothing: float):
+    """One epoch of plain supervised training; yields (loss, batch size) per step."""
+    model.train()
+    for images, labels in loader:
+        loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        yield loss.item(), labels.size(0)
+
+
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[StandaloneTrainConfig, Path]:
     """Parse and check a ``train.yaml`` (paths in it are relative to its folder)."""
     path = Path(path)
@@ -128,15 +140,10 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
         model.train()
         bar = progress_bar(steps * config.batch_size, f"train epoch {epoch + 1}/{config.epochs}", "img", progress)
         started, loss_sum, seen = time.perf_counter(), 0.0, 0
-        for images, labels in loader:
-            loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item() * labels.size(0)
-            seen += labels.size(0)
-            bar.update(labels.size(0))
+        for loss, count in train_epoch(model, loader, optimizer, scheduler, config.label_smoothing):
+            loss_sum += loss * count
+            seen += count
+            bar.update(count)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         bar.close()
         accuracy = top1_accuracy(model, val_loader)
