@@ -103,16 +103,21 @@ def _cost_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, help="deployment input size (default: the space's)")
     parser.add_argument("--num-classes", type=int, help="classifier outputs (default: the space's)")
     parser.add_argument("--check-fvcore", action="store_true", help="also count with fvcore on the extracted model")
+    parser.add_argument("--device", help="also predict latency and peak memory on this device (`nas-search devices`)")
+    parser.add_argument("--runtime", help="runtime of a local device: onnxruntime or torch")
+    parser.add_argument("--threads", type=int, help="thread count of a local device's table (default 1)")
+    parser.add_argument("--lut", help="latency table of your own device (with --device NAME)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _cost_run(arguments: argparse.Namespace) -> None:
     from nas_search.hw_models.report import cost_report
-    from nas_search.units import format_count, format_flops
+    from nas_search.units import format_bytes, format_count, format_flops
 
     report = cost_report(
         arguments.arch, space_name=arguments.space, input_size=arguments.input_size,
         num_classes=arguments.num_classes, check_fvcore=arguments.check_fvcore,
+        device=arguments.device, runtime=arguments.runtime, threads=arguments.threads, lut=arguments.lut,
     )
 
     def human() -> None:
@@ -124,6 +129,10 @@ def _cost_run(arguments: argparse.Namespace) -> None:
         if "fvcore_flops" in report:
             match = "equal" if report["fvcore_flops"] == report["flops"] else "DIFFERENT"
             print(f"fvcore: {report['fvcore_flops']} ({match})")
+        if "device" in report:
+            device = report["device"]
+            print(f"latency: {device['latency_ms']:.2f} ms on {device['device']} ({device['model']})")
+            print(f"peak activation memory: {format_bytes(device['peak_memory_bytes'])} (at {device['peak_memory_layer']})")
         print(FLOPS_NOTE)
 
     emit(arguments, report, human)
@@ -192,4 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m nas_search.cli`: run the imported module's main, so that the commands other
+    # modules register (into `nas_search.cli`) are the ones this parser sees.
+    from nas_search.cli import main as registered_main
+
+    sys.exit(registered_main())

@@ -6,27 +6,10 @@ Each command parses its arguments and calls one public function.
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
-from types import ModuleType
 
-from nas_search.cli import Command, emit
+from nas_search.cli import Command, emit, register
 
 
-def _cli_module() -> ModuleType:
-    """The CLI module whose command table ``main`` reads.
-
-    Under ``python -m nas_search.cli`` that module runs as ``__main__``, and the
-    ``nas_search.cli`` imported here is a second copy with its own table; commands
-    registered only there would be invisible to the running ``main``.
-    """
-    main_module = sys.modules.get("__main__")
-    if getattr(getattr(main_module, "__spec__", None), "name", None) == "nas_search.cli":
-        return main_module
-    return importlib.import_module("nas_search.cli")
-
-
-register = _cli_module().register
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,8 +122,12 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-input-size", type=int, help="proxy size for supernet training and scoring")
     parser.add_argument("--params", help="parameter budget, e.g. 5M")
     parser.add_argument("--latency", help="latency budget, e.g. 15ms (needs --device)")
-    parser.add_argument("--device", help="latency device")
-    parser.add_argument("--memory", help="peak activation memory budget, e.g. 20MB")
+    parser.add_argument("--device", help="latency device, e.g. cpu-onnxruntime or pixel2 (`nas-search devices`); "
+                                         "its predicted latency is recorded on every trial")
+    parser.add_argument("--lut", help="latency table of your own device (with --device NAME)")
+    parser.add_argument("--runtime", help="runtime of a local device: onnxruntime or torch")
+    parser.add_argument("--threads", type=int, help="thread count of a local device's table (default 1)")
+    parser.add_argument("--memory", help="peak activation memory budget (fp32, batch 1), e.g. 20MB")
     parser.add_argument("--min-utilization", type=float, default=0.8,
                         help="lower bound on FLOPs as a fraction of --budget (0 disables; default 0.8)")
     parser.add_argument("--trials", type=int, default=30, help="planned trials in the study (a re-run continues up to this)")
@@ -169,6 +156,7 @@ def search_config_from_arguments(arguments: argparse.Namespace):
         task=arguments.task, space=arguments.space, data=arguments.data, input_size=arguments.input_size,
         train_input_size=arguments.train_input_size, budget=arguments.budget, params=arguments.params,
         latency=arguments.latency, device=arguments.device, memory=arguments.memory,
+        lut=arguments.lut, runtime=arguments.runtime, threads=arguments.threads,
         min_utilization=arguments.min_utilization, trials=arguments.trials, startup_trials=arguments.startup_trials,
         study=arguments.study, storage=arguments.storage, sampler=arguments.sampler,
         objectives=tuple(name.strip() for name in arguments.objectives.split(",") if name.strip()),

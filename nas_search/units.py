@@ -83,3 +83,11 @@ def format_count(count: float) -> str:
         if abs(count) >= scale:
             return f"{count / scale:.2f}{prefix}"
     return f"{count:.0f}"
+
+
+def format_bytes(count: float) -> str:
+    """Human form of a byte count in decimal units (as budgets read them): 12.3 MB."""
+    for prefix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(count) >= scale:
+            return f"{count / scale:.2f} {prefix}B"
+    return f"{count:.0f} B"

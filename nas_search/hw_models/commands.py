@@ -110,7 +110,7 @@ def _devices_run(arguments: argparse.Namespace) -> None:
 
     def human() -> None:
         for row in rows:
-            print(f"{row['name']:<12} runtimes: {','.join(row['runtimes']):<18} {row['description']}")
+            print(f"{row['name']:<16} runtimes: {','.join(row['runtimes']):<18} {row['description']}")
         print("add your own: --device NAME --lut TABLE.json (a table measured on that device)")
 
     emit(arguments, rows, human)

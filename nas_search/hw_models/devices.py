@@ -12,8 +12,12 @@ Users add their own device with a table they measured elsewhere (same JSON forma
 ``my-phone`` from the table (whose ``device`` field must say ``my-phone``), and
 :func:`register_device` does the same from Python.
 
-Named analytic models for common targets (roofline constants fitted to published
-measurements) are not provided yet: a device needs a measured table.
+``cpu-onnxruntime`` and ``cpu-torch`` are the same CPU with the runtime fixed by the name
+(``--device cpu-onnxruntime`` reads as "this CPU, onnxruntime"); each has its own table.
+
+Named analytic devices (``pixel2``, ``samsung-a50``, ``samsung-s7``) need no table: a
+roofline model whose constants were fitted to published measurements
+(:mod:`nas_search.hw_models.analytic`, where their error is stated).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nas_search.errors import UserError
+from nas_search.hw_models.analytic import AnalyticDeviceModel, AnalyticLatencyModel, load_constants
 from nas_search.hw_models.latency import RUNTIMES, LatencyModel, LatencyTable, load_table
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec
@@ -42,6 +47,7 @@ class Device:
         default_threads: thread count used when ``--threads`` is not given.
         table_path: the table of a user device (``--lut``); local devices use
             :func:`default_table_path` instead.
+        analytic: the fitted roofline model of a named analytic device (no table needed).
     """
 
     name: str
@@ -50,6 +56,7 @@ class Device:
     local: bool
     default_threads: int = 1
     table_path: Path | None = None
+    analytic: AnalyticDeviceModel | None = None
 
     @property
     def default_runtime(self) -> str:
@@ -78,6 +85,19 @@ _DEVICES: dict[str, Device] = {
         runtimes=tuple(RUNTIMES),
         local=True,
     ),
+    **{
+        f"cpu-{runtime}": Device(
+            name=f"cpu-{runtime}",
+            description=f"this machine's CPU with {runtime} (profile it with `nas-search profile --device cpu-{runtime}`)",
+            runtimes=(runtime,),
+            local=True,
+        )
+        for runtime in RUNTIMES
+    },
+    **{
+        name: Device(name=name, description=model.description, runtimes=("published",), local=False, analytic=model)
+        for name, model in load_constants().items()
+    },
 }
 
 
@@ -173,9 +193,13 @@ def latency_model_for(
     runtime: str | None = None,
     threads: int | None = None,
     statistic: str = "median",
-) -> LatencyModel:
+) -> LatencyModel | AnalyticLatencyModel:
     """The latency cost model (``spec -> ms``) of ``space`` on a registered device, or on a
     user device given by its table (``lut_path``)."""
+    if lut_path is None and device_name in _DEVICES and _DEVICES[device_name].analytic is not None:
+        device = _DEVICES[device_name]
+        device.check_runtime(runtime)
+        return AnalyticLatencyModel(device.analytic, space, input_size)
     table = open_table(space, device_name, lut_path=lut_path, runtime=runtime, threads=threads, input_size=input_size)
     return LatencyModel(table, space, statistic=statistic)
 
@@ -195,8 +219,14 @@ def device_cost(
     from nas_search.hw_models.memory import estimate_memory
 
     model = latency_model_for(space, device_name, lut_path, input_size, runtime=runtime, threads=threads)
-    prediction = model.predict(spec)
     memory = estimate_memory(space.resolve(spec), model.input_size)
+    if isinstance(model, AnalyticLatencyModel):
+        return {
+            "device": model.device, "hardware": model.device_model.description, "latency_ms": model(spec),
+            "model": model.describe(), "errors": dict(model.device_model.errors),
+            "peak_memory_bytes": memory.peak_bytes, "peak_memory_layer": memory.peak_layer,
+        }
+    prediction = model.predict(spec)
     return {
         "device": model.device,
         "hardware": model.table.hardware,
@@ -216,7 +246,8 @@ def describe_devices() -> list[dict]:
     return [
         {"name": device.name, "description": device.description, "runtimes": list(device.runtimes),
          "local": device.local, "default_threads": device.default_threads,
-         "table": None if device.table_path is None else str(device.table_path)}
+         "table": None if device.table_path is None else str(device.table_path),
+         "analytic": device.analytic is not None}
         for device in (_DEVICES[name] for name in device_names())
     ]
 

@@ -17,9 +17,15 @@ def cost_report(
     input_size: int | None = None,
     num_classes: int | None = None,
     check_fvcore: bool = False,
+    device: str | None = None,
+    runtime: str | None = None,
+    threads: int | None = None,
+    lut: str | Path | None = None,
 ) -> dict:
     """FLOPs, params and per-stage breakdown of an architecture; with ``check_fvcore``
-    also fvcore's count on the extracted (randomly initialised) static model."""
+    also fvcore's count on the extracted (randomly initialised) static model; with
+    ``device`` the predicted latency and peak activation memory on that device (a
+    registered device, or ``lut`` for a user device's own table)."""
     spec = arch if isinstance(arch, ArchSpec) else load_arch(arch)
     space = get_space(space_name or spec.space)
     if space_name and spec.space != space_name:
@@ -33,4 +39,12 @@ def cost_report(
         from nas_search.spaces.static import build_static_model
 
         report["fvcore_flops"] = fvcore_flops(build_static_model(network), size)
+    if device is not None or lut is not None:
+        from nas_search.hw_models.devices import device_cost
+
+        if device is None:
+            raise UserError("--lut needs --device NAME (the device the table was profiled on)")
+        report["device"] = device_cost(
+            spec, space, device, lut_path=lut, runtime=runtime, threads=threads, input_size=size,
+        )
     return report

@@ -34,7 +34,10 @@ class SearchConfig:
     budget: str | None = None              # FLOPs, e.g. "4.5GFLOPs"
     params: str | None = None              # parameter budget, e.g. "5M"
     latency: str | None = None             # e.g. "15ms" (needs --device)
-    device: str | None = None
+    device: str | None = None              # latency device (`nas-search devices`); its latency is recorded per trial
+    lut: str | None = None                 # latency table of a user device (with --device NAME)
+    runtime: str | None = None             # runtime of a local device (onnxruntime, torch)
+    threads: int | None = None             # threads of a local device's table
     memory: str | None = None              # peak activation memory, e.g. "20MB"
     min_utilization: float = 0.8
     trials: int = 30

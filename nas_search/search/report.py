@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas_search.spec import ArchSpec
-from nas_search.units import format_count, format_flops
+from nas_search.units import format_bytes, format_count, format_flops
 
 
 def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -35,10 +35,18 @@ def summary_rows(study: optuna.Study, count: int = 5) -> list[dict[str, Any]]:
             "accuracy": trial.user_attrs["accuracy"],
             "flops": trial.user_attrs["flops"],
             "params": trial.user_attrs["params"],
+            **{name: trial.user_attrs[name] for name in DEVICE_COSTS if name in trial.user_attrs},
             "arch": trial.user_attrs["arch"],
         }
         for trial in best_trials(study, count)
     ]
+
+
+#: Device costs a trial may record, with their table header and format.
+DEVICE_COSTS: dict[str, tuple[str, Any]] = {
+    "latency": ("latency ms", lambda value: f"{value:.2f}"),
+    "peak_memory": ("peak mem", lambda value: format_bytes(value)),
+}
 
 
 def feasible_fraction(study: optuna.Study) -> float:
@@ -49,11 +57,16 @@ def feasible_fraction(study: optuna.Study) -> float:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Plain-text table of summary rows."""
-    lines = [f"{'trial':>5}  {'accuracy':>8}  {'FLOPs':>13}  {'params':>8}  architecture"]
+    extra = [name for name in DEVICE_COSTS if any(name in row for row in rows)]
+    header = "".join(f"  {DEVICE_COSTS[name][0]:>10}" for name in extra)
+    lines = [f"{'trial':>5}  {'accuracy':>8}  {'FLOPs':>13}  {'params':>8}{header}  architecture"]
     for row in rows:
+        cells = "".join(
+            f"  {DEVICE_COSTS[name][1](row[name]) if name in row else '-':>10}" for name in extra
+        )
         lines.append(
             f"{row['trial']:>5}  {row['accuracy']:>8.4f}  {format_flops(row['flops']):>13}  "
-            f"{format_count(row['params']):>8}  {row['arch']}"
+            f"{format_count(row['params']):>8}{cells}  {row['arch']}"
         )
     return "\n".join(lines)
 

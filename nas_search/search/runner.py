@@ -49,7 +49,7 @@ from nas_search.search.study import (
 )
 from nas_search.spaces import get_space
 from nas_search.spaces.sampling import check_budget, flops_range, sample_specs
-from nas_search.units import format_flops, parse_flops
+from nas_search.units import format_bytes, format_flops, parse_flops, parse_latency_ms, parse_memory_bytes
 
 DEMO_SUPERNET_EPOCHS = 3
 DEMO_MAX_TRAIN = 1500
@@ -80,6 +80,8 @@ class ResolvedSearch:
     space: Any
     storage_url: str
     budget_flops: int | None
+    latency_model: Any
+    memory_model: Any
     input_size: int
     train_input_size: int
     constraints: list[Constraint]
@@ -93,15 +95,12 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     space = get_space(config.space or DEFAULT_SPACES[config.task])
     check_study_name(config.study)
     for name in config.objectives:
-        if name not in OBJECTIVE_DIRECTIONS or name == "latency":
-            accepted = [key for key in OBJECTIVE_DIRECTIONS if key != "latency"]
-            raise UserError(f"unknown objective {name!r}; accepted: {', '.join(accepted)} (comma-separated)")
+        if name not in OBJECTIVE_DIRECTIONS:
+            raise UserError(f"unknown objective {name!r}; accepted: {', '.join(OBJECTIVE_DIRECTIONS)} (comma-separated)")
     if "accuracy" not in config.objectives:
         raise UserError(f"objectives {','.join(config.objectives)} must include accuracy")
-    if config.latency or config.device:
-        raise UserError("--latency/--device need the device latency models, which are not available yet; use --budget or --params")
-    if config.memory:
-        raise UserError("--memory needs the activation-memory model, which is not available yet; use --budget or --params")
+    if (config.latency or "latency" in config.objectives or config.lut) and not config.device:
+        raise UserError("--latency, --lut and the latency objective need --device NAME; see `nas-search devices`")
     if config.trials < 1:
         raise UserError(f"--trials {config.trials}; accepted: 1 or more")
     if not 0 <= config.min_utilization < 1:
@@ -109,6 +108,17 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     make_sampler(config.sampler, seed=config.seed, constrained=True, multi_objective=len(config.objectives) > 1)
     input_size = config.input_size or space.input_size
     budget = parse_flops(config.budget) if config.budget else None
+    latency_model = memory_model = None
+    if config.device:
+        from nas_search.hw_models.devices import latency_model_for
+
+        latency_model = latency_model_for(
+            space, config.device, config.lut, input_size, runtime=config.runtime, threads=config.threads,
+        )
+    if config.memory:
+        from nas_search.hw_models.memory import MemoryModel
+
+        memory_model = MemoryModel(space, input_size)
     constraints: list[Constraint] = []
     if budget is not None:
         limits = check_budget(space, budget, input_size)
@@ -118,17 +128,39 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
                 f"budget {format_flops(budget)} is above the largest subnet ({format_flops(limits.largest)}): "
                 "the FLOPs constraint is inactive", stacklevel=2,
             )
-        elif config.min_utilization > 0:
+        elif config.min_utilization > 0 and not config.latency:
             constraints.append(Constraint("flops_utilization", "flops", config.min_utilization * budget, lower=True))
     if config.params:
         constraints.append(Constraint("params", "params", float(parse_params_budget(config.params))))
+    if config.latency:
+        limit = parse_latency_ms(config.latency)
+        constraints.append(Constraint("latency", "latency", limit))
+        _check_reachable(space, "latency", latency_model, limit, "ms", f" on {config.device}")
+        if config.min_utilization > 0:  # with a latency budget, the search is pushed to it, not to the FLOPs one
+            constraints.append(Constraint("latency_utilization", "latency", config.min_utilization * limit, lower=True))
+    if config.memory:
+        constraints.append(Constraint("memory", "peak_memory", float(parse_memory_bytes(config.memory))))
+        _check_reachable(space, "--memory", memory_model, constraints[-1].limit, "bytes", "")
     storage_url = config.storage or default_storage_url(config.study, config.studies_dir)
     return ResolvedSearch(
         config=config, space=space, storage_url=storage_url, budget_flops=budget, input_size=input_size,
+        latency_model=latency_model, memory_model=memory_model,
         train_input_size=config.train_input_size or (min(DEMO_INPUT_SIZE, space.train_input_size) if config.data is None else space.train_input_size),
         constraints=constraints,
         study_dir=Path(config.studies_dir) / config.study,
     )
+
+
+def _check_reachable(space, name: str, model, limit: float, unit: str, where: str) -> None:
+    """Refuse a budget that even the smallest subnet exceeds (exit 2, naming the minimum)."""
+    smallest = float(model(space.smallest()))
+    if smallest > limit:
+        shown = format_bytes(smallest) if unit == "bytes" else f"{smallest:.2f} {unit}"
+        asked = format_bytes(limit) if unit == "bytes" else f"{limit:g} {unit}"
+        raise UserError(
+            f"{name} budget {asked}{where} is below the smallest subnet of space {space.name!r} ({shown}); "
+            f"accepted: at least {shown}"
+        )
 
 
 def _ensure_supernet(resolved: ResolvedSearch) -> Path:
@@ -177,6 +209,17 @@ def _build_evaluator(checkpoint: Path, config: SearchConfig, device: str = "cpu"
     return supernet, metadata, data, evaluator
 
 
+def _cost_models(resolved: ResolvedSearch, flops_model, num_classes: int) -> dict:
+    """Every cost recorded on each trial: FLOPs and params always, latency on the chosen
+    device and peak activation memory when asked for."""
+    models = {"flops": flops_model, "params": ParamsModel(resolved.space, num_classes)}
+    if resolved.latency_model is not None:
+        models["latency"] = resolved.latency_model
+    if resolved.memory_model is not None:
+        models["peak_memory"] = resolved.memory_model
+    return models
+
+
 def _make_objective(resolved: ResolvedSearch, evaluator, num_classes: int, artifact_dir: Path) -> SearchObjective:
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
@@ -205,10 +248,7 @@ def _make_objective(resolved: ResolvedSearch, evaluator, num_classes: int, artif
     return SearchObjective(
         project=project,
         space=space,
-        cost_models={
-            "flops": flops_model,
-            "params": ParamsModel(space, num_classes),
-        },
+        cost_models=_cost_models(resolved, flops_model, num_classes),
         constraints=resolved.constraints,
         evaluate=lambda spec: evaluator(spec).accuracy,
         objectives=resolved.config.objectives,
@@ -262,6 +302,42 @@ def _create_or_check_study(resolved: ResolvedSearch, storage, attributes: dict[s
     return study
 
 
+#: With device constraints, startup candidates are drawn from a pool this many times larger.
+DEVICE_POOL_FACTOR = 20
+
+
+def _startup_specs(resolved: ResolvedSearch, count: int, seed: int) -> list:
+    """Budget-aware startup architectures. FLOPs budgets are met by construction (spread
+    sampling); latency and memory budgets by drawing a larger pool and keeping the specs
+    that meet them, those closest to the binding budget first."""
+    config = resolved.config
+    fraction = config.min_utilization if any(c.name == "flops_utilization" for c in resolved.constraints) else 0.0
+    device_models = {"latency": resolved.latency_model, "peak_memory": resolved.memory_model}
+    device_limits = [
+        (device_models[constraint.cost], constraint.limit)
+        for constraint in resolved.constraints
+        if constraint.cost in device_models and not constraint.lower
+    ]
+    lower_limits = [
+        (device_models[constraint.cost], constraint.limit)
+        for constraint in resolved.constraints
+        if constraint.cost in device_models and constraint.lower
+    ]
+    pool_size = count * (DEVICE_POOL_FACTOR if device_limits else 1)
+    pool = [spec for spec, _ in sample_specs(
+        resolved.space, pool_size, seed=seed, max_flops=resolved.budget_flops,
+        input_size=resolved.input_size, min_fraction=fraction,
+    )]
+    if not device_limits:
+        return pool[:count]
+    in_band, below_band = [], []
+    for spec in pool:
+        if all(float(model(spec)) <= limit for model, limit in device_limits):
+            meets_lower = all(float(model(spec)) >= limit for model, limit in lower_limits)
+            (in_band if meets_lower else below_band).append(spec)
+    return (in_band + below_band)[:count]
+
+
 def _plan_trials(study: optuna.Study, resolved: ResolvedSearch, num_classes: int) -> int:
     """Enqueue trials until the study plans ``config.trials``; the first
     ``startup_trials`` are budget-aware samples. Returns how many were added."""
@@ -273,12 +349,7 @@ def _plan_trials(study: optuna.Study, resolved: ResolvedSearch, num_classes: int
     startup = max(0, min(config.startup_trials, config.trials) - already)
     fixed: list[dict] = []
     if startup:
-        fraction = config.min_utilization if resolved.budget_flops else 0.0
-        samples = sample_specs(
-            resolved.space, min(startup, missing), seed=config.seed + already, max_flops=resolved.budget_flops,
-            input_size=resolved.input_size, min_fraction=fraction,
-        )
-        fixed = [spec_to_params(spec) for spec, _ in samples]
+        fixed = [spec_to_params(spec) for spec in _startup_specs(resolved, min(startup, missing), config.seed + already)]
     for index in range(missing):
         study.enqueue_trial(fixed[index] if index < len(fixed) else {}, skip_if_exists=False)
     return missing
@@ -374,12 +445,43 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
     objective = _make_objective(resolved, evaluator, metadata["num_classes"], artifact_dir)
     work_through_queue(study, objective, config.progress)
     summary = _finish(study, resolved, artifact_dir)
+    check = measure_chosen_latency(resolved, summary)
+    if check is not None:
+        summary["latency_check"] = check
+        study.set_user_attr("latency_check", check)
     summary["seconds"] = time.perf_counter() - started
     summary["files"]["supernet"] = str(checkpoint)
     if json_summary:
         atomic_write_text(json_summary, json.dumps(summary, indent=2, default=str) + "\n")
         summary["files"]["json_summary"] = json_summary
     return summary
+
+
+def measure_chosen_latency(resolved: ResolvedSearch, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """Measure the chosen architecture on the latency device when it is this machine
+    (a model's prediction is not a promise): predicted and measured ms and whether the
+    measurement meets the budget. None when there is no local latency device or no result."""
+    from nas_search.hw_models.latency import LatencyModel, TimingOptions, measure_subnets
+
+    model = resolved.latency_model
+    if not isinstance(model, LatencyModel) or not summary.get("best") or model.table.hardware != _local_hardware():
+        return None
+    from nas_search.spec import ArchSpec
+
+    spec = ArchSpec.from_dict(summary["best"]["arch"])
+    timing = measure_subnets(resolved.space, [spec], model.table.runtime, model.table.threads, model.input_size,
+                             TimingOptions(warmup=3, repeats=15))[0]
+    limit = next((c.limit for c in resolved.constraints if c.cost == "latency"), None)
+    return {
+        "device": model.device, "predicted_ms": float(model(spec)), "measured_ms": timing.median_ms,
+        "budget_ms": limit, "meets_budget": None if limit is None else timing.median_ms <= limit,
+    }
+
+
+def _local_hardware() -> str:
+    from nas_search.hw_models.latency import local_hardware
+
+    return local_hardware()
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -390,6 +492,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(format_table(summary["top"]))
     else:
         print("no feasible trial yet")
+    check = summary.get("latency_check")
+    if check:
+        verdict = "" if check["budget_ms"] is None else (
+            f" (budget {check['budget_ms']:g} ms: {'met' if check['meets_budget'] else 'NOT met'})")
+        print(f"best architecture measured on {check['device']}: {check['measured_ms']:.2f} ms, "
+              f"predicted {check['predicted_ms']:.2f} ms{verdict}")
     print()
     for name, path in summary["files"].items():
         print(f"  {name:<13} {path}")
