@@ -12,6 +12,11 @@ Example::
     >>> str(block)
     'mbconv_k5_e4_w0.75'
 
+A detector adds a :class:`DetectorSpec` (neck and head choices) to the backbone's choices::
+
+    >>> str(DetectorSpec(neck_width=0.75, neck_depth=1, head_width=0.5, head_depth=3))
+    'neck0.75x1|dethead0.5x3'
+
 A spec only says *which* choices were taken; the space (``nas_search.spaces``) holds the
 maximum channel counts, strides and the allowed choices, and checks a spec against them
 with ``SearchSpace.validate``.
@@ -175,6 +180,61 @@ class StageSpec:
 
 
 @dataclass(frozen=True)
+class DetectorSpec:
+    """The neck and head choices of a detector (``detect`` space).
+
+    Attributes:
+        neck_width: width ratio of the neck (FPN-lite) channels, in (0, 1].
+        neck_depth: extra depthwise-separable blocks per pyramid level after the
+            top-down fusion (0 or more).
+        head_width: width ratio of the FCOS head towers, in (0, 1].
+        head_depth: depthwise-separable layers in each head tower (1 or more).
+    """
+
+    neck_width: float
+    neck_depth: int
+    head_width: float
+    head_depth: int
+
+    def __post_init__(self) -> None:
+        name = "DetectorSpec"
+        for ratio in ("neck_width", "head_width"):
+            value = getattr(self, ratio)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                _fail(name, ratio, value, "a ratio in (0, 1]")
+            object.__setattr__(self, ratio, float(value))
+        for depth, minimum, allowed in (("neck_depth", 0, "an integer >= 0"), ("head_depth", 1, "an integer >= 1")):
+            value = getattr(self, depth)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                _fail(name, depth, value, allowed)
+
+    def __str__(self) -> str:
+        return (
+            f"neck{_format_number(self.neck_width)}x{self.neck_depth}"
+            f"|dethead{_format_number(self.head_width)}x{self.head_depth}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form."""
+        return {
+            "neck_width": self.neck_width,
+            "neck_depth": self.neck_depth,
+            "head_width": self.head_width,
+            "head_depth": self.head_depth,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DetectorSpec":
+        """Build from :meth:`to_dict` output; unknown or missing keys are refused."""
+        allowed = {f.name for f in fields(cls)}
+        _check_keys("DetectorSpec", data, allowed)
+        missing = sorted(allowed - set(data))
+        if missing:
+            raise UserError(f"DetectorSpec is missing {', '.join(missing)}; needed: {', '.join(sorted(allowed))}")
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """A complete architecture: which space it belongs to and every choice taken in it.
 
@@ -187,6 +247,8 @@ class ArchSpec:
             default; a multiple of 8, so that SCC channel groups always divide it).
             FLOPs alone do not predict latency: many devices run multiples of 8 or 16
             much faster than odd widths.
+        detector: neck and head choices of a detector; ``None`` for a classifier (then
+            the spec's dict, JSON, YAML and string forms carry no detector entry at all).
     """
 
     space: str
@@ -195,6 +257,7 @@ class ArchSpec:
     head_width: float = 1.0
     channel_divisor: int = 8
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    detector: DetectorSpec | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.space, str) or not self.space:
@@ -214,6 +277,8 @@ class ArchSpec:
         divisor = self.channel_divisor
         if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor <= 0 or divisor % 8:
             _fail("ArchSpec", "channel_divisor", divisor, "a positive multiple of 8 (8, 16, 32, ...)")
+        if self.detector is not None and not isinstance(self.detector, DetectorSpec):
+            _fail("ArchSpec", "detector", self.detector, "a DetectorSpec or None")
 
     @property
     def blocks(self) -> tuple[BlockSpec, ...]:
@@ -223,9 +288,10 @@ class ArchSpec:
     def __str__(self) -> str:
         stages = "|".join(str(stage) for stage in self.stages)
         divisor = "" if self.channel_divisor == 8 else f"|div{self.channel_divisor}"
+        detector = "" if self.detector is None else f"|{self.detector}"
         return (
             f"{self.space}:stem{_format_number(self.stem_width)}|{stages}"
-            f"|head{_format_number(self.head_width)}{divisor}"
+            f"|head{_format_number(self.head_width)}{detector}{divisor}"
         )
 
     @property
@@ -235,7 +301,7 @@ class ArchSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, safe for JSON and YAML."""
-        return {
+        data = {
             "format_version": SPEC_FORMAT_VERSION,
             "space": self.space,
             "stem_width": self.stem_width,
@@ -243,12 +309,17 @@ class ArchSpec:
             "channel_divisor": self.channel_divisor,
             "stages": [stage.to_dict() for stage in self.stages],
         }
+        if self.detector is not None:
+            data["detector"] = self.detector.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ArchSpec":
         """Build from :meth:`to_dict` output, refusing unknown keys and versions."""
         data = _as_mapping("ArchSpec", data)
-        _check_keys("ArchSpec", data, {"format_version", "space", "stem_width", "head_width", "channel_divisor", "stages"})
+        _check_keys(
+            "ArchSpec", data, {"format_version", "space", "stem_width", "head_width", "channel_divisor", "stages", "detector"}
+        )
         version = data.get("format_version", SPEC_FORMAT_VERSION)
         if version != SPEC_FORMAT_VERSION:
             raise UserError(f"ArchSpec.format_version={version!r} is not supported; allowed: {SPEC_FORMAT_VERSION}")
@@ -263,6 +334,8 @@ class ArchSpec:
             stem_width=data.get("stem_width", 1.0),
             head_width=data.get("head_width", 1.0),
             channel_divisor=data.get("channel_divisor", 8),
+            detector=None if data.get("detector") is None
+            else DetectorSpec.from_dict(_as_mapping("DetectorSpec", data["detector"])),
         )
 
     def to_json(self) -> str:
@@ -337,6 +410,7 @@ def save_arch(spec: ArchSpec, path: str | Path) -> Path:
 __all__ = [
     "ArchSpec",
     "BlockSpec",
+    "DetectorSpec",
     "StageSpec",
     "BLOCK_OPERATIONS",
     "KERNEL_SIZES",

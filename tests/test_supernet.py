@@ -26,7 +26,7 @@ def randomise_normalisation(model: torch.nn.Module, seed: int = 0) -> None:
                 module.bias.copy_(torch.randn(count, generator=generator) * 0.1)
 
 
-@pytest.fixture(scope="module", params=space_names())
+@pytest.fixture(scope="module", params=space_names(task="classify"))
 def supernet(request):
     torch.manual_seed(0)
     net = Supernet(get_space(request.param))

@@ -27,7 +27,10 @@ class CostModel(Protocol):
 
 
 class FlopsModel:
-    """Analytic FLOPs (1 multiply-add = 1 FLOP) at a fixed input size."""
+    """Analytic FLOPs (1 multiply-add = 1 FLOP) at a fixed input size.
+
+    Works for every space task through :func:`count_flops` (for ``detect``: backbone,
+    neck and head at the deployment size, ``num_classes`` = C without background)."""
 
     unit = "FLOPs"
     device = "any"
@@ -42,7 +45,7 @@ class FlopsModel:
 
 
 class ParamsModel:
-    """Analytic parameter count."""
+    """Analytic parameter count (classifiers and detectors alike)."""
 
     unit = "params"
     device = "any"

@@ -17,6 +17,10 @@ Parameters are ``sum(p.numel())`` of the extracted model: conv weights, conv bia
 present (squeeze-excite), BN weight and bias, linear weight and bias.
 
 Each block op has one pure cost function in :data:`BLOCK_COSTS`; an unknown op raises.
+:func:`count_flops` picks the whole-model counter by the space's task from
+:data:`MODEL_COUNTERS`: ``classify`` is counted here, ``detect`` by
+``nas_search.detection.cost`` (which registers itself when ``nas_search.detection`` is
+imported, as it is before any detection space exists).
 """
 
 from __future__ import annotations
@@ -176,10 +180,31 @@ def count_network(network: ResolvedNetwork, input_size: int) -> CostBreakdown:
     )
 
 
+def count_classifier(spec: ArchSpec, space: SearchSpace, input_size: int, num_classes: int | None) -> CostBreakdown:
+    """Analytic FLOPs and params of a classifier spec at ``input_size``."""
+    return count_network(space.resolve(spec, num_classes=num_classes), input_size)
+
+
+#: Whole-model counter per space task: (spec, space, input size, num_classes) -> cost.
+MODEL_COUNTERS: dict[str, Callable[[ArchSpec, SearchSpace, int, "int | None"], CostBreakdown]] = {
+    "classify": count_classifier,
+}
+
+
+def register_model_counter(
+    task: str, counter: Callable[[ArchSpec, SearchSpace, int, "int | None"], CostBreakdown]
+) -> None:
+    """Make ``counter`` the whole-model counter of spaces whose task is ``task``."""
+    MODEL_COUNTERS[task] = counter
+
+
 def count_flops(
     spec: ArchSpec, space: SearchSpace, input_size: int | None = None, num_classes: int | None = None
 ) -> CostBreakdown:
     """Analytic FLOPs and params of ``spec`` at ``input_size`` (default: the space's
-    deployment size)."""
-    network = space.resolve(spec, num_classes=num_classes)
-    return count_network(network, space.input_size if input_size is None else input_size)
+    deployment size). ``num_classes`` is the classifier's outputs, or a detector's object
+    classes C without background."""
+    if space.task not in MODEL_COUNTERS:
+        raise KeyError(f"no cost counter for task {space.task!r}; known: {', '.join(MODEL_COUNTERS)}")
+    size = space.input_size if input_size is None else input_size
+    return MODEL_COUNTERS[space.task](spec, space, size, num_classes)

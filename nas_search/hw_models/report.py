@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas_search.errors import UserError
-from nas_search.hw_models.flops import count_network
+from nas_search.hw_models.flops import count_flops
 from nas_search.spaces import get_space
 from nas_search.spec import ArchSpec, load_arch
 
@@ -30,15 +30,13 @@ def cost_report(
     space = get_space(space_name or spec.space)
     if space_name and spec.space != space_name:
         raise UserError(f"architecture is for space {spec.space!r}, not {space_name!r}")
-    network = space.resolve(spec, num_classes=num_classes)
     size = space.input_size if input_size is None else input_size
-    breakdown = count_network(network, size)
+    breakdown = count_flops(spec, space, size, num_classes)
     report = {"arch_string": str(spec), "space": space.name, "input_size": size, **breakdown.to_dict()}
     if check_fvcore:
         from nas_search.hw_models.fvcore_count import fvcore_flops
-        from nas_search.spaces.static import build_static_model
 
-        report["fvcore_flops"] = fvcore_flops(build_static_model(network), size)
+        report["fvcore_flops"] = fvcore_flops(_reference_model(spec, space, num_classes), size)
     if device is not None or lut is not None:
         from nas_search.hw_models.devices import device_cost
 
@@ -48,3 +46,24 @@ def cost_report(
             spec, space, device, lut_path=lut, runtime=runtime, threads=threads, input_size=size,
         )
     return report
+
+
+def _classifier_reference(spec: ArchSpec, space, num_classes: int | None):
+    from nas_search.spaces.static import build_static_model
+
+    return build_static_model(space.resolve(spec, num_classes=num_classes))
+
+
+def _detector_reference(spec: ArchSpec, space, num_classes: int | None):
+    from nas_search.detection.static import build_detector
+
+    return build_detector(spec, num_classes or space.num_classes).core()
+
+
+#: The plain module fvcore counts, per task: the classifier, or the detector without its
+#: transform and post-processing.
+REFERENCE_MODELS = {"classify": _classifier_reference, "detect": _detector_reference}
+
+
+def _reference_model(spec: ArchSpec, space, num_classes: int | None):
+    return REFERENCE_MODELS[space.task](spec, space, num_classes).eval()

@@ -4,6 +4,10 @@ Names: ``stem_width``, ``head_width``, ``s{stage}_depth``, and for block ``b`` o
 ``s``: ``s{s}_b{b}_op``, ``_kernel``, ``_width``, ``_expansion`` and ``_se`` (mbconv),
 ``_groups`` and ``_overlap`` (scc). Only the parameters of active blocks and their op are
 suggested (conditional parameters), so the dashboard shows what each trial really used.
+
+Detection spaces (``detect``) add ``neck_width``, ``neck_depth``, ``det_head_width`` and
+``det_head_depth`` (the :class:`~nas_search.spec.DetectorSpec` fields) and have no
+``head_width`` (a detector has no classifier head; the spec's ``head_width`` stays 1).
 """
 
 from __future__ import annotations
@@ -12,8 +16,17 @@ from typing import Any
 
 import optuna
 
+from nas_search.detection.space import DetectionSpace
 from nas_search.spaces.space import SearchSpace
-from nas_search.spec import ArchSpec, BlockSpec, StageSpec
+from nas_search.spec import ArchSpec, BlockSpec, DetectorSpec, StageSpec
+
+#: Optuna parameter name of each DetectorSpec field.
+DETECTOR_PARAMETERS: dict[str, str] = {
+    "neck_width": "neck_width",
+    "neck_depth": "neck_depth",
+    "head_width": "det_head_width",
+    "head_depth": "det_head_depth",
+}
 
 
 def _block_prefix(stage: int, block: int) -> str:
@@ -40,10 +53,19 @@ def suggest_spec(trial: optuna.Trial, space: SearchSpace) -> ArchSpec:
                 extra["overlap"] = trial.suggest_categorical(f"{prefix}_overlap", list(space.scc_overlaps))
             blocks.append(BlockSpec(op=op, kernel=kernel, width=width, **extra))
         stages.append(StageSpec(tuple(blocks)))
+    stem_width = trial.suggest_categorical("stem_width", list(space.stem_widths))
+    if isinstance(space, DetectionSpace):
+        detector = DetectorSpec(
+            **{
+                field: trial.suggest_categorical(DETECTOR_PARAMETERS[field], list(options))
+                for field, options in space.detector.options().items()
+            }
+        )
+        return ArchSpec(space.name, tuple(stages), stem_width=stem_width, head_width=1.0, detector=detector)
     return ArchSpec(
         space.name,
         tuple(stages),
-        stem_width=trial.suggest_categorical("stem_width", list(space.stem_widths)),
+        stem_width=stem_width,
         head_width=trial.suggest_categorical("head_width", list(space.head_widths)),
     )
 
@@ -51,7 +73,11 @@ def suggest_spec(trial: optuna.Trial, space: SearchSpace) -> ArchSpec:
 def spec_to_params(spec: ArchSpec) -> dict[str, Any]:
     """The trial parameters that :func:`suggest_spec` would suggest for ``spec`` (for
     ``study.enqueue_trial``)."""
-    params: dict[str, Any] = {"stem_width": spec.stem_width, "head_width": spec.head_width}
+    params: dict[str, Any] = {"stem_width": spec.stem_width}
+    if spec.detector is None:
+        params["head_width"] = spec.head_width
+    else:
+        params.update({name: getattr(spec.detector, field) for field, name in DETECTOR_PARAMETERS.items()})
     for stage_index, stage in enumerate(spec.stages):
         params[f"s{stage_index}_depth"] = stage.depth
         for block_index, block in enumerate(stage.blocks):

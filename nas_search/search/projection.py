@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
+from nas_search.detection.space import DetectionSpace
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec, StageSpec
 
@@ -26,15 +27,20 @@ def _shift_width(options: tuple[float, ...], value: float, steps: int) -> float:
 
 
 def shift_all_widths(spec: ArchSpec, space: SearchSpace, steps: int) -> ArchSpec:
-    """Every width (blocks, stem, head) moved ``steps`` places along its choice list."""
+    """Every width (blocks, stem, head; a detector's neck and head) moved ``steps``
+    places along its choice list."""
     stages = tuple(
         StageSpec(tuple(replace(block, width=_shift_width(choices.widths, block.width, steps)) for block in stage.blocks))
         for choices, stage in zip(space.stages, spec.stages)
     )
+    detector = spec.detector
+    if detector is not None and isinstance(space, DetectionSpace):
+        detector = space.detector.shift_widths(detector, steps)
     return replace(
         spec, stages=stages,
         stem_width=_shift_width(space.stem_widths, spec.stem_width, steps),
         head_width=_shift_width(space.head_widths, spec.head_width, steps),
+        detector=detector,
     )
 
 
@@ -47,7 +53,8 @@ def _with_stage(spec: ArchSpec, stage_index: int, blocks: list) -> ArchSpec:
 def _single_moves(spec: ArchSpec, space: SearchSpace, direction: int) -> list[ArchSpec]:
     """Neighbours one step cheaper (``direction=-1``) or dearer (``+1``): one block's
     width, kernel or expansion moved one choice, one stage one block shorter or longer
-    (a longer stage repeats its last block), or the stem or head width moved."""
+    (a longer stage repeats its last block), the stem or head width moved, or one
+    choice of a detector's neck or head moved."""
     moves = []
     for stage_index, (choices, stage) in enumerate(zip(space.stages, spec.stages)):
         for block_index, block in enumerate(stage.blocks):
@@ -68,6 +75,8 @@ def _single_moves(spec: ArchSpec, space: SearchSpace, direction: int) -> list[Ar
         width = _shift_width(options, getattr(spec, name), direction)
         if width != getattr(spec, name):
             moves.append(replace(spec, **{name: width}))
+    if spec.detector is not None and isinstance(space, DetectionSpace):
+        moves += [replace(spec, detector=detector) for detector in space.detector.neighbours(spec.detector, direction)]
     return moves
 
 

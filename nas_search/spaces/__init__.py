@@ -2,7 +2,7 @@
 
 >>> from nas_search.spaces import get_space, space_names
 >>> space_names()
-['cifar', 'mobile']
+['cifar', 'detect', 'micro', 'mobile']
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ def register_space(name: str) -> Callable[[Callable[[], SearchSpace]], Callable[
     return decorate
 
 
-def space_names() -> list[str]:
-    """Names of all registered spaces, sorted."""
+def space_names(task: str | None = None) -> list[str]:
+    """Names of the registered spaces, sorted; only those of ``task`` (``classify`` or
+    ``detect``) when given."""
     _load_builtin()
-    return sorted(_REGISTRY)
+    return sorted(name for name in _REGISTRY if task is None or get_space(name).task == task)
 
 
 def get_space(name: str) -> SearchSpace:
@@ -46,6 +47,7 @@ def get_space(name: str) -> SearchSpace:
 
 def _load_builtin() -> None:
     from nas_search.spaces import builtin  # noqa: F401  (registers on import)
+    from nas_search.detection import space as detection_space  # noqa: F401  (registers 'detect')
 
 
 __all__ = [

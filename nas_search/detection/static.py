@@ -1,0 +1,384 @@
+"""Standalone (extracted) detectors: torchvision FCOS with a searched backbone, neck and head.
+
+Everything here is a plain ``nn.Module`` with physically sized tensors and no dependency
+on the elastic supernet classes. :func:`build_detector` makes a fresh detector from an
+``ArchSpec`` (for training from scratch or loading a saved ``state_dict``);
+``DetectionSupernet.extract`` builds the same modules and copies the shared weights in.
+
+torchvision's machinery is reused, not rewritten: :class:`StaticDetector` *is* a
+``torchvision.models.detection.FCOS`` (transform, anchors, target assignment, losses, box
+decoding, NMS), with a custom backbone (:class:`DetectionBackbone`, returning an
+``OrderedDict`` of the pyramid levels and carrying ``out_channels``) and a head that
+subclasses ``FCOSHead`` (so ``FCOSHead.compute_loss`` and its box coder are used as is).
+
+Semantics follow torchvision: ``num_classes`` given to FCOS is C + 1 (label 0 is
+background); in train mode ``model(images, targets)`` returns the losses
+``classification``, ``bbox_regression``, ``bbox_ctrness``; in eval mode ``model(images)``
+returns ``[{"boxes", "scores", "labels"}]`` in the input images' pixel coordinates.
+
+For ONNX and FLOP counting, :meth:`DetectorInterface.core` returns a
+:class:`DetectorCore`: batched, already normalised images ``[B, 3, S, S]`` in, the raw
+head outputs ``(cls_logits [B, A, C+1], bbox_regression [B, A, 4], bbox_ctrness [B, A, 1])``
+out, where ``A`` is the number of anchor points over all levels. No transform, no
+post-processing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import FCOS
+from torchvision.models.detection._utils import BoxLinearCoder
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.fcos import FCOSHead
+
+from nas_search.detection.space import DetectionSpace, ResolvedDetector, ResolvedHead, ResolvedNeck
+from nas_search.errors import UserError
+from nas_search.spaces.space import ResolvedNetwork
+from nas_search.spaces.static import STATIC_BLOCKS, conv_norm_activation, initialise_weights
+from nas_search.spec import ArchSpec
+
+#: Names of the raw head outputs, in :class:`DetectorCore`'s output order.
+HEAD_OUTPUTS: tuple[str, ...] = ("cls_logits", "bbox_regression", "bbox_ctrness")
+
+#: FCOS post-processing and matching settings used unless overridden. The score threshold
+#: is lower than torchvision's 0.2, as is usual when mAP is measured.
+DETECTION_DEFAULTS: dict[str, Any] = {
+    "score_thresh": 0.05,
+    "nms_thresh": 0.6,
+    "detections_per_img": 100,
+    "topk_candidates": 1000,
+    "center_sampling_radius": 1.5,
+}
+
+#: Normalisation applied by the transform (ImageNet statistics, torchvision's default).
+IMAGE_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGE_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: Prior foreground probability that initialises the classification bias (focal loss).
+PRIOR_PROBABILITY = 0.01
+
+
+# ---------------------------------------------------------------------------- shared helpers
+def flatten_level(prediction: torch.Tensor) -> torch.Tensor:
+    """``[N, K, H, W]`` -> ``[N, H*W, K]`` (FCOSHead's layout for one anchor per point)."""
+    batch, channels = prediction.shape[0], prediction.shape[1]
+    return prediction.permute(0, 2, 3, 1).reshape(batch, -1, channels)
+
+
+def top_down(laterals: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """FPN top-down fusion: from the deepest level, upsample (nearest) to the next
+    shallower level and add its lateral."""
+    fused = [laterals[-1]]
+    for lateral in reversed(laterals[:-1]):
+        fused.insert(0, lateral + F.interpolate(fused[0], size=lateral.shape[-2:], mode="nearest"))
+    return fused
+
+
+def make_anchor_generator(strides: Sequence[int]) -> AnchorGenerator:
+    """One square anchor per point and level, as large as the level's stride (FCOS)."""
+    return AnchorGenerator(sizes=tuple((stride,) for stride in strides), aspect_ratios=((1.0,),) * len(strides))
+
+
+@torch.no_grad()
+def initialise_predictor(weight: torch.Tensor, bias: torch.Tensor, prior: float | None = None) -> None:
+    """FCOS initialisation of a predictor conv: normal(0, 0.01) weights; bias zero, or
+    ``-log((1 - prior) / prior)`` for the classification logits."""
+    nn.init.normal_(weight, std=0.01)
+    nn.init.constant_(bias, 0.0 if prior is None else -math.log((1 - prior) / prior))
+
+
+def check_image_size(size: int) -> int:
+    """Refuse image sizes that are not a positive multiple of 32."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 32 or size % 32:
+        raise UserError(f"detector image size {size!r} is invalid; allowed: a multiple of 32 (e.g. 160, 320, 416)")
+    return size
+
+
+def fcos_options(options: dict[str, Any]) -> dict[str, Any]:
+    """:data:`DETECTION_DEFAULTS` updated by ``options`` (unknown names refused)."""
+    unknown = sorted(set(options) - set(DETECTION_DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown detector option(s) {', '.join(unknown)}; allowed: {', '.join(DETECTION_DEFAULTS)}")
+    return {**DETECTION_DEFAULTS, **options}
+
+
+# ---------------------------------------------------------------------------- backbone and neck
+class Body(nn.Module):
+    """Stem and stages of the backbone up to the deepest feature stage; returns the
+    feature stages' outputs, shallow to deep. Same module names as ``StaticNetwork``."""
+
+    def __init__(self, network: ResolvedNetwork, used_stages: int) -> None:
+        super().__init__()
+        self.stem = conv_norm_activation(network.input_channels, network.stem_channels, 3, network.stem_stride)
+        self.stages = nn.ModuleList(
+            nn.Sequential(*(STATIC_BLOCKS[block.spec.op](block) for block in stage)) for stage in network.stages[:used_stages]
+        )
+        self.feature_stages = tuple(network.feature_stages)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        x = self.stem(x)
+        for index, stage in enumerate(self.stages):
+            x = stage(x)
+            if index in self.feature_stages:
+                features.append(x)
+        return features
+
+
+class NeckBlock(nn.Module):
+    """Residual depthwise-separable block: ``x + pointwise(depthwise3x3(x))`` (each conv
+    followed by BN and ReLU)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.depthwise = conv_norm_activation(channels, channels, 3, groups=channels)
+        self.pointwise = conv_norm_activation(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pointwise(self.depthwise(x))
+
+
+class Neck(nn.Module):
+    """FPN-lite: 1x1 lateral conv + BN per level, top-down fusion, ``depth`` blocks per level."""
+
+    def __init__(self, neck: ResolvedNeck) -> None:
+        super().__init__()
+        self.laterals = nn.ModuleList(
+            conv_norm_activation(channels, neck.channels, activation=False) for channels in neck.in_channels
+        )
+        self.blocks = nn.ModuleList(
+            nn.Sequential(*(NeckBlock(neck.channels) for _ in range(neck.depth))) for _ in neck.in_channels
+        )
+
+    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        fused = top_down([lateral(feature) for lateral, feature in zip(self.laterals, features)])
+        return [blocks(level) for blocks, level in zip(self.blocks, fused)]
+
+
+class DetectionBackbone(nn.Module):
+    """torchvision-style detection backbone: body features -> neck -> ``OrderedDict`` of
+    levels ``"0"``, ``"1"``, ... (shallow to deep), with ``out_channels`` (the neck width).
+    The supernet uses the same container around its elastic body and neck."""
+
+    def __init__(self, body: nn.Module, neck: nn.Module, out_channels: int) -> None:
+        super().__init__()
+        self.body = body
+        self.neck = neck
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        return OrderedDict((str(index), level) for index, level in enumerate(self.neck(self.body(x))))
+
+
+# ---------------------------------------------------------------------------- head
+class SharedSeparableLayer(nn.Module):
+    """Depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU. The convolutions are
+    shared by all pyramid levels; each level has its own BNs, because level statistics
+    differ and one shared BN's running averages would match none of them at eval time."""
+
+    def __init__(self, in_channels: int, out_channels: int, levels: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_channels, in_channels, 3, 1, 1, groups=in_channels, bias=False)
+        self.depthwise_norms = nn.ModuleList(nn.BatchNorm2d(in_channels) for _ in range(levels))
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.pointwise_norms = nn.ModuleList(nn.BatchNorm2d(out_channels) for _ in range(levels))
+
+    def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        x = F.relu(self.depthwise_norms[level](self.depthwise(x)))
+        return F.relu(self.pointwise_norms[level](self.pointwise(x)))
+
+
+class SeparableTower(nn.Module):
+    """``depth`` shared separable layers: ``in_channels`` -> ``channels`` -> ... -> ``channels``."""
+
+    def __init__(self, in_channels: int, channels: int, depth: int, levels: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            SharedSeparableLayer(in_channels if index == 0 else channels, channels, levels) for index in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, level)
+        return x
+
+
+class PyramidHead(FCOSHead):
+    """Base of the static and elastic FCOS heads: runs :meth:`predict_level` on every
+    level and lays the predictions out as ``FCOSHead.forward`` does, so FCOS's loss, box
+    coder and post-processing apply unchanged. ``num_classes`` includes background."""
+
+    def __init__(self, num_classes: int) -> None:
+        nn.Module.__init__(self)  # FCOSHead.__init__ would build torchvision's own towers
+        self.box_coder = BoxLinearCoder(normalize_by_size=True)
+        self.num_classes = num_classes
+
+    def predict_level(self, x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw ``(cls_logits, bbox_regression, bbox_ctrness)`` maps ``[N, K, H, W]`` of one level."""
+        raise NotImplementedError
+
+    def forward(self, x: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        predictions = [self.predict_level(features, level) for level, features in enumerate(x)]
+        return {
+            name: torch.cat([flatten_level(level[index]) for level in predictions], dim=1)
+            for index, name in enumerate(HEAD_OUTPUTS)
+        }
+
+
+class DetectionHead(PyramidHead):
+    """FCOS head: classification and regression towers of separable layers, then 1x1
+    predictors (``cls_logits`` C + 1, ``bbox_reg`` 4 with ReLU, ``bbox_ctrness`` 1)."""
+
+    def __init__(self, head: ResolvedHead) -> None:
+        super().__init__(head.num_classes)
+        self.classification_tower = SeparableTower(head.in_channels, head.channels, head.depth, head.levels)
+        self.regression_tower = SeparableTower(head.in_channels, head.channels, head.depth, head.levels)
+        self.cls_logits = nn.Conv2d(head.channels, head.num_classes, 1)
+        self.bbox_reg = nn.Conv2d(head.channels, 4, 1)
+        self.bbox_ctrness = nn.Conv2d(head.channels, 1, 1)
+
+    def predict_level(self, x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        classification = self.classification_tower(x, level)
+        regression = self.regression_tower(x, level)
+        return self.cls_logits(classification), F.relu(self.bbox_reg(regression)), self.bbox_ctrness(regression)
+
+
+# ---------------------------------------------------------------------------- detectors
+class DetectorCore(nn.Module):
+    """Backbone, neck and head only: ``[B, 3, S, S]`` normalised images -> the raw head
+    outputs as a tuple in :data:`HEAD_OUTPUTS` order. Shares (does not copy) the modules
+    of the detector it comes from, and starts in their train/eval mode (a fresh module's
+    default, train, would be pushed onto them by anything that restores the mode, such as
+    ``torch.onnx.export``). Used for ONNX export and fvcore FLOP counts."""
+
+    output_names: tuple[str, ...] = HEAD_OUTPUTS
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.training = head.training
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        outputs = self.head(list(self.backbone(images).values()))
+        return tuple(outputs[name] for name in HEAD_OUTPUTS)
+
+
+class DetectorInterface:
+    """Methods shared by :class:`StaticDetector` and the supernet (mixed into FCOS)."""
+
+    def set_image_size(self, size: int) -> None:
+        """Resize inputs so that their longer side is ``size`` (a multiple of 32): the
+        transform's ``min_size`` and ``max_size``. Use the proxy size for supernet
+        training and the deployment size (416) for deployment."""
+        self.image_size = check_image_size(size)
+        self.transform.min_size = (size,)
+        self.transform.max_size = size
+
+    def core(self) -> DetectorCore:
+        """The raw-output module (shares this detector's backbone and head)."""
+        return DetectorCore(self.backbone, self.head)
+
+    def forward_with_head_outputs(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None
+    ) -> tuple[Any, dict[str, torch.Tensor]]:
+        """``(self(images, targets), head outputs)``: the losses in train mode (detections
+        in eval mode) plus the head's raw output dict ``cls_logits [B, A, C+1]``,
+        ``bbox_regression [B, A, 4]``, ``bbox_ctrness [B, A, 1]`` on the transformed batch
+        (for distilling a larger subnet's outputs into a smaller one)."""
+        return run_with_head_outputs(self, images, targets)
+
+
+def run_with_head_outputs(
+    model: nn.Module, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None,
+    head: nn.Module | None = None,
+) -> tuple[Any, dict[str, torch.Tensor]]:
+    """Run ``model(images, targets)`` and also return what its head returned (captured by
+    a forward hook that is removed afterwards). ``head`` defaults to ``model.head``; pass
+    ``ddp_model.module.head`` when ``model`` is wrapped in DistributedDataParallel."""
+    head = model.head if head is None else head
+    captured: dict[str, torch.Tensor] = {}
+    handle = head.register_forward_hook(lambda module, inputs, output: captured.update(output))
+    try:
+        result = model(images, targets)
+    finally:
+        handle.remove()
+    return result, captured
+
+
+class StaticDetector(DetectorInterface, FCOS):
+    """A standalone torchvision FCOS detector for one resolved architecture.
+
+    Args:
+        detector: the resolved architecture (``DetectionSpace.resolve``).
+        image_size: the transform's resize size (longer side), a multiple of 32.
+        **options: FCOS settings overriding :data:`DETECTION_DEFAULTS`.
+
+    Attributes: ``spec`` (the ArchSpec), ``num_classes`` (C, background excluded),
+    ``image_size``, ``detector_options``.
+    """
+
+    def __init__(self, detector: ResolvedDetector, image_size: int, **options: Any) -> None:
+        settings = fcos_options(options)
+        backbone = DetectionBackbone(Body(detector.backbone, detector.used_stages), Neck(detector.neck), detector.neck.channels)
+        FCOS.__init__(
+            self, backbone, detector.head.num_classes, min_size=check_image_size(image_size), max_size=image_size,
+            image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
+            anchor_generator=make_anchor_generator(detector.strides), head=DetectionHead(detector.head), **settings,
+        )
+        self.spec: ArchSpec = detector.spec
+        self.num_classes = detector.num_classes
+        self.image_size = image_size
+        self.detector_options = settings
+
+
+def initialise_detector(model: StaticDetector) -> None:
+    """Fresh weights: Kaiming-normal convs and unit BNs (``initialise_weights``), then the
+    FCOS predictor initialisation (classification bias at the focal-loss prior)."""
+    initialise_weights(model)
+    head = model.head
+    initialise_predictor(head.cls_logits.weight, head.cls_logits.bias, PRIOR_PROBABILITY)
+    initialise_predictor(head.bbox_reg.weight, head.bbox_reg.bias)
+    initialise_predictor(head.bbox_ctrness.weight, head.bbox_ctrness.bias)
+
+
+def build_detector(spec: ArchSpec, num_classes: int, image_size: int | None = None, **options: Any) -> StaticDetector:
+    """A randomly initialised standalone detector for ``spec`` (C = ``num_classes``,
+    background excluded), resizing inputs to ``image_size`` (default: the space's
+    deployment size)."""
+    from nas_search.spaces import get_space
+
+    space = get_space(spec.space)
+    if not isinstance(space, DetectionSpace):
+        raise UserError(f"space {spec.space!r} is not a detection space; detectors are built from 'detect'")
+    detector = space.resolve(spec, num_classes=num_classes)
+    model = StaticDetector(detector, space.input_size if image_size is None else image_size, **options)
+    initialise_detector(model)
+    return model
+
+
+__all__ = [
+    "DETECTION_DEFAULTS",
+    "HEAD_OUTPUTS",
+    "Body",
+    "DetectionBackbone",
+    "DetectionHead",
+    "DetectorCore",
+    "DetectorInterface",
+    "Neck",
+    "NeckBlock",
+    "PyramidHead",
+    "SeparableTower",
+    "SharedSeparableLayer",
+    "StaticDetector",
+    "build_detector",
+    "initialise_detector",
+    "make_anchor_generator",
+    "run_with_head_outputs",
+]
