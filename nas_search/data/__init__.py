@@ -20,6 +20,24 @@ from nas_search.data.classification import (
     stratified_split,
 )
 from nas_search.data.demo import DEMO_NAME, SHAPE_CLASSES, Nuisances, render_shapes
+from nas_search.data.detection import (
+    ANNOTATION_FORMATS,
+    SKIP_COUNTS,
+    DetectionAnnotations,
+    DetectionData,
+    DetectionTensorDataset,
+    ImageAnnotation,
+    detection_collate,
+    load_detection_data,
+    make_detection_loader,
+    read_detection_annotations,
+)
+from nas_search.data.detection_demo import (
+    DETECTION_DEMO_NAME,
+    DETECTION_SHAPE_CLASSES,
+    DetectionNuisances,
+    render_detection_shapes,
+)
 
 __all__ = [
     "IMAGE_CHECKS",
@@ -38,4 +56,18 @@ __all__ = [
     "SHAPE_CLASSES",
     "Nuisances",
     "render_shapes",
+    "ANNOTATION_FORMATS",
+    "SKIP_COUNTS",
+    "DetectionAnnotations",
+    "DetectionData",
+    "DetectionTensorDataset",
+    "ImageAnnotation",
+    "detection_collate",
+    "load_detection_data",
+    "make_detection_loader",
+    "read_detection_annotations",
+    "DETECTION_DEMO_NAME",
+    "DETECTION_SHAPE_CLASSES",
+    "DetectionNuisances",
+    "render_detection_shapes",
 ]
