@@ -13,8 +13,10 @@ from nas_search.cli import Command, emit, register
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--space", default="cifar", help="search space (see `nas-search spaces`)")
-    parser.add_argument("--data", help="ImageFolder root (train/ + val/ or test/); default: the built-in demo")
+    parser.add_argument("--space", default="cifar", help="search space (see `nas-search spaces`); a detection space "
+                                                         "(detect) trains a detection supernet")
+    parser.add_argument("--data", help="ImageFolder root (train/ + val/ or test/), or a VOC/COCO/YOLO folder for a "
+                                       "detection space; default: the built-in demo of the task")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--input-size", type=int, help="proxy training size (default: the space's)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -62,9 +64,49 @@ def _supernet_arguments(parser: argparse.ArgumentParser) -> None:
     _add_training_arguments(train)
 
 
+def detection_training_config_from_arguments(arguments: argparse.Namespace):
+    """A ``DetectionSupernetTrainConfig`` from parsed CLI arguments (a detection space)."""
+    from nas_search.errors import UserError
+    from nas_search.training.detection_training import DetectionSupernetTrainConfig
+
+    unsupported = [name for name, value in (("--channel-regeneration-epoch", arguments.channel_regeneration_epoch),
+                                            ("--bridgeout", arguments.bridgeout or None),
+                                            ("--full-width-warmup-epochs", arguments.full_width_warmup_epochs or None))
+                   if value is not None]
+    if unsupported:
+        raise UserError(f"{', '.join(unsupported)} apply to classification supernets only; space {arguments.space!r} "
+                        "is a detection space")
+    config = DetectionSupernetTrainConfig(
+        space=arguments.space, data=arguments.data, epochs=arguments.epochs, image_size=arguments.input_size,
+        batch_size=arguments.batch_size, optimizer=arguments.optimizer, random_subnets=arguments.random_subnets,
+        distill=not arguments.no_distill, seed=arguments.seed, workers=arguments.workers or 0, device=arguments.device,
+        max_train=arguments.max_train, out=arguments.out, resume=arguments.resume, progress=not arguments.quiet,
+    )
+    if arguments.learning_rate is not None:
+        config.learning_rate = arguments.learning_rate
+    elif arguments.optimizer == "adamw":
+        config.learning_rate = 5e-4
+    return config
+
+
+def _train_detection_supernet(arguments: argparse.Namespace) -> None:
+    from nas_search.training.detection_training import train_detection_supernet
+
+    result = train_detection_supernet(detection_training_config_from_arguments(arguments))
+    summary = {"checkpoint": str(result.checkpoint), "epochs": result.epochs,
+               "resumed_from_epoch": result.resumed_from_epoch, "images_per_second": result.images_per_second,
+               "history": result.history}
+    emit(arguments, summary, f"detection supernet checkpoint: {result.checkpoint} (epoch {result.epochs}), "
+                             f"{result.images_per_second:.1f} img/s")
+
+
 def _supernet_run(arguments: argparse.Namespace) -> None:
+    from nas_search.spaces import get_space
     from nas_search.training.supernet_training import train_supernet
 
+    if get_space(arguments.space).task == "detect":
+        _train_detection_supernet(arguments)
+        return
     result = train_supernet(training_config_from_arguments(arguments))
     summary = {
         "checkpoint": str(result.checkpoint),
@@ -96,8 +138,22 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _eval_run(arguments: argparse.Namespace) -> None:
     from nas_search.evaluators.classification import evaluate_checkpoint
+    from nas_search.spaces import get_space
+    from nas_search.spec import load_arch
     from nas_search.units import format_count, format_flops
 
+    if get_space(load_arch(arguments.arch).space).task == "detect":
+        from nas_search.evaluators.detection import evaluate_detector_checkpoint
+
+        result = evaluate_detector_checkpoint(
+            arguments.checkpoint, arguments.arch, arguments.data, calibration_images=min(arguments.calibration_images, 256),
+            max_val=arguments.max_val, device=arguments.device,
+        )
+        emit(arguments, result, lambda: print(
+            f"mAP@0.5 {result['map50']:.4f}, mAP@[.5:.95] {result['map']:.4f} on {result['images']} images  |  "
+            f"{format_flops(result['flops'])} at {result['input_size']} px  |  {format_count(result['params'])} params"
+        ))
+        return
     result = evaluate_checkpoint(
         arguments.checkpoint, arguments.arch, arguments.data, calibration_images=arguments.calibration_images,
         max_val=arguments.max_val, device=arguments.device,
@@ -115,9 +171,10 @@ register(Command("eval", "accuracy of an architecture with inherited supernet we
 # ---------------------------------------------------------------------------- run / worker
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", help="FLOPs budget: 4.5GFLOPs, 4.5G, 450MFLOPs, 4.5GMACs or 4500000000")
-    parser.add_argument("--task", default="classify", help="classify (detect arrives with the detector spaces)")
-    parser.add_argument("--space", help="search space (default: mobile for classify)")
-    parser.add_argument("--data", help="ImageFolder root; default: the built-in demo dataset")
+    parser.add_argument("--task", default="classify", help="classify (score: top-1 accuracy) or detect (score: mAP@0.5)")
+    parser.add_argument("--space", help="search space (default: mobile for classify, detect for detect)")
+    parser.add_argument("--data", help="classify: ImageFolder root; detect: a Pascal VOC, COCO JSON or YOLO folder; "
+                                       "default: the built-in demo dataset of the task")
     parser.add_argument("--input-size", type=int, help="deployment input size, at which FLOPs are counted")
     parser.add_argument("--train-input-size", type=int, help="proxy size for supernet training and scoring")
     parser.add_argument("--params", help="parameter budget, e.g. 5M")
@@ -140,6 +197,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--supernet-epochs", type=int)
     parser.add_argument("--max-train", type=int, help="supernet training images (default: 1500 on the demo)")
     parser.add_argument("--max-val", type=int, default=300, help="validation images per trial")
+    parser.add_argument("--calibration-images", type=int,
+                        help="BN recalibration images per trial (default 256 for classify, 96 for detect)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-summary", help="also write the summary as JSON to this file")
     parser.add_argument("--plan-only", action="store_true",
@@ -162,6 +221,7 @@ def search_config_from_arguments(arguments: argparse.Namespace):
         objectives=tuple(name.strip() for name in arguments.objectives.split(",") if name.strip()),
         supernet=arguments.supernet, supernet_epochs=arguments.supernet_epochs, max_train=arguments.max_train,
         max_val=arguments.max_val, seed=arguments.seed, progress=not arguments.quiet,
+        calibration_images=arguments.calibration_images,
     )
 
 
@@ -233,7 +293,9 @@ def _export_run(arguments: argparse.Namespace) -> None:
     result = export_trial(arguments.study, storage, arguments.trial, arguments.out, epochs=arguments.epochs)
 
     def human() -> None:
-        print(f"exported trial {result['trial']} of study {result['study']}: accuracy {result['accuracy']:.4f}, "
+        score = (f"mAP@0.5 {result['map50']:.4f}" if result.get("task") == "detect"
+                 else f"accuracy {result['accuracy']:.4f}")
+        print(f"exported trial {result['trial']} of study {result['study']}: {score}, "
               f"{format_flops(result['flops'])}, {format_count(result['params'])} params, "
               f"{result['latency_ms']['cpu-onnxruntime-2threads']:.2f} ms (onnxruntime, 2 threads)")
         for path in result["files"]:
@@ -254,13 +316,37 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true")
 
 
-def _train_run(arguments: argparse.Namespace) -> None:
+def _train_classifier(arguments: argparse.Namespace, overrides: dict) -> None:
     from nas_search.training.standalone import train_standalone
 
-    overrides = {"epochs": arguments.epochs, "init": arguments.init, "data": arguments.data, "max_train": arguments.max_train}
     result = train_standalone(arguments.config, resume=arguments.resume, overrides=overrides, progress=not arguments.quiet)
     emit(arguments, result, f"final top-1 accuracy {result['accuracy']:.4f} after {result['epochs']} epochs; "
                             f"weights {result['weights']}, checkpoint {result['checkpoint']}")
+
+
+def _train_detector(arguments: argparse.Namespace, overrides: dict) -> None:
+    from nas_search.training.standalone_detection import train_detection_standalone
+
+    result = train_detection_standalone(arguments.config, resume=arguments.resume, overrides=overrides,
+                                        progress=not arguments.quiet)
+    emit(arguments, result, f"final mAP@0.5 {result['map50']:.4f} (mAP@[.5:.95] {result['map']:.4f}) after "
+                            f"{result['epochs']} epochs; weights {result['weights']}, checkpoint {result['checkpoint']}")
+
+
+#: ``nas-search train`` per task (the ``task`` key of train.yaml; classify when absent).
+TRAINERS = {"classify": _train_classifier, "detect": _train_detector}
+
+
+def _train_run(arguments: argparse.Namespace) -> None:
+    from nas_search.config import load_yaml_file
+    from nas_search.errors import UserError
+
+    data = load_yaml_file(arguments.config, "training config")
+    task = data.get("task", "classify") if isinstance(data, dict) else "classify"
+    if task not in TRAINERS:
+        raise UserError(f"{arguments.config}: task={task!r}; accepted: {', '.join(TRAINERS)}")
+    overrides = {"epochs": arguments.epochs, "init": arguments.init, "data": arguments.data, "max_train": arguments.max_train}
+    TRAINERS[task](arguments, overrides)
 
 
 register(Command("run", "the main job: train the supernet, search under budgets, summarise", _run_arguments, _run_run))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 import shutil
 import statistics
 import tempfile
@@ -25,28 +26,36 @@ import yaml
 
 from nas_search.errors import UserError
 from nas_search.spaces import get_space
-from nas_search.spaces.static import StaticNetwork, build_static_model
+from nas_search.spaces.static import build_static_model
 from nas_search.spec import ArchSpec, load_arch
 
 EXPORT_FILES = ("arch.yaml", "train.yaml", "model.pt", "model.onnx", "meta.json")
 
 
-def export_onnx(model: torch.nn.Module, input_size: int, path: str | Path) -> float:
+def export_onnx(model: torch.nn.Module, input_size: int, path: str | Path,
+                output_names: tuple[str, ...] = ("logits",)) -> float:
     """Write ``model`` as ONNX (batch dimension dynamic), run it in onnxruntime and return
-    the max abs difference from PyTorch; raise if they disagree."""
+    the largest difference from PyTorch over all outputs, relative to the output's largest
+    magnitude (absolute below 1); raise if they disagree."""
     import onnxruntime
 
     model = model.eval()
     example = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     torch.onnx.export(
-        model, (example,), str(path), input_names=["images"], output_names=["logits"],
-        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+        model, (example,), str(path), input_names=["images"], output_names=list(output_names),
+        dynamic_axes={"images": {0: "batch"}, **{name: {0: "batch"} for name in output_names}},
+        opset_version=17, dynamo=False,
     )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        expected = model(example).numpy()
-    actual = session.run(None, {"images": example.numpy()})[0]
-    difference = float(np.abs(actual - expected).max())
+        expected = model(example)
+    expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+    actual = session.run(None, {"images": example.numpy()})
+    # relative to each output's scale: an untrained or briefly trained network can have outputs
+    # in the tens of thousands, where fp32 rounding alone differs by more than 1e-3
+    difference = max(
+        float(np.abs(a - e.numpy()).max()) / max(1.0, float(np.abs(e.numpy()).max())) for a, e in zip(actual, expected)
+    )
     if difference > 1e-3:
         raise RuntimeError(f"ONNX output differs from PyTorch by {difference:.2e}")
     return difference
@@ -94,14 +103,146 @@ def _resolve_trial(study, trial: str | int):
     return frozen
 
 
-def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: str | Path, *, epochs: int = 20) -> dict[str, Any]:
-    """Export one trial of a nas-search study into ``out_dir``."""
+@dataclass
+class ExportedModel:
+    """What a task's exporter produces before the files are written.
+
+    Attributes:
+        model: the standalone model (``state_dict`` goes to ``model.pt``).
+        onnx_module: the module exported to ``model.onnx`` (the classifier; for a detector,
+            the network without transform and post-processing).
+        output_names: ONNX output names.
+        train_config: the contents of ``train.yaml``.
+        meta: task-specific entries of ``meta.json``.
+        flops, params: analytic costs at the deployment size.
+    """
+
+    model: torch.nn.Module
+    onnx_module: torch.nn.Module
+    output_names: tuple[str, ...]
+    train_config: dict[str, Any]
+    meta: dict[str, Any]
+    flops: int
+    params: int
+
+
+def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen, epochs: int) -> ExportedModel:
     from nas_search.data import load_classification_data
     from nas_search.evaluators.classification import calibration_tensor, recalibrate_batch_norm
     from nas_search.hw_models.flops import count_flops
+    from nas_search.training.supernet_training import load_supernet
+
+    supernet, metadata = load_supernet(checkpoint, space=spec.space)
+    data = load_classification_data(metadata.get("data"), input_size=metadata["input_size"], augment=False, max_val=1)
+    model = supernet.extract(spec)
+    recalibrate_batch_norm(model, calibration_tensor(data.train, 512).split(64))
+    model.eval()
+    input_size = int(attributes["input_size"])
+    cost = count_flops(spec, supernet.space, input_size, metadata["num_classes"])
+    train_config = {
+        "arch": spec.to_dict(),
+        "data": metadata.get("data"),
+        "num_classes": metadata["num_classes"],
+        "input_size": metadata["input_size"],
+        "deployment_input_size": input_size,
+        "init": "inherited",
+        "weights": "model.pt",
+        "optimizer": "sgd",
+        "learning_rate": 0.01,
+        "weight_decay": 4e-5,
+        "schedule": "cosine",
+        "warmup_epochs": 0.5,
+        "label_smoothing": 0.1,
+        "epochs": epochs,
+        "batch_size": 64,
+        "seed": 0,
+        "out": "trained",
+    }
+    meta = {
+        "accuracy": frozen.user_attrs.get("accuracy"),
+        "accuracy_input_size": metadata["input_size"],
+        "num_classes": metadata["num_classes"],
+        "class_names": metadata.get("class_names"),
+    }
+    return ExportedModel(model, model, ("logits",), train_config, meta, cost.flops, cost.params)
+
+
+def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen, epochs: int) -> ExportedModel:
+    from nas_search.data.detection import load_detection_data
+    from nas_search.detection.static import HEAD_OUTPUTS, IMAGE_MEAN, IMAGE_STD
+    from nas_search.evaluators.detection import detection_calibration_batches, recalibrate_detection_batch_norm
+    from nas_search.hw_models.flops import count_flops
+    from nas_search.training.detection_training import load_detection_supernet
+
+    supernet, metadata = load_detection_supernet(checkpoint)
+    if metadata.get("space") != spec.space:
+        raise UserError(f"checkpoint {checkpoint} is for space {metadata.get('space')!r}, not {spec.space!r}")
+    image_size = int(metadata["image_size"])
+    data = load_detection_data(metadata.get("data"), input_size=image_size, augment=False, max_val=1)
+    model = supernet.extract(spec)
+    recalibrate_detection_batch_norm(model, detection_calibration_batches(data.train, 256, batch_size=16))
+    input_size = int(attributes["input_size"])
+    model.set_image_size(input_size)
+    model.eval()
+    num_classes = int(metadata["num_classes"])
+    cost = count_flops(spec, supernet.space, input_size, num_classes)
+    postprocess = {key: value for key, value in model.detector_options.items()}
+    train_config = {
+        "task": "detect",
+        "arch": spec.to_dict(),
+        "data": metadata.get("data"),
+        "num_classes": num_classes,
+        "classes": list(metadata.get("classes") or []),
+        "input_size": image_size,
+        "deployment_input_size": input_size,
+        "init": "inherited",
+        "weights": "model.pt",
+        "optimizer": "adamw",
+        "learning_rate": 5e-4,
+        "weight_decay": 1e-4,
+        "warmup_epochs": 1.0,
+        "epochs": epochs,
+        "batch_size": 16,
+        "seed": 0,
+        "out": "trained",
+        "postprocess": postprocess,
+    }
+    meta = {
+        "map50": frozen.user_attrs.get("map50"),
+        "map": frozen.user_attrs.get("map"),
+        "score_input_size": image_size,
+        "num_classes": num_classes,
+        "class_names": list(metadata.get("classes") or []),
+        "onnx": {
+            "input": f"images: float32 [batch, 3, {input_size}, {input_size}], RGB in [0, 1] normalised with "
+                     f"mean {list(IMAGE_MEAN)} and std {list(IMAGE_STD)}, resized so the longer side is {input_size} "
+                     "and zero-padded to a square",
+            "outputs": {
+                "cls_logits": "[batch, anchors, classes + 1] logits (sigmoid; column 0 is background)",
+                "bbox_regression": "[batch, anchors, 4] FCOS box distances (left, top, right, bottom) in units of the "
+                                   "level's stride, decoded as torchvision's BoxLinearCoder(normalize_by_size=True)",
+                "bbox_ctrness": "[batch, anchors, 1] centerness logits; score = sqrt(sigmoid(cls) * sigmoid(ctrness))",
+            },
+            "anchor_points": "one per feature-map cell at strides 8, 16, 32, level by level, row-major; "
+                             "anchor size = stride",
+            "post_processing": "not in the ONNX file: per level keep scores > score_thresh, the top "
+                               "topk_candidates, decode boxes, then class-wise NMS at nms_thresh and keep "
+                               "detections_per_img (settings below)",
+        },
+        "postprocess": postprocess,
+    }
+    core = model.core().eval()
+    return ExportedModel(model, core, tuple(HEAD_OUTPUTS), train_config, meta, cost.flops, cost.params)
+
+
+#: One exporter per task (the study's ``task`` attribute).
+EXPORTERS = {"classify": _export_classifier, "detect": _export_detector}
+
+
+def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: str | Path, *, epochs: int = 20) -> dict[str, Any]:
+    """Export one trial of a nas-search study into ``out_dir``."""
     from nas_search.search.study import load_existing_study, open_storage
     from nas_search.training.checkpoint import checkpoint_checksum
-    from nas_search.training.supernet_training import load_supernet
 
     study = load_existing_study(study_name, open_storage(storage_url, heartbeat=False))
     frozen = _resolve_trial(study, trial)
@@ -110,62 +251,37 @@ def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: s
     checkpoint = Path(attributes["supernet"])
     if not checkpoint.exists():
         raise UserError(f"supernet checkpoint {checkpoint} of study {study_name!r} is missing")
-    supernet, metadata = load_supernet(checkpoint, space=spec.space)
-    data = load_classification_data(metadata.get("data"), input_size=metadata["input_size"], augment=False, max_val=1)
-    model = supernet.extract(spec)
-    recalibrate_batch_norm(model, calibration_tensor(data.train, 512).split(64))
-    model.eval()
+    task = attributes.get("task", "classify")
+    exported = EXPORTERS[task](spec, checkpoint, attributes, frozen, epochs)
     input_size = int(attributes["input_size"])
-    cost = count_flops(spec, supernet.space, input_size, metadata["num_classes"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
         (staging / "arch.yaml").write_text(spec.to_yaml())
-        train_config = {
-            "arch": spec.to_dict(),
-            "data": metadata.get("data"),
-            "num_classes": metadata["num_classes"],
-            "input_size": metadata["input_size"],
-            "deployment_input_size": input_size,
-            "init": "inherited",
-            "weights": "model.pt",
-            "optimizer": "sgd",
-            "learning_rate": 0.01,
-            "weight_decay": 4e-5,
-            "schedule": "cosine",
-            "warmup_epochs": 0.5,
-            "label_smoothing": 0.1,
-            "epochs": epochs,
-            "batch_size": 64,
-            "seed": 0,
-            "out": "trained",
-        }
         (staging / "train.yaml").write_text(
             "# nas-search train train.yaml -- fine-tunes from the inherited weights (init: inherited) or\n"
             "# trains from scratch (init: scratch). Paths are relative to this file.\n"
-            + yaml.safe_dump(train_config, sort_keys=False)
+            + yaml.safe_dump(exported.train_config, sort_keys=False)
         )
-        torch.save(model.state_dict(), staging / "model.pt")
-        onnx_difference = export_onnx(model, input_size, staging / "model.onnx")
+        torch.save(exported.model.state_dict(), staging / "model.pt")
+        onnx_difference = export_onnx(exported.onnx_module, input_size, staging / "model.onnx", exported.output_names)
         latency = onnxruntime_latency_ms(staging / "model.onnx", input_size)
         meta = {
             "study": study_name,
             "storage": storage_url,
             "trial": frozen.number,
+            "task": task,
             "arch": str(spec),
             "space": spec.space,
-            "flops": cost.flops,
-            "params": cost.params,
+            "flops": exported.flops,
+            "params": exported.params,
             "input_size": input_size,
-            "accuracy": frozen.user_attrs.get("accuracy"),
-            "accuracy_input_size": metadata["input_size"],
+            **exported.meta,
             "latency_ms": {"cpu-onnxruntime-2threads": latency},
             "onnx_max_abs_difference": onnx_difference,
             "supernet": str(checkpoint),
             "supernet_checksum": checkpoint_checksum(checkpoint),
-            "num_classes": metadata["num_classes"],
-            "class_names": metadata.get("class_names"),
             "flops_convention": "fvcore: 1 multiply-add = 1 FLOP",
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -176,14 +292,20 @@ def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: s
     return {"out": str(out_dir), "files": [str(out_dir / name) for name in EXPORT_FILES], **meta}
 
 
-def load_exported(directory: str | Path) -> StaticNetwork:
-    """Rebuild an exported model from ``arch.yaml`` + ``meta.json`` + ``model.pt``."""
+def load_exported(directory: str | Path) -> torch.nn.Module:
+    """Rebuild an exported model from ``arch.yaml`` + ``meta.json`` + ``model.pt`` (a
+    classifier, or a detector with its post-processing settings)."""
     directory = Path(directory)
     spec = load_arch(directory / "arch.yaml")
     meta_path = directory / "meta.json"
-    num_classes = json.loads(meta_path.read_text())["num_classes"] if meta_path.exists() else None
-    network = get_space(spec.space).resolve(spec, num_classes=num_classes)
-    model = build_static_model(network)
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    num_classes = meta.get("num_classes")
+    if meta.get("task") == "detect":
+        from nas_search.detection.static import build_detector
+
+        model = build_detector(spec, int(num_classes), int(meta["input_size"]), **meta.get("postprocess", {}))
+    else:
+        model = build_static_model(get_space(spec.space).resolve(spec, num_classes=num_classes))
     state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval()

@@ -12,8 +12,6 @@ OBJECTIVE_DIRECTIONS: dict[str, str] = {
     "latency": "minimize",
 }
 
-#: Default space per task.
-DEFAULT_SPACES: dict[str, str] = {"classify": "mobile"}
 
 
 @dataclass
@@ -26,7 +24,7 @@ class SearchConfig:
     to push the search to the budget. Set it to 0 to turn it off.
     """
 
-    task: str = "classify"
+    task: str = "classify"                 # classify | detect (nas_search.search.tasks)
     space: str | None = None
     data: str | None = None
     input_size: int | None = None          # deployment size (FLOPs are counted here)
@@ -50,7 +48,7 @@ class SearchConfig:
     supernet_epochs: int | None = None     # None: 3 on the demo data, 10 otherwise
     batch_size: int = 64
     max_train: int | None = None           # None: 1500 on the demo data, all otherwise
-    calibration_images: int = 256
+    calibration_images: int | None = None  # BN recalibration images per trial; None: 256 (classify), 96 (detect)
     max_val: int | None = 300
     seed: int = 0
     workers: int | None = None

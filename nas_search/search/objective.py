@@ -56,7 +56,9 @@ class SearchObjective:
         space: the search space.
         cost_models: name -> ``spec -> value`` (``flops``, ``params``, ...).
         constraints: bounds on those costs.
-        evaluate: ``spec -> accuracy`` with inherited weights.
+        evaluate: ``spec -> score`` with inherited weights: a float, or a dict of metrics
+            whose ``accuracy`` entry is the task's primary score (mAP@0.5 for detection);
+            every metric is recorded as a user attribute.
         objectives: names of the study's objectives (``accuracy`` or a cost name).
         on_feasible: called with (trial, spec, costs, accuracy) after a feasible evaluation,
             e.g. to upload artifacts.
@@ -67,7 +69,7 @@ class SearchObjective:
     space: SearchSpace
     cost_models: dict[str, Callable[[ArchSpec], float]]
     constraints: list[Constraint]
-    evaluate: Callable[[ArchSpec], float]
+    evaluate: Callable[[ArchSpec], float | dict[str, float]]
     objectives: tuple[str, ...] = ("accuracy",)
     on_feasible: Callable[[optuna.Trial, ArchSpec, dict, float], None] | None = None
     infeasible_accuracy: float = 0.0
@@ -90,8 +92,11 @@ class SearchObjective:
         )
         accuracy = None
         if feasible:
-            accuracy = float(self.evaluate(spec))
-            trial.set_user_attr("accuracy", accuracy)
+            metrics = self.evaluate(spec)
+            metrics = {"accuracy": metrics} if not isinstance(metrics, dict) else metrics
+            accuracy = float(metrics["accuracy"])
+            for name, value in metrics.items():
+                trial.set_user_attr(name, float(value))
             if self.on_feasible is not None:
                 self.on_feasible(trial, spec, costs, accuracy)
         values = [

@@ -55,11 +55,12 @@ def feasible_fraction(study: optuna.Study) -> float:
     return sum(1 for trial in complete if trial.user_attrs.get("feasible")) / len(complete) if complete else 0.0
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Plain-text table of summary rows."""
+def format_table(rows: list[dict[str, Any]], score_name: str = "accuracy") -> str:
+    """Plain-text table of summary rows (``score_name`` heads the score column)."""
     extra = [name for name in DEVICE_COSTS if any(name in row for row in rows)]
     header = "".join(f"  {DEVICE_COSTS[name][0]:>10}" for name in extra)
-    lines = [f"{'trial':>5}  {'accuracy':>8}  {'FLOPs':>13}  {'params':>8}{header}  architecture"]
+    label = SHORT_SCORE_NAMES.get(score_name, score_name)
+    lines = [f"{'trial':>5}  {label:>8}  {'FLOPs':>13}  {'params':>8}{header}  architecture"]
     for row in rows:
         cells = "".join(
             f"  {DEVICE_COSTS[name][1](row[name]) if name in row else '-':>10}" for name in extra
@@ -69,6 +70,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{format_count(row['params']):>8}{cells}  {row['arch']}"
         )
     return "\n".join(lines)
+
+
+#: Column headers for the task scores (``score_name`` study attribute).
+SHORT_SCORE_NAMES = {"top-1 accuracy": "accuracy", "mAP@0.5": "mAP@0.5"}
 
 
 def study_note(study: optuna.Study, rows: list[dict[str, Any]]) -> str:
@@ -86,7 +91,7 @@ def study_note(study: optuna.Study, rows: list[dict[str, Any]]) -> str:
         "",
         "## Best feasible architectures",
         "",
-        "| trial | accuracy | FLOPs | params | architecture |",
+        f"| trial | {attributes.get('score_name', 'accuracy')} | FLOPs | params | architecture |",
         "|---:|---:|---:|---:|---|",
     ]
     for row in rows:
@@ -120,7 +125,8 @@ def tradeoff_figure(study: optuna.Study):
     budget = study.user_attrs.get("budget_flops")
     if budget:
         figure.add_vline(x=budget / 1e9, line_dash="dash", annotation_text="budget")
-    figure.update_layout(title="Accuracy vs FLOPs (inherited weights)", xaxis_title="GFLOPs", yaxis_title="top-1 accuracy")
+    score_name = study.user_attrs.get("score_name", "top-1 accuracy")
+    figure.update_layout(title=f"{score_name} vs FLOPs (inherited weights)", xaxis_title="GFLOPs", yaxis_title=score_name)
     return figure
 
 
@@ -167,6 +173,8 @@ def summary_payload(study: optuna.Study, storage_url: str, files: dict[str, str]
         "space": study.user_attrs.get("space"),
         "budget_flops": study.user_attrs.get("budget_flops"),
         "input_size": study.user_attrs.get("input_size"),
+        "task": study.user_attrs.get("task", "classify"),
+        "score_name": study.user_attrs.get("score_name", "top-1 accuracy"),
         "trials": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
         "feasible_fraction": feasible_fraction(study),
         "best": best_payload,

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from nas_search.config import config_from_dict, config_to_dict
 from nas_search.errors import UserError
 from nas_search.hw_models import FlopsModel, ParamsModel
-from nas_search.search.config import DEFAULT_SPACES, OBJECTIVE_DIRECTIONS, SearchConfig
+from nas_search.search.config import OBJECTIVE_DIRECTIONS, SearchConfig
 from nas_search.search.objective import Constraint, SearchObjective
 from nas_search.search.parameters import spec_to_params
 from nas_search.search.report import (
@@ -47,14 +47,11 @@ from nas_search.search.study import (
     planned_trial_count,
     requeue,
 )
-from nas_search.spaces import get_space
+from nas_search.search.tasks import DEMO_DEFAULTS, REAL_DATA_EPOCHS, TaskEvaluation, get_task
+from nas_search.spaces import get_space, space_names
 from nas_search.spaces.sampling import check_budget, flops_range, sample_specs
 from nas_search.units import format_bytes, format_flops, parse_flops, parse_latency_ms, parse_memory_bytes
 
-DEMO_SUPERNET_EPOCHS = 3
-DEMO_MAX_TRAIN = 1500
-DEMO_INPUT_SIZE = 32  # the demo images are rendered at 32 px
-REAL_SUPERNET_EPOCHS = 10
 logger = logging.getLogger("nas_search")
 
 
@@ -90,9 +87,11 @@ class ResolvedSearch:
 
 def resolve_search(config: SearchConfig) -> ResolvedSearch:
     """Check every option (one-line errors) and derive defaults."""
-    if config.task not in DEFAULT_SPACES:
-        raise UserError(f"unknown task {config.task!r}; accepted: {', '.join(DEFAULT_SPACES)} (detect arrives with the detector spaces)")
-    space = get_space(config.space or DEFAULT_SPACES[config.task])
+    task = get_task(config.task)
+    space = get_space(config.space or task.default_space)
+    if space.task != task.name:
+        raise UserError(f"space {space.name!r} is a {space.task} space, not a {task.name} one; accepted for --task "
+                        f"{task.name}: {', '.join(space_names(task=task.name))}")
     check_study_name(config.study)
     for name in config.objectives:
         if name not in OBJECTIVE_DIRECTIONS:
@@ -145,7 +144,8 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     return ResolvedSearch(
         config=config, space=space, storage_url=storage_url, budget_flops=budget, input_size=input_size,
         latency_model=latency_model, memory_model=memory_model,
-        train_input_size=config.train_input_size or (min(DEMO_INPUT_SIZE, space.train_input_size) if config.data is None else space.train_input_size),
+        train_input_size=config.train_input_size or (
+            min(DEMO_DEFAULTS[task.name]["input_size"], space.train_input_size) if config.data is None else space.train_input_size),
         constraints=constraints,
         study_dir=Path(config.studies_dir) / config.study,
     )
@@ -165,48 +165,29 @@ def _check_reachable(space, name: str, model, limit: float, unit: str, where: st
 
 def _ensure_supernet(resolved: ResolvedSearch) -> Path:
     """Load the given checkpoint, or train one into the study folder (resumable)."""
-    from nas_search.training.checkpoint import SUPERNET_FORMAT, load_checkpoint
-    from nas_search.training.config import SupernetTrainConfig
-    from nas_search.training.supernet_training import train_supernet
+    from nas_search.training.checkpoint import load_checkpoint
 
     config = resolved.config
+    task = get_task(config.task)
     if config.supernet:
-        load_checkpoint(config.supernet, SUPERNET_FORMAT, space=resolved.space.name)
+        load_checkpoint(config.supernet, task.checkpoint_format, space=resolved.space.name)
         return Path(config.supernet)
     demo = config.data is None
-    epochs = config.supernet_epochs or (DEMO_SUPERNET_EPOCHS if demo else REAL_SUPERNET_EPOCHS)
+    epochs = config.supernet_epochs or (DEMO_DEFAULTS[task.name]["epochs"] if demo else REAL_DATA_EPOCHS)
     path = resolved.study_dir / "supernet.pt"
     if path.exists():
-        payload = load_checkpoint(path, SUPERNET_FORMAT, space=resolved.space.name)
+        payload = load_checkpoint(path, task.checkpoint_format, space=resolved.space.name)
         if payload["epoch"] >= epochs:
             print(f"reusing supernet {path} (trained {payload['epoch']} epochs)")
             return path
-    training = SupernetTrainConfig(
-        space=resolved.space.name, data=config.data, epochs=epochs, input_size=resolved.train_input_size,
-        batch_size=config.batch_size, seed=config.seed, workers=config.workers, device=config.training_device,
-        max_train=config.max_train or (DEMO_MAX_TRAIN if demo else None), out=str(path), resume=True,
-        random_subnets=1 if demo else 2,
-        progress=config.progress,
-    )
     print(f"training the supernet of space {resolved.space.name!r}: {epochs} epochs at {resolved.train_input_size} px -> {path}")
-    train_supernet(training)
+    task.train_supernet(resolved, path, epochs)
     return path
 
 
-def _build_evaluator(checkpoint: Path, config: SearchConfig, device: str = "cpu"):
-    from nas_search.data import load_classification_data, make_loader
-    from nas_search.evaluators.classification import AccuracyEvaluator, calibration_tensor
-    from nas_search.training.supernet_training import load_supernet
-
-    supernet, metadata = load_supernet(checkpoint, device=device)
-    data = load_classification_data(
-        metadata.get("data"), input_size=metadata["input_size"], seed=config.seed, augment=False, max_val=config.max_val,
-    )
-    evaluator = AccuracyEvaluator(
-        supernet, calibration_tensor(data.train, config.calibration_images, config.seed),
-        make_loader(data.val, batch_size=128, shuffle=False, seed=config.seed, num_workers=0), device=device,
-    )
-    return supernet, metadata, data, evaluator
+def _build_evaluator(checkpoint: Path, config: SearchConfig) -> TaskEvaluation:
+    """The task's scorer of subnets with inherited weights."""
+    return get_task(config.task).load_evaluator(checkpoint, config)
 
 
 def _cost_models(resolved: ResolvedSearch, flops_model, num_classes: int) -> dict:
@@ -220,7 +201,7 @@ def _cost_models(resolved: ResolvedSearch, flops_model, num_classes: int) -> dic
     return models
 
 
-def _make_objective(resolved: ResolvedSearch, evaluator, num_classes: int, artifact_dir: Path) -> SearchObjective:
+def _make_objective(resolved: ResolvedSearch, evaluation: TaskEvaluation, artifact_dir: Path) -> SearchObjective:
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
     space = resolved.space
@@ -237,6 +218,7 @@ def _make_objective(resolved: ResolvedSearch, evaluator, num_classes: int, artif
         for path in (arch_file, chart):
             upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
+    num_classes = evaluation.num_classes
     flops_model = FlopsModel(space, resolved.input_size, num_classes)
     project = None
     if resolved.budget_flops is not None:
@@ -250,13 +232,13 @@ def _make_objective(resolved: ResolvedSearch, evaluator, num_classes: int, artif
         space=space,
         cost_models=_cost_models(resolved, flops_model, num_classes),
         constraints=resolved.constraints,
-        evaluate=lambda spec: evaluator(spec).accuracy,
+        evaluate=evaluation.evaluate,
         objectives=resolved.config.objectives,
         on_feasible=upload,
     )
 
 
-def _study_attributes(resolved: ResolvedSearch, checkpoint: Path, metadata: dict, data_description: str) -> dict[str, Any]:
+def _study_attributes(resolved: ResolvedSearch, checkpoint: Path, evaluation: TaskEvaluation) -> dict[str, Any]:
     from nas_search.training.checkpoint import checkpoint_checksum
 
     config = resolved.config
@@ -266,11 +248,12 @@ def _study_attributes(resolved: ResolvedSearch, checkpoint: Path, metadata: dict
         "budget_text": config.budget,
         "budget_flops": resolved.budget_flops,
         "input_size": resolved.input_size,
-        "train_input_size": metadata["input_size"],
+        "train_input_size": evaluation.train_input_size,
+        "score_name": get_task(config.task).score_name,
         "device": config.device or "none (FLOPs only)",
-        "dataset": data_description,
+        "dataset": evaluation.description,
         "data": config.data,
-        "num_classes": metadata["num_classes"],
+        "num_classes": evaluation.num_classes,
         "supernet": str(checkpoint.resolve()),
         "supernet_checksum": checkpoint_checksum(checkpoint),
         "constraints": [constraint.__dict__ for constraint in resolved.constraints],
@@ -338,7 +321,7 @@ def _startup_specs(resolved: ResolvedSearch, count: int, seed: int) -> list:
     return (in_band + below_band)[:count]
 
 
-def _plan_trials(study: optuna.Study, resolved: ResolvedSearch, num_classes: int) -> int:
+def _plan_trials(study: optuna.Study, resolved: ResolvedSearch) -> int:
     """Enqueue trials until the study plans ``config.trials``; the first
     ``startup_trials`` are budget-aware samples. Returns how many were added."""
     config = resolved.config
@@ -426,8 +409,8 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
         "FLOPs: 1 multiply-add = 1 FLOP."
     )
     checkpoint = _ensure_supernet(resolved)
-    supernet, metadata, data, evaluator = _build_evaluator(checkpoint, config)
-    attributes = _study_attributes(resolved, checkpoint, metadata, data.description)
+    evaluation = _build_evaluator(checkpoint, config)
+    attributes = _study_attributes(resolved, checkpoint, evaluation)
     study = _create_or_check_study(resolved, storage, attributes)
     sampler = make_sampler(config.sampler, seed=config.seed, constrained=True, multi_objective=len(config.objectives) > 1)
     if study is None:
@@ -439,10 +422,10 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
             study.set_user_attr(key, value)
     else:
         study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler)
-    added = _plan_trials(study, resolved, metadata["num_classes"])
+    added = _plan_trials(study, resolved)
     print(f"study {config.study!r} in {resolved.storage_url}: {planned_trial_count(study)} planned trials ({added} new)")
     artifact_dir = resolved.study_dir / "artifacts"
-    objective = _make_objective(resolved, evaluator, metadata["num_classes"], artifact_dir)
+    objective = _make_objective(resolved, evaluation, artifact_dir)
     work_through_queue(study, objective, config.progress)
     summary = _finish(study, resolved, artifact_dir)
     check = measure_chosen_latency(resolved, summary)
@@ -489,7 +472,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     print()
     print(f"study {summary['study']}: {summary['trials']} trials, {summary['feasible_fraction']:.0%} feasible")
     if summary["top"]:
-        print(format_table(summary["top"]))
+        print(format_table(summary["top"], summary.get("score_name", "accuracy")))
     else:
         print("no feasible trial yet")
     check = summary.get("latency_check")
@@ -514,8 +497,8 @@ def create_study_for_workers(config: SearchConfig) -> dict[str, Any]:
     storage = open_storage(resolved.storage_url)
     _create_or_check_study(resolved, storage, None)  # refuse a mismatched study before training
     checkpoint = _ensure_supernet(resolved)
-    supernet, metadata, data, evaluator = _build_evaluator(checkpoint, config)
-    attributes = _study_attributes(resolved, checkpoint, metadata, data.description)
+    evaluation = _build_evaluator(checkpoint, config)
+    attributes = _study_attributes(resolved, checkpoint, evaluation)
     study = _create_or_check_study(resolved, storage, attributes)
     if study is None:
         study = optuna.create_study(
@@ -524,7 +507,7 @@ def create_study_for_workers(config: SearchConfig) -> dict[str, Any]:
         )
         for key, value in attributes.items():
             study.set_user_attr(key, value)
-    added = _plan_trials(study, resolved, metadata["num_classes"])
+    added = _plan_trials(study, resolved)
     return {"study": config.study, "storage": resolved.storage_url, "planned": planned_trial_count(study), "added": added}
 
 
@@ -543,13 +526,13 @@ def run_worker(storage_url: str, study_name: str, progress: bool = True, finish:
 
     if not checkpoint.exists() or checkpoint_checksum(checkpoint) != study.user_attrs.get("supernet_checksum"):
         raise UserError(f"supernet checkpoint {checkpoint} of study {study_name!r} is missing or changed on this machine")
-    supernet, metadata, data, evaluator = _build_evaluator(checkpoint, config)
+    evaluation = _build_evaluator(checkpoint, config)
     study = optuna.load_study(
         study_name=study_name, storage=storage,
         sampler=make_sampler(config.sampler, seed=None, constrained=True, multi_objective=len(config.objectives) > 1),
     )
     artifact_dir = resolved.study_dir / "artifacts"
-    objective = _make_objective(resolved, evaluator, metadata["num_classes"], artifact_dir)
+    objective = _make_objective(resolved, evaluation, artifact_dir)
     ran = work_through_queue(study, objective, progress, label=f"worker {study_name}")
     result = {"study": study_name, "storage": storage_url, "ran": ran, "feasible_fraction": feasible_fraction(study)}
     if finish and not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):

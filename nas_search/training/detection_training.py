@@ -193,14 +193,39 @@ class DetectionSandwichStep(nn.Module):
 # ----------------------------------------------------------------------------- supernet
 
 
-def detection_sandwich_specs(space, count: int, seed: int, step: int, extremes: tuple | None = None) -> list:
+def detection_sandwich_specs(space, count: int, seed: int, step: int, extremes: tuple | None = None,
+                             max_flops: float | None = None, flops=None) -> list:
     """Largest, smallest and ``count`` random subnets for a global step (deterministic: the
     random ones come from ``random.Random`` seeded by ``seed`` and ``step``, as in the
     classification trainer). ``extremes`` passes ``(largest, smallest)`` computed once
-    (the detection space's ``smallest()`` counts FLOPs, so it is not free)."""
+    (the detection space's ``smallest()`` counts FLOPs, so it is not free).
+
+    Budget-aware training: with ``max_flops`` (and ``flops``, a ``spec -> FLOPs`` model),
+    random subnets are drawn among those within the budget (rejection sampling), and
+    ``extremes`` should hold the largest subnet within it (:func:`budget_extremes`)."""
     largest, smallest = extremes if extremes is not None else (space.largest(), space.smallest())
     rng = random.Random(seed * 1_000_003 + step)
-    return [largest, smallest] + [space.sample(rng) for _ in range(count)]
+    randoms = []
+    for _ in range(count):
+        spec = space.sample(rng, bias=rng.random() if max_flops is not None else None)
+        for _attempt in range(50):
+            if max_flops is None or flops(spec) <= max_flops:
+                break
+            spec = space.sample(rng, bias=rng.random())
+        else:
+            spec = smallest
+        randoms.append(spec)
+    return [largest, smallest] + randoms
+
+
+def budget_extremes(space, max_flops: float | None, flops) -> tuple:
+    """``(largest, smallest)`` of the sandwich: with a budget, the largest subnet is the
+    space's largest shrunk (all widths, then depths) until it fits the budget."""
+    if max_flops is None:
+        return space.largest(), space.smallest()
+    from nas_search.search.projection import project_to_band
+
+    return project_to_band(space.largest(), space, flops, 0.0, float(max_flops)), space.smallest()
 
 
 
@@ -235,6 +260,8 @@ class DetectionSupernetTrainConfig:
     amp: bool = True                   # CUDA only
     out: str = "runs/detection-supernet.pt"
     resume: bool = False
+    max_flops: float | None = None     # budget-aware supernet: train only subnets within this many FLOPs
+    flops_input_size: int | None = None  # ... counted at this (deployment) size; None = the space's
     stop_after_epochs: int | None = None  # train at most this many epochs in this run (the schedule
                                           # still spans ``epochs``); continue later with ``resume``
     progress: bool = True
@@ -315,7 +342,12 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
     out = Path(config.out)
     torch.manual_seed(config.seed)
     supernet = DetectionSupernet(space, num_classes, image_size=image_size).to(device)
-    extremes = (space.largest(), space.smallest())
+    flops_model = None
+    if config.max_flops is not None:
+        from nas_search.hw_models import FlopsModel
+
+        flops_model = FlopsModel(space, config.flops_input_size or space.input_size, num_classes)
+    extremes = budget_extremes(space, config.max_flops, flops_model)
     use_cuda = device.type == "cuda"
     optimizer = build_optimizer(supernet, config)
     loader = make_detection_loader(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
@@ -371,7 +403,8 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
         for step_in_epoch, (images, targets) in enumerate(loader):
             global_step = epoch * steps_per_epoch + step_in_epoch
             images, targets = _to_device(images, targets, device)
-            specs = detection_sandwich_specs(space, config.random_subnets, config.seed, global_step, extremes)
+            specs = detection_sandwich_specs(space, config.random_subnets, config.seed, global_step, extremes,
+                                             config.max_flops, flops_model)
             with torch.autocast(device_type=device.type, enabled=use_cuda and config.amp):
                 loss, parts = step_module(images, targets, specs)
             if not torch.isfinite(loss):

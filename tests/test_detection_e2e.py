@@ -1,0 +1,102 @@
+"""The detection main job end to end through the real CLI: ``run --task detect`` on the
+built-in demo (tiny settings), the summary and study, ``export`` (ONNX without
+post-processing, settings in the config) and ``train`` of the exported detector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import yaml
+from conftest import CliRunner
+
+from nas_search.detection.static import HEAD_OUTPUTS
+from nas_search.export import load_exported
+from nas_search.spaces import get_space
+from nas_search.spaces.sampling import flops_range
+
+pytestmark = pytest.mark.slow
+
+BUDGET = 1_500_000_000  # 1.5 GFLOPs at 416 px: binds (the space reaches 23.8 G)
+
+
+@pytest.fixture(scope="module")
+def detect_study(tmp_path_factory: pytest.TempPathFactory, nas_cli: CliRunner) -> Path:
+    directory = tmp_path_factory.mktemp("detect-study")
+    result = nas_cli(
+        directory, "run", "--task", "detect", "--budget", str(BUDGET), "--study", "det", "--trials", "3",
+        "--startup-trials", "2", "--supernet-epochs", "1", "--max-train", "32", "--max-val", "16",
+        "--train-input-size", "64", "--calibration-images", "16", "--quiet", "--json-summary", "summary.json",
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mAP@0.5" in result.stdout
+    return directory
+
+
+def test_detect_run_meets_the_budget_band_and_records_map(detect_study: Path) -> None:
+    summary = json.loads((detect_study / "summary.json").read_text())
+    assert summary["task"] == "detect" and summary["score_name"] == "mAP@0.5"
+    assert summary["space"] == "detect" and summary["input_size"] == 416
+    best = summary["best"]
+    assert best is not None
+    assert 0.8 * BUDGET <= best["flops"] <= BUDGET
+    study = optuna.load_study(study_name="det", storage=f"sqlite:///{detect_study / 'studies' / 'det.db'}")
+    assert study.user_attrs["task"] == "detect" and study.user_attrs["train_input_size"] == 64
+    for trial in study.trials:
+        if trial.user_attrs.get("feasible"):
+            assert 0.0 <= trial.user_attrs["map50"] <= 1.0 and trial.user_attrs["accuracy"] == trial.user_attrs["map50"]
+            assert "neck" in trial.user_attrs["arch"] and "dethead" in trial.user_attrs["arch"]
+    smallest = flops_range(get_space("detect"), 416).smallest
+    assert smallest < BUDGET
+
+
+@pytest.fixture(scope="module")
+def detect_export(detect_study: Path, nas_cli: CliRunner) -> Path:
+    out = detect_study / "exported"
+    result = nas_cli(detect_study, "export", "--study", "det", "--trial", "best", "-o", str(out), "--epochs", "1",
+                     "--json", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_detect_export_onnx_and_config(detect_export: Path) -> None:
+    out = detect_export
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["task"] == "detect" and meta["onnx_max_abs_difference"] < 1e-3
+    assert set(meta["postprocess"]) >= {"score_thresh", "nms_thresh", "detections_per_img"}
+    config = yaml.safe_load((out / "train.yaml").read_text())
+    assert config["task"] == "detect" and config["postprocess"] == meta["postprocess"]
+    # the ONNX file is the network without post-processing: three raw outputs per anchor point
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [output.name for output in session.get_outputs()] == list(HEAD_OUTPUTS)
+    image = np.random.default_rng(0).standard_normal((1, 3, 416, 416), dtype=np.float32)
+    outputs = session.run(None, {"images": image})
+    anchors = sum((416 // stride) ** 2 for stride in (8, 16, 32))
+    assert outputs[0].shape == (1, anchors, meta["num_classes"] + 1)
+    assert outputs[1].shape == (1, anchors, 4) and outputs[2].shape == (1, anchors, 1)
+    model = load_exported(out)
+    with torch.no_grad():
+        expected = model.core()(torch.from_numpy(image))
+    for actual, reference in zip(outputs, expected):
+        scale = max(1.0, float(np.abs(reference.numpy()).max()))
+        assert np.abs(actual - reference.numpy()).max() / scale < 1e-4
+    # and the rebuilt detector detects (torchvision post-processing with the exported settings)
+    with torch.no_grad():
+        detections = model([torch.rand(3, 300, 400)])
+    assert set(detections[0]) == {"boxes", "scores", "labels"}
+
+
+def test_detect_train_exported(detect_study: Path, detect_export: Path, nas_cli: CliRunner) -> None:
+    out = detect_export
+    result = nas_cli(detect_study, "train", str(out / "train.yaml"), "--epochs", "1", "--max-train", "16", "--json",
+                     timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert 0.0 <= report["map50"] <= 1.0 and Path(report["weights"]).is_file()
