@@ -394,20 +394,31 @@ def _finish(study: optuna.Study, resolved: ResolvedSearch, artifact_dir: Path) -
     return summary_payload(study, resolved.storage_url, files)
 
 
-def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[str, Any]:
-    """The main job: train or load the supernet, search, and summarise."""
-    from nas_search.utils import atomic_write_text
+@dataclass
+class PreparedStudy:
+    """A study ready for trials: the supernet, its scorer, and the planned queue."""
 
-    started = time.perf_counter()
+    resolved: ResolvedSearch
+    study: optuna.Study
+    checkpoint: Path
+    evaluation: TaskEvaluation
+    added: int
+
+
+def prepare_study(config: SearchConfig, announce: bool = True) -> PreparedStudy:
+    """Everything before the trials, shared by ``run`` and ``run --plan-only``: check the
+    options, refuse a mismatched existing study before any training, train or load the
+    supernet, create the study (or load it, checking it matches) and plan its trials."""
     resolved = resolve_search(config)
     storage = open_storage(resolved.storage_url)
     _create_or_check_study(resolved, storage, None)  # refuse a mismatched study before training
-    limits = flops_range(resolved.space, resolved.input_size)
-    print(
-        f"space {resolved.space.name!r}: {format_flops(limits.smallest)} to {format_flops(limits.largest)} at "
-        f"{resolved.input_size} px (deployment); supernet proxy size {resolved.train_input_size} px. "
-        "FLOPs: 1 multiply-add = 1 FLOP."
-    )
+    if announce:
+        limits = flops_range(resolved.space, resolved.input_size)
+        print(
+            f"space {resolved.space.name!r}: {format_flops(limits.smallest)} to {format_flops(limits.largest)} at "
+            f"{resolved.input_size} px (deployment); supernet proxy size {resolved.train_input_size} px. "
+            "FLOPs: 1 multiply-add = 1 FLOP."
+        )
     checkpoint = _ensure_supernet(resolved)
     evaluation = _build_evaluator(checkpoint, config)
     attributes = _study_attributes(resolved, checkpoint, evaluation)
@@ -423,9 +434,20 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
     else:
         study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler)
     added = _plan_trials(study, resolved)
-    print(f"study {config.study!r} in {resolved.storage_url}: {planned_trial_count(study)} planned trials ({added} new)")
+    return PreparedStudy(resolved, study, checkpoint, evaluation, added)
+
+
+def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[str, Any]:
+    """The main job: train or load the supernet, search, and summarise."""
+    from nas_search.utils import atomic_write_text
+
+    started = time.perf_counter()
+    prepared = prepare_study(config)
+    resolved, study = prepared.resolved, prepared.study
+    print(f"study {config.study!r} in {resolved.storage_url}: {planned_trial_count(study)} planned trials "
+          f"({prepared.added} new)")
     artifact_dir = resolved.study_dir / "artifacts"
-    objective = _make_objective(resolved, evaluation, artifact_dir)
+    objective = _make_objective(resolved, prepared.evaluation, artifact_dir)
     work_through_queue(study, objective, config.progress)
     summary = _finish(study, resolved, artifact_dir)
     check = measure_chosen_latency(resolved, summary)
@@ -433,7 +455,7 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
         summary["latency_check"] = check
         study.set_user_attr("latency_check", check)
     summary["seconds"] = time.perf_counter() - started
-    summary["files"]["supernet"] = str(checkpoint)
+    summary["files"]["supernet"] = str(prepared.checkpoint)
     if json_summary:
         atomic_write_text(json_summary, json.dumps(summary, indent=2, default=str) + "\n")
         summary["files"]["json_summary"] = json_summary
@@ -493,22 +515,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 def create_study_for_workers(config: SearchConfig) -> dict[str, Any]:
     """Create the study and its planned trials once (training or loading the supernet),
     without running trials; workers started afterwards share it."""
-    resolved = resolve_search(config)
-    storage = open_storage(resolved.storage_url)
-    _create_or_check_study(resolved, storage, None)  # refuse a mismatched study before training
-    checkpoint = _ensure_supernet(resolved)
-    evaluation = _build_evaluator(checkpoint, config)
-    attributes = _study_attributes(resolved, checkpoint, evaluation)
-    study = _create_or_check_study(resolved, storage, attributes)
-    if study is None:
-        study = optuna.create_study(
-            study_name=config.study, storage=storage,
-            directions=[OBJECTIVE_DIRECTIONS[name] for name in config.objectives],
-        )
-        for key, value in attributes.items():
-            study.set_user_attr(key, value)
-    added = _plan_trials(study, resolved)
-    return {"study": config.study, "storage": resolved.storage_url, "planned": planned_trial_count(study), "added": added}
+    prepared = prepare_study(config, announce=False)
+    return {"study": config.study, "storage": prepared.resolved.storage_url,
+            "planned": planned_trial_count(prepared.study), "added": prepared.added}
 
 
 def run_worker(storage_url: str, study_name: str, progress: bool = True, finish: bool = True) -> dict[str, Any]:
