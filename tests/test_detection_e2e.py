@@ -100,3 +100,12 @@ def test_detect_train_exported(detect_study: Path, detect_export: Path, nas_cli:
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert 0.0 <= report["map50"] <= 1.0 and Path(report["weights"]).is_file()
+
+
+@pytest.mark.parametrize("extra", [["--latency", "5ms", "--device", "pixel2"], ["--memory", "20MB"], ["--space", "mobile"]])
+def test_detect_run_refuses_what_it_cannot_do(extra: list[str], nas_cli: CliRunner, tmp_path: Path) -> None:
+    result = nas_cli(tmp_path, "run", "--task", "detect", "--budget", "4.5GFLOPs", *extra, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "studies").exists() or not any((tmp_path / "studies").iterdir())

@@ -98,6 +98,9 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
             raise UserError(f"unknown objective {name!r}; accepted: {', '.join(OBJECTIVE_DIRECTIONS)} (comma-separated)")
     if "accuracy" not in config.objectives:
         raise UserError(f"objectives {','.join(config.objectives)} must include accuracy")
+    if space.task == "detect" and (config.latency or config.device or config.memory or config.lut):
+        raise UserError("--latency, --device and --memory are not available for detection spaces yet (no detector "
+                        "latency or memory model); use --budget (FLOPs) or --params")
     if (config.latency or "latency" in config.objectives or config.lut) and not config.device:
         raise UserError("--latency, --lut and the latency objective need --device NAME; see `nas-search devices`")
     if config.trials < 1:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: images and proxy input size. They keep the main job within its time budget on 2 CPU cores.
 DEMO_DEFAULTS: dict[str, dict[str, int]] = {
     "classify": {"epochs": 3, "max_train": 1500, "input_size": 32},
-    "detect": {"epochs": 6, "max_train": 800, "input_size": 96},
+    "detect": {"epochs": 4, "max_train": 800, "input_size": 96},
 }
 #: BN recalibration images per scored subnet, per task (``--calibration-images`` overrides):
 #: a detector's recalibration pass costs several times a classifier's.
