@@ -178,7 +178,8 @@ def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: Sea
     work = copy_study(micro_study, tmp_path)
     database = work / "studies" / f"{micro_study.name}.db"
     url = f"sqlite:///{database}"
-    trials = MICRO_TRIALS + 4
+    added = 20  # enough queued work that the signal lands mid-search, not during the final summary
+    trials = MICRO_TRIALS + added
     arguments = micro_run_arguments(micro_study.name, Path(micro_study.summary["files"]["supernet"]), trials)
     process = subprocess.Popen(cli_command(*arguments), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=cli_environment())
@@ -198,7 +199,7 @@ def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: Sea
             process.communicate()
     assert process.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr and "Traceback" not in stderr
-    assert f"{trials} planned trials (4 new)" in stdout
+    assert f"{trials} planned trials ({added} new)" in stdout
     states = trial_states(url, micro_study.name)
     assert TrialState.RUNNING not in states
     assert states.count(TrialState.WAITING) >= 1
