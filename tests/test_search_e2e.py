@@ -312,6 +312,7 @@ BAD_RUN_ARGUMENTS = {
     "unreachable storage": (["--storage", "postgresql://nobody@127.0.0.1:1/x"], ["postgresql://nobody@127.0.0.1:1/x"]),
     "parameter budget in words": (["--params", "lots"], ["parameter budget", "lots", "5M"]),
     "bad study name": (["--study", "../escape"], ["../escape"]),
+    "missing data folder": (["--data", "/nonexistent-nas-search-data"], ["/nonexistent-nas-search-data", "ImageFolder"]),
 }
 
 

@@ -98,6 +98,10 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
             raise UserError(f"unknown objective {name!r}; accepted: {', '.join(OBJECTIVE_DIRECTIONS)} (comma-separated)")
     if "accuracy" not in config.objectives:
         raise UserError(f"objectives {','.join(config.objectives)} must include accuracy")
+    if config.data is not None and not Path(config.data).is_dir():
+        raise UserError(f"data folder {config.data} does not exist; accepted: "
+                        + ("a Pascal VOC, COCO JSON or YOLO folder" if task.name == "detect"
+                           else "an ImageFolder root (train/ + val/ or test/, or one folder of class folders)"))
     if space.task == "detect" and (config.latency or config.device or config.memory or config.lut):
         raise UserError("--latency, --device and --memory are not available for detection spaces yet (no detector "
                         "latency or memory model); use --budget (FLOPs) or --params")
