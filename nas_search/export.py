@@ -186,7 +186,7 @@ def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen,
     model.eval()
     num_classes = int(metadata["num_classes"])
     cost = count_flops(spec, supernet.space, input_size, num_classes)
-    postprocess = {key: value for key, value in model.detector_options.items()}
+    postprocess = dict(model.detector_options)
     train_config = {
         "task": "detect",
         "arch": spec.to_dict(),

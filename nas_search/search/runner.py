@@ -322,8 +322,9 @@ def _startup_specs(resolved: ResolvedSearch, count: int, seed: int) -> list:
         return pool[:count]
     in_band, below_band = [], []
     for spec in pool:
-        if all(float(model(spec)) <= limit for model, limit in device_limits):
-            meets_lower = all(float(model(spec)) >= limit for model, limit in lower_limits)
+        costs = {id(model): float(model(spec)) for model, _ in device_limits + lower_limits}
+        if all(costs[id(model)] <= limit for model, limit in device_limits):
+            meets_lower = all(costs[id(model)] >= limit for model, limit in lower_limits)
             (in_band if meets_lower else below_band).append(spec)
     return (in_band + below_band)[:count]
 
@@ -473,10 +474,10 @@ def measure_chosen_latency(resolved: ResolvedSearch, summary: dict[str, Any]) ->
     """Measure the chosen architecture on the latency device when it is this machine
     (a model's prediction is not a promise): predicted and measured ms and whether the
     measurement meets the budget. None when there is no local latency device or no result."""
-    from nas_search.hw_models.latency import LatencyModel, TimingOptions, measure_subnets
+    from nas_search.hw_models.latency import LatencyModel, TimingOptions, local_hardware, measure_subnets
 
     model = resolved.latency_model
-    if not isinstance(model, LatencyModel) or not summary.get("best") or model.table.hardware != _local_hardware():
+    if not isinstance(model, LatencyModel) or not summary.get("best") or model.table.hardware != local_hardware():
         return None
     from nas_search.spec import ArchSpec
 
@@ -488,12 +489,6 @@ def measure_chosen_latency(resolved: ResolvedSearch, summary: dict[str, Any]) ->
         "device": model.device, "predicted_ms": float(model(spec)), "measured_ms": timing.median_ms,
         "budget_ms": limit, "meets_budget": None if limit is None else timing.median_ms <= limit,
     }
-
-
-def _local_hardware() -> str:
-    from nas_search.hw_models.latency import local_hardware
-
-    return local_hardware()
 
 
 def print_summary(summary: dict[str, Any]) -> None:

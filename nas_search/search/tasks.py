@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from nas_search.spec import ArchSpec
+from nas_search.training.checkpoint import DETECTION_SUPERNET_FORMAT, SUPERNET_FORMAT
 
 if TYPE_CHECKING:  # pragma: no cover
     from nas_search.search.config import SearchConfig
@@ -148,9 +149,9 @@ def _load_detector_evaluator(checkpoint: Path, config: "SearchConfig") -> TaskEv
 
 TASKS: dict[str, Task] = {
     "classify": Task("classify", "mobile", "top-1 accuracy", _train_classifier_supernet, _load_classifier_evaluator,
-                     "nas-search-supernet"),
+                     SUPERNET_FORMAT),
     "detect": Task("detect", "detect", "mAP@0.5", _train_detector_supernet, _load_detector_evaluator,
-                   "nas-search-detection-supernet"),
+                   DETECTION_SUPERNET_FORMAT),
 }
 
 

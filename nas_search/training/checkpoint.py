@@ -12,6 +12,7 @@ from nas_search.utils import atomic_torch_save, file_sha256
 
 SUPERNET_FORMAT = "nas-search-supernet"
 MODEL_FORMAT = "nas-search-model"
+DETECTION_SUPERNET_FORMAT = "nas-search-detection-supernet"
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:

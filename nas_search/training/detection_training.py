@@ -35,11 +35,10 @@ from torch import nn
 
 from nas_search.config import config_to_dict
 from nas_search.errors import UserError
-from nas_search.training.checkpoint import load_checkpoint, save_checkpoint
+from nas_search.training.checkpoint import DETECTION_SUPERNET_FORMAT, load_checkpoint, save_checkpoint
 from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
 from nas_search.training.supernet_training import build_optimizer, warmup_cosine
 
-DETECTION_SUPERNET_FORMAT = "nas-search-detection-supernet"
 DETECTION_SUPERNET_FORMAT_VERSION = 1
 OPTIMIZERS = ("sgd", "adamw")  # as in supernet_training.build_optimizer
 
