@@ -152,6 +152,7 @@ def test_detect_space_is_registered_and_validates(space):
     assert space.task == "detect" and space.input_size == 416 and space.train_input_size < space.input_size
     mobile = get_space("mobile")
     assert space.stages == mobile.stages and space.feature_strides() == (8, 16, 32)
+    assert space.level_strides() == (8, 16, 32, 64, 128)  # two extra levels, as FCOS's P6/P7
     for spec in (space.largest(), space.smallest(), *random_specs(space, 20, seed=2)):
         space.validate(spec)
     with pytest.raises(UserError, match="needs a detector"):
@@ -171,11 +172,28 @@ def test_flops_range_at_deployment_size_covers_the_budgets(space):
         check_budget(space, limits.smallest - 1)
 
 
+def test_fresh_head_predicts_positive_boxes_of_the_distance_prior(space):
+    """A fresh head predicts box distances near BOX_DISTANCE_PRIOR strides on every side
+    (the exp parametrisation), never the zero-size boxes where GIoU has no size gradient;
+    huge raw outputs are clamped, not overflowed."""
+    from nas_search.detection.static import BOX_DISTANCE_PRIOR, box_distances
+
+    torch.manual_seed(0)
+    detector = build_detector(random_specs(space, 1, seed=11)[0], CLASSES, SIZE).eval()
+    with torch.no_grad():
+        outputs = dict(zip(HEAD_OUTPUTS, detector.core()(torch.randn(2, 3, SIZE, SIZE))))
+    boxes = outputs["bbox_regression"]
+    assert boxes.shape[1] == sum(math.ceil(SIZE / stride) ** 2 for stride in space.level_strides())
+    assert bool((boxes > 0).all())
+    assert abs(float(boxes.median()) - BOX_DISTANCE_PRIOR) < 0.5, float(boxes.median())
+    assert torch.isfinite(box_distances(torch.tensor([1e4, -1e4]))).all()
+
+
 # ---------------------------------------------------------------------------- supernet
 def test_train_mode_losses_are_finite_and_backpropagate(supernet, space):
     supernet.train()
     images, targets = batch()
-    anchors = sum(math.ceil(SIZE / stride) ** 2 for stride in space.feature_strides())
+    anchors = sum(math.ceil(SIZE / stride) ** 2 for stride in space.level_strides())
     for spec in (space.largest(), space.smallest(), *random_specs(space, 2, seed=3)):
         supernet.activate(spec)
         supernet.zero_grad(set_to_none=True)

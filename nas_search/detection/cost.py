@@ -4,7 +4,7 @@ Counted at batch 1 on a square ``input_size`` (416 by default), with the same
 convention as ``nas_search.hw_models.flops`` (1 multiply-add = 1 FLOP, eval-mode BN
 counted, activations and additions not): the backbone's stem and stages up to the deepest
 feature stage, the neck (laterals, nearest upsampling, which fvcore counts as one FLOP
-per output element, and the per-level blocks) and the head (both towers at every level,
+per output element, the per-level blocks and the stride-2 extra levels) and the head (both towers at every level,
 and the three predictor convolutions). The transform (resize, normalisation, padding),
 the anchors and the post-processing (decoding, NMS) are not counted.
 
@@ -41,15 +41,27 @@ def _separable(channels_in: int, channels_out: int, size: int) -> Cost:
     return cost
 
 
+def extra_level_sizes(neck: ResolvedNeck, deepest: int) -> tuple[int, ...]:
+    """Map sizes of the extra levels, each a stride-2 3x3 convolution of the previous one."""
+    sizes, size = [], deepest
+    for _ in range(neck.extra_levels):
+        size = output_size(size, SEPARABLE_KERNEL, 2)
+        sizes.append(size)
+    return tuple(sizes)
+
+
 def neck_cost(neck: ResolvedNeck, sizes: tuple[int, ...]) -> Cost:
-    """Laterals, top-down upsampling (every level but the deepest) and per-level blocks."""
+    """Laterals, top-down upsampling (every backbone level but the deepest), per-level
+    blocks and the extra levels; ``sizes`` are the backbone features' map sizes."""
     cost = Cost()
     for level, (in_channels, size) in enumerate(zip(neck.in_channels, sizes)):
         cost += conv_norm(in_channels, neck.channels, 1, size)
-        if level < neck.levels - 1:
+        if level < len(neck.in_channels) - 1:
             cost += Cost(neck.channels * size * size, 0)  # nearest upsampling to this level
         for _ in range(neck.depth):
             cost += _separable(neck.channels, neck.channels, size)
+    for size in extra_level_sizes(neck, sizes[-1]):
+        cost += _separable(neck.channels, neck.channels, size)
     return cost
 
 
@@ -93,7 +105,7 @@ def count_detector(detector: ResolvedDetector, input_size: int) -> CostBreakdown
         if stage_index in backbone.feature_stages:
             sizes.append(size)
     parts["neck"] = neck_cost(detector.neck, tuple(sizes))
-    parts["head"] = head_cost(detector.head, tuple(sizes))
+    parts["head"] = head_cost(detector.head, tuple(sizes) + extra_level_sizes(detector.neck, sizes[-1]))
     return CostBreakdown(
         flops=sum(cost.flops for cost in parts.values()),
         params=sum(cost.params for cost in parts.values()),
@@ -111,4 +123,4 @@ def count_detection(spec: ArchSpec, space: SearchSpace, input_size: int, num_cla
 
 register_model_counter("detect", count_detection)
 
-__all__ = ["count_detection", "count_detector", "head_cost", "neck_cost"]
+__all__ = ["count_detection", "count_detector", "extra_level_sizes", "head_cost", "neck_cost"]

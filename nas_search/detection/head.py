@@ -16,12 +16,12 @@ from torch import nn
 
 from nas_search.detection.space import ResolvedHead
 from nas_search.detection.static import (
-    PRIOR_PROBABILITY,
     DetectionHead,
     PyramidHead,
     SeparableTower,
     SharedSeparableLayer,
-    initialise_predictor,
+    box_distances,
+    initialise_predictors,
 )
 from nas_search.spaces.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticDepthwiseConv2d
 
@@ -94,9 +94,7 @@ class ElasticDetectionHead(PyramidHead):
         self.cls_logits = ElasticConv2d(max_channels, num_classes, bias=True)
         self.bbox_reg = ElasticConv2d(max_channels, 4, bias=True)
         self.bbox_ctrness = ElasticConv2d(max_channels, 1, bias=True)
-        initialise_predictor(self.cls_logits.weight, self.cls_logits.bias, PRIOR_PROBABILITY)
-        initialise_predictor(self.bbox_reg.weight, self.bbox_reg.bias)
-        initialise_predictor(self.bbox_ctrness.weight, self.bbox_ctrness.bias)
+        initialise_predictors(self)
         self.active: ResolvedHead | None = None
 
     def predict_level(self, x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -105,7 +103,7 @@ class ElasticDetectionHead(PyramidHead):
         regression = self.regression_tower(x, head, level)
         return (
             self.cls_logits(classification, head.num_classes),
-            F.relu(self.bbox_reg(regression, 4)),
+            box_distances(self.bbox_reg(regression, 4)),
             self.bbox_ctrness(regression, 1),
         )
 

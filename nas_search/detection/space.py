@@ -14,7 +14,8 @@ The detector (see ``nas_search.detection.static``):
   1x1 conv are not part of a detector); features at strides 8, 16 and 32;
 * neck (FPN-lite): a 1x1 lateral conv + BN from each feature to the neck width, top-down
   nearest upsampling and addition, then ``neck_depth`` residual depthwise-separable blocks
-  per level;
+  per level; then ``extra_levels`` (2) coarser levels, each a stride-2 depthwise-separable
+  block on the previous level (strides 64 and 128, as FCOS's P6/P7);
 * head (FCOS): a classification tower and a regression tower of ``head_depth``
   depthwise-separable layers at the head width, shared across levels (with one BN per
   level), then 1x1 ``cls_logits`` (C + 1 outputs, torchvision's background-included
@@ -51,6 +52,10 @@ class DetectorChoices:
         head_channels: head tower channels at head width 1.
         head_widths: allowed head width ratios.
         head_depths: allowed numbers of separable layers per tower.
+        extra_levels: coarser pyramid levels appended after the deepest backbone feature,
+            each a stride-2 depthwise-separable block at the neck width (FCOS's P6/P7,
+            SSDlite's extra layers). Not searched: large objects need them whatever the
+            backbone, and they cost little (under 1% of a detector's FLOPs).
     """
 
     neck_channels: int = 128
@@ -59,6 +64,7 @@ class DetectorChoices:
     head_channels: int = 128
     head_widths: tuple[float, ...] = WIDTH_RATIOS
     head_depths: tuple[int, ...] = (1, 2, 3, 4)
+    extra_levels: int = 2
 
     def options(self) -> dict[str, tuple]:
         """The choice list of every :class:`DetectorSpec` field."""
@@ -120,17 +126,19 @@ class ResolvedNeck:
     Attributes:
         in_channels: channels of each backbone feature (shallow to deep).
         channels: neck width (every level).
-        depth: extra separable blocks per level.
+        depth: extra separable blocks per backbone level.
+        extra_levels: coarser levels made from the deepest one by stride-2 separable blocks.
     """
 
     in_channels: tuple[int, ...]
     channels: int
     depth: int
+    extra_levels: int = 0
 
     @property
     def levels(self) -> int:
-        """Number of pyramid levels."""
-        return len(self.in_channels)
+        """Number of pyramid levels (backbone levels plus extra levels)."""
+        return len(self.in_channels) + self.extra_levels
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,7 @@ class ResolvedDetector:
             not used by a detector).
         neck / head: the neck and head shapes.
         num_classes: object classes C, background excluded.
-        strides: the feature strides, shallow to deep (also the anchor sizes).
+        strides: the pyramid levels' strides, shallow to deep (also the anchor sizes).
     """
 
     spec: ArchSpec
@@ -236,6 +244,14 @@ class DetectionSpace(SearchSpace):
                 strides.append(stride)
         return tuple(strides)
 
+    def level_strides(self) -> tuple[int, ...]:
+        """Stride of every pyramid level: the feature strides, then each extra level's
+        (twice the previous one), e.g. 8, 16, 32, 64, 128."""
+        strides = list(self.feature_strides())
+        for _ in range(self.detector.extra_levels):
+            strides.append(strides[-1] * 2)
+        return tuple(strides)
+
     # ------------------------------------------------------------------ validation and resolution
     def validate(self, spec: ArchSpec) -> None:
         """Backbone choices as in :meth:`SearchSpace.validate`, plus the detector's."""
@@ -265,6 +281,7 @@ class DetectionSpace(SearchSpace):
             in_channels=tuple(backbone.stages[index][-1].out_channels for index in backbone.feature_stages),
             channels=scaled_channels(self.detector.neck_channels, detector.neck_width, divisor),
             depth=detector.neck_depth,
+            extra_levels=self.detector.extra_levels,
         )
         head = ResolvedHead(
             in_channels=neck.channels,
@@ -273,7 +290,7 @@ class DetectionSpace(SearchSpace):
             num_classes=classes + 1,
             levels=neck.levels,
         )
-        return ResolvedDetector(spec, backbone, neck, head, classes, self.feature_strides())
+        return ResolvedDetector(spec, backbone, neck, head, classes, self.level_strides())
 
     # ------------------------------------------------------------------ named specs and sampling
     def largest(self) -> ArchSpec:

@@ -127,9 +127,10 @@ class DetectionSupernet(DetectorInterface, FCOS):
         size = check_image_size(space.train_input_size if image_size is None else image_size)
         choices = space.detector
         neck_channels = round_channels(choices.neck_channels, 8)
-        strides = space.feature_strides()
+        strides = space.level_strides()
         neck = ElasticNeck(
-            tuple(stage.max_channels for stage in space.stages if stage.feature), neck_channels, max(choices.neck_depths)
+            tuple(stage.max_channels for stage in space.stages if stage.feature), neck_channels, max(choices.neck_depths),
+            choices.extra_levels,
         )
         head = ElasticDetectionHead(
             neck_channels, round_channels(choices.head_channels, 8), max(choices.head_depths), num_classes + 1, len(strides)
