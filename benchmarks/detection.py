@@ -77,7 +77,7 @@ class Recipe:
     input_size: int
     batch_size: int = 16
     optimizer: str = "adamw"
-    learning_rate: float = 5e-4
+    learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     clip_grad_norm: float = 10.0

@@ -47,7 +47,7 @@ def write_train_yaml(folder: Path, spec, **options) -> Path:
 
 def test_defaults_are_the_measured_fcos_recipe():
     config = DetectionTrainConfig()
-    assert (config.task, config.optimizer, config.learning_rate, config.init) == ("detect", "adamw", 5e-4, "inherited")
+    assert (config.task, config.optimizer, config.learning_rate, config.init) == ("detect", "adamw", 2e-3, "inherited")
     assert (config.input_size, config.epochs, config.batch_size, config.warmup_epochs) == (128, 20, 16, 1.0)
 
 

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-import warnings
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -130,9 +130,9 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
         limits = check_budget(space, budget, input_size)
         constraints.append(Constraint("flops", "flops", float(budget)))
         if budget >= limits.largest:
-            warnings.warn(
-                f"budget {format_flops(budget)} is above the largest subnet ({format_flops(limits.largest)}): "
-                "the FLOPs constraint is inactive", stacklevel=2,
+            print(
+                f"warning: budget {format_flops(budget)} is above the largest subnet ({format_flops(limits.largest)}): "
+                "the FLOPs constraint is inactive", file=sys.stderr,
             )
         elif config.min_utilization > 0 and not config.latency:
             constraints.append(Constraint("flops_utilization", "flops", config.min_utilization * budget, lower=True))
