@@ -256,6 +256,9 @@ class TransferOptions:
             reference device on the layer-wise features (its "smoothed" signature).
         leave_one_out_max_samples: up to this n, candidates are scored by leave-one-out.
         cross_validation_folds: folds used to score candidates on larger samples.
+        cross_validation_trim: share of the largest held-out squared errors left out of
+            a candidate's score (a trimmed mean), so that one spike in the target's few
+            measurements does not make every candidate look equally bad.
         ensemble_temperature: candidates are averaged (in log latency) with weights
             ``exp(-(error / best_error - 1) / temperature)``; small = pick the best.
         tree_min_samples: from this n on, gradient-boosted trees join the candidates;
@@ -273,6 +276,7 @@ class TransferOptions:
     smoothing_penalty: float = 1.0
     leave_one_out_max_samples: int = 10
     cross_validation_folds: int = 5
+    cross_validation_trim: float = 0.1
     ensemble_temperature: float = 1.0
     tree_min_samples: int | None = None
     tree_count: int = 100
@@ -640,12 +644,19 @@ def fit_transfer_predictor(
     * ``layer_ridge``: ridge on the layer-wise features only;
     * ``additive``: a lookup-table-like model, non-negative cost per kernel, multiply-add
       and element moved for every kernel kind (no other device needed);
+    * ``smoothed_signature_ridge``: the same without the raw reference columns (their
+      noise), for noisy targets;
+    * ``totals_additive``: non-negative time per kernel launch, multiply-add and element
+      moved, over the whole network (four numbers);
+    * ``power_<total>``: ``a * total^b`` for the kernel count, memory traffic, parameters
+      and activations (:data:`POWER_LAW_COLUMNS`);
     * ``flops_proportional`` and ``flops_power``: ``a * FLOPs`` and ``a * FLOPs^b``, the
       low-variance fallbacks that win on devices whose few samples are mostly noise;
     * ``boosted_residual`` (only when ``options.tree_min_samples`` is set and reached):
       gradient-boosted trees on the residuals of the best log-linear candidate.
 
-    The prediction averages the candidates in log latency, weighted by their scores.
+    The prediction averages the candidates in log latency, weighted by their scores
+    (trimmed mean squared error, see ``options.cross_validation_trim``).
 
     Args:
         table: the latency table.
@@ -732,11 +743,15 @@ class _FitContext:
             for count in range(1, min(self.options.max_reference_devices, len(self.references)) + 1):
                 table[f"reference_top{count}"] = _reference_regression(count)
             table["signature_ridge"] = _signature_ridge
+            table["smoothed_signature_ridge"] = _smoothed_signature_ridge
         if not self.references or self.options.layer_ridge_with_references:
             table["layer_ridge"] = _layer_ridge
         table["additive"] = _additive
-        table["flops_proportional"] = _flops_power(fixed_exponent=1.0)
-        table["flops_power"] = _flops_power(fixed_exponent=None)
+        table["totals_additive"] = _totals_additive
+        table["flops_proportional"] = _power_law("total_macs", fixed_exponent=1.0)
+        table["flops_power"] = _power_law("total_macs", fixed_exponent=None)
+        for column in POWER_LAW_COLUMNS:
+            table[f"power_{column}"] = _power_law(column, fixed_exponent=None)
         return table
 
     def folds(self) -> list[np.ndarray]:
@@ -748,7 +763,12 @@ class _FitContext:
         return [np.sort(order[fold::fold_count]) for fold in range(fold_count)]
 
     def cross_validate(self, candidate: CandidateFit) -> float:
-        """Mean squared log error of ``candidate`` over held-out folds (inf if it cannot fit)."""
+        """Trimmed mean squared log error of ``candidate`` over held-out folds (inf if it cannot fit).
+
+        The largest ``options.cross_validation_trim`` share of the held-out squared errors
+        is left out: with 10 samples, one measurement spike otherwise dominates every
+        candidate's score and the weights become uniform, bad candidates included.
+        """
         errors = []
         everything = np.arange(len(self.indices))
         for held_out in self.folds():
@@ -758,13 +778,17 @@ class _FitContext:
                 return float("inf")
             predicted = model.predict_log(self.table, self.indices[held_out])
             errors.append((predicted - self.log_target[held_out]) ** 2)
-        return float(np.mean(np.concatenate(errors)))
+        squared = np.sort(np.concatenate(errors))
+        dropped = int(np.floor(self.options.cross_validation_trim * len(squared)))
+        return float(np.mean(squared[: len(squared) - dropped]))
 
     def fit(self, target_device: str) -> TransferPredictor:
         """Score every candidate, refit them on all samples and weight them by their scores."""
         candidates = self.candidates()
         errors = {name: self.cross_validate(candidate) for name, candidate in candidates.items()}
-        linear = {name: error for name, error in errors.items() if name != "additive" and np.isfinite(error)}
+        linear = {
+            name: error for name, error in errors.items() if name not in ("additive", "totals_additive") and np.isfinite(error)
+        }
         minimum = self.options.tree_min_samples
         if linear and minimum is not None and len(self.indices) >= minimum:
             base_name = min(linear, key=linear.__getitem__)
@@ -866,6 +890,24 @@ def _signature_ridge(context: _FitContext, training: np.ndarray) -> LogLinearMod
     return LogLinearModel(intercept, device_weights, layer_weights)
 
 
+def _smoothed_signature_ridge(context: _FitContext, training: np.ndarray) -> LogLinearModel | None:
+    """Ridge on the references' smoothed signatures and the layer-wise features, no raw column.
+
+    The smoothed signatures are the references' latencies projected on the layer-wise
+    features, so their measurement noise is gone; on noisy targets (batch-1 GPUs) the raw
+    columns of :func:`_signature_ridge` mostly add the references' noise.
+    """
+    rows = context.indices[training]
+    smoothed = (context.design[rows] @ context.smoothing) / context.smoothed_scale
+    layer = context.options.layer_weight * context.design[rows]
+    inputs = np.hstack([smoothed, layer])
+    input_mean, weights, target_mean = _ridge_by_leave_one_out(inputs, context.log_target[training], context.options.ridge_alphas)
+    device_count = len(context.references)
+    smoothed_weights = weights[:device_count] / context.smoothed_scale
+    layer_weights = context.smoothing @ smoothed_weights + context.options.layer_weight * weights[device_count:]
+    return LogLinearModel(target_mean - float(input_mean @ weights), {}, layer_weights)
+
+
 def _layer_ridge(context: _FitContext, training: np.ndarray) -> LogLinearModel | None:
     """Ridge on the layer-wise features only."""
     inputs = context.design[context.indices[training]]
@@ -873,15 +915,28 @@ def _layer_ridge(context: _FitContext, training: np.ndarray) -> LogLinearModel |
     return LogLinearModel(target_mean - float(input_mean @ weights), {}, weights)
 
 
-def _flops_power(fixed_exponent: float | None) -> CandidateFit:
-    """``latency = a * FLOPs^b``: ``b`` fixed (1 = the FLOPs-proportional model) or fit."""
+#: Architecture totals that get a power-law candidate of their own (besides FLOPs): on
+#: batch-1 GPUs latency follows the kernel count (launch overhead), on memory-bound
+#: devices the memory traffic, on some CPUs the parameter count.
+POWER_LAW_COLUMNS: tuple[str, ...] = ("kernel_count", "total_memory", "total_params", "total_activations")
+#: Columns of the ``totals_additive`` candidate: time per kernel launch, per multiply-add
+#: and per element moved, the same for every kernel kind.
+TOTALS_ADDITIVE_COLUMNS: tuple[str, ...] = ("kernel_count", "total_macs", "total_memory")
+
+
+def _power_law(column_name: str, fixed_exponent: float | None) -> CandidateFit:
+    """``latency = a * total^b`` for one architecture total: ``b`` fixed or fit.
+
+    With ``total_macs`` and ``b = 1`` this is the FLOPs-proportional model.  Two numbers
+    at most: the low-variance fallbacks for devices whose few samples are mostly noise.
+    """
 
     def fit(context: _FitContext, training: np.ndarray) -> LogLinearModel | None:
         scaling, _design, _gram = _layer_design(context.table.features)
-        if "total_macs" not in scaling.columns or len(training) < (2 if fixed_exponent is None else 1):
+        if column_name not in scaling.columns or len(training) < (2 if fixed_exponent is None else 1):
             return None
-        column = scaling.columns.index("total_macs")
-        # phi[column] = (log1p(FLOPs) - mean) / scale, so log1p(FLOPs) = scale * phi + mean
+        column = scaling.columns.index(column_name)
+        # phi[column] = (log1p(total) - mean) / scale, so log1p(total) = scale * phi + mean
         log_flops = scaling.scale[column] * context.design[context.indices[training], column] + scaling.mean[column]
         targets = context.log_target[training]
         if fixed_exponent is None:
@@ -909,6 +964,31 @@ def _additive(context: _FitContext, training: np.ndarray) -> AdditiveModel | Non
     columns = tuple(ADDITIVE_COLUMNS[index] for index in kept)
     scale = scale[kept]
     inputs = aggregate[np.ix_(context.indices[training], [positions[index] for index in kept])] / scale
+    design = np.column_stack([np.ones(len(training)), inputs])
+    weights, _residual = nnls(design, np.exp(context.log_target[training]))
+    return AdditiveModel(columns, scale, float(weights[0]), weights[1:])
+
+
+def _totals_additive(context: _FitContext, training: np.ndarray) -> AdditiveModel | None:
+    """``latency = bias + t_launch * kernels + t_mac * MACs + t_element * memory``, non-negative.
+
+    The :func:`_additive` model with one cost per quantity instead of one per kernel kind:
+    four numbers, so it can be fit from a handful of samples.
+    """
+    from scipy.optimize import nnls
+
+    aggregate = context.table.features.aggregate
+    names = context.table.features.aggregate_names
+    positions = [names.index(name) for name in TOTALS_ADDITIVE_COLUMNS if name in names]
+    columns = tuple(names[position] for position in positions)
+    scale = aggregate[:, positions].max(axis=0)
+    kept = [index for index, value in enumerate(scale) if value > 0]
+    if not kept:
+        return None
+    columns = tuple(columns[index] for index in kept)
+    positions = [positions[index] for index in kept]
+    scale = scale[kept]
+    inputs = aggregate[np.ix_(context.indices[training], positions)] / scale
     design = np.column_stack([np.ones(len(training)), inputs])
     weights, _residual = nnls(design, np.exp(context.log_target[training]))
     return AdditiveModel(columns, scale, float(weights[0]), weights[1:])
