@@ -178,9 +178,12 @@ def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: Sea
     work = copy_study(micro_study, tmp_path)
     database = work / "studies" / f"{micro_study.name}.db"
     url = f"sqlite:///{database}"
-    added = 20  # enough queued work that the signal lands mid-search, not during the final summary
+    # enough queued work, each trial scoring 1,000 images, that the signal lands mid-search and
+    # not after the last trial (on a quiet machine 20 trials on 100 images took about 2 s)
+    added = 30
     trials = MICRO_TRIALS + added
-    arguments = micro_run_arguments(micro_study.name, Path(micro_study.summary["files"]["supernet"]), trials)
+    arguments = micro_run_arguments(micro_study.name, Path(micro_study.summary["files"]["supernet"]), trials,
+                                    "--max-val", "1000")
     process = subprocess.Popen(cli_command(*arguments), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=cli_environment())
     try:
