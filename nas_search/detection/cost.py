@@ -52,15 +52,16 @@ def extra_level_sizes(neck: ResolvedNeck, deepest: int) -> tuple[int, ...]:
 
 def neck_cost(neck: ResolvedNeck, sizes: tuple[int, ...]) -> Cost:
     """Laterals, top-down upsampling (every backbone level but the deepest), per-level
-    blocks and the extra levels; ``sizes`` are the backbone features' map sizes."""
+    blocks and the extra levels; ``sizes`` are the map sizes of every pyramid level."""
     cost = Cost()
+    backbone_levels = len(neck.in_channels)
     for level, (in_channels, size) in enumerate(zip(neck.in_channels, sizes)):
         cost += conv_norm(in_channels, neck.channels, 1, size)
-        if level < len(neck.in_channels) - 1:
+        if level < backbone_levels - 1:
             cost += Cost(neck.channels * size * size, 0)  # nearest upsampling to this level
         for _ in range(neck.depth):
             cost += _separable(neck.channels, neck.channels, size)
-    for size in extra_level_sizes(neck, sizes[-1]):
+    for size in sizes[backbone_levels:]:
         cost += _separable(neck.channels, neck.channels, size)
     return cost
 
@@ -104,8 +105,9 @@ def count_detector(detector: ResolvedDetector, input_size: int) -> CostBreakdown
         parts[f"stage{stage_index}"] = stage_cost
         if stage_index in backbone.feature_stages:
             sizes.append(size)
-    parts["neck"] = neck_cost(detector.neck, tuple(sizes))
-    parts["head"] = head_cost(detector.head, tuple(sizes) + extra_level_sizes(detector.neck, sizes[-1]))
+    level_sizes = tuple(sizes) + extra_level_sizes(detector.neck, sizes[-1])
+    parts["neck"] = neck_cost(detector.neck, level_sizes)
+    parts["head"] = head_cost(detector.head, level_sizes)
     return CostBreakdown(
         flops=sum(cost.flops for cost in parts.values()),
         params=sum(cost.params for cost in parts.values()),

@@ -107,20 +107,19 @@ def box_distances(raw: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def initialise_predictor(weight: torch.Tensor, bias: torch.Tensor, prior: float | None = None, bias_value: float = 0.0) -> None:
-    """FCOS initialisation of a predictor conv: normal(0, 0.01) weights; bias
-    ``bias_value``, or ``-log((1 - prior) / prior)`` for the classification logits."""
-    nn.init.normal_(weight, std=0.01)
-    nn.init.constant_(bias, bias_value if prior is None else -math.log((1 - prior) / prior))
-
-
-@torch.no_grad()
 def initialise_predictors(head: nn.Module) -> None:
-    """Initialise a head's three predictors (``cls_logits``, ``bbox_reg``, ``bbox_ctrness``):
-    the classification bias at the focal-loss prior, the box bias at the distance prior."""
-    initialise_predictor(head.cls_logits.weight, head.cls_logits.bias, PRIOR_PROBABILITY)
-    initialise_predictor(head.bbox_reg.weight, head.bbox_reg.bias, bias_value=math.log(BOX_DISTANCE_PRIOR))
-    initialise_predictor(head.bbox_ctrness.weight, head.bbox_ctrness.bias)
+    """FCOS initialisation of a head's three predictor convs (``cls_logits``, ``bbox_reg``,
+    ``bbox_ctrness``): normal(0, 0.01) weights; biases at the focal-loss prior
+    ``-log((1 - p) / p)``, at ``log(BOX_DISTANCE_PRIOR)`` and at zero."""
+    biases = {
+        "cls_logits": -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY),
+        "bbox_reg": math.log(BOX_DISTANCE_PRIOR),
+        "bbox_ctrness": 0.0,
+    }
+    for name, bias in biases.items():
+        predictor = getattr(head, name)
+        nn.init.normal_(predictor.weight, std=0.01)
+        nn.init.constant_(predictor.bias, bias)
 
 
 def check_image_size(size: int) -> int:
