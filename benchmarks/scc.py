@@ -3,7 +3,9 @@
 For each shape (channels, spatial size), batch size and overlap ratio, at ``cg`` channel
 groups, it times four 1x1 layers on the same input (Cin = Cout = channels):
 
-* ``scc``: :class:`nas_search.spaces.scc.SlidingChannelConv2d` (this project);
+* ``scc``: :class:`nas_search.spaces.scc.SlidingChannelConv2d` (this project): its native
+  kernel when it is built (the header says which), else the pure-PyTorch kernels; run with
+  ``NAS_SEARCH_SCC_NATIVE=0`` to time the latter;
 * ``dense``: a dense 1x1 ``conv2d`` (``cg`` times the FLOPs);
 * ``grouped``: a grouped 1x1 ``conv2d`` with ``groups=cg`` (the same FLOPs as SCC);
 * ``naive``: gather every output's window into a new tensor (a copy of the input per
@@ -36,6 +38,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from nas_search.spaces import scc_native
 from nas_search.spaces.scc import SlidingChannelConv2d, reference_sliding_channel_conv2d, window_index
 
 SHAPES: tuple[tuple[int, int], ...] = ((64, 56), (128, 28), (256, 14), (512, 7))
@@ -144,6 +147,7 @@ def machine_description(threads: int) -> dict[str, object]:
         "torch": torch.__version__,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "load_average": [round(value, 2) for value in load],
+        "scc_kernel": "native" if scc_native.library() is not None else "pytorch",
     }
 
 
@@ -218,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     machine = machine_description(torch.get_num_threads())
     print(
         f"SCC benchmark: {machine['processor']} ({machine['cpu_model']}), {machine['threads']} threads,"
-        f" torch {machine['torch']}, {machine['date']}, load {machine['load_average']}"
+        f" torch {machine['torch']}, {machine['date']}, load {machine['load_average']},"
+        f" SCC kernel: {machine['scc_kernel']}"
     )
     print("ratios are speed ratios: a/b = time(b) / time(a); target scc/grp >= 0.8")
     print(HEADER)

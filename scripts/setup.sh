@@ -13,6 +13,7 @@ if [[ $DEV -eq 1 ]] && command -v apt-get >/dev/null; then
   missing=()
   { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing+=(postgresql)
   command -v chromium >/dev/null || missing+=(chromium)
+  { command -v c++ >/dev/null || command -v g++ >/dev/null; } || missing+=(g++)
   if [[ ${#missing[@]} -gt 0 ]]; then
     echo "installing system packages: ${missing[*]}"
     as_root apt-get update -qq
@@ -30,4 +31,7 @@ if [[ $DEV -eq 1 ]]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+# Build the native sliding-channel conv kernel now (about a second with g++), so the first
+# run does not; without a compiler nas-search says so once and uses slower PyTorch kernels.
+.venv/bin/python -c 'from nas_search.spaces import scc_native; print("native SCC kernel:", "built" if scc_native.library() else "not available")'
 echo "nas-search is installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from nas_search.errors import UserError
+from support import skip_or_fail
 from nas_search.spaces import scc as scc_module
+from nas_search.spaces import scc_native
 from nas_search.spaces.scc import (
     SlidingChannelConv2d,
     dense_mask,
@@ -37,6 +39,20 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def torch_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run SCC on the pure-PyTorch kernels (the fallback when no native build exists)."""
+    monkeypatch.setenv(scc_native.ENVIRONMENT_SWITCH, "0")
+
+
+def native_library():
+    """The built native kernel; skipped (failed under NAS_SEARCH_REQUIRE_ALL=1) when absent."""
+    library = scc_native.library()
+    if library is None:
+        skip_or_fail(f"native SCC kernel not built: {scc_native.unavailable_reason()}")
+    return library
 
 
 def brute_force_starts(in_channels: int, out_channels: int, groups: int, overlap: Fraction) -> list[int]:
@@ -124,10 +140,16 @@ EXACTNESS_GRID = [
 ]
 
 
+@pytest.mark.parametrize("kernels", ["native", "torch"])
 @pytest.mark.parametrize("in_channels,out_channels,groups,overlap,batch", EXACTNESS_GRID)
 def test_forward_and_gradients_match_dense_masked_reference(
-    in_channels: int, out_channels: int, groups: int, overlap: float, batch: int
+    in_channels: int, out_channels: int, groups: int, overlap: float, batch: int, kernels: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if kernels == "native":
+        native_library()
+    else:
+        monkeypatch.setenv(scc_native.ENVIRONMENT_SWITCH, "0")
     x, weight = random_case(in_channels, out_channels, groups, batch)
     x_fast, weight_fast = x.clone().requires_grad_(), weight.clone().requires_grad_()
     x_slow, weight_slow = x.clone().requires_grad_(), weight.clone().requires_grad_()
@@ -150,7 +172,7 @@ def test_forward_and_gradients_match_dense_masked_reference(
         (2, 12, 0.0, "_forward_sample_major"),  # disjoint windows: a single batch per sample
     ],
 )
-def test_every_kernel_matches_the_reference(batch: int, size: int, overlap: float, kernel: str) -> None:
+def test_every_kernel_matches_the_reference(batch: int, size: int, overlap: float, kernel: str, torch_kernels) -> None:
     schedule = scc_module._schedule(64, 48, 4, overlap)
     assert scc_module._choose_kernel(batch, schedule).__name__ == kernel
     x, weight = random_case(64, 48, 4, batch, size, size)
@@ -226,7 +248,7 @@ def test_module_bias_and_repr() -> None:
     assert "32, 16, groups=4, overlap=0.33, bias=True" in repr(module)
 
 
-def test_fast_path_multiplies_no_masked_zeros() -> None:
+def test_fast_path_multiplies_no_masked_zeros(torch_kernels) -> None:
     module = SlidingChannelConv2d(64, 64, 4, 0.25).eval()
     x = torch.randn(1, 64, 6, 6)
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -234,6 +256,106 @@ def test_fast_path_multiplies_no_masked_zeros() -> None:
         module(x)
     multiply_adds = sum(event.flops for event in profile.key_averages() if event.key in ("aten::bmm", "aten::mm")) // 2
     assert multiply_adds == 64 * 16 * 6 * 6
+
+
+# ---------------------------------------------------------------------------------------
+# Native kernel: exactness over every tail and block shape, build cache, fallback
+# ---------------------------------------------------------------------------------------
+
+# Pixel counts around the SIMD widths (8 and 16 lanes, blocks of 16 to 64 pixels) and the
+# deployment map sizes; channel counts with fewer outputs than window classes, uneven
+# classes, one-row blocks and wrapping windows.
+NATIVE_PIXELS = ((1, 1), (3, 5), (4, 4), (1, 17), (7, 7), (8, 8), (5, 13), (9, 9), (14, 14))
+NATIVE_CHANNELS = ((8, 3, 2), (24, 40, 4), (40, 24, 8), (64, 64, 4), (96, 50, 4), (256, 256, 4))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("in_channels,out_channels,groups", NATIVE_CHANNELS)
+def test_native_kernel_matches_the_reference_for_every_tail(
+    in_channels: int, out_channels: int, groups: int, threads: int
+) -> None:
+    native_library()
+    torch.set_num_threads(threads)
+    try:
+        for (height, width), overlap, batch in itertools.product(NATIVE_PIXELS, (0.0, 0.25, 0.33, 0.5), (1, 3)):
+            x, weight = random_case(in_channels, out_channels, groups, batch, height, width)
+            expected = reference_sliding_channel_conv2d(x, weight, groups, overlap)
+            with torch.no_grad():
+                result = sliding_channel_conv2d(x, weight, groups, overlap)
+            error = (result - expected).abs().max().item()
+            assert error <= 1e-5, (height, width, overlap, batch, error)
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_native_and_torch_kernels_agree_on_a_large_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    native_library()
+    x, weight = random_case(128, 128, 4, 2, 28, 28)
+    with torch.no_grad():
+        native = sliding_channel_conv2d(x, weight, 4, 0.33)
+        monkeypatch.setenv(scc_native.ENVIRONMENT_SWITCH, "0")
+        portable = sliding_channel_conv2d(x, weight, 4, 0.33)
+    assert native.shape == (2, 128, 28, 28)
+    assert (native - portable).abs().max().item() <= 1e-5
+
+
+def test_native_kernel_leaves_other_dtypes_to_torch() -> None:
+    native_library()
+    x, weight = random_case(32, 32, 4, 2)
+    flat = x.view(2, 32, -1)
+    assert scc_native.supports(flat, weight, 8)
+    assert not scc_native.supports(flat.double(), weight.double(), 8)
+    assert not scc_native.supports(flat.transpose(1, 2), weight, 8)
+    assert not scc_native.supports(flat, weight, scc_native.MAX_LENGTH + 1)
+    expected = reference_sliding_channel_conv2d(x.double(), weight.double(), 4, 0.5)
+    assert (sliding_channel_conv2d(x.double(), weight.double(), 4, 0.5) - expected).abs().max().item() <= 1e-12
+
+
+def test_native_build_is_cached_per_source_and_reused(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if scc_native.find_compiler() is None:
+        skip_or_fail("no C++ compiler to build the native SCC kernel")
+    monkeypatch.setenv(scc_native.CACHE_ENVIRONMENT, str(tmp_path))
+    scc_native.reset()
+    try:
+        assert scc_native.library() is not None
+        built = list(tmp_path.glob("scc_native-*.so"))
+        assert len(built) == 1 and not list(tmp_path.glob("*.tmp.so"))  # renamed into place
+        first_build = built[0].stat().st_mtime_ns
+        scc_native.reset()
+        assert scc_native.library() is not None
+        assert built[0].stat().st_mtime_ns == first_build  # loaded again, not rebuilt
+        x, weight = random_case(64, 48, 4, 2)
+        with torch.no_grad():
+            result = sliding_channel_conv2d(x, weight, 4, 0.25)
+        assert (result - reference_sliding_channel_conv2d(x, weight, 4, 0.25)).abs().max().item() <= 1e-5
+    finally:
+        scc_native.reset()
+
+
+def test_failed_build_warns_once_and_falls_back_to_torch(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(scc_native.CACHE_ENVIRONMENT, str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    scc_native.reset()
+    try:
+        x, weight = random_case(64, 48, 4, 2)
+        with pytest.warns(RuntimeWarning, match="native sliding-channel kernel is not available"):
+            result = sliding_channel_conv2d(x, weight, 4, 0.33)
+        assert "no-such-compiler" in scc_native.unavailable_reason()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the second call is silent
+            again = sliding_channel_conv2d(x, weight, 4, 0.33)
+        expected = reference_sliding_channel_conv2d(x, weight, 4, 0.33)
+        assert (result - expected).abs().max().item() <= 1e-5
+        assert torch.equal(result, again)
+        assert not list(tmp_path.glob("*.so"))  # nothing half-written left behind
+    finally:
+        scc_native.reset()
+
+
+def test_environment_switch_disables_the_native_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(scc_native.ENVIRONMENT_SWITCH, "0")
+    assert scc_native.library() is None
+    assert scc_native.unavailable_reason() == f"disabled by {scc_native.ENVIRONMENT_SWITCH}"
 
 
 # ---------------------------------------------------------------------------------------
