@@ -31,10 +31,19 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="DataLoader workers")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--max-train", type=int, help="use at most this many training images")
+    parser.add_argument("--budget", help="budget-aware supernet: train only subnets within this many FLOPs at the "
+                                         "deployment size (4.5GFLOPs, 450MFLOPs, ...); default: the whole space")
     parser.add_argument("--out", default="runs/supernet.pt", help="checkpoint path")
     parser.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="machine-readable summary")
+
+
+def _budget_flops(arguments: argparse.Namespace) -> int | None:
+    """``--budget`` in FLOPs (None: the whole space)."""
+    from nas_search.units import parse_flops
+
+    return None if arguments.budget is None else parse_flops(arguments.budget)
 
 
 def training_config_from_arguments(arguments: argparse.Namespace):
@@ -48,6 +57,7 @@ def training_config_from_arguments(arguments: argparse.Namespace):
         bridgeout_probability=arguments.bridgeout, full_width_warmup_epochs=arguments.full_width_warmup_epochs,
         seed=arguments.seed, workers=arguments.workers, device=arguments.device, max_train=arguments.max_train,
         out=arguments.out, resume=arguments.resume, progress=not arguments.quiet,
+        max_flops=_budget_flops(arguments),
     )
     if arguments.learning_rate is not None:
         config.learning_rate = arguments.learning_rate
@@ -81,6 +91,7 @@ def detection_training_config_from_arguments(arguments: argparse.Namespace):
         batch_size=arguments.batch_size, optimizer=arguments.optimizer, random_subnets=arguments.random_subnets,
         distill=not arguments.no_distill, seed=arguments.seed, workers=arguments.workers or 0, device=arguments.device,
         max_train=arguments.max_train, out=arguments.out, resume=arguments.resume, progress=not arguments.quiet,
+        max_flops=_budget_flops(arguments),
     )
     if arguments.learning_rate is not None:
         config.learning_rate = arguments.learning_rate

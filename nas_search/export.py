@@ -33,10 +33,15 @@ EXPORT_FILES = ("arch.yaml", "train.yaml", "model.pt", "model.onnx", "meta.json"
 
 
 def export_onnx(model: torch.nn.Module, input_size: int, path: str | Path,
-                output_names: tuple[str, ...] = ("logits",)) -> float:
+                output_names: tuple[str, ...] = ("logits",), log_outputs: tuple[str, ...] = ()) -> float:
     """Write ``model`` as ONNX (batch dimension dynamic), run it in onnxruntime and return
     the largest difference from PyTorch over all outputs, relative to the output's largest
-    magnitude (absolute below 1); raise if they disagree."""
+    magnitude (absolute below 1); raise if they disagree.
+
+    Outputs named in ``log_outputs`` are positive and exp-coded (a detector's box distances,
+    ``exp(raw)``): they are compared as ``log`` values, i.e. by the difference of the raw
+    outputs. Compared linearly, exp turns the ordinary fp32 rounding of a raw value near its
+    clamp (e^10) into a large difference relative to the output's scale."""
     import onnxruntime
 
     model = model.eval()
@@ -53,9 +58,14 @@ def export_onnx(model: torch.nn.Module, input_size: int, path: str | Path,
     actual = session.run(None, {"images": example.numpy()})
     # relative to each output's scale: an untrained or briefly trained network can have outputs
     # in the tens of thousands, where fp32 rounding alone differs by more than 1e-3
-    difference = max(
-        float(np.abs(a - e.numpy()).max()) / max(1.0, float(np.abs(e.numpy()).max())) for a, e in zip(actual, expected)
-    )
+    differences = []
+    for name, onnx_value, torch_value in zip(output_names, actual, expected):
+        torch_value = torch_value.numpy()
+        if name in log_outputs:
+            floor = np.float32(1e-6)
+            onnx_value, torch_value = np.log(np.maximum(onnx_value, floor)), np.log(np.maximum(torch_value, floor))
+        differences.append(float(np.abs(onnx_value - torch_value).max()) / max(1.0, float(np.abs(torch_value).max())))
+    difference = max(differences)
     if difference > 1e-3:
         raise RuntimeError(f"ONNX output differs from PyTorch by {difference:.2e}")
     return difference
@@ -115,6 +125,8 @@ class ExportedModel:
         train_config: the contents of ``train.yaml``.
         meta: task-specific entries of ``meta.json``.
         flops, params: analytic costs at the deployment size.
+        log_outputs: exp-coded outputs that the ONNX check compares as logs (see
+            :func:`export_onnx`).
     """
 
     model: torch.nn.Module
@@ -124,6 +136,7 @@ class ExportedModel:
     meta: dict[str, Any]
     flops: int
     params: int
+    log_outputs: tuple[str, ...] = ()
 
 
 def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen, epochs: int) -> ExportedModel:
@@ -169,7 +182,7 @@ def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, froze
 
 def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen, epochs: int) -> ExportedModel:
     from nas_search.data.detection import load_detection_data
-    from nas_search.detection.static import HEAD_OUTPUTS, IMAGE_MEAN, IMAGE_STD
+    from nas_search.detection.static import EXP_CODED_OUTPUTS, HEAD_OUTPUTS, IMAGE_MEAN, IMAGE_STD
     from nas_search.evaluators.detection import detection_calibration_batches, recalibrate_detection_batch_norm
     from nas_search.hw_models.flops import count_flops
     from nas_search.training.detection_training import load_detection_supernet
@@ -232,7 +245,8 @@ def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen,
         "postprocess": postprocess,
     }
     core = model.core().eval()
-    return ExportedModel(model, core, tuple(HEAD_OUTPUTS), train_config, meta, cost.flops, cost.params)
+    return ExportedModel(model, core, tuple(HEAD_OUTPUTS), train_config, meta, cost.flops, cost.params,
+                         log_outputs=EXP_CODED_OUTPUTS)
 
 
 #: One exporter per task (the study's ``task`` attribute).
@@ -265,7 +279,9 @@ def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: s
             + yaml.safe_dump(exported.train_config, sort_keys=False)
         )
         torch.save(exported.model.state_dict(), staging / "model.pt")
-        onnx_difference = export_onnx(exported.onnx_module, input_size, staging / "model.onnx", exported.output_names)
+        onnx_difference = export_onnx(
+            exported.onnx_module, input_size, staging / "model.onnx", exported.output_names, exported.log_outputs
+        )
         latency = onnxruntime_latency_ms(staging / "model.onnx", input_size)
         meta = {
             "study": study_name,

@@ -58,6 +58,8 @@ def test_cost_with_fvcore_check(tmp_path, capsys):
         (["sample", "--budget", "4.5GB"], "accepted forms"),
         (["sample", "--space", "mobile", "--budget", "1MFLOPs"], "below the smallest subnet"),
         (["cost", "missing.yaml"], "not found"),
+        (["supernet", "train", "--space", "micro", "--budget", "1000", "--out", "never.pt"], "below the smallest subnet"),
+        (["supernet", "train", "--space", "micro", "--budget", "lots", "--out", "never.pt"], "accepted forms"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(arguments, expected):

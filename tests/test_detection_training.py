@@ -345,16 +345,17 @@ def test_distillation_from_the_largest_is_finite_and_positive_for_the_smallest_s
 
 
 def test_sandwich_steps_lower_the_loss_of_largest_and_smallest():
-    from nas_search.training.detection_training import DetectionSandwichStep, detection_sandwich_specs
+    from nas_search.training.detection_training import DetectionSandwichStep
+    from nas_search.training.sandwich import sandwich_specs
 
     supernet = micro_supernet()
     space = supernet.space
     images, targets = batches_of(rectangles_dataset(8, seed=9), 8)[0]
     step = DetectionSandwichStep(supernet, distill=True, distill_weight=1.0)
     optimizer = torch.optim.AdamW(supernet.parameters(), lr=3e-3)
-    specs = detection_sandwich_specs(space, 1, seed=0, step=0)
+    specs = sandwich_specs(space, 1, seed=0, step=0)
     assert specs[0] == space.largest() and specs[1] == space.smallest() and len(specs) == 3
-    assert detection_sandwich_specs(space, 1, seed=0, step=0) == specs
+    assert sandwich_specs(space, 1, seed=0, step=0) == specs
     supernet.train()
 
     def smallest_loss() -> float:
@@ -365,7 +366,7 @@ def test_sandwich_steps_lower_the_loss_of_largest_and_smallest():
     smallest_before = smallest_loss()
     history = []
     for index in range(12):
-        loss, parts = step(images, targets, detection_sandwich_specs(space, 1, seed=0, step=index))
+        loss, parts = step(images, targets, sandwich_specs(space, 1, seed=0, step=index))
         optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(supernet.parameters(), 10.0)

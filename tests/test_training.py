@@ -42,6 +42,51 @@ def test_training_writes_a_safe_checkpoint_and_is_deterministic(tmp_path):
     assert first.history[0]["images_per_second"] > 0
 
 
+def test_budget_aware_sandwich_trains_only_subnets_within_the_budget():
+    from nas_search.hw_models import FlopsModel
+    from nas_search.training.sandwich import budget_extremes, sandwich_specs
+
+    space = get_space("micro")
+    flops = FlopsModel(space, space.input_size, 10)
+    smallest, largest = flops(space.smallest()), flops(space.largest())
+    budget = int((smallest * largest) ** 0.5)
+    extremes = budget_extremes(space, budget, flops)
+    assert smallest < flops(extremes[0]) <= budget < largest
+    seen = set()
+    for step in range(30):
+        specs = sandwich_specs(space, 2, seed=3, step=step, extremes=extremes, max_flops=budget, flops=flops)
+        assert specs[:2] == list(extremes) and len(specs) == 4
+        assert all(flops(spec) <= budget for spec in specs)
+        assert specs == sandwich_specs(space, 2, seed=3, step=step, extremes=extremes, max_flops=budget, flops=flops)
+        seen.update(str(spec) for spec in specs[2:])
+    assert len(seen) > 30  # random subnets differ from step to step
+    unconstrained = sandwich_specs(space, 2, seed=3, step=0)
+    assert unconstrained[0] == space.largest()
+    with pytest.raises(UserError, match="below the smallest subnet"):
+        budget_extremes(space, smallest - 1, flops)
+
+
+def test_budget_aware_training_records_the_budget_and_never_activates_above_it(tmp_path, monkeypatch):
+    from nas_search.hw_models import FlopsModel
+    from nas_search.training.supernet_training import SandwichStep
+
+    space = get_space("micro")
+    flops = FlopsModel(space, space.input_size, 10)
+    budget = int((flops(space.smallest()) * flops(space.largest())) ** 0.5)
+    trained = []
+    original = SandwichStep.forward
+
+    def recording_forward(self, images, labels, specs):  # records what each step trains, then trains it
+        trained.extend(flops(spec) for spec in specs)
+        return original(self, images, labels, specs)
+
+    monkeypatch.setattr(SandwichStep, "forward", recording_forward)
+    result = train_supernet(tiny_config(tmp_path, max_flops=budget, max_train=128))
+    assert len(trained) == 4 * 3 and max(trained) <= budget  # 4 steps of 128 / 32 images, 3 subnets each
+    payload = load_checkpoint(result.checkpoint, space="micro")
+    assert payload["config"]["max_flops"] == budget
+
+
 def test_bad_checkpoints_are_refused(tmp_path):
     not_a_checkpoint = tmp_path / "notes.pt"
     not_a_checkpoint.write_text("hello")

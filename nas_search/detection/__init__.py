@@ -27,6 +27,7 @@ _LAZY = {
     "DetectorCore": "nas_search.detection.static",
     "build_detector": "nas_search.detection.static",
     "run_with_head_outputs": "nas_search.detection.static",
+    "EXP_CODED_OUTPUTS": "nas_search.detection.static",
     "HEAD_OUTPUTS": "nas_search.detection.static",
     "DETECTION_DEFAULTS": "nas_search.detection.static",
 }

@@ -45,6 +45,8 @@ from nas_search.spec import ArchSpec
 
 #: Names of the raw head outputs, in :class:`DetectorCore`'s output order.
 HEAD_OUTPUTS: tuple[str, ...] = ("cls_logits", "bbox_regression", "bbox_ctrness")
+#: Head outputs coded as ``exp(raw)`` (box distances, see :func:`box_distances`).
+EXP_CODED_OUTPUTS: tuple[str, ...] = ("bbox_regression",)
 
 #: FCOS post-processing and matching settings used unless overridden. The score threshold
 #: is lower than torchvision's 0.2, as is usual when mAP is measured. The centre-sampling
@@ -407,6 +409,7 @@ def build_detector(spec: ArchSpec, num_classes: int, image_size: int | None = No
 
 __all__ = [
     "DETECTION_DEFAULTS",
+    "EXP_CODED_OUTPUTS",
     "HEAD_OUTPUTS",
     "Body",
     "DetectionBackbone",

@@ -79,6 +79,8 @@ def _train_classifier_supernet(resolved: "ResolvedSearch", path: Path, epochs: i
         batch_size=config.batch_size, seed=config.seed, workers=config.workers, device=config.training_device,
         max_train=_demo_value(config, "max_train", config.max_train, None), out=str(path), resume=True,
         random_subnets=1 if config.data is None else 2, progress=config.progress,
+        # budget-aware, as for detectors: only subnets within the FLOPs budget are trained
+        max_flops=resolved.budget_flops, flops_input_size=resolved.input_size,
     ))
 
 

@@ -38,6 +38,8 @@ class SupernetTrainConfig:
     device: str = "auto"               # auto | cpu | cuda
     amp: bool = True                   # CUDA only
     channels_last: bool = True         # CPU too: depthwise backward is much faster in channels_last
+    max_flops: int | None = None       # budget-aware supernet: train only subnets within this many FLOPs
+    flops_input_size: int | None = None  # size max_flops is counted at; None = the space's deployment size
     max_train: int | None = None
     max_val: int | None = None
     out: str = "runs/supernet.pt"

@@ -35,6 +35,7 @@ from torch import nn
 
 from nas_search.config import config_to_dict
 from nas_search.errors import UserError
+from nas_search.training.sandwich import budget_extremes, sandwich_specs
 from nas_search.training.checkpoint import DETECTION_SUPERNET_FORMAT, load_checkpoint, save_checkpoint
 from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
 from nas_search.training.supernet_training import build_optimizer, warmup_cosine
@@ -190,42 +191,6 @@ class DetectionSandwichStep(nn.Module):
 
 
 # ----------------------------------------------------------------------------- supernet
-
-
-def detection_sandwich_specs(space, count: int, seed: int, step: int, extremes: tuple | None = None,
-                             max_flops: float | None = None, flops=None) -> list:
-    """Largest, smallest and ``count`` random subnets for a global step (deterministic: the
-    random ones come from ``random.Random`` seeded by ``seed`` and ``step``, as in the
-    classification trainer). ``extremes`` passes ``(largest, smallest)`` computed once
-    (the detection space's ``smallest()`` counts FLOPs, so it is not free).
-
-    Budget-aware training: with ``max_flops`` (and ``flops``, a ``spec -> FLOPs`` model),
-    random subnets are drawn among those within the budget (rejection sampling), and
-    ``extremes`` should hold the largest subnet within it (:func:`budget_extremes`)."""
-    largest, smallest = extremes if extremes is not None else (space.largest(), space.smallest())
-    rng = random.Random(seed * 1_000_003 + step)
-    randoms = []
-    for _ in range(count):
-        spec = space.sample(rng, bias=rng.random() if max_flops is not None else None)
-        for _attempt in range(50):
-            if max_flops is None or flops(spec) <= max_flops:
-                break
-            spec = space.sample(rng, bias=rng.random())
-        else:
-            spec = smallest
-        randoms.append(spec)
-    return [largest, smallest] + randoms
-
-
-def budget_extremes(space, max_flops: float | None, flops) -> tuple:
-    """``(largest, smallest)`` of the sandwich: with a budget, the largest subnet is the
-    space's largest shrunk (all widths, then depths) until it fits the budget."""
-    if max_flops is None:
-        return space.largest(), space.smallest()
-    from nas_search.search.projection import project_to_band
-
-    return project_to_band(space.largest(), space, flops, 0.0, float(max_flops)), space.smallest()
-
 
 
 @dataclass
@@ -402,7 +367,7 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
         for step_in_epoch, (images, targets) in enumerate(loader):
             global_step = epoch * steps_per_epoch + step_in_epoch
             images, targets = _to_device(images, targets, device)
-            specs = detection_sandwich_specs(space, config.random_subnets, config.seed, global_step, extremes,
+            specs = sandwich_specs(space, config.random_subnets, config.seed, global_step, extremes,
                                              config.max_flops, flops_model)
             with torch.autocast(device_type=device.type, enabled=use_cuda and config.amp):
                 loss, parts = step_module(images, targets, specs)

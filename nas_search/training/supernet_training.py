@@ -31,6 +31,7 @@ from nas_search.spaces.supernet import Supernet
 from nas_search.spec import ArchSpec
 from nas_search.training.checkpoint import SUPERNET_FORMAT, load_checkpoint, save_checkpoint
 from nas_search.training.config import SupernetTrainConfig
+from nas_search.training.sandwich import budget_extremes, sandwich_specs
 from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
 from nas_search.training.techniques import BatchBridgeout, attach_bridgeout, count_collapsed_channels, regenerate_channels
 
@@ -70,15 +71,6 @@ class SupernetTrainResult:
     images_per_second: float = 0.0
     resumed_from_epoch: int = 0
     collapsed_channels: int = 0
-
-
-def sandwich_specs(supernet: Supernet, count: int, seed: int, step: int, full_width_only: bool) -> list[ArchSpec]:
-    """Largest, smallest and ``count`` random subnets for a global step (deterministic)."""
-    space = supernet.space
-    if full_width_only:
-        return [space.largest()]
-    rng = random.Random(seed * 1_000_003 + step)
-    return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(count)]
 
 
 def build_optimizer(model: nn.Module, config: SupernetTrainConfig) -> torch.optim.Optimizer:
@@ -176,6 +168,12 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
         bridgeout = BatchBridgeout(1 - config.bridgeout_probability, config.bridgeout_exponent,
                                    torch.Generator().manual_seed(config.seed + 17 * start_epoch))
         attach_bridgeout(supernet, bridgeout)
+    flops_model = None
+    if config.max_flops is not None:
+        from nas_search.hw_models import FlopsModel
+
+        flops_model = FlopsModel(space, config.flops_input_size or space.input_size, data.num_classes)
+    extremes = budget_extremes(space, config.max_flops, flops_model)
     step_module: nn.Module = SandwichStep(supernet, config.label_smoothing, config.distill, config.distill_temperature)
     if context.enabled:
         step_module = nn.parallel.DistributedDataParallel(
@@ -211,7 +209,10 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
             labels = labels.to(device, non_blocking=True)
             if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            specs = sandwich_specs(supernet, config.random_subnets, config.seed, global_step, full_width_only)
+            specs = (
+                [extremes[0]] if full_width_only
+                else sandwich_specs(space, config.random_subnets, config.seed, global_step, extremes, config.max_flops, flops_model)
+            )
             with torch.autocast(device_type=device.type, enabled=use_cuda and config.amp):
                 loss, teacher_logits = step_module(images, labels, specs)
             optimizer.zero_grad(set_to_none=True)
