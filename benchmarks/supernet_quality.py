@@ -118,8 +118,9 @@ def main() -> None:
     parser.add_argument("--budget", help="budget-aware supernet: train and compare only subnets within this many "
                                          "FLOPs (e.g. 60MFLOPs); default: the whole cifar space (5 to 500 MFLOPs)")
     parser.add_argument("--optimizer", default="sgd", help="sgd (lr 0.05) or adamw (lr 2e-3), for both sides")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 leaves a core free on a 2-core machine)")
     arguments = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(arguments.threads)
     epochs = arguments.epochs or (1 if arguments.quick else 6)
     max_train = arguments.max_train or (640 if arguments.quick else None)
     count = arguments.subnets or (4 if arguments.quick else 8)
