@@ -35,9 +35,9 @@ from torch import nn
 
 from nas_search.config import config_to_dict
 from nas_search.errors import UserError
-from nas_search.training.sandwich import budget_extremes, sandwich_specs
 from nas_search.training.checkpoint import DETECTION_SUPERNET_FORMAT, load_checkpoint, save_checkpoint
 from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
+from nas_search.training.sandwich import budget_extremes, budget_flops_model, sandwich_specs
 from nas_search.training.supernet_training import build_optimizer, warmup_cosine
 
 DETECTION_SUPERNET_FORMAT_VERSION = 1
@@ -306,11 +306,7 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
     out = Path(config.out)
     torch.manual_seed(config.seed)
     supernet = DetectionSupernet(space, num_classes, image_size=image_size).to(device)
-    flops_model = None
-    if config.max_flops is not None:
-        from nas_search.hw_models import FlopsModel
-
-        flops_model = FlopsModel(space, config.flops_input_size or space.input_size, num_classes)
+    flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, num_classes)
     extremes = budget_extremes(space, config.max_flops, flops_model)
     use_cuda = device.type == "cuda"
     optimizer = build_optimizer(supernet, config)
@@ -368,7 +364,7 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
             global_step = epoch * steps_per_epoch + step_in_epoch
             images, targets = _to_device(images, targets, device)
             specs = sandwich_specs(space, config.random_subnets, config.seed, global_step, extremes,
-                                             config.max_flops, flops_model)
+                                   config.max_flops, flops_model)
             with torch.autocast(device_type=device.type, enabled=use_cuda and config.amp):
                 loss, parts = step_module(images, targets, specs)
             if not torch.isfinite(loss):

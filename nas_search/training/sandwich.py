@@ -22,6 +22,16 @@ from nas_search.errors import UserError
 SAMPLING_ATTEMPTS = 50
 
 
+def budget_flops_model(space: Any, max_flops: float | None, input_size: int | None, num_classes: int):
+    """The ``spec -> FLOPs`` model a budget is checked with (at ``input_size``, default the
+    space's deployment size), or ``None`` without a budget."""
+    if max_flops is None:
+        return None
+    from nas_search.hw_models import FlopsModel
+
+    return FlopsModel(space, input_size or space.input_size, num_classes)
+
+
 def budget_extremes(space: Any, max_flops: float | None, flops: Callable[[Any], float] | None) -> tuple:
     """``(largest, smallest)`` of the sandwich: with a budget, the largest subnet is the
     space's largest shrunk (all widths, then depths) until it fits the budget."""

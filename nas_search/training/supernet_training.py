@@ -15,7 +15,6 @@ resumed run reproduces an uninterrupted one.
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +30,8 @@ from nas_search.spaces.supernet import Supernet
 from nas_search.spec import ArchSpec
 from nas_search.training.checkpoint import SUPERNET_FORMAT, load_checkpoint, save_checkpoint
 from nas_search.training.config import SupernetTrainConfig
-from nas_search.training.sandwich import budget_extremes, sandwich_specs
 from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
+from nas_search.training.sandwich import budget_extremes, budget_flops_model, sandwich_specs
 from nas_search.training.techniques import BatchBridgeout, attach_bridgeout, count_collapsed_channels, regenerate_channels
 
 
@@ -168,11 +167,7 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
         bridgeout = BatchBridgeout(1 - config.bridgeout_probability, config.bridgeout_exponent,
                                    torch.Generator().manual_seed(config.seed + 17 * start_epoch))
         attach_bridgeout(supernet, bridgeout)
-    flops_model = None
-    if config.max_flops is not None:
-        from nas_search.hw_models import FlopsModel
-
-        flops_model = FlopsModel(space, config.flops_input_size or space.input_size, data.num_classes)
+    flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, data.num_classes)
     extremes = budget_extremes(space, config.max_flops, flops_model)
     step_module: nn.Module = SandwichStep(supernet, config.label_smoothing, config.distill, config.distill_temperature)
     if context.enabled:
