@@ -119,6 +119,12 @@ def main() -> None:
                                          "FLOPs (e.g. 60MFLOPs); default: the whole cifar space (5 to 500 MFLOPs)")
     parser.add_argument("--optimizer", default="sgd", help="sgd (lr 0.05) or adamw (lr 2e-3), for both sides")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 leaves a core free on a 2-core machine)")
+    parser.add_argument("--random-subnets", type=int, default=None,
+                        help="random subnets per sandwich step (default: the training default)")
+    parser.add_argument("--teacher", choices=("widest", "projected"), default=None,
+                        help="largest subnet under --budget (default: the training default, widest)")
+    parser.add_argument("--fair-operations", action=argparse.BooleanOptionalAction, default=None,
+                        help="FairNAS op sampling of the random subnets (default: the training default, on)")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     epochs = arguments.epochs or (1 if arguments.quick else 6)
@@ -132,10 +138,20 @@ def main() -> None:
         device="cpu", out=str(workdir / "supernet.pt"), progress=True, seed=0, max_flops=max_flops,
         optimizer=arguments.optimizer, learning_rate=2e-3 if arguments.optimizer == "adamw" else 0.05,
     )
+    for name, value in (("random_subnets", arguments.random_subnets), ("budget_teacher", arguments.teacher),
+                        ("fair_operations", arguments.fair_operations)):
+        if value is not None:
+            setattr(config, name, value)
     started = time.perf_counter()
     checkpoint = arguments.checkpoint or str(train_supernet(config).checkpoint)
     supernet_seconds = time.perf_counter() - started
     supernet, metadata = load_supernet(checkpoint)
+    trained = metadata.get("config", {})
+    if arguments.checkpoint and (trained.get("epochs"), trained.get("max_flops")) != (epochs, max_flops):
+        raise SystemExit(f"--checkpoint {checkpoint} was trained for {trained.get('epochs')} epochs under budget "
+                         f"{trained.get('max_flops')}; pass the same --epochs and --budget so both sides match")
+    for name in ("random_subnets", "budget_teacher", "fair_operations"):  # report what the supernet was trained with
+        setattr(config, name, trained.get(name, getattr(config, name)))
     data = load_classification_data(arguments.data, input_size=32, seed=0, max_train=max_train)
     plain = load_classification_data(arguments.data, input_size=32, seed=0, augment=False, max_train=max_train)
     evaluator = AccuracyEvaluator(
@@ -164,9 +180,13 @@ def main() -> None:
         "epochs": epochs,
         "budget_flops": max_flops,
         "optimizer": arguments.optimizer,
+        "random_subnets": config.random_subnets,
+        "teacher": config.budget_teacher,
+        "fair_operations": config.fair_operations,
         "train_images": len(data.train),
         "val_images": len(data.val),
-        "supernet_seconds": supernet_seconds,
+        "supernet_seconds": None if arguments.checkpoint else supernet_seconds,
+        "checkpoint": arguments.checkpoint,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "date": date.today().isoformat(),
         "quick": arguments.quick,
@@ -179,8 +199,11 @@ def main() -> None:
     print(f"mean gap (scratch - inherited): {gap:+.4f}")
     print(f"training step, supernet / static subnet: median {result['step_time_ratio']:.2f}x   (target <= 1.2x)")
     scope = f"subnets within {arguments.budget}" if max_flops else "the whole space"
-    print(f"{epochs} epochs on {len(data.train)} images ({scope}, {arguments.optimizer}); supernet training took "
-          f"{supernet_seconds:.0f} s; {result['machine']}")
+    sampling = f"{config.random_subnets} random subnets/step, {'fair' if config.fair_operations else 'independent'} ops, " \
+               f"{config.budget_teacher} teacher"
+    trained_how = f"supernet from {arguments.checkpoint}" if arguments.checkpoint else f"supernet training took {supernet_seconds:.0f} s"
+    print(f"{epochs} epochs on {len(data.train)} images ({scope}, {arguments.optimizer}, {sampling}); {trained_how}; "
+          f"{result['machine']}")
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -22,7 +22,16 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--optimizer", default="sgd", help="sgd or adamw")
     parser.add_argument("--learning-rate", "--lr", type=float, default=None)
-    parser.add_argument("--random-subnets", type=int, default=2, help="random subnets per sandwich step")
+    parser.add_argument("--random-subnets", type=int, default=None,
+                        help="random subnets per sandwich step (default: 4 for classifiers, one per block kind; "
+                             "1 for detectors)")
+    parser.add_argument("--fair-operations", action=argparse.BooleanOptionalAction, default=None,
+                        help="FairNAS sampling: the random subnets of a step take each block kind of each position "
+                             "in turn (default: on for classifiers, off for detectors)")
+    parser.add_argument("--teacher", choices=("widest", "projected"), default=None,
+                        help="largest subnet under --budget: the one covering the most weights (widest) or the "
+                             "space's largest narrowed into it (projected); default: widest for classifiers, "
+                             "projected for detectors")
     parser.add_argument("--no-distill", action="store_true", help="train the smaller subnets on labels instead")
     parser.add_argument("--channel-regeneration-epoch", type=int, help="re-initialise collapsed BN channels at this epoch")
     parser.add_argument("--bridgeout", type=float, default=0.0, help="Batch Bridgeout drop probability (0 = off)")
@@ -52,18 +61,30 @@ def training_config_from_arguments(arguments: argparse.Namespace):
 
     config = SupernetTrainConfig(
         space=arguments.space, data=arguments.data, epochs=arguments.epochs, input_size=arguments.input_size,
-        batch_size=arguments.batch_size, optimizer=arguments.optimizer, random_subnets=arguments.random_subnets,
+        batch_size=arguments.batch_size, optimizer=arguments.optimizer,
         distill=not arguments.no_distill, channel_regeneration_epoch=arguments.channel_regeneration_epoch,
         bridgeout_probability=arguments.bridgeout, full_width_warmup_epochs=arguments.full_width_warmup_epochs,
         seed=arguments.seed, workers=arguments.workers, device=arguments.device, max_train=arguments.max_train,
         out=arguments.out, resume=arguments.resume, progress=not arguments.quiet,
         max_flops=_budget_flops(arguments),
     )
+    _apply_sampling_arguments(config, arguments)
     if arguments.learning_rate is not None:
         config.learning_rate = arguments.learning_rate
     elif arguments.optimizer == "adamw":
         config.learning_rate = 2e-3
     return config
+
+
+def _apply_sampling_arguments(config, arguments: argparse.Namespace) -> None:
+    """``--random-subnets``, ``--fair-operations`` and ``--teacher`` where given; the task's
+    defaults otherwise."""
+    if arguments.random_subnets is not None:
+        config.random_subnets = arguments.random_subnets
+    if arguments.fair_operations is not None:
+        config.fair_operations = arguments.fair_operations
+    if arguments.teacher is not None:
+        config.budget_teacher = arguments.teacher
 
 
 def _supernet_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,11 +109,12 @@ def detection_training_config_from_arguments(arguments: argparse.Namespace):
                         "is a detection space")
     config = DetectionSupernetTrainConfig(
         space=arguments.space, data=arguments.data, epochs=arguments.epochs, image_size=arguments.input_size,
-        batch_size=arguments.batch_size, optimizer=arguments.optimizer, random_subnets=arguments.random_subnets,
+        batch_size=arguments.batch_size, optimizer=arguments.optimizer,
         distill=not arguments.no_distill, seed=arguments.seed, workers=arguments.workers or 0, device=arguments.device,
         max_train=arguments.max_train, out=arguments.out, resume=arguments.resume, progress=not arguments.quiet,
         max_flops=_budget_flops(arguments),
     )
+    _apply_sampling_arguments(config, arguments)
     if arguments.learning_rate is not None:
         config.learning_rate = arguments.learning_rate
     elif arguments.optimizer == "adamw":

@@ -60,6 +60,7 @@ def test_cost_with_fvcore_check(tmp_path, capsys):
         (["cost", "missing.yaml"], "not found"),
         (["supernet", "train", "--space", "micro", "--budget", "1000", "--out", "never.pt"], "below the smallest subnet"),
         (["supernet", "train", "--space", "micro", "--budget", "lots", "--out", "never.pt"], "accepted forms"),
+        (["supernet", "train", "--space", "micro", "--teacher", "tallest", "--out", "never.pt"], "invalid choice: 'tallest'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(arguments, expected):
@@ -67,6 +68,23 @@ def test_bad_input_is_one_line_and_exit_code_2(arguments, expected):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.stderr
+
+
+def test_supernet_sampling_options_reach_both_training_configs():
+    from nas_search.cli import build_parser
+    from nas_search.commands import detection_training_config_from_arguments, training_config_from_arguments
+
+    parser = build_parser()
+    defaults = training_config_from_arguments(parser.parse_args(["supernet", "train"]))
+    assert defaults.fair_operations and defaults.budget_teacher == "widest"
+    chosen = training_config_from_arguments(
+        parser.parse_args(["supernet", "train", "--no-fair-operations", "--teacher", "projected"]))
+    assert not chosen.fair_operations and chosen.budget_teacher == "projected"
+    detection = detection_training_config_from_arguments(parser.parse_args(["supernet", "train", "--space", "detect"]))
+    assert not detection.fair_operations and detection.budget_teacher == "projected"
+    detection = detection_training_config_from_arguments(
+        parser.parse_args(["supernet", "train", "--space", "detect", "--fair-operations", "--teacher", "widest"]))
+    assert detection.fair_operations and detection.budget_teacher == "widest"
 
 
 def test_malformed_and_out_of_space_spec_files(tmp_path):

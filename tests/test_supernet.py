@@ -115,6 +115,39 @@ def test_training_step_updates_only_active_weights():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.stages[0][0][used_op].parameters())
 
 
+def test_sliding_channel_blocks_are_pruned_depthwise_separable_blocks():
+    import torch.nn.functional as F
+
+    from nas_search.spaces import scc
+
+    torch.manual_seed(0)
+    space = get_space("micro")
+    net = Supernet(space).train()
+    dense, sliding = net.stages[1][0]["dsc"], net.stages[1][0]["scc"]  # 32 -> 64 channels at most
+    assert sliding.depthwise is dense.depthwise and sliding.norm is dense.norm
+    x = torch.randn(2, 32, 8, 8)
+    for in_channels, out_channels, groups, overlap in ((32, 64, 4, 0.5), (16, 40, 8, 0.25), (32, 24, 2, 0.33)):
+        mask = scc.dense_mask(in_channels, out_channels, groups, overlap)
+        pruned = dense.pointwise.weight[:out_channels, :in_channels, 0, 0] * mask
+        expected = F.conv2d(x[:, :in_channels], pruned[:, :, None, None])
+        got = sliding.pointwise(x[:, :in_channels], out_channels, groups, overlap)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    parameters = {id(parameter) for parameter in net.parameters()}
+    assert id(dense.pointwise.weight) in parameters and not hasattr(sliding.pointwise, "weight")
+    # training an all-scc subnet updates the shared depthwise-separable weights
+    spec = space.smallest()
+    assert {block.op for stage in spec.stages for block in stage.blocks} == {"scc"}
+    net.activate(spec)
+    net(torch.randn(4, 3, 32, 32)).logsumexp(1).mean().backward()
+    assert dense.pointwise.weight.grad is not None and dense.pointwise.weight.grad.abs().sum() > 0
+    assert dense.depthwise.conv.weight.grad.abs().sum() > 0
+    # the shared weights survive a state-dict round trip
+    copy = Supernet(space)
+    copy.load_state_dict(net.state_dict())
+    assert copy.stages[1][0]["scc"].pointwise.dense_source is copy.stages[1][0]["dsc"].pointwise
+    torch.testing.assert_close(copy.stages[1][0]["dsc"].pointwise.weight, dense.pointwise.weight)
+
+
 def test_batch_norm_with_index_selection_updates_only_selected_statistics():
     norm = ElasticBatchNorm2d(8).train()
     index = torch.tensor([0, 1, 4, 5])

@@ -66,6 +66,60 @@ def test_budget_aware_sandwich_trains_only_subnets_within_the_budget():
         budget_extremes(space, smallest - 1, flops)
 
 
+def test_fair_operations_train_every_block_kind_of_every_position_each_step():
+    from collections import Counter
+
+    from nas_search.hw_models import FlopsModel
+    from nas_search.training.sandwich import budget_extremes, fair_operation_plans, sandwich_specs
+
+    space = get_space("cifar")
+    kinds = len(space.stages[0].operations)
+    plans = fair_operation_plans(space, kinds + 2, __import__("random").Random(0))
+    for position in plans[0]:
+        assert sorted(plan[position] for plan in plans[:kinds]) == sorted(space.stages[position[0]].operations)
+        assert plans[kinds][position] != plans[kinds + 1][position]  # the next group starts a new permutation
+    flops = FlopsModel(space, 32, 10)
+    budget = 50_000_000
+    extremes = budget_extremes(space, budget, flops, "widest")
+    counts: Counter = Counter()
+    for step in range(40):
+        specs = sandwich_specs(space, kinds, seed=1, step=step, extremes=extremes, max_flops=budget, flops=flops,
+                               fair_operations=True)
+        assert all(flops(spec) <= budget for spec in specs)
+        for stage_index, stage in enumerate(space.stages):
+            for block_index in range(stage.max_depth):
+                ops = [spec.stages[stage_index].blocks[block_index].op for spec in specs[2:]
+                       if block_index < spec.stages[stage_index].depth]
+                assert len(ops) == len(set(ops))  # no kind twice at one position within a step
+                counts.update((stage_index, block_index, op) for op in ops)
+    first_blocks = [counts[(stage, 0, op)] for stage in range(len(space.stages)) for op in space.stages[stage].operations]
+    assert min(first_blocks) == max(first_blocks) == 40  # every kind of every first block: once per step
+    unfair: Counter = Counter()
+    for step in range(40):
+        for spec in sandwich_specs(space, kinds, seed=1, step=step, extremes=extremes, max_flops=budget, flops=flops)[2:]:
+            unfair.update((stage_index, spec.stages[stage_index].blocks[0].op) for stage_index in range(len(space.stages)))
+    assert max(unfair.values()) > 40 + 20  # independent draws under a budget crowd on the cheap kinds
+
+
+def test_widest_teacher_keeps_more_weights_than_narrowing_the_largest():
+    from nas_search.hw_models import FlopsModel, ParamsModel
+    from nas_search.training.sandwich import budget_extremes, projected_largest, widest_within_budget
+
+    space = get_space("cifar")
+    flops, params = FlopsModel(space, 32, 10), ParamsModel(space, 10)
+    for budget in (20e6, 50e6, 200e6):
+        widest, narrowed = widest_within_budget(space, budget, flops), projected_largest(space, budget, flops)
+        assert flops(widest) <= budget and flops(narrowed) <= budget
+        assert params(widest) > 1.3 * params(narrowed)
+        widest_widths = [block.width for stage in widest.stages for block in stage.blocks]
+        narrowed_widths = [block.width for stage in narrowed.stages for block in stage.blocks]
+        assert min(widest_widths) > min(narrowed_widths)
+    assert widest_within_budget(space, 1e12, flops) == budget_extremes(space, 1e12, flops, "widest")[0]
+    assert flops(widest_within_budget(space, 1e12, flops)) == flops(space.largest())
+    with pytest.raises(UserError, match="unknown teacher rule 'tallest'; accepted: projected, widest"):
+        budget_extremes(space, 50e6, flops, "tallest")
+
+
 def test_budget_aware_training_records_the_budget_and_never_activates_above_it(tmp_path, monkeypatch):
     from nas_search.hw_models import FlopsModel
     from nas_search.training.supernet_training import SandwichStep

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from nas_search.errors import UserError
 from nas_search.spaces import get_space, register_space
@@ -324,10 +324,13 @@ class DetectionSpace(SearchSpace):
             stages.append(StageSpec((best[1],) * min(choices.depths)))
         return ArchSpec(self.name, tuple(stages), stem_width=stem_width, head_width=1.0, detector=detector)
 
-    def sample(self, rng: random.Random, bias: float | None = None) -> ArchSpec:
+    def sample(
+        self, rng: random.Random, bias: float | None = None, operations: Mapping[tuple[int, int], str] | None = None
+    ) -> ArchSpec:
         """A random detector; ``bias`` skews every ordered choice (backbone, neck and
-        head) toward its small (0) or large (1) end, as in :meth:`SearchSpace.sample`."""
-        backbone = super().sample(rng, bias)
+        head) toward its small (0) or large (1) end and ``operations`` fixes backbone
+        ops, as in :meth:`SearchSpace.sample`."""
+        backbone = super().sample(rng, bias, operations)
 
         def pick(options: Sequence):
             options = sorted(options)

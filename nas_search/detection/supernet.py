@@ -48,7 +48,7 @@ from nas_search.detection.static import (
     make_anchor_generator,
 )
 from nas_search.errors import UserError
-from nas_search.spaces.blocks import ELASTIC_BLOCKS
+from nas_search.spaces.blocks import elastic_block_choices
 from nas_search.spaces.elastic import ElasticConvNormActivation
 from nas_search.spaces.space import ResolvedNetwork
 from nas_search.spec import ArchSpec
@@ -72,12 +72,7 @@ class ElasticBody(nn.Module):
             choices = space.stages[stage_index]
             stride = choices.stride if block_index == 0 else 1
             stages[stage_index].append(
-                nn.ModuleDict(
-                    {
-                        op: ELASTIC_BLOCKS[op](max_in, max_out, stride, max(choices.kernels), max(choices.expansions))
-                        for op in choices.operations
-                    }
-                )
+                elastic_block_choices(choices.operations, max_in, max_out, stride, max(choices.kernels), max(choices.expansions))
             )
         self.stages = nn.ModuleList(stages)
         self.active: ResolvedNetwork | None = None

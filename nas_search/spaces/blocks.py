@@ -82,6 +82,15 @@ class ElasticSeparable(nn.Module):
         self.pointwise: nn.Module = ElasticSlidingChannelConv2d(max_in, max_out) if sliding else ElasticConv2d(max_in, max_out)
         self.norm = ElasticBatchNorm2d(max_out)
 
+    def share_weights_with(self, dense: "ElasticSeparable") -> None:
+        """Make this sliding-channel block a structured pruning of the dense block ``dense``
+        at the same position: one depthwise conv, one norm, and windows of one 1x1 weight."""
+        if not self.sliding or dense.sliding:
+            raise ValueError("only a sliding-channel block shares the weights of a dense separable block")
+        self.depthwise = dense.depthwise
+        self.norm = dense.norm
+        self.pointwise.share_dense_weight(dense.pointwise)
+
     def _pointwise(self, x: torch.Tensor, block: ResolvedBlock) -> torch.Tensor:
         if self.sliding:
             return self.pointwise(x, block.out_channels, block.spec.groups, block.spec.overlap)
@@ -159,6 +168,26 @@ class ElasticSlimModule(nn.Module):
         self.skip.copy_into(target.skip, concat, block.in_channels)
         self.depthwise.copy_into(target.depthwise, concat, concat, kernel=block.spec.kernel)
         self.pointwise.copy_into(target.pointwise, block.out_channels, concat)
+
+
+#: Block kinds that are built on the weights of another kind at the same position
+#: (``kind: base``): a sliding-channel block is a depthwise-separable block whose 1x1 keeps
+#: only its windows, so ``scc`` and ``dsc`` train one depthwise, norm and 1x1 weight. Without
+#: this, every kind of a position is a separate network, and a subnet that mixes kinds
+#: inherits weights that were never trained together (see benchmarks/RESULTS.md).
+SHARED_BLOCK_WEIGHTS: dict[str, str] = {"scc": "dsc"}
+
+
+def elastic_block_choices(
+    operations: tuple[str, ...], max_in: int, max_out: int, stride: int, max_kernel: int, max_expansion: float
+) -> nn.ModuleDict:
+    """The elastic blocks of one supernet position, one per allowed op, with the weight
+    sharing of :data:`SHARED_BLOCK_WEIGHTS` applied."""
+    blocks = {op: ELASTIC_BLOCKS[op](max_in, max_out, stride, max_kernel, max_expansion) for op in operations}
+    for kind, base in SHARED_BLOCK_WEIGHTS.items():
+        if kind in blocks and base in blocks:
+            blocks[kind].share_weights_with(blocks[base])
+    return nn.ModuleDict(blocks)
 
 
 #: Elastic block factory per op: (max_in, max_out, stride, max_kernel, max_expansion) -> module.

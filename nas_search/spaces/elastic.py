@@ -173,11 +173,26 @@ class ElasticSlidingChannelConv2d(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(max_out, max_in))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
+        self.dense_source: ElasticConv2d | None = None
+
+    def share_dense_weight(self, conv: ElasticConv2d) -> None:
+        """Read the windows from a dense 1x1 ``conv``'s weight instead of an own one: the
+        sliding-channel conv becomes a structured pruning of that dense conv, and both
+        train one set of weights."""
+        if tuple(conv.weight.shape) != (*self.weight.shape, 1, 1):
+            raise ValueError(f"a {tuple(self.weight.shape)} sliding-channel conv cannot share a {tuple(conv.weight.shape)} weight")
+        del self.weight
+        self.dense_source = conv
+
+    def dense_weight(self) -> torch.Tensor:
+        """The dense ``(max_out, max_in)`` weight the windows are gathered from."""
+        return self.weight if self.dense_source is None else self.dense_source.weight.flatten(1)
 
     def active_weight(self, in_channels: int, out_channels: int, groups: int, overlap: float) -> torch.Tensor:
         """Compact ``(out, in / groups)`` weight in canonical window order."""
-        index = scc.window_index(in_channels, out_channels, groups, overlap).to(self.weight.device)
-        return torch.gather(self.weight[:out_channels, :in_channels], 1, index)
+        dense = self.dense_weight()
+        index = scc.window_index(in_channels, out_channels, groups, overlap).to(dense.device)
+        return torch.gather(dense[:out_channels, :in_channels], 1, index)
 
     def forward(self, x: torch.Tensor, out_channels: int, groups: int, overlap: float) -> torch.Tensor:
         weight = self.active_weight(x.size(1), out_channels, groups, overlap)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from nas_search.errors import UserError
 from nas_search.spec import ArchSpec, BlockSpec, StageSpec
@@ -290,10 +290,15 @@ class SearchSpace:
         return ArchSpec(self.name, tuple(stages), stem_width=min(self.stem_widths), head_width=min(self.head_widths))
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, rng: random.Random, bias: float | None = None) -> ArchSpec:
+    def sample(
+        self, rng: random.Random, bias: float | None = None, operations: Mapping[tuple[int, int], str] | None = None
+    ) -> ArchSpec:
         """A random spec. ``bias`` in [0, 1] skews every ordered choice (depth, width,
         kernel, expansion) toward its small (0) or large (1) end, which lets budget-aware
-        sampling reach the whole FLOPs range; ``None`` samples uniformly."""
+        sampling reach the whole FLOPs range; ``None`` samples uniformly. ``operations``
+        fixes the op of block positions ``(stage, block)`` it names (fair sampling, see
+        ``nas_search.training.sandwich``); the other choices are drawn as usual."""
+        fixed = operations or {}
 
         def pick(options, key=None):
             options = sorted(options, key=key)
@@ -303,11 +308,12 @@ class SearchSpace:
             return options[min(int(position * len(options)), len(options) - 1)]
 
         stages = []
-        for choices in self.stages:
+        for stage_index, choices in enumerate(self.stages):
             depth = pick(choices.depths)
             blocks = []
-            for _ in range(depth):
+            for block_index in range(depth):
                 op = pick(choices.operations, key=OPERATION_COST_RANK.get)
+                op = fixed.get((stage_index, block_index), op)
                 extra: dict = {}
                 if op == "mbconv":
                     extra = {"expansion": pick(choices.expansions), "squeeze_excite": pick(self.squeeze_excite)}

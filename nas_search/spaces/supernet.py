@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_search.spaces.blocks import ELASTIC_BLOCKS, ElasticInvertedResidual, ElasticSeparable, ElasticSlimModule
+from nas_search.spaces.blocks import elastic_block_choices, ElasticInvertedResidual, ElasticSeparable, ElasticSlimModule
 from nas_search.spaces.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticConvNormActivation, ElasticLinear
 from nas_search.spaces.space import ResolvedNetwork, SearchSpace
 from nas_search.spaces.static import StaticNetwork
@@ -49,12 +49,7 @@ class Supernet(nn.Module):
             choices = space.stages[stage_index]
             stride = choices.stride if block_index == 0 else 1
             stages[stage_index].append(
-                nn.ModuleDict(
-                    {
-                        op: ELASTIC_BLOCKS[op](max_in, max_out, stride, max(choices.kernels), max(choices.expansions))
-                        for op in choices.operations
-                    }
-                )
+                elastic_block_choices(choices.operations, max_in, max_out, stride, max(choices.kernels), max(choices.expansions))
             )
         self.stages = nn.ModuleList(stages)
         self.head = ElasticConvNormActivation(space.stages[-1].max_channels, space.head_channels)

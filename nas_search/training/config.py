@@ -25,7 +25,9 @@ class SupernetTrainConfig:
     weight_decay: float = 4e-5
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
-    random_subnets: int = 2
+    random_subnets: int = 4            # = the number of block kinds: with fair_operations each kind of each position trains every step
+    fair_operations: bool = True       # random subnets take each block kind of each position in turn (FairNAS)
+    budget_teacher: str = "widest"     # largest subnet under max_flops: "widest" or "projected" (see training.sandwich)
     distill: bool = True
     distill_temperature: float = 1.0
     full_width_warmup_epochs: int = 0  # train only the largest subnet first, then sort channels (OFA)

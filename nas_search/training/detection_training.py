@@ -214,6 +214,10 @@ class DetectionSupernetTrainConfig:
     warmup_epochs: float = 0.5
     clip_grad_norm: float = 10.0
     random_subnets: int = 1
+    # Teacher rule and FairNAS op sampling (see training.sandwich): the classification
+    # defaults ("widest", fair) are not yet measured on detectors, which keep the old ones.
+    fair_operations: bool = False
+    budget_teacher: str = "projected"
     distill: bool = True
     distill_weight: float = 1.0
     seed: int = 0
@@ -307,7 +311,7 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
     torch.manual_seed(config.seed)
     supernet = DetectionSupernet(space, num_classes, image_size=image_size).to(device)
     flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, num_classes)
-    extremes = budget_extremes(space, config.max_flops, flops_model)
+    extremes = budget_extremes(space, config.max_flops, flops_model, config.budget_teacher)
     use_cuda = device.type == "cuda"
     optimizer = build_optimizer(supernet, config)
     loader = make_detection_loader(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
@@ -364,7 +368,7 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
             global_step = epoch * steps_per_epoch + step_in_epoch
             images, targets = _to_device(images, targets, device)
             specs = sandwich_specs(space, config.random_subnets, config.seed, global_step, extremes,
-                                   config.max_flops, flops_model)
+                                   config.max_flops, flops_model, config.fair_operations)
             with torch.autocast(device_type=device.type, enabled=use_cuda and config.amp):
                 loss, parts = step_module(images, targets, specs)
             if not torch.isfinite(loss):

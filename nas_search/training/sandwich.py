@@ -5,10 +5,19 @@ deterministic: the random subnets come from ``random.Random`` seeded by the run'
 the global step, so a resumed run (and every DDP rank) draws the same subnets.
 
 Budget-aware training: given ``max_flops`` and a ``spec -> FLOPs`` model, the "largest"
-subnet is the space's largest shrunk until it fits the budget (:func:`budget_extremes`),
-and the random subnets are drawn among those within it. The search never looks above the
-budget, so the supernet spends none of its capacity or compute there; on a CPU this makes
-a step several times cheaper when the budget is far below the space's largest subnet.
+subnet (the teacher) is chosen within the budget (:func:`budget_extremes`, rules in
+:data:`TEACHER_RULES`), and the random subnets are drawn among those within it. The search
+never looks above the budget, so the supernet spends none of its capacity or compute
+there; on a CPU this makes a step several times cheaper when the budget is far below the
+space's largest subnet.
+
+Fair operations (FairNAS, Chu et al. 2021): the block kinds of one position share no
+weights, so with independent draws a kind is trained only when a random subnet happens to
+pick it, and the positions' kinds meet in ever new combinations. With
+``fair_operations=True`` every group of ``len(operations)`` random subnets holds each
+kind of each position exactly once (a fresh permutation per position and group), so every
+kind of every position is trained equally often, once per step when ``count`` equals the
+number of kinds.
 """
 
 from __future__ import annotations
@@ -32,21 +41,143 @@ def budget_flops_model(space: Any, max_flops: float | None, input_size: int | No
     return FlopsModel(space, input_size or space.input_size, num_classes)
 
 
-def budget_extremes(space: Any, max_flops: float | None, flops: Callable[[Any], float] | None) -> tuple:
-    """``(largest, smallest)`` of the sandwich: with a budget, the largest subnet is the
-    space's largest shrunk (all widths, then depths) until it fits the budget."""
+def projected_largest(space: Any, max_flops: float, flops: Callable[[Any], float]) -> Any:
+    """The space's largest subnet projected into the budget: all widths shrink together
+    first, then single choices (``nas_search.search.projection``). Under a tight budget
+    this leaves the largest depths, kernels and expansions at the narrowest widths."""
+    from nas_search.search.projection import project_to_band
+
+    return project_to_band(space.largest(), space, flops, 0.0, float(max_flops))
+
+
+def _uniform_network(space: Any, op: str) -> Any:
+    """Full depth and width, largest kernel and expansion, with ``op`` in every block."""
+    from dataclasses import replace
+
+    from nas_search.spec import BlockSpec, StageSpec
+
+    largest = space.largest()
+    extras = {
+        "mbconv": lambda choices: {"expansion": max(choices.expansions), "squeeze_excite": max(space.squeeze_excite)},
+        "scc": lambda choices: {"groups": min(space.scc_groups), "overlap": max(space.scc_overlaps)},
+    }
+    stages = []
+    for choices in space.stages:
+        extra = extras.get(op, lambda choices: {})(choices)
+        block = BlockSpec(op=op, kernel=max(choices.kernels), width=max(choices.widths), **extra)
+        stages.append(StageSpec((block,) * max(choices.depths)))
+    return replace(largest, stages=tuple(stages))
+
+
+def _whole_network_moves(spec: Any, space: Any) -> list:
+    """One step cheaper, applied to every block at once (squeeze-excite off, expansion,
+    kernel, all widths) or to one stage (one block shorter)."""
+    from dataclasses import replace
+
+    from nas_search.search.projection import _shift_width, shift_all_widths
+    from nas_search.spec import StageSpec
+
+    def every_block(change) -> Any:
+        stages = tuple(
+            StageSpec(tuple(change(block, choices) for block in stage.blocks)) for choices, stage in zip(space.stages, spec.stages)
+        )
+        return replace(spec, stages=stages)
+
+    moves = [
+        every_block(lambda block, choices: replace(block, squeeze_excite=False) if block.op == "mbconv" else block),
+        every_block(lambda block, choices: replace(block, expansion=_shift_width(choices.expansions, block.expansion, -1))
+                    if block.op == "mbconv" else block),
+        every_block(lambda block, choices: replace(block, kernel=int(_shift_width(choices.kernels, block.kernel, -1)))),
+        shift_all_widths(spec, space, -1),
+    ]
+    for stage_index, (choices, stage) in enumerate(zip(space.stages, spec.stages)):
+        if stage.depth - 1 in choices.depths:
+            stages = list(spec.stages)
+            stages[stage_index] = StageSpec(stage.blocks[:-1])
+            moves.append(replace(spec, stages=tuple(stages)))
+    return [move for move in moves if move != spec]
+
+
+def widest_within_budget(space: Any, max_flops: float, flops: Callable[[Any], float]) -> Any:
+    """The teacher that covers the most shared weights within the budget.
+
+    For every op allowed in all stages: start from the network of that op at full depth and
+    width with the largest kernels and expansions, then take whole-network steps (squeeze-
+    excite off, one expansion or kernel step, one stage shorter, all widths one step) that
+    give up the fewest parameters per FLOP saved, until the budget is met. Of these, the one
+    with the most parameters wins. Unlike :func:`projected_largest` (which narrows first),
+    this keeps widths wide, so the teacher trains the channels the random subnets use.
+    Falls back to :func:`projected_largest` when no uniform network fits.
+    """
+    from nas_search.hw_models.flops import count_flops
+
+    def cost(spec) -> tuple[float, float]:
+        breakdown = count_flops(spec, space, getattr(flops, "input_size", None), getattr(flops, "num_classes", None))
+        return float(breakdown.flops), float(breakdown.params)
+
+    common = [op for op in space.stages[0].operations if all(op in choices.operations for choices in space.stages)]
+    best = None
+    for op in common:
+        spec = _uniform_network(space, op)
+        spec_flops, spec_params = cost(spec)
+        while spec_flops > max_flops:
+            options = []
+            for move in _whole_network_moves(spec, space):
+                try:
+                    move_flops, move_params = cost(move)
+                except UserError:
+                    continue
+                if move_flops < spec_flops:
+                    options.append(((spec_params - move_params) / (spec_flops - move_flops), move_flops, move_params, move))
+            if not options:
+                break
+            _, spec_flops, spec_params, spec = min(options, key=lambda option: option[0])
+        if spec_flops <= max_flops and (best is None or spec_params > best[0]):
+            best = (spec_params, spec)
+    return best[1] if best is not None else projected_largest(space, max_flops, flops)
+
+
+#: How a budget-aware sandwich chooses its largest subnet (the teacher).
+TEACHER_RULES: dict[str, Callable[[Any, float, Callable[[Any], float]], Any]] = {
+    "projected": projected_largest,
+    "widest": widest_within_budget,
+}
+
+
+def budget_extremes(
+    space: Any, max_flops: float | None, flops: Callable[[Any], float] | None, teacher: str = "projected"
+) -> tuple:
+    """``(largest, smallest)`` of the sandwich. With a budget, the largest subnet is chosen
+    within it by the ``teacher`` rule of :data:`TEACHER_RULES`."""
     if max_flops is None:
         return space.largest(), space.smallest()
-    from nas_search.search.projection import project_to_band
     from nas_search.units import format_flops
 
+    if teacher not in TEACHER_RULES:
+        raise UserError(f"unknown teacher rule {teacher!r}; accepted: {', '.join(TEACHER_RULES)}")
     smallest = space.smallest()
     if flops(smallest) > max_flops:
         raise UserError(
             f"budget {format_flops(max_flops)} is below the smallest subnet of space {space.name!r} "
             f"({format_flops(flops(smallest))}); accepted: a budget of at least that"
         )
-    return project_to_band(space.largest(), space, flops, 0.0, float(max_flops)), smallest
+    return TEACHER_RULES[teacher](space, float(max_flops), flops), smallest
+
+
+def fair_operation_plans(space: Any, count: int, rng: random.Random) -> list[dict[tuple[int, int], str]]:
+    """``count`` op assignments ``{(stage, block): op}``: within every group of
+    ``len(operations)`` consecutive plans, each position holds each of its ops once."""
+    plans: list[dict[tuple[int, int], str]] = [{} for _ in range(count)]
+    for stage_index, choices in enumerate(space.stages):
+        for block_index in range(choices.max_depth):
+            order: list[str] = []
+            while len(order) < count:
+                group = list(choices.operations)
+                rng.shuffle(group)
+                order += group
+            for plan, op in zip(plans, order):
+                plan[(stage_index, block_index)] = op
+    return plans
 
 
 def sandwich_specs(
@@ -57,6 +188,7 @@ def sandwich_specs(
     extremes: tuple | None = None,
     max_flops: float | None = None,
     flops: Callable[[Any], float] | None = None,
+    fair_operations: bool = False,
 ) -> list:
     """Largest, smallest and ``count`` random subnets for global step ``step``.
 
@@ -64,20 +196,31 @@ def sandwich_specs(
     ``smallest()`` counts FLOPs, so it is not free). With ``max_flops`` (and ``flops``),
     random subnets are drawn within the budget, with a random bias towards small or large
     choices so that they spread over the feasible range rather than crowding at its small
-    end; ``extremes`` should then come from :func:`budget_extremes`.
+    end; ``extremes`` should then come from :func:`budget_extremes`. With
+    ``fair_operations`` the ops of the random subnets follow :func:`fair_operation_plans`;
+    a draw that does not fit the budget in ``SAMPLING_ATTEMPTS`` tries is projected into it
+    with its ops kept.
     """
     largest, smallest = extremes if extremes is not None else (space.largest(), space.smallest())
     rng = random.Random(seed * 1_000_003 + step)
+    plans = fair_operation_plans(space, count, rng) if fair_operations else [None] * count
     randoms = []
-    for _ in range(count):
+    for plan in plans:
         if max_flops is None:
-            randoms.append(space.sample(rng))
+            randoms.append(space.sample(rng, operations=plan))
             continue
         for _attempt in range(SAMPLING_ATTEMPTS):
-            spec = space.sample(rng, bias=rng.random())
+            spec = space.sample(rng, bias=rng.random(), operations=plan)
             if flops(spec) <= max_flops:
                 break
         else:
-            spec = smallest
+            spec = _project_or_smallest(spec, space, max_flops, flops, smallest) if plan is not None else smallest
         randoms.append(spec)
     return [largest, smallest] + randoms
+
+
+def _project_or_smallest(spec: Any, space: Any, max_flops: float, flops: Callable[[Any], float], smallest: Any) -> Any:
+    from nas_search.search.projection import project_to_band
+
+    projected = project_to_band(spec, space, flops, 0.0, float(max_flops))
+    return projected if flops(projected) <= max_flops else smallest

@@ -168,7 +168,7 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
                                    torch.Generator().manual_seed(config.seed + 17 * start_epoch))
         attach_bridgeout(supernet, bridgeout)
     flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, data.num_classes)
-    extremes = budget_extremes(space, config.max_flops, flops_model)
+    extremes = budget_extremes(space, config.max_flops, flops_model, config.budget_teacher)
     step_module: nn.Module = SandwichStep(supernet, config.label_smoothing, config.distill, config.distill_temperature)
     if context.enabled:
         step_module = nn.parallel.DistributedDataParallel(
@@ -206,7 +206,8 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
                 images = images.contiguous(memory_format=torch.channels_last)
             specs = (
                 [extremes[0]] if full_width_only
-                else sandwich_specs(space, config.random_subnets, config.seed, global_step, extremes, config.max_flops, flops_model)
+                else sandwich_specs(space, config.random_subnets, config.seed, global_step, extremes, config.max_flops,
+                                    flops_model, config.fair_operations)
             )
             with torch.autocast(device_type=device.type, enabled=use_cuda and config.amp):
                 loss, teacher_logits = step_module(images, labels, specs)
