@@ -438,7 +438,7 @@ def test_supernet_training_checkpoints_and_a_resumed_run_matches_an_uninterrupte
     assert all(torch.equal(whole["model"][name], parts["model"][name]) for name in whole["model"])
     assert whole["history"][1]["loss"] == parts["history"][1]["loss"]
     assert (whole["space"], whole["image_size"], whole["epoch"]) == (MICRO_DETECT, IMAGE_SIZE, 2)
-    assert whole["num_classes"] == len(whole["classes"]) and whole["format_version"] == 1
+    assert whole["num_classes"] == len(whole["classes"]) and whole["format_version"] == 2
     supernet, metadata = load_detection_supernet(tmp_path / "whole.pt")
     assert not supernet.training and supernet.image_size == IMAGE_SIZE
     assert "model" not in metadata and metadata["config"]["seed"] == 3

@@ -149,6 +149,13 @@ def test_bad_checkpoints_are_refused(tmp_path):
     result = train_supernet(tiny_config(tmp_path))
     with pytest.raises(UserError, match="space 'micro', not 'mobile'"):
         load_supernet(result.checkpoint, space="mobile")
+    older = torch.load(result.checkpoint, weights_only=True)
+    older["format_version"] = 1  # the layout before scc blocks shared the dsc weights
+    torch.save(older, tmp_path / "older.pt")
+    for load in (lambda: load_supernet(tmp_path / "older.pt"),
+                 lambda: train_supernet(tiny_config(tmp_path, out=str(tmp_path / "older.pt"), resume=True))):
+        with pytest.raises(UserError, match="format_version 1, written by another nas-search version; this one reads 2"):
+            load()
 
 
 def _train_command(out: Path, epochs: int, resume: bool) -> list[str]:

@@ -78,7 +78,9 @@ def _train_classifier_supernet(resolved: "ResolvedSearch", path: Path, epochs: i
         space=resolved.space.name, data=config.data, epochs=epochs, input_size=resolved.train_input_size,
         batch_size=config.batch_size, seed=config.seed, workers=config.workers, device=config.training_device,
         max_train=_demo_value(config, "max_train", config.max_train, None), out=str(path), resume=True,
-        random_subnets=1 if config.data is None else 2, progress=config.progress,
+        # the demo keeps one random subnet per step for time; real data gets the default
+        # (one per block kind, with FairNAS sampling)
+        random_subnets=1 if config.data is None else SupernetTrainConfig.random_subnets, progress=config.progress,
         # budget-aware, as for detectors: only subnets within the FLOPs budget are trained
         max_flops=resolved.budget_flops, flops_input_size=resolved.input_size,
     ))

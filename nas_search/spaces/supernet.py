@@ -2,7 +2,8 @@
 
 Every block position of every stage holds one elastic block per allowed op (slim module,
 depthwise-separable, sliding-channel, inverted residual); each is elastic in kernel and
-width. :meth:`Supernet.activate` selects a subnet by its :class:`ArchSpec`, ``forward``
+width. The sliding-channel block of a position is the depthwise-separable block with its
+1x1 pruned to windows: the two share every weight (``blocks.SHARED_BLOCK_WEIGHTS``). :meth:`Supernet.activate` selects a subnet by its :class:`ArchSpec`, ``forward``
 runs it, and :meth:`Supernet.extract` returns a standalone static network holding copies
 of the active weights.
 

@@ -14,6 +14,11 @@ SUPERNET_FORMAT = "nas-search-supernet"
 MODEL_FORMAT = "nas-search-model"
 DETECTION_SUPERNET_FORMAT = "nas-search-detection-supernet"
 
+#: The weight layout each supernet format is written in; a checkpoint of another version
+#: is refused with a clear error. Version 2: an scc block's weights are its position's dsc
+#: block's (``spaces.blocks.SHARED_BLOCK_WEIGHTS``), so version-1 weights do not map.
+FORMAT_VERSIONS = {SUPERNET_FORMAT: 2, DETECTION_SUPERNET_FORMAT: 2}
+
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     """Atomically write a checkpoint dict (written to a temporary file, then renamed)."""
@@ -32,6 +37,12 @@ def load_checkpoint(path: str | Path, expected_format: str = SUPERNET_FORMAT, sp
         raise UserError(f"{path} is not a nas-search checkpoint (torch.load failed: {first})") from None
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
         raise UserError(f"{path} is not a {expected_format} checkpoint (written by nas-search)")
+    required = FORMAT_VERSIONS.get(expected_format)
+    if required is not None and payload.get("format_version") != required:
+        raise UserError(
+            f"checkpoint {path} has format_version {payload.get('format_version')!r}, written by another nas-search "
+            f"version; this one reads {required}: train the supernet again"
+        )
     if space is not None and payload.get("space") != space:
         raise UserError(f"checkpoint {path} is for space {payload.get('space')!r}, not {space!r}")
     return payload

@@ -35,12 +35,12 @@ from torch import nn
 
 from nas_search.config import config_to_dict
 from nas_search.errors import UserError
-from nas_search.training.checkpoint import DETECTION_SUPERNET_FORMAT, load_checkpoint, save_checkpoint
+from nas_search.training.checkpoint import DETECTION_SUPERNET_FORMAT, FORMAT_VERSIONS, load_checkpoint, save_checkpoint
 from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
-from nas_search.training.sandwich import budget_extremes, budget_flops_model, sandwich_specs
+from nas_search.training.sandwich import TEACHER_RULES, budget_extremes, budget_flops_model, sandwich_specs
 from nas_search.training.supernet_training import build_optimizer, warmup_cosine
 
-DETECTION_SUPERNET_FORMAT_VERSION = 1
+DETECTION_SUPERNET_FORMAT_VERSION = FORMAT_VERSIONS[DETECTION_SUPERNET_FORMAT]
 OPTIMIZERS = ("sgd", "adamw")  # as in supernet_training.build_optimizer
 
 
@@ -255,6 +255,8 @@ def _validate_config(config: DetectionSupernetTrainConfig) -> None:
          f"image_size={config.image_size}; accepted: a multiple of 32 (e.g. 160, 320, 416), or None"),
         (config.learning_rate > 0, f"learning_rate={config.learning_rate}; accepted: > 0"),
         (config.random_subnets >= 0, f"random_subnets={config.random_subnets}; accepted: 0 or more"),
+        (config.budget_teacher in TEACHER_RULES,
+         f"budget_teacher={config.budget_teacher!r}; accepted: {', '.join(TEACHER_RULES)}"),
         (config.distill_weight >= 0, f"distill_weight={config.distill_weight}; accepted: 0 or more"),
         (config.clip_grad_norm > 0, f"clip_grad_norm={config.clip_grad_norm}; accepted: > 0"),
         (config.warmup_epochs >= 0, f"warmup_epochs={config.warmup_epochs}; accepted: 0 or more"),

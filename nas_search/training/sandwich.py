@@ -16,8 +16,10 @@ weights, so with independent draws a kind is trained only when a random subnet h
 pick it, and the positions' kinds meet in ever new combinations. With
 ``fair_operations=True`` every group of ``len(operations)`` random subnets holds each
 kind of each position exactly once (a fresh permutation per position and group), so every
-kind of every position is trained equally often, once per step when ``count`` equals the
-number of kinds.
+kind of every first block is trained once per step when ``count`` equals the number of
+kinds. Deeper positions are trained as often as the drawn depths reach them, and under a
+budget tight enough that a plan's dear kinds cannot fit, that subnet's ops are drawn freely
+(see :func:`sandwich_specs`).
 """
 
 from __future__ import annotations
@@ -112,14 +114,17 @@ def widest_within_budget(space: Any, max_flops: float, flops: Callable[[Any], fl
     from nas_search.hw_models.flops import count_flops
 
     def cost(spec) -> tuple[float, float]:
-        breakdown = count_flops(spec, space, getattr(flops, "input_size", None), getattr(flops, "num_classes", None))
-        return float(breakdown.flops), float(breakdown.params)
+        params = count_flops(spec, space, getattr(flops, "input_size", None), getattr(flops, "num_classes", None)).params
+        return float(flops(spec)), float(params)
 
     common = [op for op in space.stages[0].operations if all(op in choices.operations for choices in space.stages)]
     best = None
     for op in common:
         spec = _uniform_network(space, op)
-        spec_flops, spec_params = cost(spec)
+        try:
+            spec_flops, spec_params = cost(spec)
+        except UserError:  # e.g. an scc grouping that the widths do not allow
+            continue
         while spec_flops > max_flops:
             options = []
             for move in _whole_network_moves(spec, space):
@@ -161,7 +166,10 @@ def budget_extremes(
             f"budget {format_flops(max_flops)} is below the smallest subnet of space {space.name!r} "
             f"({format_flops(flops(smallest))}); accepted: a budget of at least that"
         )
-    return TEACHER_RULES[teacher](space, float(max_flops), flops), smallest
+    largest = TEACHER_RULES[teacher](space, float(max_flops), flops)
+    # a rule that cannot reach the budget (a detector's neck and head alone can exceed a
+    # budget near the smallest subnet) leaves the smallest as the only subnet known to fit
+    return (largest if flops(largest) <= max_flops else smallest), smallest
 
 
 def fair_operation_plans(space: Any, count: int, rng: random.Random) -> list[dict[tuple[int, int], str]]:
@@ -198,8 +206,8 @@ def sandwich_specs(
     choices so that they spread over the feasible range rather than crowding at its small
     end; ``extremes`` should then come from :func:`budget_extremes`. With
     ``fair_operations`` the ops of the random subnets follow :func:`fair_operation_plans`;
-    a draw that does not fit the budget in ``SAMPLING_ATTEMPTS`` tries is projected into it
-    with its ops kept.
+    a plan none of whose ``SAMPLING_ATTEMPTS`` draws fits the budget (a budget near the
+    smallest subnet, where the dear kinds fit nowhere) gives way to freely drawn ops.
     """
     largest, smallest = extremes if extremes is not None else (space.largest(), space.smallest())
     rng = random.Random(seed * 1_000_003 + step)
@@ -209,18 +217,20 @@ def sandwich_specs(
         if max_flops is None:
             randoms.append(space.sample(rng, operations=plan))
             continue
-        for _attempt in range(SAMPLING_ATTEMPTS):
-            spec = space.sample(rng, bias=rng.random(), operations=plan)
-            if flops(spec) <= max_flops:
-                break
-        else:
-            spec = _project_or_smallest(spec, space, max_flops, flops, smallest) if plan is not None else smallest
-        randoms.append(spec)
+        spec = _draw_within_budget(space, rng, plan, max_flops, flops)
+        if spec is None and plan is not None:  # the plan's ops do not fit this budget: draw them freely
+            spec = _draw_within_budget(space, rng, None, max_flops, flops)
+        randoms.append(smallest if spec is None else spec)
     return [largest, smallest] + randoms
 
 
-def _project_or_smallest(spec: Any, space: Any, max_flops: float, flops: Callable[[Any], float], smallest: Any) -> Any:
-    from nas_search.search.projection import project_to_band
-
-    projected = project_to_band(spec, space, flops, 0.0, float(max_flops))
-    return projected if flops(projected) <= max_flops else smallest
+def _draw_within_budget(
+    space: Any, rng: random.Random, plan: dict | None, max_flops: float, flops: Callable[[Any], float]
+) -> Any | None:
+    """A random spec (with ``plan``'s ops) within ``max_flops``, or ``None`` after
+    ``SAMPLING_ATTEMPTS`` draws over it."""
+    for _attempt in range(SAMPLING_ATTEMPTS):
+        spec = space.sample(rng, bias=rng.random(), operations=plan)
+        if flops(spec) <= max_flops:
+            return spec
+    return None

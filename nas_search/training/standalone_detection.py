@@ -26,7 +26,6 @@ The final weights (a plain ``state_dict``, CPU tensors) are written atomically t
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace

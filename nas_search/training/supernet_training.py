@@ -28,10 +28,10 @@ from nas_search.errors import UserError
 from nas_search.spaces import get_space
 from nas_search.spaces.supernet import Supernet
 from nas_search.spec import ArchSpec
-from nas_search.training.checkpoint import SUPERNET_FORMAT, load_checkpoint, save_checkpoint
+from nas_search.training.checkpoint import FORMAT_VERSIONS, SUPERNET_FORMAT, load_checkpoint, save_checkpoint
 from nas_search.training.config import SupernetTrainConfig
 from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
-from nas_search.training.sandwich import budget_extremes, budget_flops_model, sandwich_specs
+from nas_search.training.sandwich import TEACHER_RULES, budget_extremes, budget_flops_model, sandwich_specs
 from nas_search.training.techniques import BatchBridgeout, attach_bridgeout, count_collapsed_channels, regenerate_channels
 
 
@@ -105,6 +105,8 @@ def _validate_config(config: SupernetTrainConfig) -> None:
         (config.batch_size >= 1, f"batch_size={config.batch_size}; accepted: 1 or more"),
         (config.learning_rate > 0, f"learning_rate={config.learning_rate}; accepted: > 0"),
         (config.random_subnets >= 0, f"random_subnets={config.random_subnets}; accepted: 0 or more"),
+        (config.budget_teacher in TEACHER_RULES,
+         f"budget_teacher={config.budget_teacher!r}; accepted: {', '.join(TEACHER_RULES)}"),
         (0 <= config.bridgeout_probability < 1, f"bridgeout_probability={config.bridgeout_probability}; accepted: [0, 1)"),
     ]
     for ok, message in checks:
@@ -241,7 +243,7 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
             save_checkpoint(
                 {
                     "format": SUPERNET_FORMAT,
-                    "format_version": 1,
+                    "format_version": FORMAT_VERSIONS[SUPERNET_FORMAT],
                     "space": space.name,
                     "num_classes": data.num_classes,
                     "class_names": list(data.class_names),
