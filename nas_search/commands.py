@@ -84,6 +84,10 @@ def _apply_sampling_arguments(config, arguments: argparse.Namespace) -> None:
     if arguments.fair_operations is not None:
         config.fair_operations = arguments.fair_operations
     if arguments.teacher is not None:
+        if arguments.budget is None:
+            from nas_search.errors import UserError
+
+            raise UserError(f"--teacher {arguments.teacher} chooses the largest subnet under --budget; give a --budget too")
         config.budget_teacher = arguments.teacher
 
 

@@ -61,6 +61,7 @@ def test_cost_with_fvcore_check(tmp_path, capsys):
         (["supernet", "train", "--space", "micro", "--budget", "1000", "--out", "never.pt"], "below the smallest subnet"),
         (["supernet", "train", "--space", "micro", "--budget", "lots", "--out", "never.pt"], "accepted forms"),
         (["supernet", "train", "--space", "micro", "--teacher", "tallest", "--out", "never.pt"], "invalid choice: 'tallest'"),
+        (["supernet", "train", "--space", "micro", "--teacher", "widest", "--out", "never.pt"], "give a --budget too"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(arguments, expected):
@@ -78,12 +79,13 @@ def test_supernet_sampling_options_reach_both_training_configs():
     defaults = training_config_from_arguments(parser.parse_args(["supernet", "train"]))
     assert defaults.fair_operations and defaults.budget_teacher == "widest"
     chosen = training_config_from_arguments(
-        parser.parse_args(["supernet", "train", "--no-fair-operations", "--teacher", "projected"]))
+        parser.parse_args(["supernet", "train", "--no-fair-operations", "--teacher", "projected", "--budget", "50MFLOPs"]))
     assert not chosen.fair_operations and chosen.budget_teacher == "projected"
     detection = detection_training_config_from_arguments(parser.parse_args(["supernet", "train", "--space", "detect"]))
     assert not detection.fair_operations and detection.budget_teacher == "projected"
     detection = detection_training_config_from_arguments(
-        parser.parse_args(["supernet", "train", "--space", "detect", "--fair-operations", "--teacher", "widest"]))
+        parser.parse_args(["supernet", "train", "--space", "detect", "--fair-operations", "--teacher", "widest",
+                           "--budget", "2GFLOPs"]))
     assert detection.fair_operations and detection.budget_teacher == "widest"
 
 
