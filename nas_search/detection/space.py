@@ -293,9 +293,10 @@ class DetectionSpace(SearchSpace):
         return ResolvedDetector(spec, backbone, neck, head, classes, self.level_strides())
 
     # ------------------------------------------------------------------ named specs and sampling
-    def largest(self) -> ArchSpec:
-        """The most expensive detector: the largest backbone, neck and head."""
-        return replace(super().largest(), detector=self.detector.largest())
+    def largest(self, op: str | None = None) -> ArchSpec:
+        """The most expensive detector: the largest backbone (with ``op`` in every block
+        when given), neck and head."""
+        return replace(super().largest(op), detector=self.detector.largest())
 
     def smallest(self) -> ArchSpec:
         """The cheapest detector: per stage the cheapest block at minimum depth, width and

@@ -255,15 +255,18 @@ class SearchSpace:
         }
         return variants[op]()
 
-    def largest(self) -> ArchSpec:
-        """The most expensive subnet: full depth, full width, the costliest op and kernel."""
+    def largest(self, op: str | None = None) -> ArchSpec:
+        """The most expensive subnet: full depth, full width, the costliest op and kernel.
+        ``op`` puts that op in every block instead (it must be allowed in every stage)."""
+        extras = {
+            "mbconv": lambda choices: {"expansion": max(choices.expansions), "squeeze_excite": max(self.squeeze_excite)},
+            "scc": lambda choices: {"groups": min(self.scc_groups), "overlap": max(self.scc_overlaps)},
+        }
         stages = []
         for choices in self.stages:
-            op = "mbconv" if "mbconv" in choices.operations else choices.operations[0]
-            extra = {"expansion": max(choices.expansions), "squeeze_excite": max(self.squeeze_excite)} if op == "mbconv" else {}
-            if op == "scc":
-                extra = {"groups": min(self.scc_groups), "overlap": max(self.scc_overlaps)}
-            block = BlockSpec(op=op, kernel=max(choices.kernels), width=max(choices.widths), **extra)
+            block_op = op or ("mbconv" if "mbconv" in choices.operations else choices.operations[0])
+            extra = extras[block_op](choices) if block_op in extras else {}
+            block = BlockSpec(op=block_op, kernel=max(choices.kernels), width=max(choices.widths), **extra)
             stages.append(StageSpec((block,) * max(choices.depths)))
         return ArchSpec(self.name, tuple(stages), stem_width=max(self.stem_widths), head_width=max(self.head_widths))
 

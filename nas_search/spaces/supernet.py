@@ -3,9 +3,10 @@
 Every block position of every stage holds one elastic block per allowed op (slim module,
 depthwise-separable, sliding-channel, inverted residual); each is elastic in kernel and
 width. The sliding-channel block of a position is the depthwise-separable block with its
-1x1 pruned to windows: the two share every weight (``blocks.SHARED_BLOCK_WEIGHTS``). :meth:`Supernet.activate` selects a subnet by its :class:`ArchSpec`, ``forward``
-runs it, and :meth:`Supernet.extract` returns a standalone static network holding copies
-of the active weights.
+1x1 pruned to windows: the two share every weight (``blocks.SHARED_BLOCK_WEIGHTS``).
+:meth:`Supernet.activate` selects a subnet by its :class:`ArchSpec`, ``forward`` runs it,
+and :meth:`Supernet.extract` returns a standalone static network holding copies of the
+active weights.
 
 Example::
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_search.spaces.blocks import elastic_block_choices, ElasticInvertedResidual, ElasticSeparable, ElasticSlimModule
+from nas_search.spaces.blocks import ElasticInvertedResidual, ElasticSeparable, ElasticSlimModule, elastic_block_choices
 from nas_search.spaces.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticConvNormActivation, ElasticLinear
 from nas_search.spaces.space import ResolvedNetwork, SearchSpace
 from nas_search.spaces.static import StaticNetwork

@@ -52,25 +52,6 @@ def projected_largest(space: Any, max_flops: float, flops: Callable[[Any], float
     return project_to_band(space.largest(), space, flops, 0.0, float(max_flops))
 
 
-def _uniform_network(space: Any, op: str) -> Any:
-    """Full depth and width, largest kernel and expansion, with ``op`` in every block."""
-    from dataclasses import replace
-
-    from nas_search.spec import BlockSpec, StageSpec
-
-    largest = space.largest()
-    extras = {
-        "mbconv": lambda choices: {"expansion": max(choices.expansions), "squeeze_excite": max(space.squeeze_excite)},
-        "scc": lambda choices: {"groups": min(space.scc_groups), "overlap": max(space.scc_overlaps)},
-    }
-    stages = []
-    for choices in space.stages:
-        extra = extras.get(op, lambda choices: {})(choices)
-        block = BlockSpec(op=op, kernel=max(choices.kernels), width=max(choices.widths), **extra)
-        stages.append(StageSpec((block,) * max(choices.depths)))
-    return replace(largest, stages=tuple(stages))
-
-
 def _whole_network_moves(spec: Any, space: Any) -> list:
     """One step cheaper, applied to every block at once (squeeze-excite off, expansion,
     kernel, all widths) or to one stage (one block shorter)."""
@@ -120,7 +101,7 @@ def widest_within_budget(space: Any, max_flops: float, flops: Callable[[Any], fl
     common = [op for op in space.stages[0].operations if all(op in choices.operations for choices in space.stages)]
     best = None
     for op in common:
-        spec = _uniform_network(space, op)
+        spec = space.largest(op)
         try:
             spec_flops, spec_params = cost(spec)
         except UserError:  # e.g. an scc grouping that the widths do not allow
