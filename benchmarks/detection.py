@@ -89,18 +89,29 @@ class Recipe:
 
 @dataclass(frozen=True)
 class SearchBudget:
-    """How much search: supernet epochs at the proxy size and Optuna trials."""
+    """How much search: supernet epochs at the proxy size, Optuna trials, and the
+    finalists (the best trials re-ranked by training on the search's own split)."""
 
     proxy_size: int
     supernet_epochs: int
     trials: int
     startup_trials: int
+    finalists: int
+    finalist_epochs: int
+    finalist_size: int
+    finalist_init: str
 
 
-QUICK = (SearchBudget(proxy_size=96, supernet_epochs=1, trials=4, startup_trials=4), Recipe(epochs=3, input_size=128, eval_every=3))
-#: Sized for about 45 minutes on the 2-core CPU: a from-scratch FCOS needs some 80 steps
+QUICK = (SearchBudget(proxy_size=96, supernet_epochs=1, trials=4, startup_trials=4, finalists=2, finalist_epochs=1,
+                      finalist_size=128, finalist_init="scratch"),
+         Recipe(epochs=3, input_size=128, eval_every=3))
+#: Sized for about 50 minutes on the 2-core CPU: a from-scratch FCOS needs some 80 steps
 #: before its box loss leaves 1.0, so supernet epochs are bought with a small proxy size.
-FULL = (SearchBudget(proxy_size=96, supernet_epochs=10, trials=12, startup_trials=6), Recipe(epochs=12, input_size=320, eval_every=4))
+#: The finalists replay the final recipe (from scratch, 12 epochs at 320 px) on the
+#: search's split: the supernet's proxy mAPs at 96 px did not pick well (RESULTS.md).
+FULL = (SearchBudget(proxy_size=96, supernet_epochs=10, trials=12, startup_trials=6, finalists=4, finalist_epochs=12,
+                     finalist_size=320, finalist_init="scratch"),
+        Recipe(epochs=12, input_size=320, eval_every=4))
 
 
 # ------------------------------------------------------------------------------ models
@@ -163,7 +174,8 @@ def search_ours(search_data: Path, budget_flops: int, budget: SearchBudget, work
     config = SearchConfig(
         task="detect", data=str(search_data), budget=str(budget_flops), input_size=DEPLOYMENT_SIZE,
         train_input_size=budget.proxy_size, trials=budget.trials, startup_trials=budget.startup_trials,
-        supernet_epochs=budget.supernet_epochs, study="detection-benchmark",
+        supernet_epochs=budget.supernet_epochs, study="detection-benchmark", finalists=budget.finalists,
+        finalist_epochs=budget.finalist_epochs, finalist_input_size=budget.finalist_size, finalist_init=budget.finalist_init,
         storage=f"sqlite:///{workdir / 'detection-benchmark.db'}", studies_dir=str(workdir), seed=seed,
         training_device=device, progress=True,
     )
@@ -277,6 +289,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, help="search trials")
     parser.add_argument("--supernet-epochs", type=int)
     parser.add_argument("--proxy-size", type=int, help="supernet training and scoring size of the search")
+    parser.add_argument("--finalists", type=int, help="best trials re-ranked by training (0: off; default 4, quick 2)")
+    parser.add_argument("--finalist-epochs", type=int, help="training epochs per finalist (default: the recipe's)")
+    parser.add_argument("--finalist-init", choices=("scratch", "inherited"), help="finalists start from scratch (default) "
+                        "or from their supernet weights")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training (latency always uses 1)")
     parser.add_argument("--device", default="cpu", help="training device: cpu, cuda or auto (latency is always CPU)")
     parser.add_argument("--workdir", help="folder for the study and the supernet (default: a new temporary folder)")
@@ -291,6 +307,10 @@ def main() -> None:
     budget = SearchBudget(
         proxy_size=arguments.proxy_size or budget.proxy_size, supernet_epochs=arguments.supernet_epochs or budget.supernet_epochs,
         trials=arguments.trials or budget.trials, startup_trials=min(budget.startup_trials, arguments.trials or budget.trials),
+        finalists=budget.finalists if arguments.finalists is None else arguments.finalists,
+        finalist_epochs=arguments.finalist_epochs or arguments.epochs or budget.finalist_epochs,
+        finalist_size=arguments.train_size or budget.finalist_size,
+        finalist_init=arguments.finalist_init or budget.finalist_init,
     )
     recipe = Recipe(**{**asdict(recipe), **{key: value for key, value in (
         ("epochs", arguments.epochs), ("input_size", arguments.train_size), ("batch_size", arguments.batch_size)) if value}})
@@ -315,7 +335,9 @@ def main() -> None:
     summary = search_ours(search_data, ssdlite_flops, budget, workdir, arguments.device, recipe.seed)
     search_seconds = time.perf_counter() - search_started
     spec = ArchSpec.from_dict(summary["best"]["arch"])
-    print(f"searched in {search_seconds:.0f} s; best: {spec} (proxy mAP@0.5 {summary['best']['accuracy']:.4f})")
+    trained = summary["best"].get("finalist_score")
+    print(f"searched in {search_seconds:.0f} s; best: {spec} (proxy mAP@0.5 {summary['best']['accuracy']:.4f}"
+          + (f", {trained:.4f} after the finalists' training on the search split)" if trained is not None else ")"))
 
     space = get_space(spec.space)
     analytic = count_flops(spec, space, DEPLOYMENT_SIZE, num_classes)
@@ -350,6 +372,7 @@ def main() -> None:
             **timings["ours"], "map": ours_result["map"], "flops_analytic": analytic.flops,
             "params_analytic": analytic.params, "flops_match": analytic.flops == ours_core_flops, "arch": str(spec),
             "arch_spec": spec.to_dict(), "proxy_map50": summary["best"]["accuracy"],
+            "finalist_map50": summary["best"].get("finalist_score"), "search_top": summary["top"],
             "train_seconds": ours_result["train_seconds"], "history": ours_result["history"],
             "map50_per_seed": ours_result["map50_per_seed"], "map_per_seed": ours_result["map_per_seed"],
         },

@@ -236,6 +236,13 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-val", type=int, default=300, help="validation images per trial")
     parser.add_argument("--calibration-images", type=int,
                         help="BN recalibration images per trial (default 256 for classify, 96 for detect)")
+    parser.add_argument("--finalists", type=int,
+                        help="re-rank this many best trials by short training (0: off; default 3, detect demo 0)")
+    parser.add_argument("--finalist-epochs", type=int, help="training epochs per finalist (default 2 classify, 3 detect, "
+                                                            "1 on the demo)")
+    parser.add_argument("--finalist-size", type=int, help="finalists' training and scoring size (default: the proxy size)")
+    parser.add_argument("--finalist-init", default="inherited",
+                        help="finalists start from their inherited weights (inherited) or from scratch (scratch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-summary", help="also write the summary as JSON to this file")
     parser.add_argument("--plan-only", action="store_true",
@@ -258,7 +265,9 @@ def search_config_from_arguments(arguments: argparse.Namespace):
         objectives=tuple(name.strip() for name in arguments.objectives.split(",") if name.strip()),
         supernet=arguments.supernet, supernet_epochs=arguments.supernet_epochs, max_train=arguments.max_train,
         max_val=arguments.max_val, seed=arguments.seed, progress=not arguments.quiet,
-        calibration_images=arguments.calibration_images,
+        calibration_images=arguments.calibration_images, finalists=arguments.finalists,
+        finalist_epochs=arguments.finalist_epochs, finalist_input_size=arguments.finalist_size,
+        finalist_init=arguments.finalist_init,
     )
 
 

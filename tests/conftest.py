@@ -88,7 +88,9 @@ def micro_run_arguments(study: str, supernet: Path, trials: int = MICRO_TRIALS, 
     """``run`` arguments for a quick micro search that reuses ``supernet``."""
     return (
         "run", "--space", "micro", "--budget", MICRO_BUDGET_TEXT, "--supernet", str(supernet), "--max-val", "100",
-        "--trials", str(trials), "--startup-trials", "3", "--study", study, "--quiet", *extra,
+        "--trials", str(trials), "--startup-trials", "3", "--study", study, "--quiet",
+        # no finalist re-ranking unless a test asks for it (``extra`` comes later and wins)
+        "--finalists", "0", *extra,
     )
 
 

@@ -320,6 +320,8 @@ BAD_RUN_ARGUMENTS = {
     "parameter budget in words": (["--params", "lots"], ["parameter budget", "lots", "5M"]),
     "bad study name": (["--study", "../escape"], ["../escape"]),
     "missing data folder": (["--data", "/nonexistent-nas-search-data"], ["/nonexistent-nas-search-data", "ImageFolder"]),
+    "negative finalists": (["--finalists", "-1"], ["--finalists -1", "0 (off)"]),
+    "unknown finalist init": (["--finalist-init", "pretrained"], ["pretrained", "inherited, scratch"]),
 }
 
 

@@ -49,6 +49,10 @@ class SearchConfig:
     batch_size: int = 64
     max_train: int | None = None           # None: 1500 on the demo data, all otherwise
     calibration_images: int | None = None  # BN recalibration images per trial; None: 256 (classify), 96 (detect)
+    finalists: int | None = None           # best trials re-ranked by short training; None: task default, 0: off
+    finalist_epochs: int | None = None     # None: task default (search.tasks.FINALIST_DEFAULTS)
+    finalist_input_size: int | None = None  # None: the proxy size
+    finalist_init: str = "inherited"       # inherited | scratch
     max_val: int | None = 300
     seed: int = 0
     workers: int | None = None

@@ -23,16 +23,33 @@ def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def best_trials(study: optuna.Study, count: int = 5) -> list[FrozenTrial]:
-    """The most accurate feasible trials, ties broken by fewer FLOPs."""
-    return sorted(feasible_trials(study), key=lambda trial: (-trial.user_attrs["accuracy"], trial.user_attrs["flops"]))[:count]
+    """The best feasible trials: re-ranked finalists first, by their score after short
+    training (:mod:`nas_search.search.finalists`; ties broken by inherited-weight score),
+    then the others by inherited-weight score; remaining ties broken by fewer FLOPs."""
+    from nas_search.search.finalists import finalist_records
+
+    records = finalist_records(study)
+
+    def rank(trial: FrozenTrial) -> tuple:
+        record = records.get(trial.number)
+        if record is not None:
+            return (0, -record["score"], -trial.user_attrs["accuracy"], trial.user_attrs["flops"])
+        return (1, -trial.user_attrs["accuracy"], 0.0, trial.user_attrs["flops"])
+
+    return sorted(feasible_trials(study), key=rank)[:count]
 
 
 def summary_rows(study: optuna.Study, count: int = 5) -> list[dict[str, Any]]:
-    """JSON-ready rows of the best feasible trials."""
+    """JSON-ready rows of the best feasible trials. ``accuracy`` is the inherited-weight
+    score; re-ranked finalists also carry ``finalist_score`` (after short training)."""
+    from nas_search.search.finalists import finalist_records
+
+    records = finalist_records(study)
     return [
         {
             "trial": trial.number,
             "accuracy": trial.user_attrs["accuracy"],
+            **({"finalist_score": records[trial.number]["score"]} if trial.number in records else {}),
             "flops": trial.user_attrs["flops"],
             "params": trial.user_attrs["params"],
             **{name: trial.user_attrs[name] for name in DEVICE_COSTS if name in trial.user_attrs},
@@ -60,15 +77,20 @@ def format_table(rows: list[dict[str, Any]], score_name: str = "accuracy") -> st
     extra = [name for name in DEVICE_COSTS if any(name in row for row in rows)]
     header = "".join(f"  {DEVICE_COSTS[name][0]:>10}" for name in extra)
     label = SHORT_SCORE_NAMES.get(score_name, score_name)
-    lines = [f"{'trial':>5}  {label:>8}  {'FLOPs':>13}  {'params':>8}{header}  architecture"]
+    trained = any("finalist_score" in row for row in rows)
+    trained_header = f"  {'trained':>8}" if trained else ""
+    lines = [f"{'trial':>5}  {label:>8}{trained_header}  {'FLOPs':>13}  {'params':>8}{header}  architecture"]
     for row in rows:
         cells = "".join(
             f"  {DEVICE_COSTS[name][1](row[name]) if name in row else '-':>10}" for name in extra
         )
+        finalist = (f"  {row['finalist_score']:>8.4f}" if "finalist_score" in row else f"  {'-':>8}") if trained else ""
         lines.append(
-            f"{row['trial']:>5}  {row['accuracy']:>8.4f}  {format_flops(row['flops']):>13}  "
+            f"{row['trial']:>5}  {row['accuracy']:>8.4f}{finalist}  {format_flops(row['flops']):>13}  "
             f"{format_count(row['params']):>8}{cells}  {row['arch']}"
         )
+    if trained:
+        lines.append(f"({label}: inherited weights; trained: after the finalists' short training, which ranks them)")
     return "\n".join(lines)
 
 
@@ -88,18 +110,29 @@ def study_note(study: optuna.Study, rows: list[dict[str, Any]]) -> str:
         f"- dataset: {attributes.get('dataset')}",
         f"- supernet: `{attributes.get('supernet')}` (sha256 {attributes.get('supernet_checksum')})",
         f"- feasible trials: {feasible_fraction(study):.0%}",
+    ]
+    finalists = (attributes.get("finalists") or {}).get("settings")
+    if finalists:
+        lines.append(
+            f"- finalists: the {finalists['count']} best trials re-ranked by {finalists['epochs']} epoch(s) of training "
+            f"({finalists['init']} weights, {finalists['input_size']} px); the table lists them first"
+        )
+    score_name = attributes.get("score_name", "accuracy")
+    lines += [
         "",
         "## Best feasible architectures",
         "",
-        f"| trial | {attributes.get('score_name', 'accuracy')} | FLOPs | params | architecture |",
-        "|---:|---:|---:|---:|---|",
+        f"| trial | {score_name} (inherited) | after training | FLOPs | params | architecture |",
+        "|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         # the architecture view separates stages with "|", which would end the table cell
         # even inside a code span (GitHub-flavoured markdown); escaped, it renders as "|"
         architecture = row["arch"].replace("|", "\\|")
+        trained = f"{row['finalist_score']:.4f}" if "finalist_score" in row else "-"
         lines.append(
-            f"| {row['trial']} | {row['accuracy']:.4f} | {format_flops(row['flops'])} | {format_count(row['params'])} | `{architecture}` |"
+            f"| {row['trial']} | {row['accuracy']:.4f} | {trained} | {format_flops(row['flops'])} | "
+            f"{format_count(row['params'])} | `{architecture}` |"
         )
     lines += ["", "Export one with `nas-search export --study NAME --trial N -o DIR`."]
     return "\n".join(lines)

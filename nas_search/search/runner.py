@@ -24,6 +24,7 @@ from nas_search.config import config_from_dict, config_to_dict
 from nas_search.errors import UserError
 from nas_search.hw_models import FlopsModel, ParamsModel
 from nas_search.search.config import OBJECTIVE_DIRECTIONS, SearchConfig
+from nas_search.search.finalists import FinalistSettings, rerank_finalists
 from nas_search.search.objective import Constraint, SearchObjective
 from nas_search.search.parameters import spec_to_params
 from nas_search.search.report import (
@@ -47,7 +48,7 @@ from nas_search.search.study import (
     planned_trial_count,
     requeue,
 )
-from nas_search.search.tasks import DEMO_DEFAULTS, REAL_DATA_EPOCHS, TaskEvaluation, get_task
+from nas_search.search.tasks import DEMO_DEFAULTS, FINALIST_DEFAULTS, REAL_DATA_EPOCHS, TaskEvaluation, get_task
 from nas_search.spaces import get_space, space_names
 from nas_search.spaces.sampling import check_budget, flops_range, sample_specs
 from nas_search.units import format_bytes, format_flops, parse_flops, parse_latency_ms, parse_memory_bytes
@@ -83,6 +84,7 @@ class ResolvedSearch:
     train_input_size: int
     constraints: list[Constraint]
     study_dir: Path
+    finalists: FinalistSettings | None = None
 
 
 def resolve_search(config: SearchConfig) -> ResolvedSearch:
@@ -148,14 +150,27 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
         constraints.append(Constraint("memory", "peak_memory", float(parse_memory_bytes(config.memory))))
         _check_reachable(space, "--memory", memory_model, constraints[-1].limit, "bytes", "")
     storage_url = config.storage or default_storage_url(config.study, config.studies_dir)
+    train_input_size = config.train_input_size or (
+        min(DEMO_DEFAULTS[task.name]["input_size"], space.train_input_size) if config.data is None else space.train_input_size)
     return ResolvedSearch(
         config=config, space=space, storage_url=storage_url, budget_flops=budget, input_size=input_size,
-        latency_model=latency_model, memory_model=memory_model,
-        train_input_size=config.train_input_size or (
-            min(DEMO_DEFAULTS[task.name]["input_size"], space.train_input_size) if config.data is None else space.train_input_size),
-        constraints=constraints,
-        study_dir=Path(config.studies_dir) / config.study,
+        latency_model=latency_model, memory_model=memory_model, train_input_size=train_input_size,
+        constraints=constraints, study_dir=Path(config.studies_dir) / config.study,
+        finalists=_finalist_settings(config, task.name, train_input_size),
     )
+
+
+def _finalist_settings(config: SearchConfig, task: str, train_input_size: int) -> FinalistSettings | None:
+    """The re-ranking settings (task defaults filled in), or None when it is off."""
+    defaults = FINALIST_DEFAULTS[task]["demo" if config.data is None else "real"]
+    settings = FinalistSettings(
+        count=defaults["count"] if config.finalists is None else config.finalists,
+        epochs=defaults["epochs"] if config.finalist_epochs is None else config.finalist_epochs,
+        input_size=config.finalist_input_size or train_input_size, init=config.finalist_init,
+    )
+    if task == "detect" and settings.input_size % 32:
+        raise UserError(f"--finalist-size {settings.input_size}; accepted for detectors: a multiple of 32")
+    return settings if settings.count else None
 
 
 def _check_reachable(space, name: str, model, limit: float, unit: str, where: str) -> None:
@@ -457,6 +472,7 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
     artifact_dir = resolved.study_dir / "artifacts"
     objective = _make_objective(resolved, prepared.evaluation, artifact_dir)
     work_through_queue(study, objective, config.progress)
+    rerank_finalists(study, resolved, prepared.checkpoint, config.progress)
     summary = _finish(study, resolved, artifact_dir)
     check = measure_chosen_latency(resolved, summary)
     if check is not None:
@@ -547,5 +563,6 @@ def run_worker(storage_url: str, study_name: str, progress: bool = True, finish:
     ran = work_through_queue(study, objective, progress, label=f"worker {study_name}")
     result = {"study": study_name, "storage": storage_url, "ran": ran, "feasible_fraction": feasible_fraction(study)}
     if finish and not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
+        rerank_finalists(study, resolved, checkpoint, progress)
         _finish(study, resolved, artifact_dir)
     return result

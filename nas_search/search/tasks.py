@@ -18,6 +18,7 @@ from nas_search.training.checkpoint import DETECTION_SUPERNET_FORMAT, SUPERNET_F
 
 if TYPE_CHECKING:  # pragma: no cover
     from nas_search.search.config import SearchConfig
+    from nas_search.search.finalists import FinalistSettings
     from nas_search.search.runner import ResolvedSearch
 
 #: Demo defaults per task (used when ``--data`` is not given): supernet epochs, training
@@ -31,6 +32,13 @@ DEMO_DEFAULTS: dict[str, dict[str, int]] = {
 CALIBRATION_IMAGES: dict[str, int] = {"classify": 256, "detect": 96}
 #: Supernet epochs on real data (when ``--supernet-epochs`` is not given).
 REAL_DATA_EPOCHS = 10
+#: Finalist re-ranking defaults per task (``--finalists``, ``--finalist-epochs``), on real
+#: data and on the demo. The detection demo has none: its main job must finish in 20 min
+#: on 2 CPU cores, and one detector epoch costs about a third of a supernet epoch.
+FINALIST_DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
+    "classify": {"real": {"count": 3, "epochs": 2}, "demo": {"count": 3, "epochs": 2}},
+    "detect": {"real": {"count": 3, "epochs": 3}, "demo": {"count": 0, "epochs": 1}},
+}
 
 
 @dataclass
@@ -52,9 +60,17 @@ class TaskEvaluation:
     description: str
 
 
+#: ``(spec, label) -> {"accuracy", "loss", "seconds", ...}``: trains one finalist and scores it.
+FinalistTrainer = Callable[[ArchSpec, str], dict[str, float]]
+
+
 @dataclass(frozen=True)
 class Task:
-    """The main job's task-specific parts."""
+    """The main job's task-specific parts.
+
+    ``finalist_trainer(checkpoint, config, settings)`` loads the supernet and the search's
+    data once and returns a :data:`FinalistTrainer`.
+    """
 
     name: str
     default_space: str
@@ -62,6 +78,7 @@ class Task:
     train_supernet: Callable[["ResolvedSearch", Path, int], None]
     load_evaluator: Callable[[Path, "SearchConfig"], TaskEvaluation]
     checkpoint_format: str
+    finalist_trainer: Callable[[Path, "SearchConfig", "FinalistSettings"], FinalistTrainer]
 
 
 def _demo_value(config: "SearchConfig", key: str, given: int | None, real: int | None) -> int | None:
@@ -104,6 +121,33 @@ def _load_classifier_evaluator(checkpoint: Path, config: "SearchConfig") -> Task
         num_classes=metadata["num_classes"], train_input_size=metadata["input_size"], metadata=metadata,
         description=data.description,
     )
+
+
+def _classifier_finalist_trainer(checkpoint: Path, config: "SearchConfig", settings: "FinalistSettings") -> FinalistTrainer:
+    import torch
+
+    from nas_search.data import load_classification_data
+    from nas_search.spaces.static import build_static_model
+    from nas_search.training.distributed import resolve_device
+    from nas_search.training.finalist_training import FINALIST_RECIPES, train_classifier_finalist
+    from nas_search.training.supernet_training import load_supernet
+
+    supernet, metadata = load_supernet(checkpoint, device="cpu")
+    # the split is the evaluator's (same seed and max_val); the training half is augmented
+    data = load_classification_data(
+        metadata.get("data"), input_size=settings.input_size, seed=config.seed, augment=True, max_val=config.max_val,
+        max_train=_demo_value(config, "max_train", config.max_train, None),
+    )
+    device, recipe = resolve_device(config.training_device), FINALIST_RECIPES[("classify", settings.init)]
+
+    def train(spec: ArchSpec, label: str) -> dict[str, float]:
+        torch.manual_seed(config.seed)
+        model = (supernet.extract(spec) if settings.init == "inherited"
+                 else build_static_model(supernet.space.resolve(spec, num_classes=supernet.num_classes)))
+        return train_classifier_finalist(model.to(device), data, recipe, settings.epochs, config.seed, label, device,
+                                         config.progress)
+
+    return train
 
 
 # ------------------------------------------------------------------------ detection
@@ -152,11 +196,40 @@ def _load_detector_evaluator(checkpoint: Path, config: "SearchConfig") -> TaskEv
     )
 
 
+def _detector_finalist_trainer(checkpoint: Path, config: "SearchConfig", settings: "FinalistSettings") -> FinalistTrainer:
+    import torch
+
+    from nas_search.data.detection import load_detection_data
+    from nas_search.detection.static import build_detector
+    from nas_search.training.detection_training import load_detection_supernet
+    from nas_search.training.distributed import resolve_device
+    from nas_search.training.finalist_training import FINALIST_RECIPES, train_detector_finalist
+
+    supernet, metadata = load_detection_supernet(checkpoint, device="cpu")
+    data = load_detection_data(
+        metadata.get("data"), input_size=settings.input_size, seed=config.seed, augment=True, max_val=config.max_val,
+        max_train=_demo_value(config, "max_train", config.max_train, None),
+    )
+    device, recipe = resolve_device(config.training_device), FINALIST_RECIPES[("detect", settings.init)]
+
+    def train(spec: ArchSpec, label: str) -> dict[str, float]:
+        torch.manual_seed(config.seed)
+        if settings.init == "inherited":
+            model = supernet.extract(spec)
+            model.set_image_size(settings.input_size)
+        else:
+            model = build_detector(spec, int(metadata["num_classes"]), settings.input_size, **supernet.detector_options)
+        return train_detector_finalist(model.to(device), data, recipe, settings.epochs, config.seed, label, device,
+                                       config.progress)
+
+    return train
+
+
 TASKS: dict[str, Task] = {
     "classify": Task("classify", "mobile", "top-1 accuracy", _train_classifier_supernet, _load_classifier_evaluator,
-                     SUPERNET_FORMAT),
+                     SUPERNET_FORMAT, _classifier_finalist_trainer),
     "detect": Task("detect", "detect", "mAP@0.5", _train_detector_supernet, _load_detector_evaluator,
-                   DETECTION_SUPERNET_FORMAT),
+                   DETECTION_SUPERNET_FORMAT, _detector_finalist_trainer),
 }
 
 
@@ -169,4 +242,4 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-__all__ = ["CALIBRATION_IMAGES", "DEMO_DEFAULTS", "REAL_DATA_EPOCHS", "TASKS", "Task", "TaskEvaluation", "get_task"]
+__all__ = ["CALIBRATION_IMAGES", "DEMO_DEFAULTS", "FINALIST_DEFAULTS", "FinalistTrainer", "REAL_DATA_EPOCHS", "TASKS", "Task", "TaskEvaluation", "get_task"]

@@ -1,0 +1,118 @@
+"""Re-ranking the search's best trials by short training ("finalists").
+
+After the trials, the ``count`` best distinct architectures by inherited-weight score are
+trained for a few epochs on the search's training split (from their inherited weights, or
+from scratch) and scored on its validation split; the best trial becomes the best
+finalist. Inherited-weight scores of a supernet trained on a CPU budget rank subnets
+poorly (``benchmarks/RESULTS.md``), so the trials narrow the field and short training
+picks among the few.
+
+Results live in the study (user attribute :data:`FINALISTS_ATTRIBUTE`: the settings and
+one record per trial), so ``nas-search export --trial best``, the dashboard note and the
+summary all follow them, and a run stopped during the finalists resumes with the ones not
+yet trained. Records made with other settings are discarded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from nas_search.errors import UserError
+from nas_search.training.finalist_training import FINALIST_INITIALISATIONS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nas_search.search.runner import ResolvedSearch
+
+#: Study user attribute holding ``{"settings": ..., "records": {trial number: record}}``.
+FINALISTS_ATTRIBUTE = "finalists"
+
+
+@dataclass(frozen=True)
+class FinalistSettings:
+    """How the best trials are re-ranked.
+
+    Attributes:
+        count: how many of the best distinct trials are trained (0: no re-ranking).
+        epochs: training epochs of each finalist.
+        input_size: training and scoring size.
+        init: ``inherited`` (fine-tune the supernet's weights) or ``scratch``.
+    """
+
+    count: int
+    epochs: int
+    input_size: int
+    init: str
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise UserError(f"--finalists {self.count}; accepted: 0 (off) or more")
+        if self.epochs < 1:
+            raise UserError(f"--finalist-epochs {self.epochs}; accepted: 1 or more")
+        if self.input_size < 1:
+            raise UserError(f"--finalist-size {self.input_size}; accepted: a positive image size")
+        if self.init not in FINALIST_INITIALISATIONS:
+            raise UserError(f"--finalist-init {self.init!r}; accepted: {', '.join(FINALIST_INITIALISATIONS)}")
+
+
+def finalist_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """The study's finalist records by trial number (empty without re-ranking)."""
+    stored = study.user_attrs.get(FINALISTS_ATTRIBUTE) or {}
+    return {int(number): record for number, record in (stored.get("records") or {}).items()}
+
+
+def proxy_ranked_trials(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
+    """The ``count`` best feasible trials by inherited-weight score, one per architecture."""
+    from nas_search.search.report import feasible_trials
+
+    ranked = sorted(feasible_trials(study), key=lambda trial: (-trial.user_attrs["accuracy"], trial.user_attrs["flops"]))
+    chosen, seen = [], set()
+    for trial in ranked:
+        key = trial.user_attrs.get("arch_json") or trial.user_attrs["arch"]
+        if key not in seen:
+            seen.add(key)
+            chosen.append(trial)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint: Path,
+                     progress: bool = True) -> dict[int, dict[str, Any]]:
+    """Train and score the finalists not yet recorded with the current settings; returns
+    every record. Each record is saved as soon as its finalist is scored."""
+    from nas_search.search.tasks import get_task
+    from nas_search.spec import ArchSpec
+
+    settings = resolved.finalists
+    if settings is None or settings.count == 0:
+        return finalist_records(study)
+    stored = study.user_attrs.get(FINALISTS_ATTRIBUTE) or {}
+    records = finalist_records(study) if stored.get("settings") == asdict(settings) else {}
+    candidates = [trial for trial in proxy_ranked_trials(study, settings.count) if trial.number not in records]
+    if not candidates:
+        return records
+    print(f"re-ranking the {settings.count} best trials by {settings.epochs} epoch(s) of training "
+          f"({settings.init} weights, {settings.input_size} px) on the search's training split", flush=True)
+    train = get_task(resolved.config.task).finalist_trainer(checkpoint, resolved.config, settings)
+    for index, trial in enumerate(candidates, 1):
+        spec = ArchSpec.from_dict(json.loads(trial.user_attrs["arch_json"]))
+        result = train(spec, f"finalist {index}/{len(candidates)} (trial {trial.number})")
+        records[trial.number] = {
+            "score": float(result["accuracy"]), "proxy": float(trial.user_attrs["accuracy"]),
+            "seconds": float(result["seconds"]), "loss": float(result["loss"]),
+            **{name: float(result[name]) for name in ("map50", "map") if name in result},
+        }
+        study.set_user_attr(FINALISTS_ATTRIBUTE, {
+            "settings": asdict(settings), "records": {str(number): record for number, record in records.items()},
+        })
+        print(f"finalist trial {trial.number}: {result['accuracy']:.4f} after training "
+              f"(inherited-weight score {trial.user_attrs['accuracy']:.4f}), {result['seconds']:.0f} s", flush=True)
+    return records
+
+
+__all__ = ["FINALISTS_ATTRIBUTE", "FinalistSettings", "finalist_records", "proxy_ranked_trials", "rerank_finalists"]

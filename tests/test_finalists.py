@@ -1,0 +1,112 @@
+"""Finalist re-ranking through the real CLI: the best trials by inherited-weight score are
+trained briefly and re-ranked; the summary, the study, ``export --trial best`` and a
+resumed run follow the re-ranking."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import CliRunner, micro_run_arguments
+
+from nas_search.search.finalists import FINALISTS_ATTRIBUTE
+
+pytestmark = pytest.mark.slow
+
+FINALISTS = 2
+TRIALS = 5
+
+
+def finalist_arguments(study: str, supernet: Path) -> tuple[str, ...]:
+    return micro_run_arguments(
+        study, supernet, TRIALS, "--finalists", str(FINALISTS), "--finalist-epochs", "1", "--max-train", "256",
+        "--json-summary", "summary.json",
+    )
+
+
+@pytest.fixture(scope="module")
+def reranked(tmp_path_factory: pytest.TempPathFactory, nas_cli: CliRunner, micro_supernet: Path) -> tuple[Path, str]:
+    directory = tmp_path_factory.mktemp("finalists")
+    result = nas_cli(directory, *finalist_arguments("fin", micro_supernet))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return directory, result.stdout
+
+
+def load(directory: Path) -> optuna.Study:
+    return optuna.load_study(study_name="fin", storage=f"sqlite:///{directory / 'studies' / 'fin.db'}")
+
+
+def proxy_top(study: optuna.Study, count: int) -> list[int]:
+    """The best feasible trials by inherited-weight score, one per architecture."""
+    feasible = [trial for trial in study.trials if trial.user_attrs.get("feasible") and trial.user_attrs.get("accuracy") is not None]
+    feasible.sort(key=lambda trial: (-trial.user_attrs["accuracy"], trial.user_attrs["flops"]))
+    chosen, seen = [], set()
+    for trial in feasible:
+        if trial.user_attrs["arch"] not in seen:
+            seen.add(trial.user_attrs["arch"])
+            chosen.append(trial.number)
+    return chosen[:count]
+
+
+def test_best_trials_are_trained_and_reranked(reranked: tuple[Path, str]) -> None:
+    directory, stdout = reranked
+    study = load(directory)
+    stored = study.user_attrs[FINALISTS_ATTRIBUTE]
+    assert stored["settings"] == {"count": FINALISTS, "epochs": 1, "input_size": 32, "init": "inherited"}
+    records = {int(number): record for number, record in stored["records"].items()}
+    # exactly the best distinct trials by inherited-weight score were trained
+    assert sorted(records) == sorted(proxy_top(study, FINALISTS))
+    for number, record in records.items():
+        assert 0.0 <= record["score"] <= 1.0 and record["seconds"] > 0
+        assert record["proxy"] == study.trials[number].user_attrs["accuracy"]
+    # the summary's best is the best finalist after training (ties: better inherited score)
+    summary = json.loads((directory / "summary.json").read_text())
+    expected = min(records, key=lambda number: (-records[number]["score"], -records[number]["proxy"],
+                                                study.trials[number].user_attrs["flops"]))
+    assert summary["best"]["trial"] == expected
+    assert summary["best"]["finalist_score"] == records[expected]["score"]
+    assert [row["trial"] for row in summary["top"][:FINALISTS]] == sorted(
+        records, key=lambda number: (-records[number]["score"], -records[number]["proxy"], study.trials[number].user_attrs["flops"]))
+    assert all("finalist_score" not in row for row in summary["top"][FINALISTS:])
+    assert "trained" in stdout and f"--trial {expected}" in stdout
+    from optuna_dashboard import get_note
+
+    note = get_note(study)
+    assert "finalists: the 2 best trials re-ranked by 1 epoch(s)" in note
+    assert f"| {expected} | {study.trials[expected].user_attrs['accuracy']:.4f} | {records[expected]['score']:.4f} |" in note
+
+
+def test_export_best_follows_the_finalists(reranked: tuple[Path, str], nas_cli: CliRunner) -> None:
+    directory, _ = reranked
+    summary = json.loads((directory / "summary.json").read_text())
+    result = nas_cli(directory, "export", "--study", "fin", "-o", str(directory / "exported"), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["trial"] == summary["best"]["trial"]
+
+
+def test_a_rerun_trains_only_missing_finalists_and_reproduces_scores(
+    reranked: tuple[Path, str], nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path,
+) -> None:
+    directory, _ = reranked
+    work = tmp_path / "work"
+    shutil.copytree(directory, work, ignore=shutil.ignore_patterns("exported"))
+    study = load(work)
+    stored = study.user_attrs[FINALISTS_ATTRIBUTE]
+    dropped, kept = sorted(stored["records"])[:1], sorted(stored["records"])[1:]
+    original = dict(stored["records"])
+    study.set_user_attr(FINALISTS_ATTRIBUTE, {"settings": stored["settings"],
+                                              "records": {number: original[number] for number in kept}})
+    result = nas_cli(work, *finalist_arguments("fin", micro_supernet)[:-2], "--json-summary", "again.json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "0 new" in result.stdout
+    assert result.stdout.count("finalist trial ") == 1  # only the dropped one was trained again
+    records = load(work).user_attrs[FINALISTS_ATTRIBUTE]["records"]
+    assert sorted(records) == sorted(original)
+    for number in kept:
+        assert records[number] == original[number]
+    # training is deterministic on CPU under the seed: the retrained finalist scores the same
+    assert records[dropped[0]]["score"] == original[dropped[0]]["score"]
+    assert records[dropped[0]]["loss"] == pytest.approx(original[dropped[0]]["loss"], rel=1e-5)
