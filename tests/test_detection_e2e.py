@@ -32,6 +32,7 @@ def detect_study(tmp_path_factory: pytest.TempPathFactory, nas_cli: CliRunner) -
         directory, "run", "--task", "detect", "--budget", str(BUDGET), "--study", "det", "--trials", "3",
         "--startup-trials", "2", "--supernet-epochs", "1", "--max-train", "32", "--max-val", "16",
         "--train-input-size", "64", "--calibration-images", "16", "--quiet", "--json-summary", "summary.json",
+        "--finalists", "2", "--finalist-epochs", "1", "--finalist-init", "scratch",
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -54,6 +55,14 @@ def test_detect_run_meets_the_budget_band_and_records_map(detect_study: Path) ->
             assert "neck" in trial.user_attrs["arch"] and "dethead" in trial.user_attrs["arch"]
     smallest = flops_range(get_space("detect"), 416).smallest
     assert smallest < BUDGET
+    # the two best trials were trained from scratch (1 epoch at 64 px) and re-ranked by mAP@0.5
+    finalists = study.user_attrs["finalists"]
+    assert finalists["settings"] == {"count": 2, "epochs": 1, "input_size": 64, "init": "scratch"}
+    records = {int(number): record for number, record in finalists["records"].items()}
+    assert len(records) == min(2, len({trial.user_attrs["arch"] for trial in study.trials if trial.user_attrs.get("feasible")}))
+    for number, record in records.items():
+        assert 0.0 <= record["map50"] <= 1.0 and record["score"] == record["map50"] and 0.0 <= record["map"] <= record["map50"]
+    assert best["trial"] in records and best["finalist_score"] == max(record["score"] for record in records.values())
 
 
 @pytest.fixture(scope="module")
