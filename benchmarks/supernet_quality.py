@@ -6,7 +6,10 @@ inherited weights after BN recalibration and (b) top-1 accuracy of the same arch
 trained alone from scratch with the same recipe and number of epochs. Prints both, the
 Kendall tau between the two rankings (target >= 0.6) and the mean gap. It also times a
 training step through the supernet with a subnet active against the extracted static
-subnet (target <= 1.2x).
+subnet (target <= 1.2x). With ``--finetune-epochs N`` (default 2, quick 0) it also scores
+each subnet after N epochs of fine-tuning from its inherited weights, with the recipe of the
+search's finalists (``nas_search.training.finalist_training``), and prints the Kendall tau of
+that ranking too: it is the ranking ``nas-search run`` uses to pick among its best trials.
 
     python benchmarks/supernet_quality.py [--quick] [--json OUT] [--data DIR] [--budget 60MFLOPs]
 
@@ -41,6 +44,7 @@ from nas_search.spaces import get_space  # noqa: E402
 from nas_search.spaces.sampling import sample_specs  # noqa: E402
 from nas_search.spaces.static import build_static_model  # noqa: E402
 from nas_search.training.config import SupernetTrainConfig  # noqa: E402
+from nas_search.training.finalist_training import FINALIST_RECIPES, train_classifier_finalist  # noqa: E402
 from nas_search.training.standalone import train_epoch  # noqa: E402
 from nas_search.training.supernet_training import build_optimizer, load_supernet, train_supernet, warmup_cosine  # noqa: E402
 from nas_search.units import parse_flops  # noqa: E402
@@ -69,6 +73,16 @@ def train_from_scratch(spec, space, data, config: SupernetTrainConfig) -> float:
             pass
     val_loader = make_loader(data.val, batch_size=256, shuffle=False, seed=0, num_workers=0)
     return top1_accuracy(model, val_loader)
+
+
+def fine_tuned_accuracy(supernet, spec, data, epochs: int, seed: int = 0) -> float:
+    """Top-1 on the val split after ``epochs`` epochs of fine-tuning from the inherited
+    weights, with the finalists' recipe (as ``nas-search run`` re-ranks its best trials)."""
+    torch.manual_seed(seed)
+    model = supernet.extract(spec)
+    result = train_classifier_finalist(model, data, FINALIST_RECIPES[("classify", "inherited")], epochs, seed,
+                                       f"fine-tune {spec.key[:12]}", progress=False)
+    return result["accuracy"]
 
 
 def step_time_ratio(supernet, specs, batch_size: int = 64, size: int = 32, repeats: int = 7) -> list[float]:
@@ -125,11 +139,15 @@ def main() -> None:
                         help="largest subnet under --budget (default: the training default, widest)")
     parser.add_argument("--fair-operations", action=argparse.BooleanOptionalAction, default=None,
                         help="FairNAS op sampling of the random subnets (default: the training default, on)")
+    parser.add_argument("--finetune-epochs", type=int, default=None,
+                        help="also score each subnet after this many epochs of fine-tuning from its inherited weights "
+                             "(the search's finalist ranking; default 2, quick 0; 0 skips)")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     epochs = arguments.epochs or (1 if arguments.quick else 6)
     max_train = arguments.max_train or (640 if arguments.quick else None)
     count = arguments.subnets or (4 if arguments.quick else 8)
+    finetune_epochs = arguments.finetune_epochs if arguments.finetune_epochs is not None else (0 if arguments.quick else 2)
     space = get_space("cifar")
     workdir = Path(tempfile.mkdtemp(prefix="supernet-quality-"))
     max_flops = parse_flops(arguments.budget) if arguments.budget else None
@@ -161,13 +179,18 @@ def main() -> None:
     rows = []
     for index, spec in enumerate(specs):
         inherited = evaluator(spec).accuracy
+        fine_tuned = fine_tuned_accuracy(supernet, spec, data, finetune_epochs) if finetune_epochs else None
         started = time.perf_counter()
         scratch = train_from_scratch(spec, space, data, config)
         cost = count_flops(spec, space)
         rows.append({"arch": str(spec), "flops": cost.flops, "params": cost.params, "inherited": inherited,
-                     "scratch": scratch, "scratch_seconds": time.perf_counter() - started})
-        print(f"[{index + 1}/{len(specs)}] {cost.flops / 1e6:8.1f} MFLOPs  inherited {inherited:.4f}  scratch {scratch:.4f}", flush=True)
+                     "fine_tuned": fine_tuned, "scratch": scratch, "scratch_seconds": time.perf_counter() - started})
+        tuned_text = f"  fine-tuned {fine_tuned:.4f}" if fine_tuned is not None else ""
+        print(f"[{index + 1}/{len(specs)}] {cost.flops / 1e6:8.1f} MFLOPs  inherited {inherited:.4f}{tuned_text}  "
+              f"scratch {scratch:.4f}", flush=True)
     tau = float(kendalltau([row["inherited"] for row in rows], [row["scratch"] for row in rows]).statistic)
+    tuned_tau = float(kendalltau([row["fine_tuned"] for row in rows], [row["scratch"] for row in rows]).statistic) \
+        if finetune_epochs else None
     gap = statistics.mean(row["scratch"] - row["inherited"] for row in rows)
     ratios = step_time_ratio(supernet, specs)
     for row, ratio in zip(rows, ratios):
@@ -175,6 +198,8 @@ def main() -> None:
     result = {
         "kendall_tau": tau,
         "mean_gap": gap,
+        "finetune_epochs": finetune_epochs,
+        "finetuned_kendall_tau": tuned_tau,
         "step_time_ratio": statistics.median(ratios),
         "subnets": rows,
         "epochs": epochs,
@@ -192,10 +217,14 @@ def main() -> None:
         "quick": arguments.quick,
     }
     print()
-    print(f"{'MFLOPs':>9} {'inherited':>9} {'scratch':>8} {'step x':>7}  architecture")
+    print(f"{'MFLOPs':>9} {'inherited':>9} {'tuned':>8} {'scratch':>8} {'step x':>7}  architecture")
     for row in rows:
-        print(f"{row['flops'] / 1e6:9.1f} {row['inherited']:9.4f} {row['scratch']:8.4f} {row['step_time_ratio']:7.2f}  {row['arch']}")
+        tuned_cell = f"{row['fine_tuned']:8.4f}" if row["fine_tuned"] is not None else f"{'-':>8}"
+        print(f"{row['flops'] / 1e6:9.1f} {row['inherited']:9.4f} {tuned_cell} {row['scratch']:8.4f} "
+              f"{row['step_time_ratio']:7.2f}  {row['arch']}")
     print(f"\nKendall tau (inherited vs scratch ranking): {tau:.3f}   (target >= 0.6)")
+    if tuned_tau is not None:
+        print(f"Kendall tau (after {finetune_epochs} fine-tuning epochs, the finalists' ranking, vs scratch): {tuned_tau:.3f}")
     print(f"mean gap (scratch - inherited): {gap:+.4f}")
     print(f"training step, supernet / static subnet: median {result['step_time_ratio']:.2f}x   (target <= 1.2x)")
     scope = f"subnets within {arguments.budget}" if max_flops else "the whole space"
