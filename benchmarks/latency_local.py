@@ -137,9 +137,12 @@ def main() -> None:
     parser.add_argument("--spaces", default="cifar,mobile", help="comma-separated subset of cifar,mobile")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated subset of onnxruntime,torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--instances", type=int, default=3,
+                        help="independent instances (sessions, module copies) timed per module; median of their "
+                             "medians (default 3; 1 was the protocol before session 6)")
     arguments = parser.parse_args()
     settings = [setting for setting in (QUICK if arguments.quick else FULL) if setting.space in arguments.spaces.split(",")]
-    timing = TimingOptions(warmup=2, repeats=arguments.repeats or (5 if arguments.quick else 11))
+    timing = TimingOptions(warmup=2, repeats=arguments.repeats or (5 if arguments.quick else 11), instances=arguments.instances)
     temporary = None if arguments.work_dir else tempfile.TemporaryDirectory(prefix="latency_local_")
     work_dir = Path(arguments.work_dir or temporary.name)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +168,7 @@ def main() -> None:
     mode = "QUICK (fewer subnets, mobile at 64 px instead of 224)" if arguments.quick else "full"
     print(
         f"\n{mode}; uniformly random subnets; batch 1, {arguments.threads} thread(s), {timing.repeats} samples per module "
-        f"(stat: their median, or their minimum), thread CPU clock with 1 thread; "
+        f"in each of {timing.instances} instance(s) (stat: median of the instances' medians, or the minimum), thread CPU clock with 1 thread; "
         f"{local_hardware()}, Python {platform.python_version()}, {date.today()}; {time.perf_counter() - started:.0f} s"
     )
     if arguments.json:
@@ -174,6 +177,8 @@ def main() -> None:
             "spaces": {},
             "mode": "quick" if arguments.quick else "full",
             "threads": arguments.threads,
+            "instances": timing.instances,
+            "repeats": timing.repeats,
             "hardware": local_hardware(),
             "date": date.today().isoformat(),
             "rows": rows,

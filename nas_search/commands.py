@@ -237,9 +237,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-images", type=int,
                         help="BN recalibration images per trial (default 256 for classify, 96 for detect)")
     parser.add_argument("--finalists", type=int,
-                        help="re-rank this many best trials by short training (0: off; default 3, detect demo 0)")
-    parser.add_argument("--finalist-epochs", type=int, help="training epochs per finalist (default 2 classify, 3 detect, "
-                                                            "1 on the demo)")
+                        help="re-rank this many best trials by short training (0: off; default 3 with --data, 0 on the demo)")
+    parser.add_argument("--finalist-epochs", type=int, help="training epochs per finalist (default 2 classify, 3 detect)")
     parser.add_argument("--finalist-size", type=int, help="finalists' training and scoring size (default: the proxy size)")
     parser.add_argument("--finalist-init", default="inherited",
                         help="finalists start from their inherited weights (inherited) or from scratch (scratch)")

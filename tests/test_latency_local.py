@@ -115,6 +115,43 @@ def test_thread_cpu_clock_ignores_time_the_thread_does_not_run() -> None:
     assert TimingOptions().clock_for(1) == "thread_cpu" and TimingOptions().clock_for(2) == "wall"
 
 
+def test_instances_are_independent_and_their_medians_are_combined(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each instance is made afresh (``instantiate``) and timed on its own; the latency is
+    the median of the instances' medians and the minimum their overall minimum. Here the
+    i-th instance of a module sleeps i + 1 ms per run (wall clock), as a slow instance would."""
+    from nas_search.hw_models.latency import RUNTIMES, Runtime, measure_modules
+
+    made: list[int] = []
+
+    def instantiate(compiled, example, threads):
+        delay = 0.001 * (len(made) % 3 + 1)
+        made.append(compiled)
+        return lambda: time.sleep(delay)
+
+    monkeypatch.setitem(RUNTIMES, "sleeper", Runtime("sleeper", "sleeps", lambda module, example: 7, instantiate, dict))
+    options = TimingOptions(warmup=1, repeats=3, clock="wall", instances=3)
+    timing = measure_modules([(None, None)], "sleeper", 1, options)[0]
+    assert made == [7, 7, 7]  # compiled once, instantiated three times
+    assert 1.9 <= timing.median_ms < 2.9 and 0.9 <= timing.min_ms < 1.9
+    single = measure_modules([(None, None)], "sleeper", 1, TimingOptions(warmup=1, repeats=3, clock="wall"))[0]
+    assert len(made) == 4 and single.median_ms < 1.9  # one instance: its own median (the 4th sleeps 1 ms)
+    with pytest.raises(UserError, match="instances=0"):
+        TimingOptions(instances=0)
+
+
+def test_torch_instances_hold_their_own_weights() -> None:
+    from nas_search.hw_models.latency import get_runtime
+
+    runtime = get_runtime("torch")
+    module = nn.Linear(4, 2)
+    example = torch.randn(1, 4)
+    first, second = (runtime.instantiate(runtime.compile(module, example), example, 1) for _ in range(2))
+    assert torch.equal(first(), second()) and torch.equal(first(), module(example).detach())
+    with torch.no_grad():
+        module.weight.add_(1.0)  # the instances are copies: changing the original changes neither
+    assert torch.equal(first(), second()) and not torch.equal(first(), module(example).detach())
+
+
 # ------------------------------------------------------------------------ table file
 def test_table_round_trip_records_device_versions_and_date(micro_table) -> None:
     path, specs = micro_table

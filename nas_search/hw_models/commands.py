@@ -35,7 +35,10 @@ def _profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--widths", help="profile only these width ratios, e.g. 0.25,0.5,1 (a quick partial table)")
     parser.add_argument("--subnets", type=int, default=100, help="random whole subnets to measure (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random subnets")
-    parser.add_argument("--repeats", type=int, default=15, help="timed samples per module; the median is kept")
+    parser.add_argument("--repeats", type=int, default=5, help="timed samples per module instance (default 5)")
+    parser.add_argument("--instances", type=int, default=3,
+                        help="independent instances of each module (onnxruntime sessions, module copies); the latency "
+                             "is the median of their medians (default 3: one instance can run slow for its whole life)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per module first")
     parser.add_argument("--count-only", action="store_true", help="print the number of distinct blocks and stop")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -73,7 +76,7 @@ def _profile_run(arguments: argparse.Namespace) -> None:
     threads = device.check_threads(arguments.threads)
     options = ProfileOptions(
         device=device.name, runtime=runtime, threads=threads, input_size=input_size, widths=widths,
-        subnets=arguments.subnets, seed=arguments.seed, timing=TimingOptions(warmup=arguments.warmup, repeats=arguments.repeats),
+        subnets=arguments.subnets, seed=arguments.seed, timing=TimingOptions(warmup=arguments.warmup, repeats=arguments.repeats, instances=arguments.instances),
     )
     out = arguments.out or default_table_path(space.name, device.name, runtime, threads, input_size)
     result = profile_table(space, out, options, progress=not arguments.quiet)

@@ -499,7 +499,7 @@ def measure_chosen_latency(resolved: ResolvedSearch, summary: dict[str, Any]) ->
 
     spec = ArchSpec.from_dict(summary["best"]["arch"])
     timing = measure_subnets(resolved.space, [spec], model.table.runtime, model.table.threads, model.input_size,
-                             TimingOptions(warmup=3, repeats=15))[0]
+                             TimingOptions(warmup=3, repeats=7, instances=3))[0]
     limit = next((c.limit for c in resolved.constraints if c.cost == "latency"), None)
     return {
         "device": model.device, "predicted_ms": float(model(spec)), "measured_ms": timing.median_ms,
