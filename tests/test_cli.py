@@ -100,3 +100,30 @@ def test_malformed_and_out_of_space_spec_files(tmp_path):
         result = run_cli("cost", str(path))
         assert result.returncode == 2 and expected in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_swallowed_in_a_finaliser_is_still_seen():
+    """Python drops a KeyboardInterrupt raised inside a finaliser ("Exception ignored in"),
+    as happened inside SQLAlchemy's cleanup during a search; the watch remembers the signal
+    so the search loop stops at its next check, and the previous handler comes back."""
+    import gc
+    import os
+    import signal
+    import time
+
+    from nas_search.search.study import interrupt_watch, raise_if_interrupted
+
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, inside the finaliser, and its exception is dropped
+
+    previous = signal.getsignal(signal.SIGINT)
+    with interrupt_watch() as interrupted:
+        instance = Finalised()
+        del instance
+        gc.collect()
+        assert interrupted.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted(interrupted)
+    assert signal.getsignal(signal.SIGINT) is previous

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from nas_search.errors import UserError
+from nas_search.search.study import interrupt_watch, raise_if_interrupted
 from nas_search.training.finalist_training import FINALIST_INITIALISATIONS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,7 +87,6 @@ def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint
     """Train and score the finalists not yet recorded with the current settings; returns
     every record. Each record is saved as soon as its finalist is scored."""
     from nas_search.search.tasks import get_task
-    from nas_search.spec import ArchSpec
 
     settings = resolved.finalists
     if settings is None or settings.count == 0:
@@ -99,20 +99,30 @@ def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint
     print(f"re-ranking the {settings.count} best trials by {settings.epochs} epoch(s) of training "
           f"({settings.init} weights, {settings.input_size} px) on the search's training split", flush=True)
     train = get_task(resolved.config.task).finalist_trainer(checkpoint, resolved.config, settings)
-    for index, trial in enumerate(candidates, 1):
-        spec = ArchSpec.from_dict(json.loads(trial.user_attrs["arch_json"]))
-        result = train(spec, f"finalist {index}/{len(candidates)} (trial {trial.number})")
-        records[trial.number] = {
-            "score": float(result["accuracy"]), "proxy": float(trial.user_attrs["accuracy"]),
-            "seconds": float(result["seconds"]), "loss": float(result["loss"]),
-            **{name: float(result[name]) for name in ("map50", "map") if name in result},
-        }
-        study.set_user_attr(FINALISTS_ATTRIBUTE, {
-            "settings": asdict(settings), "records": {str(number): record for number, record in records.items()},
-        })
-        print(f"finalist trial {trial.number}: {result['accuracy']:.4f} after training "
-              f"(inherited-weight score {trial.user_attrs['accuracy']:.4f}), {result['seconds']:.0f} s", flush=True)
+    with interrupt_watch() as interrupted:
+        for index, trial in enumerate(candidates, 1):
+            raise_if_interrupted(interrupted)  # a Ctrl-C swallowed in a finaliser stops here
+            _train_one(study, settings, records, train, trial, f"finalist {index}/{len(candidates)} (trial {trial.number})")
     return records
+
+
+def _train_one(study: optuna.Study, settings: FinalistSettings, records: dict[int, dict[str, Any]], train,
+               trial: optuna.trial.FrozenTrial, label: str) -> None:
+    """Train and score one finalist and save its record in the study at once."""
+    from nas_search.spec import ArchSpec
+
+    spec = ArchSpec.from_dict(json.loads(trial.user_attrs["arch_json"]))
+    result = train(spec, label)
+    records[trial.number] = {
+        "score": float(result["accuracy"]), "proxy": float(trial.user_attrs["accuracy"]),
+        "seconds": float(result["seconds"]), "loss": float(result["loss"]),
+        **{name: float(result[name]) for name in ("map50", "map") if name in result},
+    }
+    study.set_user_attr(FINALISTS_ATTRIBUTE, {
+        "settings": asdict(settings), "records": {str(number): record for number, record in records.items()},
+    })
+    print(f"finalist trial {trial.number}: {result['accuracy']:.4f} after training "
+          f"(inherited-weight score {trial.user_attrs['accuracy']:.4f}), {result['seconds']:.0f} s", flush=True)
 
 
 __all__ = ["FINALISTS_ATTRIBUTE", "FinalistSettings", "finalist_records", "proxy_ranked_trials", "rerank_finalists"]

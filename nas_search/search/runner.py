@@ -43,9 +43,11 @@ from nas_search.search.study import (
     default_storage_url,
     fail_stale,
     heartbeat,
+    interrupt_watch,
     load_existing_study,
     open_storage,
     planned_trial_count,
+    raise_if_interrupted,
     requeue,
 )
 from nas_search.search.tasks import DEMO_DEFAULTS, FINALIST_DEFAULTS, REAL_DATA_EPOCHS, TaskEvaluation, get_task
@@ -368,39 +370,46 @@ def work_through_queue(study: optuna.Study, objective: SearchObjective, progress
 
     remaining = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     bar = progress_bar(total=remaining, description=label, unit="trial", enabled=progress)
-    count = 0
     try:
-        while True:
-            fail_stale(study)
-            trial = claim_waiting_trial(study)
-            if trial is None:
-                break
-            try:
-                with heartbeat(study, trial):
-                    outcome = objective(trial)
-            except (KeyboardInterrupt, SystemExit):
-                requeue(study, trial)
-                raise
-            except UserError:
-                requeue(study, trial)
-                raise
-            except Exception as error:  # a broken trial must not kill the search: record it
-                logger.exception("trial %d failed", trial.number)
-                trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-            values = outcome.values if len(outcome.values) > 1 else outcome.values[0]
-            try:
-                study.tell(trial, values)
-            except KeyboardInterrupt:  # between the result and its record: re-queue unless recorded
-                requeue(study, trial)
-                raise
-            count += 1
-            bar.update(1)
-            best = outcome.accuracy if outcome.accuracy is not None else float("nan")
-            bar.set_postfix(feasible=outcome.feasible, acc=f"{best:.3f}", flops=format_flops(outcome.costs["flops"]))
+        with interrupt_watch() as interrupted:
+            return _run_queued_trials(study, objective, bar, interrupted)
     finally:
         bar.close()
+
+
+def _run_queued_trials(study: optuna.Study, objective: SearchObjective, bar, interrupted) -> int:
+    """The loop of :func:`work_through_queue`; checks ``interrupted`` between trials."""
+    count = 0
+    while True:
+        raise_if_interrupted(interrupted)  # a Ctrl-C swallowed inside a finaliser stops here
+        fail_stale(study)
+        trial = claim_waiting_trial(study)
+        if trial is None:
+            break
+        try:
+            with heartbeat(study, trial):
+                outcome = objective(trial)
+        except (KeyboardInterrupt, SystemExit):
+            requeue(study, trial)
+            raise
+        except UserError:
+            requeue(study, trial)
+            raise
+        except Exception as error:  # a broken trial must not kill the search: record it
+            logger.exception("trial %d failed", trial.number)
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        values = outcome.values if len(outcome.values) > 1 else outcome.values[0]
+        try:
+            study.tell(trial, values)
+        except KeyboardInterrupt:  # between the result and its record: re-queue unless recorded
+            requeue(study, trial)
+            raise
+        count += 1
+        bar.update(1)
+        best = outcome.accuracy if outcome.accuracy is not None else float("nan")
+        bar.set_postfix(feasible=outcome.feasible, acc=f"{best:.3f}", flops=format_flops(outcome.costs["flops"]))
     return count
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import threading
 import warnings
 from contextlib import contextmanager
@@ -169,6 +170,41 @@ def fail_stale(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         fail_stale_trials(study)
+
+
+@contextmanager
+def interrupt_watch() -> Iterator[threading.Event]:
+    """Remember Ctrl-C (SIGINT) in an event, and still raise ``KeyboardInterrupt`` at once.
+
+    Python raises ``KeyboardInterrupt`` wherever the main thread happens to be; when that is
+    a finaliser (SQLAlchemy cleans up ORM state in weakref callbacks), Python prints
+    "Exception ignored" and carries on, so a search could run to its end after Ctrl-C. Loops
+    check the event at safe points (between trials) and raise there. A SIGINT that is ignored
+    (a background job) stays ignored; outside the main thread nothing is installed.
+    """
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield event
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame) -> None:
+        event.set()
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def raise_if_interrupted(event: threading.Event) -> None:
+    """Raise ``KeyboardInterrupt`` if Ctrl-C arrived (see :func:`interrupt_watch`)."""
+    if event.is_set():
+        raise KeyboardInterrupt
 
 
 @contextmanager
