@@ -184,8 +184,11 @@ def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: Sea
     trials = MICRO_TRIALS + added
     arguments = micro_run_arguments(micro_study.name, Path(micro_study.summary["files"]["supernet"]), trials,
                                     "--max-val", "1000")
+    # the child handles Ctrl-C even when this test runs as a script's background job (which
+    # starts with SIGINT ignored, and Python then never raises KeyboardInterrupt)
     process = subprocess.Popen(cli_command(*arguments), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=cli_environment())
+                               text=True, env=cli_environment(),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # interrupt once the search is under way (two of the new trials done) with work still
         # queued; waiting for a RUNNING row raced on a quiet machine, where a micro trial is
