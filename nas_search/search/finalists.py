@@ -62,15 +62,18 @@ class FinalistSettings:
 
 def finalist_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
     """The study's finalist records by trial number (empty without re-ranking)."""
-    stored = study.user_attrs.get(FINALISTS_ATTRIBUTE) or {}
+    return _records_of(study.user_attrs.get(FINALISTS_ATTRIBUTE) or {})
+
+
+def _records_of(stored: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {int(number): record for number, record in (stored.get("records") or {}).items()}
 
 
 def proxy_ranked_trials(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
     """The ``count`` best feasible trials by inherited-weight score, one per architecture."""
-    from nas_search.search.report import feasible_trials
+    from nas_search.search.report import feasible_trials, proxy_rank
 
-    ranked = sorted(feasible_trials(study), key=lambda trial: (-trial.user_attrs["accuracy"], trial.user_attrs["flops"]))
+    ranked = sorted(feasible_trials(study), key=proxy_rank)
     chosen, seen = [], set()
     for trial in ranked:
         key = trial.user_attrs.get("arch_json") or trial.user_attrs["arch"]
@@ -92,7 +95,7 @@ def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint
     if settings is None or settings.count == 0:
         return finalist_records(study)
     stored = study.user_attrs.get(FINALISTS_ATTRIBUTE) or {}
-    records = finalist_records(study) if stored.get("settings") == asdict(settings) else {}
+    records = _records_of(stored) if stored.get("settings") == asdict(settings) else {}
     candidates = [trial for trial in proxy_ranked_trials(study, settings.count) if trial.number not in records]
     if not candidates:
         return records

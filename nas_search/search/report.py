@@ -22,19 +22,23 @@ def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
     ]
 
 
-def best_trials(study: optuna.Study, count: int = 5) -> list[FrozenTrial]:
+def proxy_rank(trial: FrozenTrial) -> tuple[float, float]:
+    """Sort key of the inherited-weight ranking: higher score first, then fewer FLOPs."""
+    return (-trial.user_attrs["accuracy"], trial.user_attrs["flops"])
+
+
+def best_trials(study: optuna.Study, count: int = 5, records: dict[int, dict[str, Any]] | None = None) -> list[FrozenTrial]:
     """The best feasible trials: re-ranked finalists first, by their score after short
-    training (:mod:`nas_search.search.finalists`; ties broken by inherited-weight score),
-    then the others by inherited-weight score; remaining ties broken by fewer FLOPs."""
+    training (:mod:`nas_search.search.finalists`; ties broken by :func:`proxy_rank`), then
+    the others by :func:`proxy_rank`. ``records`` are the study's finalist records (read
+    from the study when not given)."""
     from nas_search.search.finalists import finalist_records
 
-    records = finalist_records(study)
+    records = finalist_records(study) if records is None else records
 
     def rank(trial: FrozenTrial) -> tuple:
         record = records.get(trial.number)
-        if record is not None:
-            return (0, -record["score"], -trial.user_attrs["accuracy"], trial.user_attrs["flops"])
-        return (1, -trial.user_attrs["accuracy"], 0.0, trial.user_attrs["flops"])
+        return (0, -record["score"], *proxy_rank(trial)) if record is not None else (1, 0.0, *proxy_rank(trial))
 
     return sorted(feasible_trials(study), key=rank)[:count]
 
@@ -55,7 +59,7 @@ def summary_rows(study: optuna.Study, count: int = 5) -> list[dict[str, Any]]:
             **{name: trial.user_attrs[name] for name in DEVICE_COSTS if name in trial.user_attrs},
             "arch": trial.user_attrs["arch"],
         }
-        for trial in best_trials(study, count)
+        for trial in best_trials(study, count, records)
     ]
 
 
