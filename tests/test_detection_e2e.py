@@ -62,7 +62,12 @@ def test_detect_run_meets_the_budget_band_and_records_map(detect_study: Path) ->
     assert len(records) == min(2, len({trial.user_attrs["arch"] for trial in study.trials if trial.user_attrs.get("feasible")}))
     for number, record in records.items():
         assert 0.0 <= record["map50"] <= 1.0 and record["score"] == record["map50"] and 0.0 <= record["map"] <= record["map50"]
-    assert best["trial"] in records and best["finalist_score"] == max(record["score"] for record in records.values())
+        assert record["score_error"] >= 0.0  # bootstrap over the validation images
+    # the pick: the cheapest finalist within one standard error of the best mAP@0.5
+    top = max(records.values(), key=lambda record: record["score"])
+    within = [number for number, record in records.items() if record["score"] >= top["score"] - top["score_error"]]
+    assert best["trial"] in within
+    assert best["flops"] == min(study.trials[number].user_attrs["flops"] for number in within)
 
 
 @pytest.fixture(scope="module")

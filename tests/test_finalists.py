@@ -5,6 +5,7 @@ resumed run follow the re-ranking."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -62,21 +63,29 @@ def test_best_trials_are_trained_and_reranked(reranked: tuple[Path, str]) -> Non
     for number, record in records.items():
         assert 0.0 <= record["score"] <= 1.0 and record["seconds"] > 0
         assert record["proxy"] == study.trials[number].user_attrs["accuracy"]
-    # the summary's best is the best finalist after training (ties: better inherited score)
+        # top-1 on the 100 validation images (--max-val 100) and its binomial standard error
+        assert record["score"] * 100 == pytest.approx(round(record["score"] * 100))
+        assert record["score_error"] == pytest.approx(math.sqrt(record["score"] * (1 - record["score"]) / 100))
+    # the summary's best is the cheapest finalist within one standard error of the best
+    # score; the other finalists follow by score (ties: better inherited score)
     summary = json.loads((directory / "summary.json").read_text())
-    expected = min(records, key=lambda number: (-records[number]["score"], -records[number]["proxy"],
-                                                study.trials[number].user_attrs["flops"]))
+    by_score = sorted(records, key=lambda number: (-records[number]["score"], -records[number]["proxy"],
+                                                   study.trials[number].user_attrs["flops"]))
+    top = records[by_score[0]]
+    within = [number for number in by_score if records[number]["score"] >= top["score"] - top["score_error"]]
+    expected = min(within, key=lambda number: (study.trials[number].user_attrs["flops"], -records[number]["score"]))
     assert summary["best"]["trial"] == expected
     assert summary["best"]["finalist_score"] == records[expected]["score"]
-    assert [row["trial"] for row in summary["top"][:FINALISTS]] == sorted(
-        records, key=lambda number: (-records[number]["score"], -records[number]["proxy"], study.trials[number].user_attrs["flops"]))
+    assert summary["best"]["finalist_error"] == records[expected]["score_error"]
+    assert [row["trial"] for row in summary["top"][:FINALISTS]] == [expected] + [n for n in by_score if n != expected]
     assert all("finalist_score" not in row for row in summary["top"][FINALISTS:])
     assert "trained" in stdout and f"--trial {expected}" in stdout
     from optuna_dashboard import get_note
 
     note = get_note(study)
     assert "finalists: the 2 best trials re-ranked by 1 epoch(s)" in note
-    assert f"| {expected} | {study.trials[expected].user_attrs['accuracy']:.4f} | {records[expected]['score']:.4f} |" in note
+    assert (f"| {expected} | {study.trials[expected].user_attrs['accuracy']:.4f} | "
+            f"{records[expected]['score']:.4f}+-{records[expected]['score_error']:.3f} |") in note
 
 
 def test_export_best_follows_the_finalists(reranked: tuple[Path, str], nas_cli: CliRunner) -> None:

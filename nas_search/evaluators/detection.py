@@ -118,44 +118,81 @@ def _plain_target(target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def mean_average_precision(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu") -> dict[str, float]:
-    """COCO box mAP of a detector over a loader of ``(images, targets)`` batches (lists, as
-    from ``detection_collate``), with the model in eval mode (its previous mode restored).
-
-    Returns ``map`` (mAP@[.5:.95]), ``map50``, ``map75`` and ``images`` (how many were
-    scored). Following COCO, at most the 100 highest-scoring detections of an image count,
-    and the mAPs are -1.0 when the loader holds no ground-truth box.
-    """
-    from torchmetrics.detection import MeanAveragePrecision
-
-    metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", backend="pycocotools")
-    metric.warn_on_many_detections = False  # COCO keeps each image's 100 best; detectors may return more
+def detector_outputs(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu"
+                     ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
+    """Per-image ``(predictions, targets)`` of a detector over a loader of ``(images,
+    targets)`` batches, on the CPU, with the model in eval mode (its previous mode restored)."""
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
-    images_scored = 0
+    predictions: list[dict[str, torch.Tensor]] = []
+    targets: list[dict[str, torch.Tensor]] = []
     try:
-        for images, targets in loader:
+        for images, batch_targets in loader:
             outputs = model([image.to(device) for image in images])
-            predictions = [
+            predictions += [
                 {"boxes": output["boxes"].detach().float().cpu().reshape(-1, 4),
                  "scores": output["scores"].detach().float().cpu().reshape(-1),
                  "labels": output["labels"].detach().to(torch.int64).cpu().reshape(-1)}
                 for output in outputs
             ]
-            metric.update(predictions, [_plain_target(target) for target in targets])
-            images_scored += len(images)
+            targets += [_plain_target(target) for target in batch_targets]
     finally:
         for module, training in modes:
             module.training = training
-    if images_scored == 0:
+    return predictions, targets
+
+
+def map_scores(predictions: Sequence[dict[str, torch.Tensor]], targets: Sequence[dict[str, torch.Tensor]]
+               ) -> dict[str, float]:
+    """COCO box mAPs of per-image predictions against their targets: ``map``
+    (mAP@[.5:.95]), ``map50``, ``map75`` and ``images``. Following COCO, at most the 100
+    highest-scoring detections of an image count, and the mAPs are -1.0 when no image
+    holds a ground-truth box."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    if not targets:
         return {"map": -1.0, "map50": -1.0, "map75": -1.0, "images": 0}
+    metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", backend="pycocotools")
+    metric.warn_on_many_detections = False  # COCO keeps each image's 100 best; detectors may return more
+    metric.update(list(predictions), list(targets))
     scores = metric.compute()
-    return {
-        "map": float(scores["map"]),
-        "map50": float(scores["map_50"]),
-        "map75": float(scores["map_75"]),
-        "images": images_scored,
-    }
+    return {"map": float(scores["map"]), "map50": float(scores["map_50"]), "map75": float(scores["map_75"]),
+            "images": len(targets)}
+
+
+def bootstrap_standard_error(predictions: Sequence[dict[str, torch.Tensor]], targets: Sequence[dict[str, torch.Tensor]],
+                             resamples: int = 100, seed: int = 0, score: str = "map50") -> float:
+    """Standard error of an mAP from the spread of its value over ``resamples`` bootstrap
+    resamples of the images (drawn with replacement, each as large as the set): how much
+    the score would move on another validation set of this size. Resamples without a
+    ground-truth box are skipped; 0.0 when fewer than two remain."""
+    import random
+    import statistics
+
+    rng = random.Random(seed)
+    count, values = len(targets), []
+    for _ in range(resamples):
+        chosen = [rng.randrange(count) for _ in range(count)] if count else []
+        if not any(targets[index]["boxes"].numel() for index in chosen):
+            continue
+        values.append(map_scores([predictions[index] for index in chosen], [targets[index] for index in chosen])[score])
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def mean_average_precision(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu",
+                           bootstrap: int = 0) -> dict[str, float]:
+    """COCO box mAP of a detector over a loader of ``(images, targets)`` batches (lists, as
+    from ``detection_collate``), with the model in eval mode (its previous mode restored).
+
+    Returns ``map`` (mAP@[.5:.95]), ``map50``, ``map75`` and ``images`` (how many were
+    scored), as :func:`map_scores`; with ``bootstrap`` resamples also ``map50_error``, the
+    bootstrap standard error of ``map50`` (:func:`bootstrap_standard_error`).
+    """
+    predictions, targets = detector_outputs(model, loader, device)
+    scores = map_scores(predictions, targets)
+    if bootstrap and targets:
+        scores["map50_error"] = bootstrap_standard_error(predictions, targets, bootstrap)
+    return scores
 
 
 @dataclass(frozen=True)

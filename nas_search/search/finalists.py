@@ -2,10 +2,12 @@
 
 After the trials, the ``count`` best distinct architectures by inherited-weight score are
 trained for a few epochs on the search's training split (from their inherited weights, or
-from scratch) and scored on its validation split; the best trial becomes the best
-finalist. Inherited-weight scores of a supernet trained on a CPU budget rank subnets
-poorly (``benchmarks/RESULTS.md``), so the trials narrow the field and short training
-picks among the few.
+from scratch) and scored on its validation split, with the score's standard error. The
+best trial becomes the cheapest finalist whose score is within one standard error of the
+best finalist's (:func:`nas_search.search.report.finalist_order`). Inherited-weight
+scores of a supernet trained on a CPU budget rank subnets poorly
+(``benchmarks/RESULTS.md``), so the trials narrow the field and short training picks
+among the few.
 
 Results live in the study (user attribute :data:`FINALISTS_ATTRIBUTE`: the settings and
 one record per trial), so ``nas-search export --trial best``, the dashboard note and the
@@ -117,14 +119,16 @@ def _train_one(study: optuna.Study, settings: FinalistSettings, records: dict[in
     spec = ArchSpec.from_dict(json.loads(trial.user_attrs["arch_json"]))
     result = train(spec, label)
     records[trial.number] = {
-        "score": float(result["accuracy"]), "proxy": float(trial.user_attrs["accuracy"]),
+        "score": float(result["accuracy"]), "score_error": float(result.get("score_error", 0.0)),
+        "proxy": float(trial.user_attrs["accuracy"]),
         "seconds": float(result["seconds"]), "loss": float(result["loss"]),
         **{name: float(result[name]) for name in ("map50", "map") if name in result},
     }
     study.set_user_attr(FINALISTS_ATTRIBUTE, {
         "settings": asdict(settings), "records": {str(number): record for number, record in records.items()},
     })
-    print(f"finalist trial {trial.number}: {result['accuracy']:.4f} after training "
+    print(f"finalist trial {trial.number}: {result['accuracy']:.4f} +- {records[trial.number]['score_error']:.4f} "
+          f"after training "
           f"(inherited-weight score {trial.user_attrs['accuracy']:.4f}), {result['seconds']:.0f} s", flush=True)
 
 
