@@ -224,16 +224,21 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory", help="peak activation memory budget (fp32, batch 1), e.g. 20MB")
     parser.add_argument("--min-utilization", type=float, default=0.8,
                         help="lower bound on FLOPs as a fraction of --budget (0 disables; default 0.8)")
-    parser.add_argument("--trials", type=int, default=30, help="planned trials in the study (a re-run continues up to this)")
-    parser.add_argument("--startup-trials", type=int, default=10, help="budget-aware random trials first")
-    parser.add_argument("--study", default="nas-search", help="study name")
+    parser.add_argument("--trials", type=int, default=30,
+                        help="planned trials in the study (a re-run continues up to this; default 30)")
+    parser.add_argument("--startup-trials", type=int, default=10, help="budget-aware random trials first (default 10)")
+    parser.add_argument("--study", default="nas-search",
+                        help="study name (default nas-search); a re-run with the same name continues it, and one with "
+                             "another budget, task, data, size or device is refused")
     parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/STUDY.db)")
-    parser.add_argument("--sampler", default="tpe", help="tpe, nsga2 or random (see docs for more)")
+    parser.add_argument("--sampler", default="tpe", help="Optuna sampler: tpe, nsga2, random, qmc or gp (default tpe)")
     parser.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy,flops for a Pareto front")
     parser.add_argument("--supernet", help="reuse this supernet checkpoint instead of training one")
-    parser.add_argument("--supernet-epochs", type=int)
+    parser.add_argument("--supernet-epochs", type=int,
+                        help="supernet training epochs (default 3 on the classification demo, 4 on the detection "
+                             "demo, 10 with --data)")
     parser.add_argument("--max-train", type=int, help="supernet training images (default: 1500 on the demo)")
-    parser.add_argument("--max-val", type=int, default=300, help="validation images per trial")
+    parser.add_argument("--max-val", type=int, default=300, help="validation images per trial (default 300)")
     parser.add_argument("--calibration-images", type=int,
                         help="BN recalibration images per trial (default 256 for classify, 96 for detect)")
     parser.add_argument("--finalists", type=int,
@@ -356,6 +361,10 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", help="override init: inherited or scratch")
     parser.add_argument("--data", help="override the data folder")
     parser.add_argument("--max-train", type=int)
+    parser.add_argument("--input-size", type=int,
+                        help="override the training size (export writes the deployment size on real data and the "
+                             "proxy size on a built-in demo)")
+    parser.add_argument("--device", help="override the training device: auto (CUDA when present), cpu or cuda")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--json", action="store_true")
@@ -390,7 +399,8 @@ def _train_run(arguments: argparse.Namespace) -> None:
     task = data.get("task", "classify") if isinstance(data, dict) else "classify"
     if task not in TRAINERS:
         raise UserError(f"{arguments.config}: task={task!r}; accepted: {', '.join(TRAINERS)}")
-    overrides = {"epochs": arguments.epochs, "init": arguments.init, "data": arguments.data, "max_train": arguments.max_train}
+    overrides = {"epochs": arguments.epochs, "init": arguments.init, "data": arguments.data, "max_train": arguments.max_train,
+                 "input_size": arguments.input_size, "device": arguments.device}
     TRAINERS[task](arguments, overrides)
 
 

@@ -80,3 +80,7 @@ def load_yaml_file(path: str | Path, what: str = "config") -> Any:
     except yaml.YAMLError as error:
         first = str(error).splitlines()[0] if str(error) else "parse error"
         raise UserError(f"{what} file {path} is not valid YAML: {first}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} file {path} is not a text (YAML) file") from None
+    except OSError as error:
+        raise UserError(f"{what} file {path} cannot be read: {error.strerror or error}") from None

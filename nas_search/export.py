@@ -139,6 +139,14 @@ class ExportedModel:
     log_outputs: tuple[str, ...] = ()
 
 
+def training_size(data: str | None, proxy_size: int, deployment_size: int) -> int:
+    """The ``input_size`` an exported ``train.yaml`` trains at: the deployment size on real
+    data (the network is trained where it will run), the proxy size on a built-in demo
+    (its images are rendered small; upsampling them teaches nothing and costs
+    ``(deployment / proxy)^2`` times the compute). ``nas-search train --input-size`` overrides."""
+    return deployment_size if data is not None else proxy_size
+
+
 def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen, epochs: int) -> ExportedModel:
     from nas_search.data import load_classification_data
     from nas_search.evaluators.classification import calibration_tensor, recalibrate_batch_norm
@@ -156,7 +164,7 @@ def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, froze
         "arch": spec.to_dict(),
         "data": metadata.get("data"),
         "num_classes": metadata["num_classes"],
-        "input_size": metadata["input_size"],
+        "input_size": training_size(metadata.get("data"), metadata["input_size"], input_size),
         "deployment_input_size": input_size,
         "init": "inherited",
         "weights": "model.pt",
@@ -169,6 +177,7 @@ def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, froze
         "epochs": epochs,
         "batch_size": 64,
         "seed": 0,
+        "device": "auto",
         "out": "trained",
     }
     meta = {
@@ -206,7 +215,7 @@ def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen,
         "data": metadata.get("data"),
         "num_classes": num_classes,
         "classes": list(metadata.get("classes") or []),
-        "input_size": image_size,
+        "input_size": training_size(metadata.get("data"), image_size, input_size),
         "deployment_input_size": input_size,
         "init": "inherited",
         "weights": "model.pt",
@@ -275,7 +284,9 @@ def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: s
         (staging / "arch.yaml").write_text(spec.to_yaml())
         (staging / "train.yaml").write_text(
             "# nas-search train train.yaml -- fine-tunes from the inherited weights (init: inherited) or\n"
-            "# trains from scratch (init: scratch). Paths are relative to this file.\n"
+            "# trains from scratch (init: scratch). Paths are relative to this file. input_size is the\n"
+            "# training size: the deployment size on real data, the supernet's proxy size on a built-in\n"
+            "# demo (override with `nas-search train --input-size N`); device: auto uses CUDA when present.\n"
             + yaml.safe_dump(exported.train_config, sort_keys=False)
         )
         torch.save(exported.model.state_dict(), staging / "model.pt")

@@ -384,11 +384,13 @@ def load_arch(path: str | Path) -> ArchSpec:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"architecture file not found: {path} (expected a .yaml or .json ArchSpec)")
-    text = path.read_text()
     try:
-        data = yaml.safe_load(text)  # JSON is a subset of YAML
-    except yaml.YAMLError:
-        raise UserError(f"architecture file {path} is not valid YAML or JSON") from None
+        data = yaml.safe_load(path.read_text())  # JSON is a subset of YAML
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise UserError(f"architecture file {path} is not valid YAML or JSON (expected a .yaml or .json ArchSpec, "
+                        "such as an export's arch.yaml)") from None
+    except OSError as error:
+        raise UserError(f"architecture file {path} cannot be read: {error.strerror or error}") from None
     if isinstance(data, Mapping) and "arch" in data and "stages" not in data:
         data = data["arch"]
     try:

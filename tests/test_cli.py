@@ -132,3 +132,14 @@ def test_ctrl_c_swallowed_in_a_finaliser_is_still_seen():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, inherited)
+
+
+@pytest.mark.parametrize("command", [["cost"], ["train"], ["eval", "--checkpoint", "none.pt", "--arch"]])
+def test_a_binary_file_given_as_a_config_is_one_line_and_exit_code_2(command, tmp_path):
+    """Handing over model.pt or model.onnx instead of arch.yaml or train.yaml is an easy slip."""
+    binary = tmp_path / "model.onnx"
+    binary.write_bytes(bytes(range(256)) * 4)
+    result = run_cli(*command, str(binary))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(binary) in lines[0] and "Traceback" not in result.stderr

@@ -24,6 +24,7 @@ import yaml
 from conftest import (
     MICRO_BUDGET_FLOPS,
     MICRO_TRIALS,
+    REPOSITORY_ROOT,
     CliRunner,
     SearchedStudy,
     cli_command,
@@ -325,6 +326,9 @@ BAD_RUN_ARGUMENTS = {
     "missing data folder": (["--data", "/nonexistent-nas-search-data"], ["/nonexistent-nas-search-data", "ImageFolder"]),
     "negative finalists": (["--finalists", "-1"], ["--finalists -1", "0 (off)"]),
     "unknown finalist init": (["--finalist-init", "pretrained"], ["pretrained", "inherited, scratch"]),
+    "zero deployment size": (["--input-size", "0"], ["--input-size 0", "8 to 4096"]),
+    "zero supernet epochs": (["--supernet-epochs", "0"], ["--supernet-epochs 0", "1 or more"]),
+    "zero finalist size": (["--finalists", "1", "--finalist-size", "0"], ["--finalist-size 0", "positive image size"]),
 }
 
 
@@ -362,6 +366,28 @@ def test_existing_study_with_another_space_is_refused(micro_study: SearchedStudy
     arguments[arguments.index("--budget") + 1] = "100MFLOPs"
     line = assert_one_line_error(nas_cli(work, *arguments, timeout=120), micro_study.name, "micro", "cifar")
     assert "already exists" in line
+    assert tree_digest(work) == before
+
+
+@pytest.mark.parametrize("option, value, fragments", [
+    ("--budget", "9MFLOPs", ["budget", "flops <= 8.0 MFLOPs", "flops <= 9.0 MFLOPs"]),
+    ("--input-size", "64", ["deployment size", "32 px", "64 px"]),
+    ("--data", str(REPOSITORY_ROOT / "tests"), ["data", "the built-in demo"]),
+])
+def test_a_rerun_that_changes_what_the_study_searches_is_refused(
+    option: str, value: str, fragments: list[str], micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path,
+) -> None:
+    """Same study name, another budget, size or data: the old trials were scored under other
+    rules, so the run stops before any training and leaves everything as it was."""
+    work = copy_study(micro_study, tmp_path)
+    before = tree_digest(work)
+    arguments = list(micro_study.arguments)
+    if option in arguments:
+        arguments[arguments.index(option) + 1] = value
+    else:
+        arguments += [option, value]
+    line = assert_one_line_error(nas_cli(work, *arguments, timeout=120), micro_study.name, "--study", *fragments)
+    assert "was searched with" in line
     assert tree_digest(work) == before
 
 

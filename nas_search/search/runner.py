@@ -15,7 +15,7 @@ import time
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -53,7 +53,7 @@ from nas_search.search.study import (
 from nas_search.search.tasks import DEMO_DEFAULTS, FINALIST_DEFAULTS, REAL_DATA_EPOCHS, TaskEvaluation, get_task
 from nas_search.spaces import get_space, space_names
 from nas_search.spaces.sampling import check_budget, flops_range, sample_specs
-from nas_search.units import format_bytes, format_flops, parse_flops, parse_latency_ms, parse_memory_bytes
+from nas_search.units import format_bytes, format_count, format_flops, parse_flops, parse_latency_ms, parse_memory_bytes
 
 logger = logging.getLogger("nas_search")
 
@@ -115,8 +115,13 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
         raise UserError(f"--trials {config.trials}; accepted: 1 or more")
     if not 0 <= config.min_utilization < 1:
         raise UserError(f"--min-utilization {config.min_utilization}; accepted: 0 to below 1")
+    for option, value in (("--input-size", config.input_size), ("--train-input-size", config.train_input_size)):
+        if value is not None and not 8 <= value <= 4096:
+            raise UserError(f"{option} {value} is out of range; accepted: 8 to 4096 pixels")
+    if config.supernet_epochs is not None and config.supernet_epochs < 1:
+        raise UserError(f"--supernet-epochs {config.supernet_epochs}; accepted: 1 or more")
     make_sampler(config.sampler, seed=config.seed, constrained=True, multi_objective=len(config.objectives) > 1)
-    input_size = config.input_size or space.input_size
+    input_size = space.input_size if config.input_size is None else config.input_size
     budget = parse_flops(config.budget) if config.budget else None
     latency_model = memory_model = None
     if config.device:
@@ -152,7 +157,7 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
         constraints.append(Constraint("memory", "peak_memory", float(parse_memory_bytes(config.memory))))
         _check_reachable(space, "--memory", memory_model, constraints[-1].limit, "bytes", "")
     storage_url = config.storage or default_storage_url(config.study, config.studies_dir)
-    train_input_size = config.train_input_size or (
+    train_input_size = config.train_input_size if config.train_input_size is not None else (
         min(DEMO_DEFAULTS[task.name]["input_size"], space.train_input_size) if config.data is None else space.train_input_size)
     return ResolvedSearch(
         config=config, space=space, storage_url=storage_url, budget_flops=budget, input_size=input_size,
@@ -168,7 +173,8 @@ def _finalist_settings(config: SearchConfig, task: str, train_input_size: int) -
     settings = FinalistSettings(
         count=defaults["count"] if config.finalists is None else config.finalists,
         epochs=defaults["epochs"] if config.finalist_epochs is None else config.finalist_epochs,
-        input_size=config.finalist_input_size or train_input_size, init=config.finalist_init,
+        input_size=train_input_size if config.finalist_input_size is None else config.finalist_input_size,
+        init=config.finalist_init,
     )
     if task == "detect" and settings.input_size % 32:
         raise UserError(f"--finalist-size {settings.input_size}; accepted for detectors: a multiple of 32")
@@ -197,7 +203,8 @@ def _ensure_supernet(resolved: ResolvedSearch) -> Path:
         load_checkpoint(config.supernet, task.checkpoint_format, space=resolved.space.name)
         return Path(config.supernet)
     demo = config.data is None
-    epochs = config.supernet_epochs or (DEMO_DEFAULTS[task.name]["epochs"] if demo else REAL_DATA_EPOCHS)
+    epochs = config.supernet_epochs if config.supernet_epochs is not None else (
+        DEMO_DEFAULTS[task.name]["epochs"] if demo else REAL_DATA_EPOCHS)
     path = resolved.study_dir / "supernet.pt"
     if path.exists():
         payload = load_checkpoint(path, task.checkpoint_format, space=resolved.space.name)
@@ -306,7 +313,60 @@ def _create_or_check_study(resolved: ResolvedSearch, storage, attributes: dict[s
     existing_objectives = study.user_attrs.get("config", {}).get("objectives")
     if existing_objectives and list(existing_objectives) != list(config.objectives):
         raise UserError(f"study {config.study!r} has objectives {existing_objectives}, not {list(config.objectives)}")
+    current = _search_identity(resolved)
+    for name, (label, describe) in SEARCH_IDENTITY.items():
+        if name in study.user_attrs and _normalised(name, study.user_attrs[name]) != _normalised(name, current[name]):
+            raise UserError(
+                f"study {config.study!r} was searched with {label} {describe(study.user_attrs[name])}, not "
+                f"{describe(current[name])}; its trials were scored under those rules. Choose another --study name "
+                f"(or delete {resolved.study_dir} and its storage entry to start over)"
+            )
     return study
+
+
+#: How a constraint's limit is shown, by cost.
+COST_FORMATS: dict[str, Callable[[float], str]] = {
+    "flops": format_flops, "params": format_count, "latency": lambda value: f"{value:g} ms", "peak_memory": format_bytes,
+}
+
+
+def _describe_constraints(constraints: list[dict[str, Any]]) -> str:
+    if not constraints:
+        return "no constraint"
+    return ", ".join(
+        f"{item['cost']} {'>=' if item.get('lower') else '<='} {COST_FORMATS.get(item['cost'], str)(item['limit'])}"
+        for item in constraints
+    )
+
+
+#: Study attributes that define what a study searches, with how an error names them. A
+#: rerun of ``run`` with another value (a new ``--budget``, ``--data`` ...) would mix
+#: trials scored under other rules into the summary, so it is refused.
+SEARCH_IDENTITY: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "task": ("task", str),
+    "constraints": ("budget and constraints", _describe_constraints),
+    "input_size": ("deployment size", lambda size: f"{size} px"),
+    "device": ("device", str),
+    "data": ("data", lambda data: "the built-in demo" if data is None else str(data)),
+}
+
+
+def _search_identity(resolved: ResolvedSearch) -> dict[str, Any]:
+    """This run's values of :data:`SEARCH_IDENTITY`, as :func:`_study_attributes` stores them."""
+    config = resolved.config
+    return {
+        "task": config.task, "constraints": [constraint.__dict__ for constraint in resolved.constraints],
+        "input_size": resolved.input_size, "device": config.device or "none (FLOPs only)", "data": config.data,
+    }
+
+
+def _normalised(name: str, value: Any) -> Any:
+    """A comparable form: data folders as absolute paths, constraints as plain tuples."""
+    if name == "data":
+        return None if value is None else str(Path(value).expanduser().resolve())
+    if name == "constraints":
+        return [(item["name"], item["cost"], float(item["limit"]), bool(item.get("lower"))) for item in value or []]
+    return value
 
 
 #: With device constraints, startup candidates are drawn from a pool this many times larger.

@@ -23,6 +23,10 @@ from nas_search.spec import ArchSpec
 from nas_search.training.checkpoint import MODEL_FORMAT, load_checkpoint, save_checkpoint
 
 INITIALISATIONS = ("inherited", "scratch")
+#: Learning-rate schedules of ``train.yaml`` (warm-up, then this).
+SCHEDULES = ("cosine",)
+#: Training devices of ``train.yaml``; ``auto`` is CUDA when present.
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -46,15 +50,17 @@ class StandaloneTrainConfig:
     batch_size: int = 64
     seed: int = 0
     out: str = "trained"
+    device: str = "auto"            # auto (CUDA when present) | cpu | cuda
     workers: int | None = None
     max_train: int | None = None
     max_val: int | None = None
 
 
-def train_epoch(model, loader, optimizer, scheduler, label_smoothing: float):
+def train_epoch(model, loader, optimizer, scheduler, label_smoothing: float, device: torch.device | str = "cpu"):
     """One epoch of plain supervised training; yields (loss, batch size) per step."""
     model.train()
     for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -74,6 +80,12 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         raise UserError(f"{path}: init={config.init!r}; accepted: {', '.join(INITIALISATIONS)}")
     if config.epochs < 1:
         raise UserError(f"{path}: epochs={config.epochs}; accepted: 1 or more")
+    if config.schedule not in SCHEDULES:
+        raise UserError(f"{path}: schedule={config.schedule!r}; accepted: {', '.join(SCHEDULES)}")
+    if config.device not in DEVICES:
+        raise UserError(f"{path}: device={config.device!r}; accepted: {', '.join(DEVICES)}")
+    if not 8 <= config.input_size <= 4096:
+        raise UserError(f"{path}: input_size={config.input_size}; accepted: 8 to 4096 pixels")
     return config, path.parent
 
 
@@ -82,9 +94,11 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
     from nas_search.data import load_classification_data, make_loader
     from nas_search.evaluators.classification import top1_accuracy
     from nas_search.progress import progress_bar
+    from nas_search.training.distributed import resolve_device
     from nas_search.training.supernet_training import build_optimizer, warmup_cosine
 
     config, base = load_train_config(path, overrides)
+    device = resolve_device(config.device)
     try:
         spec = ArchSpec.from_dict(config.arch)
     except UserError as error:
@@ -108,6 +122,7 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
             model.load_state_dict(state)
         except Exception as error:
             raise UserError(f"{weights} does not fit architecture {spec}: {str(error).splitlines()[0][:160]}") from None
+    model.to(device)
     out_dir = base / config.out
     checkpoint_path = out_dir / "checkpoint.pt"
     optimizer_options = type("Options", (), {
@@ -132,7 +147,7 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
         scheduler.load_state_dict(payload["scheduler"])
         start_epoch, history = int(payload["epoch"]), list(payload["history"])
         print(f"resuming {checkpoint_path} after epoch {start_epoch}/{config.epochs}")
-    initial_accuracy = top1_accuracy(model, val_loader) if start_epoch == 0 else None
+    initial_accuracy = top1_accuracy(model, val_loader, device) if start_epoch == 0 else None
     for epoch in range(start_epoch, config.epochs):
         torch.manual_seed(config.seed + 1000 * epoch)
         if getattr(loader, "generator", None) is not None:
@@ -140,13 +155,13 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
         model.train()
         bar = progress_bar(steps * config.batch_size, f"train epoch {epoch + 1}/{config.epochs}", "img", progress)
         started, loss_sum, seen = time.perf_counter(), 0.0, 0
-        for loss, count in train_epoch(model, loader, optimizer, scheduler, config.label_smoothing):
+        for loss, count in train_epoch(model, loader, optimizer, scheduler, config.label_smoothing, device):
             loss_sum += loss * count
             seen += count
             bar.update(count)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         bar.close()
-        accuracy = top1_accuracy(model, val_loader)
+        accuracy = top1_accuracy(model, val_loader, device)
         history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "accuracy": accuracy,
                         "seconds": time.perf_counter() - started})
         save_checkpoint({
@@ -154,8 +169,8 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
             "config": config_to_dict(config), "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         }, checkpoint_path)
-    final = history[-1]["accuracy"] if history else top1_accuracy(model, val_loader)
-    torch.save(model.state_dict(), out_dir / "model.pt.tmp")
+    final = history[-1]["accuracy"] if history else top1_accuracy(model, val_loader, device)
+    torch.save({name: value.cpu() for name, value in model.state_dict().items()}, out_dir / "model.pt.tmp")
     (out_dir / "model.pt.tmp").replace(out_dir / "model.pt")
     return {
         "accuracy": final,
