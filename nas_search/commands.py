@@ -166,10 +166,12 @@ def _supernet_run(arguments: argparse.Namespace) -> None:
 def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="supernet checkpoint")
     parser.add_argument("--arch", required=True, help="architecture file (.yaml or .json)")
-    parser.add_argument("--data", help="ImageFolder root (default: the data the supernet was trained on)")
-    parser.add_argument("--calibration-images", type=int, default=512)
-    parser.add_argument("--max-val", type=int)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data", help="an ImageFolder root for a classifier supernet, a Pascal VOC, COCO JSON or "
+                                       "YOLO folder for a detector one (default: the data the supernet was trained on)")
+    parser.add_argument("--calibration-images", type=int, default=512,
+                        help="BN recalibration images (default 512; at most 256 for detectors)")
+    parser.add_argument("--max-val", type=int, help="validation images scored (default: all)")
+    parser.add_argument("--device", default="cpu", help="where to compute: cpu (default), cuda or auto")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -202,7 +204,8 @@ def _eval_run(arguments: argparse.Namespace) -> None:
 
 
 register(Command("supernet", "train the weight-sharing supernet (`supernet train`)", _supernet_arguments, _supernet_run))
-register(Command("eval", "accuracy of an architecture with inherited supernet weights", _eval_arguments, _eval_run))
+register(Command("eval", "score of an architecture with inherited supernet weights (top-1, or mAP for detectors)",
+                 _eval_arguments, _eval_run))
 
 
 # ---------------------------------------------------------------------------- run / worker
@@ -309,14 +312,15 @@ def _dashboard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="storage URL (default sqlite:///studies/STUDY.db)")
     parser.add_argument("--artifact-dir", help="artifact folder (default studies/STUDY/artifacts)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument("--json", action="store_true", help="print the URL and study as one JSON line (before the server starts)")
 
 
 def _dashboard_run(arguments: argparse.Namespace) -> int:
     from nas_search.dashboard import launch_dashboard
 
-    return launch_dashboard(arguments.study, arguments.storage, arguments.artifact_dir, arguments.host, arguments.port)
+    return launch_dashboard(arguments.study, arguments.storage, arguments.artifact_dir, arguments.host, arguments.port,
+                            json_output=arguments.json)
 
 
 # ---------------------------------------------------------------------------- export / train

@@ -26,14 +26,20 @@ def dashboard_command(study: str, storage: str | None, artifact_dir: str | None,
     return program + [driver_url(url), "--host", host, "--port", str(port), "--artifact-dir", str(artifacts)]
 
 
-def launch_dashboard(study: str, storage: str | None, artifact_dir: str | None, host: str = "127.0.0.1", port: int = 8080) -> int:
+def launch_dashboard(study: str, storage: str | None, artifact_dir: str | None, host: str = "127.0.0.1", port: int = 8080,
+                     json_output: bool = False) -> int:
     """Run optuna-dashboard in the foreground until Ctrl-C.
 
     The process is replaced by optuna-dashboard (``exec``), so a signal sent to it, e.g.
     by a process supervisor, stops the server itself rather than leaving it orphaned.
+    With ``json_output`` the URL and study are printed as one JSON line first.
     """
+    import json
+
     command = dashboard_command(study, storage, artifact_dir, host, port)
-    print(f"optuna-dashboard on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+    url = f"http://{host}:{port}/"
+    print(json.dumps({"url": url, "study": study}) if json_output else f"optuna-dashboard on {url} (Ctrl-C to stop)",
+          flush=True)
     sys.stderr.flush()
     os.execv(command[0], command)
     return 0  # not reached: execv replaces the process

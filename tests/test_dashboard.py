@@ -53,12 +53,14 @@ def dashboard(micro_study: SearchedStudy) -> Iterator[tuple[str, int]]:
         skip_or_fail("Python playwright is not installed (pip install -e '.[dev]')")
     port = free_port()
     process = subprocess.Popen(
-        cli_command("dashboard", "--study", micro_study.name, "--port", str(port)),
+        cli_command("dashboard", "--study", micro_study.name, "--port", str(port), "--json"),
         cwd=micro_study.directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_environment(),
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
         summaries = wait_for_studies(base_url, process)
+        # --json: the URL and study as the first line, before optuna-dashboard's own output
+        assert json.loads(process.stdout.readline()) == {"url": f"{base_url}/", "study": micro_study.name}
         [study_id] = [summary["study_id"] for summary in summaries if summary["study_name"] == micro_study.name]
         yield base_url, study_id
     finally:

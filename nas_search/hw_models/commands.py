@@ -26,7 +26,7 @@ def _parse_widths(text: str | None) -> tuple[float, ...] | None:
 
 def _profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default="mobile", help="search space (see `nas-search spaces`)")
-    parser.add_argument("--device", default="cpu", help="device to profile (only local devices: cpu)")
+    parser.add_argument("--device", default="cpu", help="local device to profile: cpu or cpu-onnxruntime (this machine; see `nas-search devices`)")
     parser.add_argument("--runtime", help="onnxruntime (default) or torch")
     parser.add_argument("--threads", type=int, help="intra-op threads, fixed for the whole profile (default 1)")
     parser.add_argument("--out", help="table file (default latency_tables/SPACE-SIZEpx_DEVICE_RUNTIME_Nt.json); "
