@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -254,6 +256,16 @@ def average_runs(runs: list[dict]) -> dict:
     }
 
 
+def seed_difference(ours: list[float], anchor: list[float]) -> dict | None:
+    """Difference of the two seed means with its standard error (Welch: each side's seed
+    variance over its seed count), so that a ratio is read against the seed noise. None
+    with fewer than two seeds a side."""
+    if len(ours) < 2 or len(anchor) < 2:
+        return None
+    error = math.sqrt(statistics.variance(ours) / len(ours) + statistics.variance(anchor) / len(anchor))
+    return {"value": statistics.mean(ours) - statistics.mean(anchor), "standard_error": error}
+
+
 def ratio(ours: float | None, anchor: float | None) -> float | None:
     return None if ours is None or anchor in (None, 0) else ours / anchor
 
@@ -385,6 +397,7 @@ def main() -> None:
     }
     result["ratios"] = {key: ratio(result["ours"].get(key), result["ssdlite"].get(key))
                         for key in ("map50", "map", "flops", "params", "latency_ms", "latency_onnxruntime_ms", "latency_pipeline_ms")}
+    result["map50_difference"] = seed_difference(result["ours"]["map50_per_seed"], result["ssdlite"]["map50_per_seed"])
     result.update({
         "recipe": asdict(recipe),
         "seeds": arguments.seeds,
@@ -409,6 +422,10 @@ def main() -> None:
     print_table(result)
     for name in ("ours", "ssdlite"):
         print(f"{name} mAP@0.5 per seed: {', '.join(f'{value:.4f}' for value in result[name]['map50_per_seed'])}")
+    difference = result["map50_difference"]
+    if difference is not None:
+        print(f"mAP@0.5 ours - ssdlite: {difference['value']:+.4f} +- {difference['standard_error']:.4f} "
+              "(standard error over the seeds; a difference within about two of them is seed noise)")
     print(f"\nours: {spec}")
     print(f"FLOPs of ours: analytic {analytic.flops:,} vs fvcore {ours_core_flops:,} ({'equal' if result['ours']['flops_match'] else 'DIFFERENT'})")
     print(f"recipe: {recipe.epochs} epochs at {recipe.input_size} px, batch {recipe.batch_size}, {recipe.optimizer} lr "
