@@ -304,6 +304,8 @@ def test_train_resume_and_scratch(exported: Path, nas_cli: CliRunner, tmp_path: 
     assert resumed_result["history"][0] == result["history"][0]  # epoch 1 was not trained again
     assert resumed_result["initial_accuracy"] is None
     assert resumed_result["accuracy"] == resumed_result["history"][1]["accuracy"]
+    other_size = nas_cli(tmp_path, "train", str(config), "--epochs", "3", "--resume", "--input-size", "16", *quick)
+    assert_one_line_error(other_size, "input_size", "16")  # a checkpoint continues only at its own size
 
     scratch = nas_cli(tmp_path, "train", str(config), "--epochs", "1", "--init", "scratch", *quick)
     assert scratch.returncode == 0, scratch.stderr[-2000:]

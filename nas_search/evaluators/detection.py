@@ -142,8 +142,8 @@ def detector_outputs(model: nn.Module, loader: Iterable, device: torch.device | 
     return predictions, targets
 
 
-def map_scores(predictions: Sequence[dict[str, torch.Tensor]], targets: Sequence[dict[str, torch.Tensor]]
-               ) -> dict[str, float]:
+def map_scores(predictions: Sequence[dict[str, torch.Tensor]], targets: Sequence[dict[str, torch.Tensor]],
+               iou_thresholds: list[float] | None = None) -> dict[str, float]:
     """COCO box mAPs of per-image predictions against their targets: ``map``
     (mAP@[.5:.95]), ``map50``, ``map75`` and ``images``. Following COCO, at most the 100
     highest-scoring detections of an image count, and the mAPs are -1.0 when no image
@@ -152,12 +152,16 @@ def map_scores(predictions: Sequence[dict[str, torch.Tensor]], targets: Sequence
 
     if not targets:
         return {"map": -1.0, "map50": -1.0, "map75": -1.0, "images": 0}
-    metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", backend="pycocotools")
+    metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", backend="pycocotools", iou_thresholds=iou_thresholds)
     metric.warn_on_many_detections = False  # COCO keeps each image's 100 best; detectors may return more
     metric.update(list(predictions), list(targets))
     scores = metric.compute()
     return {"map": float(scores["map"]), "map50": float(scores["map_50"]), "map75": float(scores["map_75"]),
             "images": len(targets)}
+
+
+#: IoU thresholds a bootstrapped score needs (None: COCO's ten).
+SCORE_THRESHOLDS: dict[str, list[float] | None] = {"map50": [0.5], "map75": [0.75], "map": None}
 
 
 def bootstrap_standard_error(predictions: Sequence[dict[str, torch.Tensor]], targets: Sequence[dict[str, torch.Tensor]],
@@ -175,7 +179,9 @@ def bootstrap_standard_error(predictions: Sequence[dict[str, torch.Tensor]], tar
         chosen = [rng.randrange(count) for _ in range(count)] if count else []
         if not any(targets[index]["boxes"].numel() for index in chosen):
             continue
-        values.append(map_scores([predictions[index] for index in chosen], [targets[index] for index in chosen])[score])
+        # only the IoU thresholds the score needs (mAP@0.5: one instead of ten, several times faster)
+        values.append(map_scores([predictions[index] for index in chosen], [targets[index] for index in chosen],
+                                 SCORE_THRESHOLDS.get(score))[score])
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 

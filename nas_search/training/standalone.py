@@ -142,6 +142,10 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
         payload = load_checkpoint(checkpoint_path, MODEL_FORMAT)
         if payload.get("arch") != spec.key:
             raise UserError(f"checkpoint {checkpoint_path} is for another architecture ({payload.get('arch')})")
+        trained_size = (payload.get("config") or {}).get("input_size", config.input_size)
+        if trained_size != config.input_size:
+            raise UserError(f"checkpoint {checkpoint_path} was trained at input_size {trained_size}, not "
+                            f"{config.input_size}; resume at {trained_size} or train without --resume")
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
