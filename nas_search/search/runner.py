@@ -274,20 +274,16 @@ def _study_attributes(resolved: ResolvedSearch, checkpoint: Path, evaluation: Ta
 
     config = resolved.config
     return {
-        "task": config.task,
+        **_search_identity(resolved),  # task, constraints, input_size, device, data
         "space": resolved.space.name,
         "budget_text": config.budget,
         "budget_flops": resolved.budget_flops,
-        "input_size": resolved.input_size,
         "train_input_size": evaluation.train_input_size,
         "score_name": get_task(config.task).score_name,
-        "device": config.device or "none (FLOPs only)",
         "dataset": evaluation.description,
-        "data": config.data,
         "num_classes": evaluation.num_classes,
         "supernet": str(checkpoint.resolve()),
         "supernet_checksum": checkpoint_checksum(checkpoint),
-        "constraints": [constraint.__dict__ for constraint in resolved.constraints],
         "config": config_to_dict(config),
     }
 
@@ -352,7 +348,7 @@ SEARCH_IDENTITY: dict[str, tuple[str, Callable[[Any], str]]] = {
 
 
 def _search_identity(resolved: ResolvedSearch) -> dict[str, Any]:
-    """This run's values of :data:`SEARCH_IDENTITY`, as :func:`_study_attributes` stores them."""
+    """This run's values of :data:`SEARCH_IDENTITY`; :func:`_study_attributes` stores them."""
     config = resolved.config
     return {
         "task": config.task, "constraints": [constraint.__dict__ for constraint in resolved.constraints],

@@ -36,11 +36,14 @@ class DistributedContext:
             dist.barrier()
 
 
+#: Training devices; ``auto`` picks CUDA when available.
+DEVICES = ("auto", "cpu", "cuda")
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` picks CUDA when available; ``cuda`` without a GPU is a user error."""
-    choices = {"auto", "cpu", "cuda"}
-    if name not in choices:
-        raise UserError(f"unknown device {name!r}; accepted: {', '.join(sorted(choices))}")
+    if name not in DEVICES:
+        raise UserError(f"unknown device {name!r}; accepted: {', '.join(DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
     if name == "cpu" or not torch.cuda.is_available():

@@ -21,12 +21,11 @@ from nas_search.spaces import get_space
 from nas_search.spaces.static import build_static_model
 from nas_search.spec import ArchSpec
 from nas_search.training.checkpoint import MODEL_FORMAT, load_checkpoint, save_checkpoint
+from nas_search.training.distributed import DEVICES
 
 INITIALISATIONS = ("inherited", "scratch")
 #: Learning-rate schedules of ``train.yaml`` (warm-up, then this).
 SCHEDULES = ("cosine",)
-#: Training devices of ``train.yaml``; ``auto`` is CUDA when present.
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass

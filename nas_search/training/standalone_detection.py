@@ -37,13 +37,13 @@ from nas_search.config import config_from_dict, config_to_dict, load_yaml_file
 from nas_search.errors import UserError
 from nas_search.spec import ArchSpec
 from nas_search.training.checkpoint import load_checkpoint, save_checkpoint
+from nas_search.training.distributed import DEVICES
 
 #: Format string of the checkpoints written by :func:`train_detection_standalone`.
 DETECTION_MODEL_FORMAT = "nas-search-detection-model"
 
 INITIALISATIONS = ("inherited", "scratch")
 OPTIMIZERS = ("adamw", "sgd")  # as in supernet_training.build_optimizer
-DEVICES = ("auto", "cpu", "cuda")
 
 #: Batch size of the val loader (evaluation only; does not change the result).
 EVALUATION_BATCH_SIZE = 16
