@@ -97,6 +97,10 @@ def test_study_list_and_study_page(page, dashboard: tuple[str, int], micro_study
     # the trade-off chart saved with save_plotly_graph_object, and the study's attributes
     page.get_by_text("Accuracy vs FLOPs (inherited weights)").first.wait_for()
     page.get_by_text("Study User Attributes").first.wait_for()
+    # the attribute table fills in after its heading renders: wait for its rows, not just the heading
+    page.wait_for_function(
+        "() => document.body.innerText.includes('space') && document.body.innerText.includes('micro')",
+        timeout=TIMEOUT_MS)
     body = page.inner_text("body")
     assert "space" in body and "micro" in body
 
