@@ -5,8 +5,10 @@ supernet's proxy size."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 import yaml
@@ -35,6 +37,15 @@ def test_real_data_export_trains_at_the_deployment_size(nas_cli: CliRunner, tmp_
         "--finalists", "0", "--study", "real", "--quiet", "--json",
     )
     assert searched.returncode == 0, searched.stderr[-3000:]
+    # the same folder given relative to the working folder is the same study (stored absolute)
+    rerun = nas_cli(
+        tmp_path, "run", "--space", "micro", "--budget", MICRO_BUDGET_TEXT, "--data", os.path.relpath(data, tmp_path),
+        "--supernet", str(supernet), "--train-input-size", str(PROXY_SIZE), "--trials", "3", "--startup-trials", "3",
+        "--max-val", "100", "--finalists", "0", "--study", "real", "--quiet",
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    study = optuna.load_study(study_name="real", storage=f"sqlite:///{tmp_path / 'studies' / 'real.db'}")
+    assert study.user_attrs["data"] == str(Path(data).resolve()) and len(study.trials) == 3
     exported = nas_cli(tmp_path, "export", "--study", "real", "-o", str(tmp_path / "exported"), "--epochs", "1", "--json")
     assert exported.returncode == 0, exported.stderr[-3000:]
     config_path = tmp_path / "exported" / "train.yaml"

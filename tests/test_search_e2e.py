@@ -179,12 +179,13 @@ def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: Sea
     work = copy_study(micro_study, tmp_path)
     database = work / "studies" / f"{micro_study.name}.db"
     url = f"sqlite:///{database}"
-    # enough queued work, each trial scoring 1,000 images, that the signal lands mid-search and
-    # not after the last trial (on a quiet machine 20 trials on 100 images took about 2 s)
+    # enough queued work, each trial recalibrating batch norm on 1,000 images, that the signal
+    # lands mid-search and not after the last trial (on a quiet machine 20 trials took about
+    # 2 s); the validation subset (--max-val) is part of the study's identity and stays
     added = 40
     trials = MICRO_TRIALS + added
     arguments = micro_run_arguments(micro_study.name, Path(micro_study.summary["files"]["supernet"]), trials,
-                                    "--max-val", "1000")
+                                    "--calibration-images", "1000")
     # the child handles Ctrl-C even when this test runs as a script's background job (which
     # starts with SIGINT ignored, and Python then never raises KeyboardInterrupt)
     process = subprocess.Popen(cli_command(*arguments), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -375,6 +376,7 @@ def test_existing_study_with_another_space_is_refused(micro_study: SearchedStudy
     ("--budget", "9MFLOPs", ["budget", "flops <= 8.0 MFLOPs", "flops <= 9.0 MFLOPs"]),
     ("--input-size", "64", ["deployment size", "32 px", "64 px"]),
     ("--data", str(REPOSITORY_ROOT / "tests"), ["data", "the built-in demo"]),
+    ("--max-val", "50", ["validation subset", "--max-val 100", "--max-val 50"]),
 ])
 def test_a_rerun_that_changes_what_the_study_searches_is_refused(
     option: str, value: str, fragments: list[str], micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path,

@@ -346,16 +346,23 @@ SEARCH_IDENTITY: dict[str, tuple[str, Callable[[Any], str]]] = {
     "constraints": ("budget and constraints", _describe_constraints),
     "input_size": ("deployment size", lambda size: f"{size} px"),
     "device": ("device", str),
+    "latency_model": ("latency model", str),
     "data": ("data", lambda data: "the built-in demo" if data is None else str(data)),
+    "max_val": ("validation subset", lambda count: "every validation image" if count is None else f"--max-val {count}"),
 }
 
 
 def _search_identity(resolved: ResolvedSearch) -> dict[str, Any]:
     """This run's values of :data:`SEARCH_IDENTITY`; :func:`_study_attributes` stores them."""
     config = resolved.config
+    latency_model = resolved.latency_model
     return {
         "task": config.task, "constraints": [constraint.__dict__ for constraint in resolved.constraints],
-        "input_size": resolved.input_size, "device": config.device or "none (FLOPs only)", "data": config.data,
+        "input_size": resolved.input_size, "device": config.device or "none (FLOPs only)",
+        # device/runtime/threads of a profiled table; the device name of an analytic model
+        "latency_model": "none" if latency_model is None else latency_model.device,
+        "data": None if config.data is None else str(Path(config.data).expanduser().resolve()),
+        "max_val": config.max_val,
     }
 
 
