@@ -15,9 +15,13 @@ import torch
 import yaml
 from conftest import CliRunner
 
+from nas_search.detection.hardware import detector_program
 from nas_search.detection.static import HEAD_OUTPUTS
 from nas_search.export import load_exported
+from nas_search.hw_models.devices import latency_model_for
+from nas_search.hw_models.memory import peak_of_program
 from nas_search.spaces import get_space
+from nas_search.spec import ArchSpec
 from nas_search.spaces.sampling import flops_range
 
 pytestmark = pytest.mark.slow
@@ -125,7 +129,31 @@ def test_detect_train_exported(detect_study: Path, detect_export: Path, nas_cli:
     assert 0.0 <= report["map50"] <= 1.0 and Path(report["weights"]).is_file()
 
 
-@pytest.mark.parametrize("extra", [["--latency", "5ms", "--device", "pixel2"], ["--memory", "20MB"], ["--space", "mobile"]])
+def test_detect_run_under_latency_and_memory_budgets(detect_study: Path, nas_cli: CliRunner, tmp_path: Path) -> None:
+    """A detector search under an analytic device's latency budget and a peak-memory budget
+    (both binding in the FLOPs band: about half the band's detectors exceed each)."""
+    supernet = str(detect_study / json.loads((detect_study / "summary.json").read_text())["files"]["supernet"])
+    result = nas_cli(
+        tmp_path, "run", "--task", "detect", "--budget", str(BUDGET), "--latency", "600ms", "--device", "pixel2",
+        "--memory", "25MB", "--supernet", supernet, "--study", "det-device", "--trials", "3", "--startup-trials", "3",
+        "--max-val", "16", "--train-input-size", "64", "--calibration-images", "16", "--finalists", "0", "--quiet",
+        "--json-summary", "summary.json", timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="det-device", storage=f"sqlite:///{tmp_path / 'studies' / 'det-device.db'}")
+    space = get_space("detect")
+    for trial in study.trials:
+        spec = ArchSpec.from_dict(json.loads(trial.user_attrs["arch_json"]))
+        detector = space.resolve(spec, num_classes=3)
+        assert trial.user_attrs["peak_memory"] == peak_of_program(detector_program(detector, 416)).peak_bytes
+        assert trial.user_attrs["latency"] == pytest.approx(latency_model_for(space, "pixel2", input_size=416)
+                                                            .for_classes(3)(spec))
+    best = json.loads((tmp_path / "summary.json").read_text())["best"]
+    assert best is not None and best["latency"] <= 600 and best["peak_memory"] <= 25e6
+    assert 0.8 * BUDGET <= best["flops"] <= BUDGET
+
+
+@pytest.mark.parametrize("extra", [["--latency", "50ms", "--device", "cpu"], ["--space", "mobile"]])
 def test_detect_run_refuses_what_it_cannot_do(extra: list[str], nas_cli: CliRunner, tmp_path: Path) -> None:
     result = nas_cli(tmp_path, "run", "--task", "detect", "--budget", "4.5GFLOPs", *extra, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]

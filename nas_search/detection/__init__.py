@@ -8,6 +8,8 @@ load on first use:
   :class:`ResolvedDetector` and the registered ``detect`` space.
 * ``nas_search.detection.cost``: :func:`count_detector` (analytic FLOPs and params, equal
   to fvcore on :class:`DetectorCore`).
+* ``nas_search.detection.hardware``: :func:`detector_program` (peak activation memory)
+  and :func:`detector_layers` (analytic latency devices).
 * ``nas_search.detection.supernet``: :class:`DetectionSupernet`.
 * ``nas_search.detection.static``: :class:`StaticDetector`, :class:`DetectorCore`,
   :func:`build_detector`.
@@ -20,6 +22,7 @@ from typing import Any
 
 from nas_search.detection.space import DetectionSpace, DetectorChoices, ResolvedDetector, ResolvedHead, ResolvedNeck
 from nas_search.detection.cost import count_detection, count_detector  # (importing registers the counter)
+from nas_search.detection.hardware import detector_layers, detector_program  # (registers memory and latency)
 
 _LAZY = {
     "DetectionSupernet": "nas_search.detection.supernet",
@@ -47,5 +50,7 @@ __all__ = [
     "ResolvedNeck",
     "count_detection",
     "count_detector",
+    "detector_layers",
+    "detector_program",
     *_LAZY,
 ]

@@ -174,6 +174,24 @@ def network_layers(network: ResolvedNetwork, input_size: int) -> list[LayerCost]
     return layers
 
 
+#: Whole-model layer listings by space task: ``(resolved model, input size) -> layers``.
+#: ``classify`` is listed here, ``detect`` by ``nas_search.detection.hardware`` (which
+#: registers itself when ``nas_search.detection`` is imported).
+MODEL_LAYERS: dict[str, Callable[[Any, int], list[LayerCost]]] = {"classify": network_layers}
+
+
+def register_model_layers(task: str, listing: Callable[[Any, int], list[LayerCost]]) -> None:
+    """Make ``listing`` the layer listing of spaces whose task is ``task``."""
+    MODEL_LAYERS[task] = listing
+
+
+def model_layers(space: SearchSpace, spec: ArchSpec, input_size: int, num_classes: int | None = None) -> list[LayerCost]:
+    """Every kernel of ``spec`` in ``space`` (any task with a listing) at ``input_size``."""
+    if space.task not in MODEL_LAYERS:
+        raise KeyError(f"no layer listing for task {space.task!r}; known: {', '.join(MODEL_LAYERS)}")
+    return MODEL_LAYERS[space.task](space.resolve(spec, num_classes=num_classes), input_size)
+
+
 def layer_features(layers: Sequence[LayerCost]) -> np.ndarray:
     """The model's features (:data:`FEATURE_NAMES`) of one list of layers."""
     macs = {kind: 0.0 for kind in THROUGHPUT_KINDS}
@@ -261,9 +279,12 @@ class AnalyticLatencyModel:
         self.input_size = space.input_size if input_size is None else input_size
         self.num_classes = num_classes
 
+    def for_classes(self, num_classes: int | None) -> "AnalyticLatencyModel":
+        """The same model for networks with ``num_classes`` outputs."""
+        return AnalyticLatencyModel(self.device_model, self.space, self.input_size, num_classes)
+
     def __call__(self, spec: ArchSpec) -> float:
-        network = self.space.resolve(spec, num_classes=self.num_classes)
-        return self.device_model.predict_layers(network_layers(network, self.input_size))
+        return self.device_model.predict_layers(model_layers(self.space, spec, self.input_size, self.num_classes))
 
     def describe(self) -> str:
         """One line for reports."""
@@ -319,13 +340,16 @@ __all__ = [
     "BLOCK_LAYERS",
     "CONSTANTS_PATH",
     "FEATURE_NAMES",
+    "MODEL_LAYERS",
     "PUBLISHED_DEVICES",
     "THROUGHPUT_KINDS",
     "error_figures",
     "fit_coefficients",
     "layer_features",
     "load_constants",
+    "model_layers",
     "network_layers",
+    "register_model_layers",
 ]
 
 

@@ -48,13 +48,16 @@ def _profile_arguments(parser: argparse.ArgumentParser) -> None:
 def _profile_run(arguments: argparse.Namespace) -> None:
     from collections import Counter
 
-    from nas_search.hw_models.devices import default_table_path, get_device
+    from nas_search.hw_models.devices import TABLE_TASKS, default_table_path, get_device
     from nas_search.hw_models.latency import (
         ProfileOptions, TimingOptions, distinct_blocks, profile_table, restrict_widths,
     )
-    from nas_search.spaces import get_space
+    from nas_search.spaces import get_space, space_names
 
     space = get_space(arguments.space)
+    if space.task not in TABLE_TASKS:
+        raise UserError(f"--space {space.name}: latency tables are profiled for classification spaces only "
+                        f"({', '.join(name for task in TABLE_TASKS for name in space_names(task))})")
     if arguments.input_size is not None and not 8 <= arguments.input_size <= 4096:
         raise UserError(f"--input-size {arguments.input_size} is out of range; accepted: 8 to 4096 pixels")
     if arguments.subnets < 0:

@@ -200,8 +200,29 @@ def latency_model_for(
         device = _DEVICES[device_name]
         device.check_runtime(runtime)
         return AnalyticLatencyModel(device.analytic, space, input_size)
+    check_table_space(space, device_name)
     table = open_table(space, device_name, lut_path=lut_path, runtime=runtime, threads=threads, input_size=input_size)
     return LatencyModel(table, space, statistic=statistic)
+
+
+#: Tasks whose spaces latency tables can be profiled for (block by block).
+TABLE_TASKS: tuple[str, ...] = ("classify",)
+
+
+def analytic_device_names() -> tuple[str, ...]:
+    """The registered devices that need no table (named analytic models)."""
+    return tuple(name for name, device in _DEVICES.items() if device.analytic is not None)
+
+
+def check_table_space(space: SearchSpace, device_name: str) -> None:
+    """Refuse a latency table for a space whose networks are not block chains (detectors:
+    their neck and head have no table entries yet), naming what works instead."""
+    if space.task not in TABLE_TASKS:
+        raise UserError(
+            f"device {device_name!r} needs a latency table, and tables are profiled for classification spaces only; "
+            f"accepted for space {space.name!r} (task {space.task}): the analytic devices "
+            f"{', '.join(analytic_device_names())}, or --budget / --memory"
+        )
 
 
 def device_cost(
@@ -216,10 +237,10 @@ def device_cost(
 ) -> dict:
     """Predicted latency and peak activation memory of ``spec`` on a device, as a dict for
     ``nas-search cost ARCH --device NAME`` (printed next to the FLOPs)."""
-    from nas_search.hw_models.memory import estimate_memory
+    from nas_search.hw_models.memory import model_program, peak_of_program
 
     model = latency_model_for(space, device_name, lut_path, input_size, runtime=runtime, threads=threads)
-    memory = estimate_memory(space.resolve(spec), model.input_size)
+    memory = peak_of_program(model_program(space, spec, model.input_size))
     if isinstance(model, AnalyticLatencyModel):
         return {
             "device": model.device, "hardware": model.device_model.description, "latency_ms": model(spec),
@@ -254,7 +275,10 @@ def describe_devices() -> list[dict]:
 
 __all__ = [
     "DEFAULT_TABLE_DIR",
+    "TABLE_TASKS",
     "Device",
+    "analytic_device_names",
+    "check_table_space",
     "default_table_path",
     "describe_devices",
     "device_cost",

@@ -37,7 +37,7 @@ Weights are not counted (they are a separate, constant cost: ``4 * params`` byte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from nas_search.hw_models.flops import output_size
 from nas_search.spaces.space import ResolvedBlock, ResolvedNetwork, SearchSpace
@@ -232,8 +232,27 @@ def block_layer_stats(block: ResolvedBlock, size: int) -> tuple[int, int]:
     return program.traffic_bytes(), len(program.steps)
 
 
+#: Whole-model tensor programs by space task: ``(resolved model, input size) -> program``.
+#: ``classify`` is written here, ``detect`` by ``nas_search.detection.hardware`` (which
+#: registers itself when ``nas_search.detection`` is imported).
+MODEL_PROGRAMS: dict[str, Callable[[Any, int], TensorProgram]] = {"classify": network_program}
+
+
+def register_model_program(task: str, program: Callable[[Any, int], TensorProgram]) -> None:
+    """Make ``program`` the tensor program of spaces whose task is ``task``."""
+    MODEL_PROGRAMS[task] = program
+
+
+def model_program(space: SearchSpace, spec: ArchSpec, input_size: int, num_classes: int | None = None) -> TensorProgram:
+    """The tensor program of ``spec`` in ``space`` (any task) at ``input_size``."""
+    if space.task not in MODEL_PROGRAMS:
+        raise KeyError(f"no tensor program for task {space.task!r}; known: {', '.join(MODEL_PROGRAMS)}")
+    return MODEL_PROGRAMS[space.task](space.resolve(spec, num_classes=num_classes), input_size)
+
+
 class MemoryModel:
-    """Cost model: peak activation bytes (fp32, batch 1) at a fixed input size."""
+    """Cost model: peak activation bytes (fp32, batch 1) at a fixed input size, for any
+    space whose task has a tensor program (:data:`MODEL_PROGRAMS`)."""
 
     unit = "bytes"
     device = "any"
@@ -243,19 +262,26 @@ class MemoryModel:
         self.input_size = space.input_size if input_size is None else input_size
         self.name = "peak_memory"
 
+    def for_classes(self, num_classes: int | None) -> "MemoryModel":
+        """The same model for networks with ``num_classes`` outputs."""
+        return MemoryModel(self.space, self.input_size, num_classes)
+
     def __call__(self, spec: ArchSpec) -> float:
-        return float(peak_memory_bytes(self.space.resolve(spec, num_classes=self.num_classes), self.input_size))
+        return float(peak_of_program(model_program(self.space, spec, self.input_size, self.num_classes)).peak_bytes)
 
 
 __all__ = [
     "BLOCK_PROGRAMS",
     "MemoryEstimate",
+    "MODEL_PROGRAMS",
     "MemoryModel",
     "TensorProgram",
     "TensorStep",
     "block_layer_stats",
     "estimate_memory",
+    "model_program",
     "network_program",
     "peak_memory_bytes",
     "peak_of_program",
+    "register_model_program",
 ]

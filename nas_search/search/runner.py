@@ -106,9 +106,6 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
         raise UserError(f"data folder {config.data} does not exist; accepted: "
                         + ("a Pascal VOC, COCO JSON or YOLO folder" if task.name == "detect"
                            else "an ImageFolder root (train/ + val/ or test/, or one folder of class folders)"))
-    if space.task == "detect" and (config.latency or config.device or config.memory or config.lut):
-        raise UserError("--latency, --device and --memory are not available for detection spaces yet (no detector "
-                        "latency or memory model); use --budget (FLOPs) or --params")
     if (config.latency or "latency" in config.objectives or config.lut) and not config.device:
         raise UserError("--latency, --lut and the latency objective need --device NAME; see `nas-search devices`")
     if config.trials < 1:
@@ -225,10 +222,9 @@ def _cost_models(resolved: ResolvedSearch, flops_model, num_classes: int) -> dic
     """Every cost recorded on each trial: FLOPs and params always, latency on the chosen
     device and peak activation memory when asked for."""
     models = {"flops": flops_model, "params": ParamsModel(resolved.space, num_classes)}
-    if resolved.latency_model is not None:
-        models["latency"] = resolved.latency_model
-    if resolved.memory_model is not None:
-        models["peak_memory"] = resolved.memory_model
+    for name, model in (("latency", resolved.latency_model), ("peak_memory", resolved.memory_model)):
+        if model is not None:  # analytic models follow the data's class count (a table has its own)
+            models[name] = model.for_classes(num_classes) if hasattr(model, "for_classes") else model
     return models
 
 
