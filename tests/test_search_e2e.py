@@ -23,6 +23,7 @@ import torch
 import yaml
 from conftest import (
     MICRO_BUDGET_FLOPS,
+    MICRO_BUDGET_TEXT,
     MICRO_TRIALS,
     REPOSITORY_ROOT,
     CliRunner,
@@ -377,6 +378,7 @@ def test_existing_study_with_another_space_is_refused(micro_study: SearchedStudy
     ("--input-size", "64", ["deployment size", "32 px", "64 px"]),
     ("--data", str(REPOSITORY_ROOT / "tests"), ["data", "the built-in demo"]),
     ("--max-val", "50", ["validation subset", "--max-val 100", "--max-val 50"]),
+    ("--calibration-images", "8", ["batch-norm calibration", "256 images", "8 images"]),
 ])
 def test_a_rerun_that_changes_what_the_study_searches_is_refused(
     option: str, value: str, fragments: list[str], micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path,
@@ -393,6 +395,38 @@ def test_a_rerun_that_changes_what_the_study_searches_is_refused(
     line = assert_one_line_error(nas_cli(work, *arguments, timeout=120), micro_study.name, "--study", *fragments)
     assert "was searched with" in line
     assert tree_digest(work) == before
+
+
+def test_a_studys_own_supernet_is_never_trained_further(nas_cli: CliRunner, tmp_path: Path) -> None:
+    """More --supernet-epochs under an existing study would resume its supernet in place and
+    invalidate its trials: refused before any training, the supernet unchanged; another
+    --supernet is refused too; the original command still continues the study."""
+    arguments = ["run", "--space", "micro", "--budget", MICRO_BUDGET_TEXT, "--supernet-epochs", "1", "--max-train", "64",
+                 "--max-val", "50", "--trials", "2", "--startup-trials", "2", "--finalists", "0", "--study", "own",
+                 "--quiet"]
+    first = nas_cli(tmp_path, *arguments)
+    assert first.returncode == 0, first.stderr[-2000:]
+    supernet = tmp_path / "studies" / "own" / "supernet.pt"
+    before = hashlib.sha256(supernet.read_bytes()).hexdigest()
+    longer = list(arguments)
+    longer[longer.index("--supernet-epochs") + 1] = "2"
+    assert_one_line_error(nas_cli(tmp_path, *longer), "--supernet-epochs 2", "trained 1 epochs", "--study")
+    other = tmp_path / "other.pt"
+    other.write_bytes(supernet.read_bytes() + b"\0")
+    assert_one_line_error(nas_cli(tmp_path, *arguments, "--supernet", str(other)), "another supernet", str(other))
+    assert hashlib.sha256(supernet.read_bytes()).hexdigest() == before
+    again = list(arguments)
+    again[again.index("--trials") + 1] = "3"
+    rerun = nas_cli(tmp_path, *again)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "reusing supernet" in rerun.stdout and "3 planned trials (1 new)" in rerun.stdout
+
+
+def test_scoring_size_is_the_supernets(nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path) -> None:
+    """Subnets are scored at the size their supernet was trained at (32 px here): another
+    --train-input-size with --supernet is refused, not silently ignored."""
+    arguments = list(micro_run_arguments("size", micro_supernet, 2, "--train-input-size", "16"))
+    assert_one_line_error(nas_cli(tmp_path, *arguments, timeout=120), "--train-input-size 16", "32 px")
 
 
 def test_budget_above_the_largest_warns_and_an_infeasible_study_cannot_be_exported(

@@ -50,7 +50,7 @@ from nas_search.search.study import (
     raise_if_interrupted,
     requeue,
 )
-from nas_search.search.tasks import DEMO_DEFAULTS, FINALIST_DEFAULTS, REAL_DATA_EPOCHS, TaskEvaluation, get_task
+from nas_search.search.tasks import CALIBRATION_IMAGES, DEMO_DEFAULTS, FINALIST_DEFAULTS, REAL_DATA_EPOCHS, TaskEvaluation, get_task
 from nas_search.spaces import get_space, space_names
 from nas_search.spaces.sampling import check_budget, flops_range, sample_specs
 from nas_search.units import format_bytes, format_count, format_flops, parse_flops, parse_latency_ms, parse_memory_bytes
@@ -190,8 +190,44 @@ def _check_reachable(space, name: str, model, limit: float, unit: str, where: st
         )
 
 
-def _ensure_supernet(resolved: ResolvedSearch) -> Path:
-    """Load the given checkpoint, or train one into the study folder (resumable)."""
+def _supernet_epochs(config: SearchConfig) -> int:
+    """Supernet epochs of a run: ``--supernet-epochs`` or the task's default."""
+    if config.supernet_epochs is not None:
+        return config.supernet_epochs
+    return DEMO_DEFAULTS[config.task]["epochs"] if config.data is None else REAL_DATA_EPOCHS
+
+
+def _check_study_supernet(study: optuna.Study, resolved: ResolvedSearch) -> None:
+    """Before any training: the supernet a rerun would use is the one the study's trials
+    were scored with (same checksum), and a rerun does not train it further."""
+    from nas_search.training.checkpoint import checkpoint_checksum, load_checkpoint
+
+    recorded = study.user_attrs.get("supernet_checksum")
+    if recorded is None:
+        return
+    config = resolved.config
+    path = Path(config.supernet) if config.supernet else resolved.study_dir / "supernet.pt"
+    advice = "pass that file with --supernet or choose another --study name"
+    if not path.is_file():
+        raise UserError(f"study {config.study!r} was scored with the supernet {study.user_attrs.get('supernet')} "
+                        f"(sha256 {recorded}), and {path} does not exist; {advice}")
+    checksum = checkpoint_checksum(path)
+    if checksum != recorded:
+        raise UserError(f"study {config.study!r} was scored with another supernet (sha256 {recorded}; {path} has "
+                        f"{checksum}); {advice}")
+    if not config.supernet and config.supernet_epochs is not None:
+        trained = load_checkpoint(path, get_task(config.task).checkpoint_format, space=resolved.space.name)["epoch"]
+        if config.supernet_epochs > trained:
+            raise UserError(
+                f"--supernet-epochs {config.supernet_epochs}: study {config.study!r} was scored with its supernet "
+                f"trained {trained} epochs, and training it further would invalidate its trials; choose another "
+                f"--study name for a longer-trained supernet (or leave --supernet-epochs out)"
+            )
+
+
+def _ensure_supernet(resolved: ResolvedSearch, study_exists: bool = False) -> Path:
+    """Load the given checkpoint, or train one into the study folder (resumable). The
+    supernet of an existing study is reused as it is."""
     from nas_search.training.checkpoint import load_checkpoint
 
     config = resolved.config
@@ -199,13 +235,11 @@ def _ensure_supernet(resolved: ResolvedSearch) -> Path:
     if config.supernet:
         load_checkpoint(config.supernet, task.checkpoint_format, space=resolved.space.name)
         return Path(config.supernet)
-    demo = config.data is None
-    epochs = config.supernet_epochs if config.supernet_epochs is not None else (
-        DEMO_DEFAULTS[task.name]["epochs"] if demo else REAL_DATA_EPOCHS)
+    epochs = _supernet_epochs(config)
     path = resolved.study_dir / "supernet.pt"
     if path.exists():
         payload = load_checkpoint(path, task.checkpoint_format, space=resolved.space.name)
-        if payload["epoch"] >= epochs:
+        if payload["epoch"] >= epochs or study_exists:  # a study's supernet is never trained further
             print(f"reusing supernet {path} (trained {payload['epoch']} epochs)")
             return path
     print(f"training the supernet of space {resolved.space.name!r}: {epochs} epochs at {resolved.train_input_size} px -> {path}")
@@ -345,6 +379,7 @@ SEARCH_IDENTITY: dict[str, tuple[str, Callable[[Any], str]]] = {
     "latency_model": ("latency model", str),
     "data": ("data", lambda data: "the built-in demo" if data is None else str(data)),
     "max_val": ("validation subset", lambda count: "every validation image" if count is None else f"--max-val {count}"),
+    "calibration_images": ("batch-norm calibration", lambda count: f"{count} images (--calibration-images)"),
 }
 
 
@@ -359,6 +394,7 @@ def _search_identity(resolved: ResolvedSearch) -> dict[str, Any]:
         "latency_model": "none" if latency_model is None else latency_model.device,
         "data": None if config.data is None else str(Path(config.data).expanduser().resolve()),
         "max_val": config.max_val,
+        "calibration_images": config.calibration_images or CALIBRATION_IMAGES[config.task],
     }
 
 
@@ -505,7 +541,9 @@ def prepare_study(config: SearchConfig, announce: bool = True) -> PreparedStudy:
     supernet, create the study (or load it, checking it matches) and plan its trials."""
     resolved = resolve_search(config)
     storage = open_storage(resolved.storage_url)
-    _create_or_check_study(resolved, storage, None)  # refuse a mismatched study before training
+    existing = _create_or_check_study(resolved, storage, None)  # refuse a mismatched study before training
+    if existing is not None:
+        _check_study_supernet(existing, resolved)
     if announce:
         limits = flops_range(resolved.space, resolved.input_size)
         print(
@@ -513,8 +551,17 @@ def prepare_study(config: SearchConfig, announce: bool = True) -> PreparedStudy:
             f"{resolved.input_size} px (deployment); supernet proxy size {resolved.train_input_size} px. "
             "FLOPs: 1 multiply-add = 1 FLOP."
         )
-    checkpoint = _ensure_supernet(resolved)
+    checkpoint = _ensure_supernet(resolved, study_exists=existing is not None)
     evaluation = _build_evaluator(checkpoint, config)
+    if evaluation.train_input_size != resolved.train_input_size:  # subnets are scored at the supernet's size
+        if config.train_input_size is not None:
+            raise UserError(
+                f"--train-input-size {config.train_input_size}: the supernet {checkpoint} was trained at "
+                f"{evaluation.train_input_size} px and scores subnets at that size; leave --train-input-size out "
+                "or train another supernet"
+            )
+        resolved = replace(resolved, train_input_size=evaluation.train_input_size,
+                           finalists=_finalist_settings(config, config.task, evaluation.train_input_size))
     attributes = _study_attributes(resolved, checkpoint, evaluation)
     study = _create_or_check_study(resolved, storage, attributes)
     sampler = make_sampler(config.sampler, seed=config.seed, constrained=True, multi_objective=len(config.objectives) > 1)
