@@ -147,14 +147,24 @@ def training_size(data: str | None, proxy_size: int, deployment_size: int) -> in
     return deployment_size if data is not None else proxy_size
 
 
+def exported_data_path(attributes: dict, metadata: dict) -> str | None:
+    """The training data of an export as an absolute path (the study's, else the
+    supernet's), so ``train.yaml`` works from any folder; None for a built-in demo."""
+    data = attributes.get("data") or metadata.get("data")
+    return None if data is None else str(Path(data).expanduser().resolve())
+
+
 def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen, epochs: int) -> ExportedModel:
     from nas_search.data import load_classification_data
     from nas_search.evaluators.classification import calibration_tensor, recalibrate_batch_norm
     from nas_search.hw_models.flops import count_flops
     from nas_search.training.supernet_training import load_supernet
 
+    from nas_search.data.classification import SMALL_INPUT_LIMIT, VALIDATION_CROP_RATIO
+
     supernet, metadata = load_supernet(checkpoint, space=spec.space)
-    data = load_classification_data(metadata.get("data"), input_size=metadata["input_size"], augment=False, max_val=1)
+    data_path = exported_data_path(attributes, metadata)
+    data = load_classification_data(data_path, input_size=metadata["input_size"], augment=False, max_val=1)
     model = supernet.extract(spec)
     recalibrate_batch_norm(model, calibration_tensor(data.train, 512).split(64))
     model.eval()
@@ -162,9 +172,9 @@ def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, froze
     cost = count_flops(spec, supernet.space, input_size, metadata["num_classes"])
     train_config = {
         "arch": spec.to_dict(),
-        "data": metadata.get("data"),
+        "data": data_path,
         "num_classes": metadata["num_classes"],
-        "input_size": training_size(metadata.get("data"), metadata["input_size"], input_size),
+        "input_size": training_size(data_path, metadata["input_size"], input_size),
         "deployment_input_size": input_size,
         "init": "inherited",
         "weights": "model.pt",
@@ -185,6 +195,14 @@ def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, froze
         "accuracy_input_size": metadata["input_size"],
         "num_classes": metadata["num_classes"],
         "class_names": metadata.get("class_names"),
+        "onnx": {
+            "input": f"input: float32 [batch, 3, {input_size}, {input_size}], RGB pixels / 255 normalised with mean "
+                     f"{[round(value, 4) for value in data.mean]} and std {[round(value, 4) for value in data.std]}"
+                     + (f", resized to {input_size} and centre-cropped" if input_size <= SMALL_INPUT_LIMIT else
+                        f", the shorter side resized to {round(input_size / VALIDATION_CROP_RATIO)} and centre-cropped "
+                        f"to {input_size}"),
+            "outputs": {"logits": "[batch, classes] class logits (softmax for probabilities), in class_names order"},
+        },
     }
     return ExportedModel(model, model, ("logits",), train_config, meta, cost.flops, cost.params)
 
@@ -200,7 +218,8 @@ def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen,
     if metadata.get("space") != spec.space:
         raise UserError(f"checkpoint {checkpoint} is for space {metadata.get('space')!r}, not {spec.space!r}")
     image_size = int(metadata["image_size"])
-    data = load_detection_data(metadata.get("data"), input_size=image_size, augment=False, max_val=1)
+    data_path = exported_data_path(attributes, metadata)
+    data = load_detection_data(data_path, input_size=image_size, augment=False, max_val=1)
     model = supernet.extract(spec)
     recalibrate_detection_batch_norm(model, detection_calibration_batches(data.train, 256, batch_size=16))
     input_size = int(attributes["input_size"])
@@ -208,14 +227,15 @@ def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen,
     model.eval()
     num_classes = int(metadata["num_classes"])
     cost = count_flops(spec, supernet.space, input_size, num_classes)
+    strides = supernet.space.resolve(spec, num_classes=num_classes).strides
     postprocess = dict(model.detector_options)
     train_config = {
         "task": "detect",
         "arch": spec.to_dict(),
-        "data": metadata.get("data"),
+        "data": data_path,
         "num_classes": num_classes,
         "classes": list(metadata.get("classes") or []),
-        "input_size": training_size(metadata.get("data"), image_size, input_size),
+        "input_size": training_size(data_path, image_size, input_size),
         "deployment_input_size": input_size,
         "init": "inherited",
         "weights": "model.pt",
@@ -245,8 +265,9 @@ def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen,
                                    "level's stride, decoded as torchvision's BoxLinearCoder(normalize_by_size=True)",
                 "bbox_ctrness": "[batch, anchors, 1] centerness logits; score = sqrt(sigmoid(cls) * sigmoid(ctrness))",
             },
-            "anchor_points": "one per feature-map cell at strides 8, 16, 32, level by level, row-major; "
-                             "anchor size = stride",
+            "anchor_points": f"one per feature-map cell at strides {', '.join(map(str, strides))} "
+                             f"(maps of {', '.join(str(-(-input_size // stride)) for stride in strides)} cells a side), "
+                             "level by level, row-major; anchor size = stride",
             "post_processing": "not in the ONNX file: per level keep scores > score_thresh, the top "
                                "topk_candidates, decode boxes, then class-wise NMS at nms_thresh and keep "
                                "detections_per_img (settings below)",
@@ -274,6 +295,12 @@ def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: s
     checkpoint = Path(attributes["supernet"])
     if not checkpoint.exists():
         raise UserError(f"supernet checkpoint {checkpoint} of study {study_name!r} is missing")
+    checksum, recorded = checkpoint_checksum(checkpoint), attributes.get("supernet_checksum")
+    if recorded is not None and checksum != recorded:
+        raise UserError(
+            f"supernet checkpoint {checkpoint} changed since study {study_name!r} scored its trials (sha256 "
+            f"{checksum}, recorded {recorded}); its inherited weights would not be the scored ones"
+        )
     task = attributes.get("task", "classify")
     exported = EXPORTERS[task](spec, checkpoint, attributes, frozen, epochs)
     input_size = int(attributes["input_size"])
@@ -308,7 +335,7 @@ def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: s
             "latency_ms": {"cpu-onnxruntime-2threads": latency},
             "onnx_max_abs_difference": onnx_difference,
             "supernet": str(checkpoint),
-            "supernet_checksum": checkpoint_checksum(checkpoint),
+            "supernet_checksum": checksum,
             "flops_convention": "fvcore: 1 multiply-add = 1 FLOP",
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -98,6 +98,7 @@ def test_detect_export_onnx_and_config(detect_export: Path) -> None:
     image = np.random.default_rng(0).standard_normal((1, 3, 416, 416), dtype=np.float32)
     outputs = session.run(None, {"images": image})
     anchors = sum(math.ceil(416 / stride) ** 2 for stride in (8, 16, 32, 64, 128))  # with the two extra levels
+    assert "strides 8, 16, 32, 64, 128 (maps of 52, 26, 13, 7, 4 cells a side)" in meta["onnx"]["anchor_points"]
     assert outputs[0].shape == (1, anchors, meta["num_classes"] + 1)
     assert outputs[1].shape == (1, anchors, 4) and outputs[2].shape == (1, anchors, 1)
     model = load_exported(out)

@@ -262,6 +262,9 @@ def test_export_writes_loadable_files(exported: Path, micro_study: SearchedStudy
     assert meta["latency_ms"]["cpu-onnxruntime-2threads"] > 0
     study = load_study(micro_study.storage_url, micro_study.name)
     assert meta["supernet_checksum"] == study.user_attrs["supernet_checksum"]
+    # how to feed the ONNX file: shape, scaling, the normalisation the network was scored with
+    assert meta["onnx"]["input"].startswith("input: float32 [batch, 3, 32, 32], RGB pixels / 255 normalised with mean [")
+    assert train_config["data"] is None  # the built-in demo
 
     state = torch.load(exported / "model.pt", weights_only=True)
     assert isinstance(state, dict) and all(isinstance(tensor, torch.Tensor) for tensor in state.values())
@@ -275,6 +278,24 @@ def test_export_writes_loadable_files(exported: Path, micro_study: SearchedStudy
     actual = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
     assert actual.shape == (3, meta["num_classes"])
     np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
+
+
+def test_export_refuses_a_changed_supernet(micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path) -> None:
+    """The exported weights must be the ones the study scored: a supernet file changed since
+    (retrained, replaced) is a one-line error, and the target folder stays as it was."""
+    work = tmp_path / "work"
+    supernet = tmp_path / "supernet.pt"
+    shutil.copy(micro_study.summary["files"]["supernet"], supernet)
+    database = tmp_path / "study.db"
+    shutil.copy(micro_study.directory / "studies" / f"{micro_study.name}.db", database)
+    study = load_study(f"sqlite:///{database}", micro_study.name)
+    study.set_user_attr("supernet", str(supernet))
+    with supernet.open("ab") as handle:
+        handle.write(b"changed")
+    work.mkdir()
+    result = nas_cli(work, "export", "--study", micro_study.name, "--storage", f"sqlite:///{database}", "-o", "out")
+    assert_one_line_error(result, str(supernet), "changed since study", study.user_attrs["supernet_checksum"])
+    assert not (work / "out").exists() or not any((work / "out").iterdir())
 
 
 def test_train_resume_and_scratch(exported: Path, nas_cli: CliRunner, tmp_path: Path) -> None:
