@@ -6,6 +6,7 @@ Each command parses its arguments and calls one public function.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from nas_search.cli import Command, emit, register
 
@@ -370,6 +371,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                              "proxy size on a built-in demo)")
     parser.add_argument("--device", help="override the training device: auto (CUDA when present), cpu or cuda")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--out", help="output folder (default: train.yaml's out, next to the yaml); a folder holding an "
+                                      "earlier run's checkpoint needs --resume")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--json", action="store_true")
 
@@ -404,7 +407,9 @@ def _train_run(arguments: argparse.Namespace) -> None:
     if task not in TRAINERS:
         raise UserError(f"{arguments.config}: task={task!r}; accepted: {', '.join(TRAINERS)}")
     overrides = {"epochs": arguments.epochs, "init": arguments.init, "data": arguments.data, "max_train": arguments.max_train,
-                 "input_size": arguments.input_size, "device": arguments.device}
+                 "input_size": arguments.input_size, "device": arguments.device,
+                 # given on the command line, relative to the working folder
+                 "out": None if arguments.out is None else str(Path(arguments.out).resolve())}
     TRAINERS[task](arguments, overrides)
 
 

@@ -330,8 +330,15 @@ def test_train_resume_and_scratch(exported: Path, nas_cli: CliRunner, tmp_path: 
     other_size = nas_cli(tmp_path, "train", str(config), "--epochs", "3", "--resume", "--input-size", "16", *quick)
     assert_one_line_error(other_size, "input_size", "16")  # a checkpoint continues only at its own size
 
-    scratch = nas_cli(tmp_path, "train", str(config), "--epochs", "1", "--init", "scratch", *quick)
+    # a rerun without --resume does not overwrite the finished run's checkpoint
+    checkpoint = config.parent / "trained" / "checkpoint.pt"
+    before = checkpoint.read_bytes()
+    overwrite = nas_cli(tmp_path, "train", str(config), "--epochs", "1", "--init", "scratch", *quick)
+    assert_one_line_error(overwrite, str(checkpoint), "already exists", "--resume", "--out DIR")
+    assert checkpoint.read_bytes() == before
+    scratch = nas_cli(tmp_path, "train", str(config), "--epochs", "1", "--init", "scratch", "--out", "scratch", *quick)
     assert scratch.returncode == 0, scratch.stderr[-2000:]
+    assert (tmp_path / "scratch" / "checkpoint.pt").is_file()  # --out is relative to the working folder
     scratch_result = json.loads(scratch.stdout)
     assert 0.0 <= scratch_result["accuracy"] <= 1.0 and len(scratch_result["history"]) == 1
     bad_init = nas_cli(tmp_path, "train", str(config), "--init", "pretrained")

@@ -15,6 +15,7 @@ from nas_search.spaces import get_space
 from nas_search.spaces.supernet import Supernet
 from nas_search.training.checkpoint import load_checkpoint
 from nas_search.training.config import SupernetTrainConfig
+from nas_search.training.detection_training import DetectionSupernetTrainConfig, train_detection_supernet
 from nas_search.training.supernet_training import load_supernet, train_supernet
 from nas_search.training.techniques import BatchBridgeout, count_collapsed_channels, regenerate_channels
 
@@ -156,6 +157,14 @@ def test_bad_checkpoints_are_refused(tmp_path):
                  lambda: train_supernet(tiny_config(tmp_path, out=str(tmp_path / "older.pt"), resume=True))):
         with pytest.raises(UserError, match="format_version 1, written by another nas-search version; this one reads 2"):
             load()
+    # a rerun without resume does not replace a finished (or interrupted) run's checkpoint
+    finished = result.checkpoint.read_bytes()
+    with pytest.raises(UserError, match="already exists .* pass --resume to continue it, or another --out"):
+        train_supernet(tiny_config(tmp_path))
+    assert result.checkpoint.read_bytes() == finished
+    detection = DetectionSupernetTrainConfig(space="detect", out=str(result.checkpoint), device="cpu")
+    with pytest.raises(UserError, match="already exists"):
+        train_detection_supernet(detection)
 
 
 def _train_command(out: Path, epochs: int, resume: bool) -> list[str]:

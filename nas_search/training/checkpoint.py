@@ -33,10 +33,12 @@ def load_checkpoint(path: str | Path, expected_format: str = SUPERNET_FORMAT, sp
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types on foreign files (KeyError, UnpicklingError, ...)
-        first = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
-        raise UserError(f"{path} is not a nas-search checkpoint (torch.load failed: {first})") from None
-    if not isinstance(payload, dict) or payload.get("format") != expected_format:
-        raise UserError(f"{path} is not a {expected_format} checkpoint (written by nas-search)")
+        raise UserError(f"{path} is not a nas-search checkpoint, or is truncated or corrupt (torch.load: "
+                        f"{_first_words(error)})") from None
+    found = payload.get("format") if isinstance(payload, dict) else None
+    if found != expected_format:
+        kind = f"a {found} checkpoint" if found in FORMAT_VERSIONS else "not a nas-search checkpoint"
+        raise UserError(f"{path} is {kind}; accepted here: a {expected_format} checkpoint")
     required = FORMAT_VERSIONS.get(expected_format)
     if required is not None and payload.get("format_version") != required:
         raise UserError(
@@ -46,6 +48,24 @@ def load_checkpoint(path: str | Path, expected_format: str = SUPERNET_FORMAT, sp
     if space is not None and payload.get("space") != space:
         raise UserError(f"checkpoint {path} is for space {payload.get('space')!r}, not {space!r}")
     return payload
+
+
+def _first_words(error: Exception, limit: int = 80) -> str:
+    """The start of an error's first line, cut at a word boundary."""
+    text = f"{type(error).__name__}: {str(error).splitlines()[0]}" if str(error) else type(error).__name__
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def refuse_to_overwrite(path: str | Path, resume: bool, elsewhere: str) -> None:
+    """Without ``resume``, an existing checkpoint (a finished or interrupted run's) is not
+    replaced: a retyped command must not destroy days of training. One-line error naming
+    the two ways on: ``--resume``, or ``elsewhere`` (e.g. ``--out DIR``)."""
+    path = Path(path)
+    if not resume and path.exists():
+        raise UserError(f"{path} already exists (an earlier run's checkpoint); pass --resume to continue it, or "
+                        f"{elsewhere} to start a new run")
 
 
 def checkpoint_checksum(path: str | Path) -> str:

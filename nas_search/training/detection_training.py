@@ -35,7 +35,9 @@ from torch import nn
 
 from nas_search.config import config_to_dict
 from nas_search.errors import UserError
-from nas_search.training.checkpoint import DETECTION_SUPERNET_FORMAT, FORMAT_VERSIONS, load_checkpoint, save_checkpoint
+from nas_search.training.checkpoint import (
+    DETECTION_SUPERNET_FORMAT, FORMAT_VERSIONS, load_checkpoint, refuse_to_overwrite, save_checkpoint,
+)
 from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
 from nas_search.training.sandwich import TEACHER_RULES, budget_extremes, budget_flops_model, sandwich_specs
 from nas_search.training.supernet_training import build_optimizer, warmup_cosine
@@ -273,6 +275,7 @@ def train_detection_supernet(config: DetectionSupernetTrainConfig) -> DetectionS
     """Train (or resume training) a detection supernet and write its checkpoint to
     ``config.out`` after every epoch (see the module docstring)."""
     _validate_config(config)
+    refuse_to_overwrite(config.out, config.resume, "another --out")
     from nas_search.data.detection import load_detection_data, make_detection_loader
     from nas_search.progress import progress_bar
 

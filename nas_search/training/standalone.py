@@ -20,7 +20,7 @@ from nas_search.errors import UserError
 from nas_search.spaces import get_space
 from nas_search.spaces.static import build_static_model
 from nas_search.spec import ArchSpec
-from nas_search.training.checkpoint import MODEL_FORMAT, load_checkpoint, save_checkpoint
+from nas_search.training.checkpoint import MODEL_FORMAT, load_checkpoint, refuse_to_overwrite, save_checkpoint
 from nas_search.training.distributed import DEVICES
 
 INITIALISATIONS = ("inherited", "scratch")
@@ -98,6 +98,7 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
 
     config, base = load_train_config(path, overrides)
     device = resolve_device(config.device)
+    refuse_to_overwrite(base / config.out / "checkpoint.pt", resume, "--out DIR")
     try:
         spec = ArchSpec.from_dict(config.arch)
     except UserError as error:

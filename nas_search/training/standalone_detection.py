@@ -36,7 +36,7 @@ import torch
 from nas_search.config import config_from_dict, config_to_dict, load_yaml_file
 from nas_search.errors import UserError
 from nas_search.spec import ArchSpec
-from nas_search.training.checkpoint import load_checkpoint, save_checkpoint
+from nas_search.training.checkpoint import load_checkpoint, refuse_to_overwrite, save_checkpoint
 from nas_search.training.distributed import DEVICES
 
 #: Format string of the checkpoints written by :func:`train_detection_standalone`.
@@ -204,6 +204,7 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
     except UserError as error:
         raise UserError(f"{path}: arch: {error}") from None
     device = resolve_device(config.device)
+    refuse_to_overwrite(base / config.out / "checkpoint.pt", resume, "--out DIR")
     data = load_detection_data(
         _data_folder(config, base), input_size=config.input_size, seed=config.seed, max_train=config.max_train,
         max_val=config.max_val, classes=list(config.classes) if config.classes else None,

@@ -28,7 +28,9 @@ from nas_search.errors import UserError
 from nas_search.spaces import get_space
 from nas_search.spaces.supernet import Supernet
 from nas_search.spec import ArchSpec
-from nas_search.training.checkpoint import FORMAT_VERSIONS, SUPERNET_FORMAT, load_checkpoint, save_checkpoint
+from nas_search.training.checkpoint import (
+    FORMAT_VERSIONS, SUPERNET_FORMAT, load_checkpoint, refuse_to_overwrite, save_checkpoint,
+)
 from nas_search.training.config import SupernetTrainConfig
 from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
 from nas_search.training.sandwich import TEACHER_RULES, budget_extremes, budget_flops_model, sandwich_specs
@@ -120,6 +122,7 @@ def train_supernet(config: SupernetTrainConfig) -> SupernetTrainResult:
     from nas_search.progress import progress_bar
 
     _validate_config(config)
+    refuse_to_overwrite(config.out, config.resume, "another --out")
     space = get_space(config.space)
     device = resolve_device(config.device, int(__import__("os").environ.get("LOCAL_RANK", "0")))
     context = init_distributed(device)
