@@ -8,10 +8,12 @@ Bad input exits with status 2 and one line on stderr, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 from nas_search.errors import UserError
 
@@ -35,10 +37,21 @@ class Command:
     run: Callable[[argparse.Namespace], Any]
 
 
+#: Where ``--json`` documents go: the real stdout, while :func:`main` sends everything else
+#: a command prints (progress lines, "resuming ...") to stderr, so stdout parses as JSON.
+_json_stream: list[TextIO] = []
+
+
+def json_stream() -> TextIO:
+    """The stream for ``--json`` output: the process's stdout even while a command runs."""
+    return _json_stream[-1] if _json_stream else sys.stdout
+
+
 def emit(arguments: argparse.Namespace, payload: Any, human: Callable[[], None] | str | None = None) -> None:
-    """Print JSON with ``--json``, otherwise the human form."""
+    """Print JSON with ``--json`` (to the real stdout, alone), otherwise the human form."""
     if getattr(arguments, "json", False):
-        print(json.dumps(payload, indent=None if isinstance(payload, list) else 2, default=str))
+        print(json.dumps(payload, indent=None if isinstance(payload, list) else 2, default=str),
+              file=json_stream(), flush=True)
     elif callable(human):
         human()
     elif human is not None:
@@ -91,7 +104,8 @@ def _sample_run(arguments: argparse.Namespace) -> None:
     for spec, flops in sample_specs(space, arguments.n, arguments.seed, budget, input_size):
         params = count_flops(spec, space, input_size).params
         if arguments.json:
-            print(json.dumps({"arch": spec.to_dict(), "arch_string": str(spec), "flops": flops, "params": params}))
+            print(json.dumps({"arch": spec.to_dict(), "arch_string": str(spec), "flops": flops, "params": params}),
+                  file=json_stream())
         else:
             print(f"{format_flops(flops):>14} {format_count(params):>8}  {spec}")
 
@@ -189,14 +203,24 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nas-search`` console script."""
     parser = build_parser()
     arguments = parser.parse_args(argv)
+    as_json = getattr(arguments, "json", False)
     try:
-        result = arguments.handler(arguments)
+        with contextlib.ExitStack() as stack:
+            if as_json:
+                _json_stream.append(sys.stdout)
+                stack.callback(_json_stream.pop)
+                stack.enter_context(contextlib.redirect_stdout(sys.stderr))
+            result = arguments.handler(arguments)
     except UserError as error:
         print(f"nas-search {arguments.command}: error: {error}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
-        print(f"nas-search {arguments.command}: interrupted; progress so far is saved", file=sys.stderr)
+        print(f"nas-search {arguments.command}: interrupted; finished epochs, trials and finalists are saved: "
+              "the same command continues from them", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`nas-search devices --json | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return int(result) if isinstance(result, int) else 0
 
 

@@ -36,10 +36,12 @@ def launch_dashboard(study: str, storage: str | None, artifact_dir: str | None, 
     """
     import json
 
+    from nas_search.cli import json_stream
+
     command = dashboard_command(study, storage, artifact_dir, host, port)
     url = f"http://{host}:{port}/"
     print(json.dumps({"url": url, "study": study}) if json_output else f"optuna-dashboard on {url} (Ctrl-C to stop)",
-          flush=True)
+          file=json_stream(), flush=True)
     sys.stderr.flush()
     os.execv(command[0], command)
     return 0  # not reached: execv replaces the process

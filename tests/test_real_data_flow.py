@@ -37,6 +37,7 @@ def test_real_data_export_trains_at_the_deployment_size(nas_cli: CliRunner, tmp_
         "--finalists", "0", "--study", "real", "--quiet", "--json",
     )
     assert searched.returncode == 0, searched.stderr[-3000:]
+    assert json.loads(searched.stdout)["study"] == "real"  # --json: stdout is the document alone
     # the same folder given relative to the working folder is the same study (stored absolute)
     rerun = nas_cli(
         tmp_path, "run", "--space", "micro", "--budget", MICRO_BUDGET_TEXT, "--data", os.path.relpath(data, tmp_path),

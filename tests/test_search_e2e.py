@@ -321,12 +321,14 @@ def test_train_resume_and_scratch(exported: Path, nas_cli: CliRunner, tmp_path: 
 
     resumed = nas_cli(tmp_path, "train", str(config), "--epochs", "2", "--resume", *quick)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming" in resumed.stdout
-    resumed_result = json.loads(resumed.stdout[resumed.stdout.index("{"):])
+    assert "resuming" in resumed.stderr  # with --json, stdout holds the JSON document alone
+    resumed_result = json.loads(resumed.stdout)
     assert len(resumed_result["history"]) == 2
     assert resumed_result["history"][0] == result["history"][0]  # epoch 1 was not trained again
     assert resumed_result["initial_accuracy"] is None
     assert resumed_result["accuracy"] == resumed_result["history"][1]["accuracy"]
+    fewer = nas_cli(tmp_path, "train", str(config), "--epochs", "1", "--resume", *quick)
+    assert_one_line_error(fewer, "holds 2 trained epochs", "--epochs 2 or more")
     other_size = nas_cli(tmp_path, "train", str(config), "--epochs", "3", "--resume", "--input-size", "16", *quick)
     assert_one_line_error(other_size, "input_size", "16")  # a checkpoint continues only at its own size
 

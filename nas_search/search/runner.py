@@ -144,6 +144,7 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
             constraints.append(Constraint("flops_utilization", "flops", config.min_utilization * budget, lower=True))
     if config.params:
         constraints.append(Constraint("params", "params", float(parse_params_budget(config.params))))
+        _check_reachable(space, "--params", ParamsModel(space, None), constraints[-1].limit, "params", "")
     if config.latency:
         limit = parse_latency_ms(config.latency)
         constraints.append(Constraint("latency", "latency", limit))
@@ -178,12 +179,16 @@ def _finalist_settings(config: SearchConfig, task: str, train_input_size: int) -
     return settings if settings.count else None
 
 
+#: How a budget and the smallest subnet's cost are shown, by unit (others: ``1.23 ms``).
+UNIT_FORMATS: dict[str, Callable[[float], str]] = {"bytes": format_bytes, "params": lambda value: f"{format_count(value)} params"}
+
+
 def _check_reachable(space, name: str, model, limit: float, unit: str, where: str) -> None:
     """Refuse a budget that even the smallest subnet exceeds (exit 2, naming the minimum)."""
     smallest = float(model(space.smallest()))
     if smallest > limit:
-        shown = format_bytes(smallest) if unit == "bytes" else f"{smallest:.2f} {unit}"
-        asked = format_bytes(limit) if unit == "bytes" else f"{limit:g} {unit}"
+        show = UNIT_FORMATS.get(unit, lambda value: f"{value:.2f} {unit}")
+        shown, asked = show(smallest), (f"{limit:g} {unit}" if unit == "ms" else show(limit))
         raise UserError(
             f"{name} budget {asked}{where} is below the smallest subnet of space {space.name!r} ({shown}); "
             f"accepted: at least {shown}"

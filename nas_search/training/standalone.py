@@ -150,6 +150,9 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         start_epoch, history = int(payload["epoch"]), list(payload["history"])
+        if start_epoch > config.epochs:
+            raise UserError(f"checkpoint {checkpoint_path} holds {start_epoch} trained epochs, more than epochs "
+                            f"{config.epochs}; accepted: --epochs {start_epoch} or more")
         print(f"resuming {checkpoint_path} after epoch {start_epoch}/{config.epochs}")
     initial_accuracy = top1_accuracy(model, val_loader, device) if start_epoch == 0 else None
     for epoch in range(start_epoch, config.epochs):

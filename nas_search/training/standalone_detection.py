@@ -246,6 +246,9 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         start_epoch, history = int(payload["epoch"]), list(payload["history"])
+        if start_epoch > config.epochs:
+            raise UserError(f"checkpoint {checkpoint_path} holds {start_epoch} trained epochs, more than epochs "
+                            f"{config.epochs}; accepted: --epochs {start_epoch} or more")
         print(f"resuming {checkpoint_path} after epoch {start_epoch}/{config.epochs}")
     elif resume:
         print(f"no checkpoint at {checkpoint_path}; starting from epoch 1")
