@@ -365,7 +365,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="override epochs")
     parser.add_argument("--init", help="override init: inherited or scratch")
     parser.add_argument("--data", help="override the data folder")
-    parser.add_argument("--max-train", type=int)
+    parser.add_argument("--max-train", type=int, help="override max_train (training images used)")
+    parser.add_argument("--max-val", type=int, help="override max_val (validation images scored)")
     parser.add_argument("--input-size", type=int,
                         help="override the training size (export writes the deployment size on real data and the "
                              "proxy size on a built-in demo)")
@@ -407,6 +408,7 @@ def _train_run(arguments: argparse.Namespace) -> None:
     if task not in TRAINERS:
         raise UserError(f"{arguments.config}: task={task!r}; accepted: {', '.join(TRAINERS)}")
     overrides = {"epochs": arguments.epochs, "init": arguments.init, "data": arguments.data, "max_train": arguments.max_train,
+                 "max_val": arguments.max_val,
                  "input_size": arguments.input_size, "device": arguments.device,
                  # given on the command line, relative to the working folder
                  "out": None if arguments.out is None else str(Path(arguments.out).resolve())}

@@ -174,6 +174,17 @@ def test_rerun_of_a_finished_study_adds_no_trial(micro_study: SearchedStudy, nas
     assert json.loads((work / "summary.json").read_text())["best"] == micro_study.summary["best"]
 
 
+def test_a_rerun_names_trials_still_running(micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path) -> None:
+    """A trial RUNNING in the storage (another worker's, or left by a killed run) is named
+    in the summary, not silently left out of the count."""
+    work = copy_study(micro_study, tmp_path)
+    study = load_study(f"sqlite:///{work / 'studies' / f'{micro_study.name}.db'}", micro_study.name)
+    study.ask()  # a trial some process is (or was) on
+    rerun = nas_cli(work, *micro_study.arguments)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "note: 1 trial(s) still RUNNING" in rerun.stdout and "the same command retries them" in rerun.stdout
+
+
 def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path) -> None:
     """SIGINT mid-search leaves no RUNNING trial; the larger --trials adds only the
     difference; the same command again completes every planned trial."""
@@ -450,6 +461,17 @@ def test_a_studys_own_supernet_is_never_trained_further(nas_cli: CliRunner, tmp_
     rerun = nas_cli(tmp_path, *again)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "reusing supernet" in rerun.stdout and "3 planned trials (1 new)" in rerun.stdout
+
+
+def test_a_partly_trained_supernet_is_named(nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path) -> None:
+    payload = torch.load(micro_supernet, weights_only=True)
+    payload["epochs"] = payload["epoch"] + 2  # as an interrupted run leaves it
+    partial = tmp_path / "partial.pt"
+    torch.save(payload, partial)
+    result = nas_cli(tmp_path, *micro_run_arguments("partial", partial, 2), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"was trained {payload['epoch']} of its {payload['epochs']} epochs" in result.stderr
+    assert f"supernet train --resume --out {partial}" in result.stderr
 
 
 def test_scoring_size_is_the_supernets(nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path) -> None:

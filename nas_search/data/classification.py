@@ -112,6 +112,8 @@ IMAGE_CHECKS: dict[str, Callable[[str], None]] = {
     "none": _check_nothing,
 }
 """How each ``image_check`` mode tests a file at load time; it raises when the file is unreadable."""
+#: (folder, count) of the skipped-files warnings already given in this process.
+_WARNED_SKIPS: set[tuple[str, int]] = set()
 
 
 def _is_readable(path: str, check: Callable[[str], None]) -> bool:
@@ -525,7 +527,8 @@ def load_classification_data(
         val_samples = [scan.samples[index] for index in val_indices]
         skipped = scan.skipped
         layout = f"one folder split {1 - val_fraction:.0%}/{val_fraction:.0%} by seed {seed}"
-    if skipped:
+    if skipped and (str(root), len(skipped)) not in _WARNED_SKIPS:  # once per folder, not per load
+        _WARNED_SKIPS.add((str(root), len(skipped)))
         logger.warning(
             "skipped %d unreadable image file(s) under %s (image_check=%s), e.g. %s",
             len(skipped), root, image_check, skipped[0],

@@ -248,6 +248,8 @@ def summary_payload(study: optuna.Study, storage_url: str, files: dict[str, str]
         "score_name": study.user_attrs.get("score_name", "top-1 accuracy"),
         "trials": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
         "feasible_fraction": feasible_fraction(study),
+        # trials another worker is on, or that a killed run left (retried after the heartbeat grace period)
+        "running_trials": len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))),
         "best": best_payload,
         "top": rows,
         "files": files,

@@ -43,6 +43,7 @@ from nas_search.search.study import (
     default_storage_url,
     fail_stale,
     heartbeat,
+    heartbeat_settings,
     interrupt_watch,
     load_existing_study,
     open_storage,
@@ -103,7 +104,8 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     if "accuracy" not in config.objectives:
         raise UserError(f"objectives {','.join(config.objectives)} must include accuracy")
     if config.data is not None and not Path(config.data).is_dir():
-        raise UserError(f"data folder {config.data} does not exist; accepted: "
+        problem = "is a file, not a folder" if Path(config.data).exists() else "does not exist"
+        raise UserError(f"data folder {config.data} {problem}; accepted: "
                         + ("a Pascal VOC, COCO JSON or YOLO folder" if task.name == "detect"
                            else "an ImageFolder root (train/ + val/ or test/, or one folder of class folders)"))
     if (config.latency or "latency" in config.objectives or config.lut) and not config.device:
@@ -238,7 +240,12 @@ def _ensure_supernet(resolved: ResolvedSearch, study_exists: bool = False) -> Pa
     config = resolved.config
     task = get_task(config.task)
     if config.supernet:
-        load_checkpoint(config.supernet, task.checkpoint_format, space=resolved.space.name)
+        payload = load_checkpoint(config.supernet, task.checkpoint_format, space=resolved.space.name)
+        planned = payload.get("epochs")
+        if planned is not None and payload["epoch"] < planned:
+            print(f"warning: supernet {config.supernet} was trained {payload['epoch']} of its {planned} epochs (an "
+                  f"interrupted run); `nas-search supernet train --resume --out {config.supernet}` with the same "
+                  "options finishes it", file=sys.stderr)
         return Path(config.supernet)
     epochs = _supernet_epochs(config)
     path = resolved.study_dir / "supernet.pt"
@@ -511,8 +518,8 @@ def _run_queued_trials(study: optuna.Study, objective: SearchObjective, bar, int
             raise
         count += 1
         bar.update(1)
-        best = outcome.accuracy if outcome.accuracy is not None else float("nan")
-        bar.set_postfix(feasible=outcome.feasible, acc=f"{best:.3f}", flops=format_flops(outcome.costs["flops"]))
+        score = outcome.accuracy if outcome.accuracy is not None else float("nan")  # top-1 or mAP@0.5
+        bar.set_postfix(feasible=outcome.feasible, score=f"{score:.3f}", flops=format_flops(outcome.costs["flops"]))
     return count
 
 
@@ -638,6 +645,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(format_table(summary["top"], summary.get("score_name", "accuracy")))
     else:
         print("no feasible trial yet")
+    if summary.get("running_trials"):
+        _, grace = heartbeat_settings()
+        print(f"note: {summary['running_trials']} trial(s) still RUNNING: another worker is on them, or a run was "
+              f"killed less than {grace} s ago; once their heartbeat is {grace} s old, the same command retries them")
     check = summary.get("latency_check")
     if check:
         verdict = "" if check["budget_ms"] is None else (
