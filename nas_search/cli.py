@@ -50,8 +50,9 @@ def json_stream() -> TextIO:
 def emit(arguments: argparse.Namespace, payload: Any, human: Callable[[], None] | str | None = None) -> None:
     """Print JSON with ``--json`` (to the real stdout, alone), otherwise the human form."""
     if getattr(arguments, "json", False):
-        print(json.dumps(payload, indent=None if isinstance(payload, list) else 2, default=str),
-              file=json_stream(), flush=True)
+        if _is_main_rank():  # under torchrun, one document
+            print(json.dumps(payload, indent=None if isinstance(payload, list) else 2, default=str),
+                  file=json_stream(), flush=True)
     elif callable(human):
         human()
     elif human is not None:
@@ -211,17 +212,42 @@ def main(argv: list[str] | None = None) -> int:
                 stack.callback(_json_stream.pop)
                 stack.enter_context(contextlib.redirect_stdout(sys.stderr))
             result = arguments.handler(arguments)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except UserError as error:
-        print(f"nas-search {arguments.command}: error: {error}", file=sys.stderr)
+        if _is_main_rank():  # under torchrun every rank checks; one says so
+            print(f"nas-search {arguments.command}: error: {error}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
         print(f"nas-search {arguments.command}: interrupted; finished epochs, trials and finalists are saved: "
-              "the same command continues from them", file=sys.stderr)
+              f"{RESUME_HINTS.get(arguments.command, 'the same command continues from them')}", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader went away (`nas-search devices --json | head`): stop quietly
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        # the reader of stdout went away (`nas-search devices --json | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     return int(result) if isinstance(result, int) else 0
+
+
+#: How an interrupted command continues, where it is not "the same command again".
+RESUME_HINTS: dict[str, str] = {
+    "train": "the same command with --resume continues from them",
+    "supernet": "the same command with --resume continues from them",
+}
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _stdout_closed() -> bool:
+    """Whether writing to stdout fails with a broken pipe (its reader is gone)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    return False
 
 
 if __name__ == "__main__":

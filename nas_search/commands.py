@@ -56,12 +56,18 @@ def _budget_flops(arguments: argparse.Namespace) -> int | None:
     return None if arguments.budget is None else parse_flops(arguments.budget)
 
 
+def _absolute_data(data: str | None) -> str | None:
+    """A data folder as an absolute path: the checkpoint records it, and later commands
+    (``run --supernet``, export, workers) read it from other folders."""
+    return None if data is None else str(Path(data).expanduser().resolve())
+
+
 def training_config_from_arguments(arguments: argparse.Namespace):
     """A ``SupernetTrainConfig`` from parsed CLI arguments."""
     from nas_search.training.config import SupernetTrainConfig
 
     config = SupernetTrainConfig(
-        space=arguments.space, data=arguments.data, epochs=arguments.epochs, input_size=arguments.input_size,
+        space=arguments.space, data=_absolute_data(arguments.data), epochs=arguments.epochs, input_size=arguments.input_size,
         batch_size=arguments.batch_size, optimizer=arguments.optimizer,
         distill=not arguments.no_distill, channel_regeneration_epoch=arguments.channel_regeneration_epoch,
         bridgeout_probability=arguments.bridgeout, full_width_warmup_epochs=arguments.full_width_warmup_epochs,
@@ -113,7 +119,7 @@ def detection_training_config_from_arguments(arguments: argparse.Namespace):
         raise UserError(f"{', '.join(unsupported)} apply to classification supernets only; space {arguments.space!r} "
                         "is a detection space")
     config = DetectionSupernetTrainConfig(
-        space=arguments.space, data=arguments.data, epochs=arguments.epochs, image_size=arguments.input_size,
+        space=arguments.space, data=_absolute_data(arguments.data), epochs=arguments.epochs, image_size=arguments.input_size,
         batch_size=arguments.batch_size, optimizer=arguments.optimizer,
         distill=not arguments.no_distill, seed=arguments.seed, workers=arguments.workers or 0, device=arguments.device,
         max_train=arguments.max_train, out=arguments.out, resume=arguments.resume, progress=not arguments.quiet,

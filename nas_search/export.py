@@ -299,7 +299,8 @@ def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: s
     if recorded is not None and checksum != recorded:
         raise UserError(
             f"supernet checkpoint {checkpoint} changed since study {study_name!r} scored its trials (sha256 "
-            f"{checksum}, recorded {recorded}); its inherited weights would not be the scored ones"
+            f"{checksum}, recorded {recorded}); its inherited weights would not be the scored ones: restore that "
+            "file, or search again under a new --study"
         )
     task = attributes.get("task", "classify")
     exported = EXPORTERS[task](spec, checkpoint, attributes, frozen, epochs)

@@ -154,10 +154,15 @@ def test_detect_run_under_latency_and_memory_budgets(detect_study: Path, nas_cli
     assert 0.8 * BUDGET <= best["flops"] <= BUDGET
 
 
-@pytest.mark.parametrize("extra", [["--latency", "50ms", "--device", "cpu"], ["--space", "mobile"]])
-def test_detect_run_refuses_what_it_cannot_do(extra: list[str], nas_cli: CliRunner, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra, fragments", [
+    (["--latency", "50ms", "--device", "cpu"], ["classification spaces only", "pixel2"]),
+    (["--space", "mobile"], ["mobile"]),
+])
+def test_detect_run_refuses_what_it_cannot_do(extra: list[str], fragments: list[str], nas_cli: CliRunner,
+                                              tmp_path: Path) -> None:
     result = nas_cli(tmp_path, "run", "--task", "detect", "--budget", "4.5GFLOPs", *extra, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert all(fragment in lines[0] for fragment in fragments), lines[0]
     assert not (tmp_path / "studies").exists() or not any((tmp_path / "studies").iterdir())

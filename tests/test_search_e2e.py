@@ -34,7 +34,9 @@ from conftest import (
 )
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 from optuna.trial import TrialState
+from support import shared_data_path
 
+from nas_search.hw_models import ParamsModel
 from nas_search.spaces import get_space
 from nas_search.spaces.sampling import flops_range
 from nas_search.spec import ArchSpec
@@ -186,18 +188,18 @@ def test_a_rerun_names_trials_still_running(micro_study: SearchedStudy, nas_cli:
 
 
 def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path) -> None:
-    """SIGINT mid-search leaves no RUNNING trial; the larger --trials adds only the
-    difference; the same command again completes every planned trial."""
-    work = copy_study(micro_study, tmp_path)
-    database = work / "studies" / f"{micro_study.name}.db"
+    """SIGINT mid-search leaves no RUNNING trial (the interrupted one is failed and requeued);
+    the same command again completes every planned trial and adds none."""
+    work = tmp_path
+    name = "interrupted"
+    database = work / "studies" / f"{name}.db"
     url = f"sqlite:///{database}"
-    # enough queued work, each trial recalibrating batch norm on 1,000 images, that the signal
-    # lands mid-search and not after the last trial (on a quiet machine 20 trials took about
-    # 2 s); the validation subset (--max-val) is part of the study's identity and stays
+    # enough queued work, each trial scoring 1,000 images, that the signal lands mid-search and
+    # not after the last trial (on a quiet machine 20 trials on 100 images took about 2 s); a
+    # study of its own, since the validation subset is part of a study's identity
     added = 40
-    trials = MICRO_TRIALS + added
-    arguments = micro_run_arguments(micro_study.name, Path(micro_study.summary["files"]["supernet"]), trials,
-                                    "--calibration-images", "1000")
+    trials = added
+    arguments = micro_run_arguments(name, Path(micro_study.summary["files"]["supernet"]), trials, "--max-val", "1000")
     # the child handles Ctrl-C even when this test runs as a script's background job (which
     # starts with SIGINT ignored, and Python then never raises KeyboardInterrupt)
     process = subprocess.Popen(cli_command(*arguments), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -210,9 +212,14 @@ def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: Sea
         deadline = time.monotonic() + 240
         under_way = False
         while time.monotonic() < deadline and process.poll() is None and not under_way:
-            with sqlite3.connect(database) as connection:
-                counts = dict(connection.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
-            under_way = counts.get("COMPLETE", 0) >= MICRO_TRIALS + 2 and counts.get("WAITING", 0) >= 5
+            counts = {}
+            if database.exists():
+                try:
+                    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+                        counts = dict(connection.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+                except sqlite3.OperationalError:  # the study's tables are not there yet
+                    pass
+            under_way = counts.get("COMPLETE", 0) >= 2 and counts.get("WAITING", 0) >= 5
             time.sleep(0.05)
         assert under_way, "the search did not get under way"
         process.send_signal(signal.SIGINT)
@@ -224,17 +231,17 @@ def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: Sea
     assert process.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert f"{trials} planned trials ({added} new)" in stdout
-    states = trial_states(url, micro_study.name)
+    states = trial_states(url, name)
     assert TrialState.RUNNING not in states
     assert states.count(TrialState.WAITING) >= 1
-    interrupted = [trial for trial in load_study(url, micro_study.name).trials if trial.state == TrialState.FAIL]
-    requeued = [trial for trial in load_study(url, micro_study.name).trials if "requeued_from" in trial.user_attrs]
+    interrupted = [trial for trial in load_study(url, name).trials if trial.state == TrialState.FAIL]
+    requeued = [trial for trial in load_study(url, name).trials if "requeued_from" in trial.user_attrs]
     assert [trial.user_attrs["requeued_from"] for trial in requeued] == [trial.number for trial in interrupted]
 
     rerun = nas_cli(work, *arguments)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{trials} planned trials (0 new)" in rerun.stdout
-    states = trial_states(url, micro_study.name)
+    states = trial_states(url, name)
     assert states.count(TrialState.COMPLETE) == trials
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
 
@@ -367,6 +374,7 @@ BAD_RUN_ARGUMENTS = {
     "unknown objective": (["--objectives", "accuracy,speed"], ["speed", "accuracy"]),
     "unreachable storage": (["--storage", "postgresql://nobody@127.0.0.1:1/x"], ["postgresql://nobody@127.0.0.1:1/x"]),
     "parameter budget in words": (["--params", "lots"], ["parameter budget", "lots", "5M"]),
+    "parameter budget below every subnet": (["--params", "1K"], ["--params budget 1.00K params", "smallest subnet"]),
     "bad study name": (["--study", "../escape"], ["../escape"]),
     "missing data folder": (["--data", "/nonexistent-nas-search-data"], ["/nonexistent-nas-search-data", "ImageFolder"]),
     "negative finalists": (["--finalists", "-1"], ["--finalists -1", "0 (off)"]),
@@ -474,6 +482,14 @@ def test_a_partly_trained_supernet_is_named(nas_cli: CliRunner, micro_supernet: 
     assert f"supernet train --resume --out {partial}" in result.stderr
 
 
+def test_data_is_the_supernets(nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path) -> None:
+    """Subnets are scored on the data their supernet was trained on: --data naming other data
+    than a reused supernet's is refused, not recorded while the demo is scored."""
+    other = shared_data_path("cifar10-subset")
+    arguments = micro_run_arguments("other-data", micro_supernet, 2, "--data", str(other))
+    assert_one_line_error(nas_cli(tmp_path, *arguments, timeout=120), f"--data {other}", "the built-in demo")
+
+
 def test_scoring_size_is_the_supernets(nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path) -> None:
     """Subnets are scored at the size their supernet was trained at (32 px here): another
     --train-input-size with --supernet is refused, not silently ignored."""
@@ -485,9 +501,13 @@ def test_budget_above_the_largest_warns_and_an_infeasible_study_cannot_be_export
     nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path,
 ) -> None:
     """A FLOPs budget above the largest subnet warns that the constraint is inactive; a
-    parameter budget below every subnet leaves no feasible trial, and exporting from that
-    study is a one-line error that leaves the target folder alone."""
-    arguments = list(micro_run_arguments("infeasible", micro_supernet, 2, "--params", "1K"))
+    parameter budget that only a one-class network could meet (checked up front, before the
+    data's 10 classes are known) leaves no feasible trial, and exporting from that study is
+    a one-line error that leaves the target folder alone."""
+    space, smallest = get_space("micro"), get_space("micro").smallest()
+    one_class, ten_classes = ParamsModel(space, 1)(smallest), ParamsModel(space, 10)(smallest)
+    arguments = list(micro_run_arguments("infeasible", micro_supernet, 2, "--params",
+                                         str(int(one_class + ten_classes) // 2)))
     arguments[arguments.index("--budget") + 1] = "1GFLOPs"
     result = nas_cli(tmp_path, *arguments)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -116,11 +116,12 @@ def _neck_and_head(program: TensorProgram, detector: ResolvedDetector, features:
                 tensor = program.add(f"{prefix}.depthwise", (tensor,), channels * pixels)
                 tensor = program.add(f"{prefix}.pointwise", (tensor,), head.channels * pixels)
             towers[tower] = tensor
-        prefix = f"head.level{level}"
+        prefix = f"head.level{level}"  # predictors in DetectionHead.predict_level's order
+        logits = program.add(f"{prefix}.cls_logits", (towers["classification"],), head.num_classes * pixels)
         box = program.add(f"{prefix}.bbox_reg", (towers["regression"],), 4 * pixels)
         box = program.add(f"{prefix}.bbox_clamp", (box,), 4 * pixels)
         raw.append({
-            "cls_logits": program.add(f"{prefix}.cls_logits", (towers["classification"],), head.num_classes * pixels),
+            "cls_logits": logits,
             "bbox_regression": program.add(f"{prefix}.bbox_exp", (box,), 4 * pixels),
             "bbox_ctrness": program.add(f"{prefix}.bbox_ctrness", (towers["regression"],), pixels),
         })
@@ -182,7 +183,15 @@ def detector_layers(detector: ResolvedDetector, input_size: int) -> list[LayerCo
         for name, channels in PREDICTORS:
             channels = head.num_classes if channels is None else channels
             _convolution(layers, head_stage, head.channels, channels, 1, level_size, bias=True)
-        layers.append(elementwise("multiply", stage=head_stage, channels=4, size=level_size, inputs=1))  # clamp, exp
+        for _ in ("clamp", "exp"):  # the box output's element-wise kernels
+            layers.append(elementwise("multiply", stage=head_stage, channels=4, size=level_size, inputs=1))
+    for name, channels in PREDICTORS:  # each output flattened level by level (a copy unless one channel), then joined
+        channels = head.num_classes if channels is None else channels
+        if channels > 1:
+            for level_size in sizes:
+                layers.append(elementwise("shuffle", stage=head_stage, channels=channels, size=level_size, inputs=1))
+        total = sum(channels * level_size * level_size for level_size in sizes)
+        layers.append(elementwise("shuffle", stage=head_stage, channels=total, size=1, inputs=1))
     return layers
 
 

@@ -200,7 +200,9 @@ def latency_model_for(
         device = _DEVICES[device_name]
         device.check_runtime(runtime)
         return AnalyticLatencyModel(device.analytic, space, input_size)
-    check_table_space(space, device_name)
+    if lut_path is None:
+        get_device(device_name)  # an unknown name is named as such first
+    check_table_space(space, device_name, lut_path)
     table = open_table(space, device_name, lut_path=lut_path, runtime=runtime, threads=threads, input_size=input_size)
     return LatencyModel(table, space, statistic=statistic)
 
@@ -214,14 +216,15 @@ def analytic_device_names() -> tuple[str, ...]:
     return tuple(name for name, device in _DEVICES.items() if device.analytic is not None)
 
 
-def check_table_space(space: SearchSpace, device_name: str) -> None:
+def check_table_space(space: SearchSpace, device_name: str, lut_path: str | Path | None = None) -> None:
     """Refuse a latency table for a space whose networks are not block chains (detectors:
     their neck and head have no table entries yet), naming what works instead."""
     if space.task not in TABLE_TASKS:
+        what = f"--lut {lut_path}" if lut_path is not None else f"device {device_name!r} (a latency table)"
         raise UserError(
-            f"device {device_name!r} needs a latency table, and tables are profiled for classification spaces only; "
-            f"accepted for space {space.name!r} (task {space.task}): the analytic devices "
-            f"{', '.join(analytic_device_names())}, or --budget / --memory"
+            f"{what}: latency tables are profiled for classification spaces only; accepted for space "
+            f"{space.name!r} (task {space.task}): the analytic devices {', '.join(analytic_device_names())} "
+            "(without --lut), or --budget / --memory"
         )
 
 

@@ -134,19 +134,21 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
 
         memory_model = MemoryModel(space, input_size)
     constraints: list[Constraint] = []
+    inactive_budget = None
     if budget is not None:
         limits = check_budget(space, budget, input_size)
         constraints.append(Constraint("flops", "flops", float(budget)))
         if budget >= limits.largest:
-            print(
+            inactive_budget = (
                 f"warning: budget {format_flops(budget)} is above the largest subnet ({format_flops(limits.largest)}): "
-                "the FLOPs constraint is inactive", file=sys.stderr,
+                "the FLOPs constraint is inactive"
             )
         elif config.min_utilization > 0 and not config.latency:
             constraints.append(Constraint("flops_utilization", "flops", config.min_utilization * budget, lower=True))
     if config.params:
         constraints.append(Constraint("params", "params", float(parse_params_budget(config.params))))
-        _check_reachable(space, "--params", ParamsModel(space, None), constraints[-1].limit, "params", "")
+        # a lower bound for any class count (one output); the data's count is known only later
+        _check_reachable(space, "--params", ParamsModel(space, 1), constraints[-1].limit, "params", "")
     if config.latency:
         limit = parse_latency_ms(config.latency)
         constraints.append(Constraint("latency", "latency", limit))
@@ -156,6 +158,8 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     if config.memory:
         constraints.append(Constraint("memory", "peak_memory", float(parse_memory_bytes(config.memory))))
         _check_reachable(space, "--memory", memory_model, constraints[-1].limit, "bytes", "")
+    if inactive_budget:  # after the checks above, so that a refusal stays one line
+        print(inactive_budget, file=sys.stderr)
     storage_url = config.storage or default_storage_url(config.study, config.studies_dir)
     train_input_size = config.train_input_size if config.train_input_size is not None else (
         min(DEMO_DEFAULTS[task.name]["input_size"], space.train_input_size) if config.data is None else space.train_input_size)
@@ -195,6 +199,42 @@ def _check_reachable(space, name: str, model, limit: float, unit: str, where: st
             f"{name} budget {asked}{where} is below the smallest subnet of space {space.name!r} ({shown}); "
             f"accepted: at least {shown}"
         )
+
+
+def _absolute_path(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def _given_supernet_data(config: SearchConfig) -> tuple[str | None] | None:
+    """``(data folder or None for a demo,)`` a ``--supernet`` was trained on; None without
+    ``--supernet`` (or when the file is missing: the later checks name it)."""
+    from nas_search.training.checkpoint import load_checkpoint
+
+    if not config.supernet or not Path(config.supernet).is_file():
+        return None
+    payload = load_checkpoint(config.supernet, get_task(config.task).checkpoint_format)
+    return (payload.get("data"),)
+
+
+def _adopt_scoring(resolved: ResolvedSearch, evaluation: TaskEvaluation, checkpoint: Path) -> ResolvedSearch:
+    """The search as its supernet scores it: at the supernet's training size (a different
+    ``--train-input-size`` is refused), with device cost models for the data's class count."""
+    config = resolved.config
+    if evaluation.train_input_size != resolved.train_input_size:
+        if config.train_input_size is not None:
+            raise UserError(
+                f"--train-input-size {config.train_input_size}: the supernet {checkpoint} was trained at "
+                f"{evaluation.train_input_size} px and scores subnets at that size; leave --train-input-size out "
+                "or train another supernet"
+            )
+        resolved = replace(resolved, train_input_size=evaluation.train_input_size,
+                           finalists=_finalist_settings(config, config.task, evaluation.train_input_size))
+    classes = evaluation.num_classes
+    return replace(resolved, **{
+        name: model.for_classes(classes) for name, model in
+        (("latency_model", resolved.latency_model), ("memory_model", resolved.memory_model))
+        if model is not None and hasattr(model, "for_classes")
+    })
 
 
 def _supernet_epochs(config: SearchConfig) -> int:
@@ -252,7 +292,7 @@ def _ensure_supernet(resolved: ResolvedSearch, study_exists: bool = False) -> Pa
     if path.exists():
         payload = load_checkpoint(path, task.checkpoint_format, space=resolved.space.name)
         if payload["epoch"] >= epochs or study_exists:  # a study's supernet is never trained further
-            print(f"reusing supernet {path} (trained {payload['epoch']} epochs)")
+            print(f"reusing supernet {path} (trained {payload['epoch']} epochs at {payload.get('input_size', payload.get('image_size'))} px)")
             return path
     print(f"training the supernet of space {resolved.space.name!r}: {epochs} epochs at {resolved.train_input_size} px -> {path}")
     task.train_supernet(resolved, path, epochs)
@@ -551,29 +591,30 @@ def prepare_study(config: SearchConfig, announce: bool = True) -> PreparedStudy:
     """Everything before the trials, shared by ``run`` and ``run --plan-only``: check the
     options, refuse a mismatched existing study before any training, train or load the
     supernet, create the study (or load it, checking it matches) and plan its trials."""
+    given_supernet = _given_supernet_data(config)
+    if given_supernet is not None:  # subnets are scored on the data their supernet was trained on
+        config = replace(config, data=config.data if config.data is not None else given_supernet[0])
+    config = replace(config, data=_absolute_path(config.data))  # what the study stores, workers read
     resolved = resolve_search(config)
     storage = open_storage(resolved.storage_url)
     existing = _create_or_check_study(resolved, storage, None)  # refuse a mismatched study before training
     if existing is not None:
         _check_study_supernet(existing, resolved)
+    if given_supernet is not None and _absolute_path(given_supernet[0]) != config.data:
+        raise UserError(
+            f"--data {config.data}: the supernet {config.supernet} was trained on "
+            f"{given_supernet[0] or 'the built-in demo'}, and subnets are scored on its data; leave --data out or "
+            "train a supernet on this data"
+        )
     if announce:
         limits = flops_range(resolved.space, resolved.input_size)
         print(
             f"space {resolved.space.name!r}: {format_flops(limits.smallest)} to {format_flops(limits.largest)} at "
-            f"{resolved.input_size} px (deployment); supernet proxy size {resolved.train_input_size} px. "
-            "FLOPs: 1 multiply-add = 1 FLOP."
+            f"{resolved.input_size} px (deployment). FLOPs: 1 multiply-add = 1 FLOP."
         )
     checkpoint = _ensure_supernet(resolved, study_exists=existing is not None)
     evaluation = _build_evaluator(checkpoint, config)
-    if evaluation.train_input_size != resolved.train_input_size:  # subnets are scored at the supernet's size
-        if config.train_input_size is not None:
-            raise UserError(
-                f"--train-input-size {config.train_input_size}: the supernet {checkpoint} was trained at "
-                f"{evaluation.train_input_size} px and scores subnets at that size; leave --train-input-size out "
-                "or train another supernet"
-            )
-        resolved = replace(resolved, train_input_size=evaluation.train_input_size,
-                           finalists=_finalist_settings(config, config.task, evaluation.train_input_size))
+    resolved = _adopt_scoring(resolved, evaluation, checkpoint)
     attributes = _study_attributes(resolved, checkpoint, evaluation)
     study = _create_or_check_study(resolved, storage, attributes)
     sampler = make_sampler(config.sampler, seed=config.seed, constrained=True, multi_objective=len(config.objectives) > 1)
@@ -688,6 +729,7 @@ def run_worker(storage_url: str, study_name: str, progress: bool = True, finish:
     if not checkpoint.exists() or checkpoint_checksum(checkpoint) != study.user_attrs.get("supernet_checksum"):
         raise UserError(f"supernet checkpoint {checkpoint} of study {study_name!r} is missing or changed on this machine")
     evaluation = _build_evaluator(checkpoint, config)
+    resolved = _adopt_scoring(resolved, evaluation, checkpoint)
     study = optuna.load_study(
         study_name=study_name, storage=storage,
         sampler=make_sampler(config.sampler, seed=None, constrained=True, multi_objective=len(config.objectives) > 1),

@@ -37,7 +37,8 @@ def load_checkpoint(path: str | Path, expected_format: str = SUPERNET_FORMAT, sp
                         f"{_first_words(error)})") from None
     found = payload.get("format") if isinstance(payload, dict) else None
     if found != expected_format:
-        kind = f"a {found} checkpoint" if found in FORMAT_VERSIONS else "not a nas-search checkpoint"
+        kind = f"a {found} checkpoint" if isinstance(found, str) and found.startswith("nas-search-") else (
+            "not a nas-search checkpoint")
         raise UserError(f"{path} is {kind}; accepted here: a {expected_format} checkpoint")
     required = FORMAT_VERSIONS.get(expected_format)
     if required is not None and payload.get("format_version") != required:
