@@ -255,6 +255,9 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="re-rank this many best trials by short training (0: off; default 3 with --data, 0 on the demo)")
     parser.add_argument("--finalist-epochs", type=int, help="training epochs per finalist (default 2 classify, 3 detect)")
     parser.add_argument("--finalist-size", type=int, help="finalists' training and scoring size (default: the proxy size)")
+    parser.add_argument("--finalist-seeds", type=int, default=1,
+                        help="training runs per finalist with different seeds, averaged; the score's error then "
+                             "includes the seed-to-seed spread (default 1)")
     parser.add_argument("--finalist-init", default="inherited",
                         help="finalists start from their inherited weights (inherited) or from scratch (scratch)")
     parser.add_argument("--seed", type=int, default=0)
@@ -281,7 +284,7 @@ def search_config_from_arguments(arguments: argparse.Namespace):
         max_val=arguments.max_val, seed=arguments.seed, progress=not arguments.quiet,
         calibration_images=arguments.calibration_images, finalists=arguments.finalists,
         finalist_epochs=arguments.finalist_epochs, finalist_input_size=arguments.finalist_size,
-        finalist_init=arguments.finalist_init,
+        finalist_init=arguments.finalist_init, finalist_seeds=arguments.finalist_seeds,
     )
 
 

@@ -119,3 +119,48 @@ def test_a_rerun_trains_only_missing_finalists_and_reproduces_scores(
     # training is deterministic on CPU under the seed: the retrained finalist scores the same
     assert records[dropped[0]]["score"] == original[dropped[0]]["score"]
     assert records[dropped[0]]["loss"] == pytest.approx(original[dropped[0]]["loss"], rel=1e-5)
+
+
+def test_finalist_seeds_average_runs_and_resume_by_run(
+    reranked: tuple[Path, str], nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path,
+) -> None:
+    """--finalist-seeds 2: every finalist trains twice (seeds --seed and --seed + 1, the same
+    split); the record is the mean with error sqrt(s^2/2 + e^2); its first run reproduces the
+    one-run score; a record missing its second run trains only that run again."""
+    directory, _ = reranked
+    work = tmp_path / "work"
+    shutil.copytree(directory, work, ignore=shutil.ignore_patterns("exported"))
+    single = {int(number): record for number, record in load(work).user_attrs[FINALISTS_ATTRIBUTE]["records"].items()}
+    arguments = (*finalist_arguments("fin", micro_supernet)[:-2], "--json-summary", "seeds.json", "--finalist-seeds", "2")
+    result = nas_cli(work, *arguments)
+    assert result.returncode == 0, result.stderr[-2000:]
+    stored = load(work).user_attrs[FINALISTS_ATTRIBUTE]
+    assert stored["settings"]["seeds"] == 2
+    records = {int(number): record for number, record in stored["records"].items()}
+    assert sorted(records) == sorted(single)
+    for number, record in records.items():
+        runs = record["runs"]
+        assert len(runs) == 2
+        assert runs[0]["score"] == single[number]["score"]  # seed --seed: deterministic on CPU
+        scores = [run["score"] for run in runs]
+        assert record["score"] == pytest.approx(sum(scores) / 2)
+        spread = (scores[0] - scores[1]) ** 2 / 2  # sample variance of two
+        validation = (runs[0]["score_error"] + runs[1]["score_error"]) / 2
+        assert record["score_error"] == pytest.approx(math.sqrt(spread / 2 + validation ** 2))
+    from optuna_dashboard import get_note
+
+    assert "mean of 2 training runs" in get_note(load(work))
+
+    study = load(work)
+    partial = dict(stored["records"])
+    first = sorted(partial)[0]
+    partial[first] = {**partial[first], "runs": partial[first]["runs"][:1]}
+    study.set_user_attr(FINALISTS_ATTRIBUTE, {"settings": stored["settings"], "records": partial})
+    again = nas_cli(work, *arguments)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("finalist trial ") == 1 and f"finalist trial {first}:" in again.stdout
+    def without_time(runs: list[dict]) -> list[dict]:
+        return [{key: value for key, value in run.items() if key != "seconds"} for run in runs]
+
+    retrained = load(work).user_attrs[FINALISTS_ATTRIBUTE]["records"][first]["runs"]
+    assert without_time(retrained) == without_time(stored["records"][first]["runs"])  # the same second run

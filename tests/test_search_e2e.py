@@ -382,6 +382,7 @@ BAD_RUN_ARGUMENTS = {
     "zero deployment size": (["--input-size", "0"], ["--input-size 0", "8 to 4096"]),
     "zero supernet epochs": (["--supernet-epochs", "0"], ["--supernet-epochs 0", "1 or more"]),
     "zero finalist size": (["--finalists", "1", "--finalist-size", "0"], ["--finalist-size 0", "positive image size"]),
+    "zero finalist seeds": (["--finalists", "1", "--finalist-seeds", "0"], ["--finalist-seeds 0", "1 or more"]),
 }
 
 

@@ -53,6 +53,7 @@ class SearchConfig:
     finalist_epochs: int | None = None     # None: task default (search.tasks.FINALIST_DEFAULTS)
     finalist_input_size: int | None = None  # None: the proxy size
     finalist_init: str = "inherited"       # inherited | scratch
+    finalist_seeds: int = 1                # training runs per finalist (seeds --seed, --seed + 1, ...), averaged
     max_val: int | None = 300
     seed: int = 0
     workers: int | None = None

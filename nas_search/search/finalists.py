@@ -44,12 +44,23 @@ class FinalistSettings:
         epochs: training epochs of each finalist.
         input_size: training and scoring size.
         init: ``inherited`` (fine-tune the supernet's weights) or ``scratch``.
+        seeds: training runs per finalist (training seeds ``--seed``, ``--seed + 1``, ...;
+            the split stays the same), averaged: see :func:`combine_runs`.
     """
 
     count: int
     epochs: int
     input_size: int
     init: str
+    seeds: int = 1
+
+    def key(self) -> dict[str, Any]:
+        """What records are valid for (stored with them); one seed is stored as before
+        seeds existed, so older studies' records stay valid."""
+        settings = asdict(self)
+        if settings["seeds"] == 1:
+            del settings["seeds"]
+        return settings
 
     def __post_init__(self) -> None:
         if self.count < 0:
@@ -60,6 +71,30 @@ class FinalistSettings:
             raise UserError(f"--finalist-size {self.input_size}; accepted: a positive image size")
         if self.init not in FINALIST_INITIALISATIONS:
             raise UserError(f"--finalist-init {self.init!r}; accepted: {', '.join(FINALIST_INITIALISATIONS)}")
+        if self.seeds < 1:
+            raise UserError(f"--finalist-seeds {self.seeds}; accepted: 1 or more")
+
+
+#: Per-run values of a finalist record that are averaged over its runs.
+AVERAGED_RESULTS: tuple[str, ...] = ("loss", "map50", "map")
+
+
+def combine_runs(runs: list[dict[str, float]]) -> dict[str, float]:
+    """One record from a finalist's training runs: the mean score, with the standard error
+    ``sqrt(s^2 / k + e^2)``: ``s`` the spread of the k runs' scores (training-seed noise,
+    which averaging reduces) and ``e`` the mean of their validation errors (the sampling
+    of one shared validation set, which it does not). One run: its own score and error."""
+    scores = [run["score"] for run in runs]
+    count = len(scores)
+    mean = sum(scores) / count
+    spread = sum((score - mean) ** 2 for score in scores) / (count - 1) if count > 1 else 0.0
+    validation = sum(run["score_error"] for run in runs) / count
+    record = {"score": mean, "score_error": (spread / count + validation ** 2) ** 0.5,
+              "seconds": sum(run["seconds"] for run in runs)}
+    for name in AVERAGED_RESULTS:
+        if all(name in run for run in runs):
+            record[name] = sum(run[name] for run in runs) / count
+    return record
 
 
 def finalist_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
@@ -69,6 +104,11 @@ def finalist_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
 
 def _records_of(stored: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {int(number): record for number, record in (stored.get("records") or {}).items()}
+
+
+def _runs_done(record: dict[str, Any] | None) -> int:
+    """Training runs a record holds (a record made before runs were stored is one)."""
+    return 0 if record is None else len(record.get("runs") or [record])
 
 
 def proxy_ranked_trials(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
@@ -97,12 +137,14 @@ def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint
     if settings is None or settings.count == 0:
         return finalist_records(study)
     stored = study.user_attrs.get(FINALISTS_ATTRIBUTE) or {}
-    records = _records_of(stored) if stored.get("settings") == asdict(settings) else {}
-    candidates = [trial for trial in proxy_ranked_trials(study, settings.count) if trial.number not in records]
+    records = _records_of(stored) if stored.get("settings") == settings.key() else {}
+    candidates = [trial for trial in proxy_ranked_trials(study, settings.count)
+                  if _runs_done(records.get(trial.number)) < settings.seeds]
     if not candidates:
         return records
+    runs = f", {settings.seeds} training runs each" if settings.seeds > 1 else ""
     print(f"re-ranking the {settings.count} best trials by {settings.epochs} epoch(s) of training "
-          f"({settings.init} weights, {settings.input_size} px) on the search's training split", flush=True)
+          f"({settings.init} weights, {settings.input_size} px{runs}) on the search's training split", flush=True)
     train = get_task(resolved.config.task).finalist_trainer(checkpoint, resolved.config, settings)
     with interrupt_watch() as interrupted:
         for index, trial in enumerate(candidates, 1):
@@ -117,19 +159,32 @@ def _train_one(study: optuna.Study, settings: FinalistSettings, records: dict[in
     from nas_search.spec import ArchSpec
 
     spec = ArchSpec.from_dict(json.loads(trial.user_attrs["arch_json"]))
-    result = train(spec, label)
-    records[trial.number] = {
-        "score": float(result["accuracy"]), "score_error": float(result.get("score_error", 0.0)),
-        "proxy": float(trial.user_attrs["accuracy"]),
-        "seconds": float(result["seconds"]), "loss": float(result["loss"]),
-        **{name: float(result[name]) for name in ("map50", "map") if name in result},
-    }
-    study.set_user_attr(FINALISTS_ATTRIBUTE, {
-        "settings": asdict(settings), "records": {str(number): record for number, record in records.items()},
-    })
-    print(f"finalist trial {trial.number}: {result['accuracy']:.4f} +- {records[trial.number]['score_error']:.4f} "
-          f"after training "
-          f"(inherited-weight score {trial.user_attrs['accuracy']:.4f}), {result['seconds']:.0f} s", flush=True)
+    runs = list(records.get(trial.number, {}).get("runs", []))
+    if trial.number in records and not runs:  # a one-run record made before runs were stored
+        runs = [records[trial.number]]
+    for run in range(len(runs), settings.seeds):  # each run is saved as it ends: a stop loses at most one
+        result = train(spec, label if settings.seeds == 1 else f"{label} run {run + 1}/{settings.seeds}", run)
+        runs.append({
+            "score": float(result["accuracy"]), "score_error": float(result.get("score_error", 0.0)),
+            "seconds": float(result["seconds"]), "loss": float(result["loss"]),
+            **{name: float(result[name]) for name in ("map50", "map") if name in result},
+        })
+        records[trial.number] = {**combine_runs(runs), "proxy": float(trial.user_attrs["accuracy"]), "runs": runs}
+        study.set_user_attr(FINALISTS_ATTRIBUTE, {
+            "settings": settings.key(), "records": {str(number): record for number, record in records.items()},
+        })
+    record = records[trial.number]
+    print(f"finalist trial {trial.number}: {record['score']:.4f} +- {record['score_error']:.4f} after training"
+          f"{f' (mean of {len(runs)} runs)' if len(runs) > 1 else ''} "
+          f"(inherited-weight score {trial.user_attrs['accuracy']:.4f}), {record['seconds']:.0f} s", flush=True)
 
 
-__all__ = ["FINALISTS_ATTRIBUTE", "FinalistSettings", "finalist_records", "proxy_ranked_trials", "rerank_finalists"]
+__all__ = [
+    "AVERAGED_RESULTS",
+    "FINALISTS_ATTRIBUTE",
+    "FinalistSettings",
+    "combine_runs",
+    "finalist_records",
+    "proxy_ranked_trials",
+    "rerank_finalists",
+]

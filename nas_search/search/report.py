@@ -150,10 +150,12 @@ def study_note(study: optuna.Study, rows: list[dict[str, Any]]) -> str:
     ]
     finalists = (attributes.get("finalists") or {}).get("settings")
     if finalists:
+        runs = finalists.get("seeds", 1)
+        averaged = f", mean of {runs} training runs" if runs > 1 else ""
         lines.append(
             f"- finalists: the {finalists['count']} best trials re-ranked by {finalists['epochs']} epoch(s) of training "
-            f"({finalists['init']} weights, {finalists['input_size']} px); the table lists them first, the cheapest "
-            "finalist within one standard error of the best score on top"
+            f"({finalists['init']} weights, {finalists['input_size']} px{averaged}); the table lists them first, the "
+            "cheapest finalist within one standard error of the best score on top"
         )
     score_name = attributes.get("score_name", "accuracy")
     lines += [

@@ -179,6 +179,7 @@ def _finalist_settings(config: SearchConfig, task: str, train_input_size: int) -
         epochs=defaults["epochs"] if config.finalist_epochs is None else config.finalist_epochs,
         input_size=train_input_size if config.finalist_input_size is None else config.finalist_input_size,
         init=config.finalist_init,
+        seeds=config.finalist_seeds,
     )
     if task == "detect" and settings.input_size % 32:
         raise UserError(f"--finalist-size {settings.input_size}; accepted for detectors: a multiple of 32")

@@ -61,8 +61,9 @@ class TaskEvaluation:
     description: str
 
 
-#: ``(spec, label) -> {"accuracy", "loss", "seconds", ...}``: trains one finalist and scores it.
-FinalistTrainer = Callable[[ArchSpec, str], dict[str, float]]
+#: ``(spec, label, run) -> {"accuracy", "loss", "seconds", ...}``: trains one finalist and
+#: scores it; ``run`` (0, 1, ...) picks the training seed (``--seed`` + run), never the split.
+FinalistTrainer = Callable[[ArchSpec, str, int], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -141,12 +142,12 @@ def _classifier_finalist_trainer(checkpoint: Path, config: "SearchConfig", setti
     )
     device, recipe = resolve_device(config.training_device), FINALIST_RECIPES[("classify", settings.init)]
 
-    def train(spec: ArchSpec, label: str) -> dict[str, float]:
-        torch.manual_seed(config.seed)
+    def train(spec: ArchSpec, label: str, run: int = 0) -> dict[str, float]:
+        torch.manual_seed(config.seed + run)
         model = (supernet.extract(spec) if settings.init == "inherited"
                  else build_static_model(supernet.space.resolve(spec, num_classes=supernet.num_classes)))
-        return train_classifier_finalist(model.to(device), data, recipe, settings.epochs, config.seed, label, device,
-                                         config.progress)
+        return train_classifier_finalist(model.to(device), data, recipe, settings.epochs, config.seed + run, label,
+                                         device, config.progress)
 
     return train
 
@@ -213,15 +214,15 @@ def _detector_finalist_trainer(checkpoint: Path, config: "SearchConfig", setting
     )
     device, recipe = resolve_device(config.training_device), FINALIST_RECIPES[("detect", settings.init)]
 
-    def train(spec: ArchSpec, label: str) -> dict[str, float]:
-        torch.manual_seed(config.seed)
+    def train(spec: ArchSpec, label: str, run: int = 0) -> dict[str, float]:
+        torch.manual_seed(config.seed + run)
         if settings.init == "inherited":
             model = supernet.extract(spec)
             model.set_image_size(settings.input_size)
         else:
             model = build_detector(spec, int(metadata["num_classes"]), settings.input_size, **supernet.detector_options)
-        return train_detector_finalist(model.to(device), data, recipe, settings.epochs, config.seed, label, device,
-                                       config.progress)
+        return train_detector_finalist(model.to(device), data, recipe, settings.epochs, config.seed + run, label,
+                                       device, config.progress)
 
     return train
 
