@@ -102,6 +102,7 @@ class SearchBudget:
     finalist_epochs: int
     finalist_size: int
     finalist_init: str
+    finalist_seeds: int = 1
 
 
 QUICK = (SearchBudget(proxy_size=96, supernet_epochs=1, trials=4, startup_trials=4, finalists=2, finalist_epochs=1,
@@ -178,8 +179,8 @@ def search_ours(search_data: Path, budget_flops: int, budget: SearchBudget, work
         train_input_size=budget.proxy_size, trials=budget.trials, startup_trials=budget.startup_trials,
         supernet_epochs=budget.supernet_epochs, study="detection-benchmark", finalists=budget.finalists,
         finalist_epochs=budget.finalist_epochs, finalist_input_size=budget.finalist_size, finalist_init=budget.finalist_init,
-        storage=f"sqlite:///{workdir / 'detection-benchmark.db'}", studies_dir=str(workdir), seed=seed,
-        training_device=device, progress=True,
+        finalist_seeds=budget.finalist_seeds, storage=f"sqlite:///{workdir / 'detection-benchmark.db'}",
+        studies_dir=str(workdir), seed=seed, training_device=device, progress=True,
     )
     summary = run_search(config)
     if not summary.get("best"):
@@ -305,6 +306,8 @@ def main() -> None:
     parser.add_argument("--finalist-epochs", type=int, help="training epochs per finalist (default: the recipe's)")
     parser.add_argument("--finalist-init", choices=("scratch", "inherited"), help="finalists start from scratch (default) "
                         "or from their supernet weights")
+    parser.add_argument("--finalist-seeds", type=int,
+                        help="training runs per finalist, averaged (the search's --finalist-seeds; default 1)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training (latency always uses 1)")
     parser.add_argument("--device", default="cpu", help="training device: cpu, cuda or auto (latency is always CPU)")
     parser.add_argument("--workdir", help="folder for the study and the supernet (default: a new temporary folder)")
@@ -323,6 +326,7 @@ def main() -> None:
         finalist_epochs=arguments.finalist_epochs or arguments.epochs or budget.finalist_epochs,
         finalist_size=arguments.train_size or budget.finalist_size,
         finalist_init=arguments.finalist_init or budget.finalist_init,
+        finalist_seeds=arguments.finalist_seeds or budget.finalist_seeds,
     )
     recipe = Recipe(**{**asdict(recipe), **{key: value for key, value in (
         ("epochs", arguments.epochs), ("input_size", arguments.train_size), ("batch_size", arguments.batch_size)) if value}})
