@@ -203,7 +203,7 @@ def _load_command_modules() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nas-search`` console script."""
     parser = build_parser()
-    arguments = parser.parse_args(argv)
+    arguments = parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
     as_json = getattr(arguments, "json", False)
     try:
         with contextlib.ExitStack() as stack:
@@ -228,6 +228,27 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     return int(result) if isinstance(result, int) else 0
+
+
+#: Options whose value may be written negative by mistake (``--budget -1G``): argparse would
+#: take the value for an option and say "expected one argument"; attached, it reaches the
+#: option's own parser, whose error names the value and the accepted forms.
+BUDGET_OPTIONS: tuple[str, ...] = ("--budget", "--params", "--latency", "--memory")
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    attached: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else ""
+        if token in BUDGET_OPTIONS and following[:1] == "-" and following[1:2].isdigit():
+            attached.append(f"{token}={following}")
+            index += 2
+            continue
+        attached.append(token)
+        index += 1
+    return attached
 
 
 #: How an interrupted command continues, where it is not "the same command again".

@@ -369,6 +369,7 @@ def test_train_resume_and_scratch(exported: Path, nas_cli: CliRunner, tmp_path: 
 BAD_RUN_ARGUMENTS = {
     "budget with a memory unit": (["--budget", "4.5GB"], ["4.5GB", "4.5GFLOPs"]),
     "budget in words": (["--budget", "lots"], ["lots", "4.5GMACs"]),
+    "negative budget": (["--budget", "-1G"], ["'-1G'", "4.5GFLOPs"]),
     "unknown sampler": (["--sampler", "annealing"], ["annealing", "tpe"]),
     "unknown space": (["--space", "huge"], ["huge", "micro"]),
     "unknown objective": (["--objectives", "accuracy,speed"], ["speed", "accuracy"]),

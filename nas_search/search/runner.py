@@ -152,12 +152,12 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     if config.latency:
         limit = parse_latency_ms(config.latency)
         constraints.append(Constraint("latency", "latency", limit))
-        _check_reachable(space, "latency", latency_model, limit, "ms", f" on {config.device}")
+        _check_reachable(space, "latency", _fewest_classes(latency_model), limit, "ms", f" on {config.device}")
         if config.min_utilization > 0:  # with a latency budget, the search is pushed to it, not to the FLOPs one
             constraints.append(Constraint("latency_utilization", "latency", config.min_utilization * limit, lower=True))
     if config.memory:
         constraints.append(Constraint("memory", "peak_memory", float(parse_memory_bytes(config.memory))))
-        _check_reachable(space, "--memory", memory_model, constraints[-1].limit, "bytes", "")
+        _check_reachable(space, "--memory", _fewest_classes(memory_model), constraints[-1].limit, "bytes", "")
     if inactive_budget:  # after the checks above, so that a refusal stays one line
         print(inactive_budget, file=sys.stderr)
     storage_url = config.storage or default_storage_url(config.study, config.studies_dir)
@@ -184,6 +184,12 @@ def _finalist_settings(config: SearchConfig, task: str, train_input_size: int) -
     if task == "detect" and settings.input_size % 32:
         raise UserError(f"--finalist-size {settings.input_size}; accepted for detectors: a multiple of 32")
     return settings if settings.count else None
+
+
+def _fewest_classes(model):
+    """The cost model for one-class networks (a lower bound whatever the data's class count,
+    known only once the data is loaded), where the model depends on it."""
+    return model.for_classes(1) if hasattr(model, "for_classes") else model
 
 
 #: How a budget and the smallest subnet's cost are shown, by unit (others: ``1.23 ms``).
