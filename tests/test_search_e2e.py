@@ -187,6 +187,25 @@ def test_a_rerun_names_trials_still_running(micro_study: SearchedStudy, nas_cli:
     assert "note: 1 trial(s) still RUNNING" in rerun.stdout and "the same command retries them" in rerun.stdout
 
 
+def test_requeue_is_idempotent_and_completes_a_half_done_requeue(tmp_path: Path) -> None:
+    """requeue fails a RUNNING trial and enqueues its parameters once; called again (a retry
+    after the storage refused a write), it neither duplicates the copy nor loses a trial that
+    was failed but not yet enqueued."""
+    from nas_search.search.study import requeue
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'q.db'}", study_name="q")
+    first = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    requeue(study, first)
+    requeue(study, first)
+    copies = [trial for trial in study.trials if trial.user_attrs.get("requeued_from") == first.number]
+    assert study.trials[first.number].state == TrialState.FAIL and len(copies) == 1
+    assert copies[0].state == TrialState.WAITING and copies[0].system_attrs["fixed_params"] == {"x": first.params["x"]}
+    second = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(second, state=TrialState.FAIL)  # failed, and the write that enqueues it never happened
+    requeue(study, second)
+    assert [trial.user_attrs.get("requeued_from") for trial in study.trials].count(second.number) == 1
+
+
 def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path) -> None:
     """SIGINT mid-search leaves no RUNNING trial (the interrupted one is failed and requeued);
     the same command again completes every planned trial and adds none."""

@@ -18,9 +18,11 @@ environment variables ``NAS_SEARCH_HEARTBEAT_SECONDS`` and ``NAS_SEARCH_GRACE_SE
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import signal
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +34,8 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import TrialState
 
 from nas_search.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_SECONDS = 10
 GRACE_PERIOD_SECONDS = 30
@@ -234,13 +238,34 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
         thread.join(timeout=5)
 
 
+#: Attempts and pause of :func:`requeue` when the storage refuses a write (a Ctrl-C that
+#: landed inside a database transaction, a busy SQLite file).
+REQUEUE_ATTEMPTS, REQUEUE_PAUSE_SECONDS = 3, 0.2
+
+
+def _requeued(study: optuna.Study, number: int) -> bool:
+    return any(other.user_attrs.get("requeued_from") == number for other in study.get_trials(deepcopy=False))
+
+
 def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
     """Put an interrupted trial back in the queue: fail it and enqueue its parameters
     (the planned ones as well as those suggested so far). A trial that already finished
-    (e.g. interrupted just after it was told) is left alone, so nothing runs twice."""
-    frozen = study._storage.get_trial(trial._trial_id)
-    if frozen.state != TrialState.RUNNING:
-        return
-    params = {**frozen.system_attrs.get("fixed_params", {}), **frozen.params}
-    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-    study.enqueue_trial(params, user_attrs={"requeued_from": trial.number}, skip_if_exists=False)
+    (e.g. interrupted just after it was told) is left alone, so nothing runs twice. If the
+    storage keeps refusing the write, the trial stays RUNNING and the stale-trial check
+    requeues it after the heartbeat grace period (the summary names such trials)."""
+    for attempt in range(REQUEUE_ATTEMPTS):
+        try:
+            frozen = study._storage.get_trial(trial._trial_id)
+            if frozen.state == TrialState.RUNNING:
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            elif frozen.state != TrialState.FAIL or _requeued(study, trial.number):
+                return  # finished, or failed and requeued by an earlier attempt
+            params = {**frozen.system_attrs.get("fixed_params", {}), **frozen.params}
+            study.enqueue_trial(params, user_attrs={"requeued_from": trial.number}, skip_if_exists=False)
+            return
+        except optuna.exceptions.StorageInternalError as error:
+            if attempt + 1 == REQUEUE_ATTEMPTS:
+                logger.warning("trial %d could not be requeued now (%s); it is retried after the heartbeat grace "
+                               "period", trial.number, str(error).splitlines()[0])
+                return
+            time.sleep(REQUEUE_PAUSE_SECONDS)
