@@ -106,9 +106,9 @@ def _records_of(stored: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {int(number): record for number, record in (stored.get("records") or {}).items()}
 
 
-def _runs_done(record: dict[str, Any] | None) -> int:
-    """Training runs a record holds (a record made before runs were stored is one)."""
-    return 0 if record is None else len(record.get("runs") or [record])
+def _runs_of(record: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The training runs a record holds (a record made before runs were stored is one)."""
+    return [] if record is None else list(record.get("runs") or [record])
 
 
 def proxy_ranked_trials(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
@@ -139,7 +139,7 @@ def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint
     stored = study.user_attrs.get(FINALISTS_ATTRIBUTE) or {}
     records = _records_of(stored) if stored.get("settings") == settings.key() else {}
     candidates = [trial for trial in proxy_ranked_trials(study, settings.count)
-                  if _runs_done(records.get(trial.number)) < settings.seeds]
+                  if len(_runs_of(records.get(trial.number))) < settings.seeds]
     if not candidates:
         return records
     runs = f", {settings.seeds} training runs each" if settings.seeds > 1 else ""
@@ -159,9 +159,7 @@ def _train_one(study: optuna.Study, settings: FinalistSettings, records: dict[in
     from nas_search.spec import ArchSpec
 
     spec = ArchSpec.from_dict(json.loads(trial.user_attrs["arch_json"]))
-    runs = list(records.get(trial.number, {}).get("runs", []))
-    if trial.number in records and not runs:  # a one-run record made before runs were stored
-        runs = [records[trial.number]]
+    runs = _runs_of(records.get(trial.number))
     for run in range(len(runs), settings.seeds):  # each run is saved as it ends: a stop loses at most one
         result = train(spec, label if settings.seeds == 1 else f"{label} run {run + 1}/{settings.seeds}", run)
         runs.append({

@@ -152,12 +152,13 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     if config.latency:
         limit = parse_latency_ms(config.latency)
         constraints.append(Constraint("latency", "latency", limit))
-        _check_reachable(space, "latency", _fewest_classes(latency_model), limit, "ms", f" on {config.device}")
+        # one-class networks: a lower bound whatever the data's class count, known only later
+        _check_reachable(space, "latency", _for_classes(latency_model, 1), limit, "ms", f" on {config.device}")
         if config.min_utilization > 0:  # with a latency budget, the search is pushed to it, not to the FLOPs one
             constraints.append(Constraint("latency_utilization", "latency", config.min_utilization * limit, lower=True))
     if config.memory:
         constraints.append(Constraint("memory", "peak_memory", float(parse_memory_bytes(config.memory))))
-        _check_reachable(space, "--memory", _fewest_classes(memory_model), constraints[-1].limit, "bytes", "")
+        _check_reachable(space, "--memory", _for_classes(memory_model, 1), constraints[-1].limit, "bytes", "")
     if inactive_budget:  # after the checks above, so that a refusal stays one line
         print(inactive_budget, file=sys.stderr)
     storage_url = config.storage or default_storage_url(config.study, config.studies_dir)
@@ -186,10 +187,10 @@ def _finalist_settings(config: SearchConfig, task: str, train_input_size: int) -
     return settings if settings.count else None
 
 
-def _fewest_classes(model):
-    """The cost model for one-class networks (a lower bound whatever the data's class count,
-    known only once the data is loaded), where the model depends on it."""
-    return model.for_classes(1) if hasattr(model, "for_classes") else model
+def _for_classes(model, num_classes: int):
+    """``model`` for networks with ``num_classes`` outputs where it depends on them
+    (analytic models; a latency table has its own class count)."""
+    return model.for_classes(num_classes) if hasattr(model, "for_classes") else model
 
 
 #: How a budget and the smallest subnet's cost are shown, by unit (others: ``1.23 ms``).
@@ -212,15 +213,15 @@ def _absolute_path(path: str | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
 
 
-def _given_supernet_data(config: SearchConfig) -> tuple[str | None] | None:
-    """``(data folder or None for a demo,)`` a ``--supernet`` was trained on; None without
-    ``--supernet`` (or when the file is missing: the later checks name it)."""
+def _load_given_supernet(config: SearchConfig) -> dict[str, Any] | None:
+    """The ``--supernet`` checkpoint (read once per run: its data, size, epochs and weights
+    are checked from it); None without ``--supernet`` or when the file is missing (the
+    later checks name it)."""
     from nas_search.training.checkpoint import load_checkpoint
 
     if not config.supernet or not Path(config.supernet).is_file():
         return None
-    payload = load_checkpoint(config.supernet, get_task(config.task).checkpoint_format)
-    return (payload.get("data"),)
+    return load_checkpoint(config.supernet, get_task(config.task).checkpoint_format)
 
 
 def _adopt_scoring(resolved: ResolvedSearch, evaluation: TaskEvaluation, checkpoint: Path) -> ResolvedSearch:
@@ -236,11 +237,9 @@ def _adopt_scoring(resolved: ResolvedSearch, evaluation: TaskEvaluation, checkpo
             )
         resolved = replace(resolved, train_input_size=evaluation.train_input_size,
                            finalists=_finalist_settings(config, config.task, evaluation.train_input_size))
-    classes = evaluation.num_classes
     return replace(resolved, **{
-        name: model.for_classes(classes) for name, model in
-        (("latency_model", resolved.latency_model), ("memory_model", resolved.memory_model))
-        if model is not None and hasattr(model, "for_classes")
+        name: _for_classes(model, evaluation.num_classes) for name, model in
+        (("latency_model", resolved.latency_model), ("memory_model", resolved.memory_model)) if model is not None
     })
 
 
@@ -279,15 +278,17 @@ def _check_study_supernet(study: optuna.Study, resolved: ResolvedSearch) -> None
             )
 
 
-def _ensure_supernet(resolved: ResolvedSearch, study_exists: bool = False) -> Path:
-    """Load the given checkpoint, or train one into the study folder (resumable). The
-    supernet of an existing study is reused as it is."""
-    from nas_search.training.checkpoint import load_checkpoint
+def _ensure_supernet(resolved: ResolvedSearch, study_exists: bool = False,
+                     given: dict[str, Any] | None = None) -> Path:
+    """Check the given checkpoint (``given``: it, already loaded), or train one into the
+    study folder (resumable). The supernet of an existing study is reused as it is."""
+    from nas_search.training.checkpoint import check_checkpoint_space, load_checkpoint
 
     config = resolved.config
     task = get_task(config.task)
     if config.supernet:
-        payload = load_checkpoint(config.supernet, task.checkpoint_format, space=resolved.space.name)
+        payload = given if given is not None else load_checkpoint(config.supernet, task.checkpoint_format)
+        check_checkpoint_space(payload, config.supernet, resolved.space.name)
         planned = payload.get("epochs")
         if planned is not None and payload["epoch"] < planned:
             print(f"warning: supernet {config.supernet} was trained {payload['epoch']} of its {planned} epochs (an "
@@ -316,8 +317,8 @@ def _cost_models(resolved: ResolvedSearch, flops_model, num_classes: int) -> dic
     device and peak activation memory when asked for."""
     models = {"flops": flops_model, "params": ParamsModel(resolved.space, num_classes)}
     for name, model in (("latency", resolved.latency_model), ("peak_memory", resolved.memory_model)):
-        if model is not None:  # analytic models follow the data's class count (a table has its own)
-            models[name] = model.for_classes(num_classes) if hasattr(model, "for_classes") else model
+        if model is not None:  # already for the data's class count (_adopt_scoring)
+            models[name] = model
     return models
 
 
@@ -451,7 +452,7 @@ def _search_identity(resolved: ResolvedSearch) -> dict[str, Any]:
         "input_size": resolved.input_size, "device": config.device or "none (FLOPs only)",
         # device/runtime/threads of a profiled table; the device name of an analytic model
         "latency_model": "none" if latency_model is None else latency_model.device,
-        "data": None if config.data is None else str(Path(config.data).expanduser().resolve()),
+        "data": _absolute_path(config.data),
         "max_val": config.max_val,
         "calibration_images": config.calibration_images or CALIBRATION_IMAGES[config.task],
     }
@@ -460,7 +461,7 @@ def _search_identity(resolved: ResolvedSearch) -> dict[str, Any]:
 def _normalised(name: str, value: Any) -> Any:
     """A comparable form: data folders as absolute paths, constraints as plain tuples."""
     if name == "data":
-        return None if value is None else str(Path(value).expanduser().resolve())
+        return _absolute_path(value)
     if name == "constraints":
         return [(item["name"], item["cost"], float(item["limit"]), bool(item.get("lower"))) for item in value or []]
     return value
@@ -598,19 +599,19 @@ def prepare_study(config: SearchConfig, announce: bool = True) -> PreparedStudy:
     """Everything before the trials, shared by ``run`` and ``run --plan-only``: check the
     options, refuse a mismatched existing study before any training, train or load the
     supernet, create the study (or load it, checking it matches) and plan its trials."""
-    given_supernet = _given_supernet_data(config)
-    if given_supernet is not None:  # subnets are scored on the data their supernet was trained on
-        config = replace(config, data=config.data if config.data is not None else given_supernet[0])
+    given_supernet = _load_given_supernet(config)
+    if given_supernet is not None and config.data is None:  # subnets are scored on their supernet's data
+        config = replace(config, data=given_supernet.get("data"))
     config = replace(config, data=_absolute_path(config.data))  # what the study stores, workers read
     resolved = resolve_search(config)
     storage = open_storage(resolved.storage_url)
     existing = _create_or_check_study(resolved, storage, None)  # refuse a mismatched study before training
     if existing is not None:
         _check_study_supernet(existing, resolved)
-    if given_supernet is not None and _absolute_path(given_supernet[0]) != config.data:
+    if given_supernet is not None and _absolute_path(given_supernet.get("data")) != config.data:
         raise UserError(
             f"--data {config.data}: the supernet {config.supernet} was trained on "
-            f"{given_supernet[0] or 'the built-in demo'}, and subnets are scored on its data; leave --data out or "
+            f"{given_supernet.get('data') or 'the built-in demo'}, and subnets are scored on its data; leave --data out or "
             "train a supernet on this data"
         )
     if announce:
@@ -619,7 +620,7 @@ def prepare_study(config: SearchConfig, announce: bool = True) -> PreparedStudy:
             f"space {resolved.space.name!r}: {format_flops(limits.smallest)} to {format_flops(limits.largest)} at "
             f"{resolved.input_size} px (deployment). FLOPs: 1 multiply-add = 1 FLOP."
         )
-    checkpoint = _ensure_supernet(resolved, study_exists=existing is not None)
+    checkpoint = _ensure_supernet(resolved, study_exists=existing is not None, given=given_supernet)
     evaluation = _build_evaluator(checkpoint, config)
     resolved = _adopt_scoring(resolved, evaluation, checkpoint)
     attributes = _study_attributes(resolved, checkpoint, evaluation)

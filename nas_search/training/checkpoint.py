@@ -46,9 +46,15 @@ def load_checkpoint(path: str | Path, expected_format: str = SUPERNET_FORMAT, sp
             f"checkpoint {path} has format_version {payload.get('format_version')!r}, written by another nas-search "
             f"version; this one reads {required}: train the supernet again"
         )
-    if space is not None and payload.get("space") != space:
-        raise UserError(f"checkpoint {path} is for space {payload.get('space')!r}, not {space!r}")
+    if space is not None:
+        check_checkpoint_space(payload, path, space)
     return payload
+
+
+def check_checkpoint_space(payload: dict[str, Any], path: str | Path, space: str) -> None:
+    """Refuse a loaded checkpoint of another space (one line naming both)."""
+    if payload.get("space") != space:
+        raise UserError(f"checkpoint {path} is for space {payload.get('space')!r}, not {space!r}")
 
 
 def _first_words(error: Exception, limit: int = 80) -> str:
