@@ -1,6 +1,7 @@
 """Latency models on this CPU: LUT sum + learned correction against a FLOPs-proportional fit.
 
-For each space (``cifar`` at 32 px, ``mobile`` at 224 px) and runtime (onnxruntime and
+For each space (``cifar`` at 32 px, ``mobile`` at 224 px; ``--spaces detect`` adds the
+``detect`` space's whole detectors at 320 px, SSDlite's deployment size) and runtime (onnxruntime and
 PyTorch eager, fixed thread count), draws random subnets spread over the space's cost range,
 profiles the distinct blocks they contain (the lookup table restricted to what these
 subnets need: the full ``mobile`` table has tens of thousands of entries), measures every
@@ -11,7 +12,7 @@ sum (no correction) is shown as well.
 
     python benchmarks/latency_local.py [--quick] [--json OUT] [--work-dir DIR]
 
-``--quick`` uses fewer subnets and 64 px for ``mobile`` (printed in the table). Tables are
+``--quick`` uses fewer subnets, 64 px for ``mobile`` and 128 px for ``detect`` (printed in the table). Tables are
 written under ``--work-dir`` and a rerun resumes them.
 """
 
@@ -38,7 +39,7 @@ from nas_search.hw_models.latency import (  # noqa: E402
     TimingOptions,
     local_hardware,
     measure_subnets,
-    network_parts,
+    model_parts,
     prediction_metrics,
     profile_table,
     sample_subnets,
@@ -56,8 +57,8 @@ class Setting:
     test: int
 
 
-FULL = (Setting("cifar", 32, 50, 100), Setting("mobile", 224, 40, 100))
-QUICK = (Setting("cifar", 32, 12, 8), Setting("mobile", 64, 12, 8))
+FULL = (Setting("cifar", 32, 50, 100), Setting("mobile", 224, 40, 100), Setting("detect", 320, 40, 60))
+QUICK = (Setting("cifar", 32, 12, 8), Setting("mobile", 64, 12, 8), Setting("detect", 128, 12, 8))
 RUNTIMES = ("onnxruntime", "torch")
 
 
@@ -75,7 +76,7 @@ def run_setting(
     training_keys = {specs[index].key for index in order[: setting.train]}
     parts = {}
     for spec in specs:
-        for config in network_parts(space.resolve(spec), setting.input_size):
+        for config in model_parts(space, space.resolve(spec), setting.input_size):
             parts.setdefault(config.key, config)
     options = ProfileOptions(runtime=runtime, threads=threads, input_size=setting.input_size, timing=timing, seed=seed)
     path = work_dir / f"{setting.space}_{setting.input_size}px_{runtime}_{threads}t_seed{seed}.json"
@@ -134,7 +135,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="timed samples per module (default 11, quick 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", help="keep (and resume) the profiled tables here (default: a temporary folder)")
-    parser.add_argument("--spaces", default="cifar,mobile", help="comma-separated subset of cifar,mobile")
+    parser.add_argument("--spaces", default="cifar,mobile", help="comma-separated subset of cifar,mobile,detect "
+                        "(detect: whole detectors at 320 px, not part of the issue's default pair)")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated subset of onnxruntime,torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--instances", type=int, default=3,

@@ -104,3 +104,35 @@ def micro_study(tmp_path_factory: pytest.TempPathFactory, nas_cli: CliRunner, mi
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((directory / "summary.json").read_text())
     return SearchedStudy(directory, "e2e", arguments, result.stdout, result.stderr, summary)
+
+
+@pytest.fixture(scope="session")
+def detect_latency_table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    """A partial ``detect`` latency table of this CPU (PyTorch eager, 1 thread, 416 px):
+    every part of 12 random detectors spread over the space's cost range, plus parts of
+    further detectors until every kind of part has entries (so that any detector can be
+    predicted), and the 12 whole detectors measured. Returns (path, the 12 specs)."""
+    import random as _random
+
+    from nas_search.hw_models.latency import ProfileOptions, TimingOptions, model_parts, profile_table, sample_subnets
+    from nas_search.spaces import get_space
+
+    space = get_space("detect")
+    specs = sample_subnets(space, 12, seed=5)
+    parts: dict = {}
+
+    def add(spec) -> None:
+        for config in model_parts(space, space.resolve(spec), space.input_size):
+            parts.setdefault(config.key, config)
+
+    for spec in specs:
+        add(spec)
+    rng = _random.Random(6)
+    kinds = {"stem", "mbconv", "dsc", "scc", "slim", "lateral", "fuse", "neck_block", "extra_level", "tower_layer",
+             "predictors"}
+    while kinds - {config.op for config in parts.values()}:
+        add(space.sample(rng, bias=0.0))
+    path = tmp_path_factory.mktemp("detect-table") / "detect-416px_cpu_torch_1t.json"
+    options = ProfileOptions(device="cpu", runtime="torch", threads=1, timing=TimingOptions(warmup=1, repeats=3))
+    profile_table(space, path, options, progress=False, blocks=parts.values(), specs=specs)
+    return path, specs

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from nas_search.detection.hardware import detector_program
 from nas_search.detection.static import HEAD_OUTPUTS
 from nas_search.export import load_exported
 from nas_search.hw_models.devices import latency_model_for
+from nas_search.hw_models.flops import count_flops
 from nas_search.hw_models.memory import peak_of_program
 from nas_search.spaces import get_space
 from nas_search.spec import ArchSpec
@@ -154,8 +156,44 @@ def test_detect_run_under_latency_and_memory_budgets(detect_study: Path, nas_cli
     assert 0.8 * BUDGET <= best["flops"] <= BUDGET
 
 
+def test_detect_run_under_a_profiled_cpu_latency_budget(detect_study: Path, detect_latency_table, nas_cli: CliRunner,
+                                                        tmp_path: Path) -> None:
+    """A detector search under a latency budget on this CPU (a profiled table, PyTorch
+    eager): every trial's latency is the table model's for the data's 3 classes, the best
+    meets the budget, and the chosen detector is measured at the end."""
+    table, _ = detect_latency_table
+    space = get_space("detect")
+    model = latency_model_for(space, "cpu", lut_path=table).for_classes(3)
+    rng = random.Random(0)
+    band = []
+    while len(band) < 40:
+        spec = space.sample(rng, bias=rng.random())
+        if 0.8 * BUDGET <= count_flops(spec, space, 416, 3).flops <= BUDGET:
+            band.append(model(spec))
+    limit = float(np.median(band))  # binds: half the band's detectors exceed it
+    supernet = str(detect_study / json.loads((detect_study / "summary.json").read_text())["files"]["supernet"])
+    result = nas_cli(
+        tmp_path, "run", "--task", "detect", "--budget", str(BUDGET), "--latency", f"{limit:.3f}ms", "--device", "cpu",
+        "--lut", str(table), "--supernet", supernet, "--study", "det-cpu", "--trials", "3", "--startup-trials", "3",
+        "--max-val", "16", "--train-input-size", "64", "--calibration-images", "16", "--finalists", "0", "--quiet",
+        "--json-summary", "summary.json", timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="det-cpu", storage=f"sqlite:///{tmp_path / 'studies' / 'det-cpu.db'}")
+    assert study.user_attrs["device"] == "cpu"
+    for trial in study.trials:
+        spec = ArchSpec.from_dict(json.loads(trial.user_attrs["arch_json"]))
+        assert trial.user_attrs["latency"] == pytest.approx(model(spec))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    best = summary["best"]
+    assert best is not None and best["latency"] <= float(f"{limit:.3f}")
+    check = summary["latency_check"]
+    assert check["predicted_ms"] == pytest.approx(best["latency"]) and check["measured_ms"] > 0
+    assert "best architecture measured on cpu/torch/1thread" in result.stdout
+
+
 @pytest.mark.parametrize("extra, fragments", [
-    (["--latency", "50ms", "--device", "cpu"], ["classification spaces only", "pixel2"]),
+    (["--latency", "50ms", "--device", "cpu"], ["no latency table for space 'detect'", "nas-search profile --space detect"]),
     (["--space", "mobile"], ["mobile"]),
 ])
 def test_detect_run_refuses_what_it_cannot_do(extra: list[str], fragments: list[str], nas_cli: CliRunner,

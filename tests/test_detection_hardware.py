@@ -128,14 +128,15 @@ def test_analytic_device_latency_of_detectors() -> None:
     assert latency_model_for(space, "pixel2", input_size=512)(space.smallest()) > smallest
 
 
-def test_table_devices_and_profiles_refuse_detection_spaces() -> None:
+def test_table_devices_need_a_profiled_detection_table(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # where `profile` writes and `run` looks for tables
     space = get_space("detect")
-    with pytest.raises(UserError, match="pixel2") as error:
+    with pytest.raises(UserError, match="no latency table for space 'detect'") as error:
         latency_model_for(space, "cpu", input_size=416)
-    assert "classification spaces only" in str(error.value) and "\n" not in str(error.value)
+    assert "nas-search profile --space detect --device cpu" in str(error.value) and "\n" not in str(error.value)
 
 
-def test_cost_command_prints_a_detectors_device_costs(tmp_path, capsys) -> None:
+def test_cost_command_prints_a_detectors_device_costs(tmp_path, capsys, monkeypatch) -> None:
     import json
 
     from nas_search.cli import main
@@ -149,5 +150,10 @@ def test_cost_command_prints_a_detectors_device_costs(tmp_path, capsys) -> None:
     device = report["device"]
     assert device["latency_ms"] == pytest.approx(latency_model_for(space, "pixel2", input_size=416)(spec))
     assert device["peak_memory_bytes"] == MemoryModel(space, 416)(spec)
+    assert main(["cost", str(path), "--device", "pixel2", "--num-classes", "80", "--json"]) == 0
+    eighty = json.loads(capsys.readouterr().out)["device"]
+    assert eighty["latency_ms"] == pytest.approx(latency_model_for(space, "pixel2", input_size=416).for_classes(80)(spec))
+    assert eighty["peak_memory_bytes"] == MemoryModel(space, 416, 80)(spec)
+    monkeypatch.chdir(tmp_path)
     assert main(["cost", str(path), "--device", "cpu"]) == 2
-    assert "classification spaces only" in capsys.readouterr().err
+    assert "no latency table for space 'detect'" in capsys.readouterr().err

@@ -10,6 +10,8 @@ load on first use:
   to fvcore on :class:`DetectorCore`).
 * ``nas_search.detection.hardware``: :func:`detector_program` (peak activation memory)
   and :func:`detector_layers` (analytic latency devices).
+* ``nas_search.detection.latency``: the neck and head parts of latency tables
+  (``nas-search profile --space detect``).
 * ``nas_search.detection.supernet``: :class:`DetectionSupernet`.
 * ``nas_search.detection.static``: :class:`StaticDetector`, :class:`DetectorCore`,
   :func:`build_detector`.
@@ -23,6 +25,7 @@ from typing import Any
 from nas_search.detection.space import DetectionSpace, DetectorChoices, ResolvedDetector, ResolvedHead, ResolvedNeck
 from nas_search.detection.cost import count_detection, count_detector  # (importing registers the counter)
 from nas_search.detection.hardware import detector_layers, detector_program  # (registers memory and latency)
+from nas_search.detection import latency as _latency  # noqa: F401  (registers the latency-table parts)
 
 _LAZY = {
     "DetectionSupernet": "nas_search.detection.supernet",

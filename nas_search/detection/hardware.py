@@ -35,7 +35,7 @@ from nas_search.hw_models.memory import INPUT_TENSOR, TensorProgram, block_progr
 PREDICTORS: tuple[tuple[str, int | None], ...] = (("cls_logits", None), ("bbox_regression", 4), ("bbox_ctrness", 1))
 
 
-def _backbone_sizes(detector: ResolvedDetector, input_size: int) -> tuple[int, ...]:
+def level_sizes(detector: ResolvedDetector, input_size: int) -> tuple[int, ...]:
     """Map sizes of every pyramid level (backbone feature stages, then extra levels)."""
     backbone = detector.backbone
     size = output_size(input_size, 3, backbone.stem_stride)
@@ -62,7 +62,7 @@ def detector_program(detector: ResolvedDetector, input_size: int) -> TensorProgr
             current, size = block_program(program, block, current, size, f"stage{stage_index}.block{block_index}")
         if stage_index in backbone.feature_stages:
             features.append(current)
-    _neck_and_head(program, detector, features, _backbone_sizes(detector, input_size))
+    _neck_and_head(program, detector, features, level_sizes(detector, input_size))
     return program
 
 
@@ -70,7 +70,7 @@ def neck_and_head_program(detector: ResolvedDetector, input_size: int) -> Tensor
     """The tensor program of the neck and head alone, reading the backbone features
     (``feature0``, ... shallow to deep) as inputs."""
     program = TensorProgram()
-    sizes = _backbone_sizes(detector, input_size)
+    sizes = level_sizes(detector, input_size)
     features = [
         program.add_input(f"feature{level}", channels * sizes[level] * sizes[level])
         for level, channels in enumerate(detector.neck.in_channels)
@@ -137,6 +137,8 @@ def _neck_and_head(program: TensorProgram, detector: ResolvedDetector, features:
 
 
 # ---------------------------------------------------------------------------- kernel listing
+# One listing per kind of neck and head part; :func:`detector_layers` chains them, and the
+# latency tables (``nas_search.detection.latency``) time the same parts one by one.
 def _convolution(layers: list[LayerCost], stage: int, in_channels: int, out_channels: int, kernel: int, size: int,
                  stride: int = 1, groups: int = 1, bias: bool = False) -> None:
     cost, _ = convolution(stage=stage, in_channels=in_channels, out_channels=out_channels, kernel=kernel,
@@ -144,16 +146,73 @@ def _convolution(layers: list[LayerCost], stage: int, in_channels: int, out_chan
     layers.append(cost)
 
 
-def _separable(layers: list[LayerCost], stage: int, in_channels: int, out_channels: int, size: int,
-               stride: int = 1) -> None:
+def _separable(stage: int, in_channels: int, out_channels: int, size: int, stride: int = 1) -> list[LayerCost]:
+    layers: list[LayerCost] = []
     _convolution(layers, stage, in_channels, in_channels, SEPARABLE_KERNEL, size, stride, groups=in_channels)
     _convolution(layers, stage, in_channels, out_channels, 1, output_size(size, SEPARABLE_KERNEL, stride))
+    return layers
+
+
+def lateral_layers(stage: int, in_channels: int, width: int, size: int) -> list[LayerCost]:
+    """A lateral 1x1 conv (BN folded) from a backbone feature to the neck width."""
+    layers: list[LayerCost] = []
+    _convolution(layers, stage, in_channels, width, 1, size)
+    return layers
+
+
+def fuse_layers(stage: int, width: int, size: int) -> list[LayerCost]:
+    """Top-down fusion at a level of ``size`` pixels: nearest upsampling of the coarser
+    level, then the add of this level's lateral."""
+    return [elementwise("shuffle", stage=stage, channels=width, size=size, inputs=0),
+            elementwise("add", stage=stage, channels=width, size=size, inputs=2)]
+
+
+def neck_block_layers(stage: int, width: int, size: int) -> list[LayerCost]:
+    """A residual separable neck block: depthwise, pointwise, add."""
+    return [*_separable(stage, width, width, size), elementwise("add", stage=stage, channels=width, size=size, inputs=2)]
+
+
+def extra_level_layers(stage: int, width: int, size: int) -> list[LayerCost]:
+    """An extra pyramid level from the previous one (``size`` pixels): a stride-2 separable block."""
+    return _separable(stage, width, width, size, stride=2)
+
+
+def tower_layer_layers(stage: int, in_channels: int, out_channels: int, size: int) -> list[LayerCost]:
+    """One separable layer of a head tower at one level."""
+    return _separable(stage, in_channels, out_channels, size)
+
+
+def predictor_layers(stage: int, channels: int, num_classes: int, size: int) -> list[LayerCost]:
+    """One level's 1x1 predictors (``num_classes`` with background, box, centerness), the
+    box output's clamp and ``exp``, and the flattening copy of each output with more than
+    one channel."""
+    layers: list[LayerCost] = []
+    for _, outputs in PREDICTORS:
+        _convolution(layers, stage, channels, num_classes if outputs is None else outputs, 1, size, bias=True)
+    for _ in ("clamp", "exp"):
+        layers.append(elementwise("multiply", stage=stage, channels=4, size=size, inputs=1))
+    for _, outputs in PREDICTORS:
+        outputs = num_classes if outputs is None else outputs
+        if outputs > 1:
+            layers.append(elementwise("shuffle", stage=stage, channels=outputs, size=size, inputs=1))
+    return layers
+
+
+def join_layers(stage: int, num_classes: int, sizes: tuple[int, ...]) -> list[LayerCost]:
+    """The concatenation of each output's flattened levels."""
+    return [
+        elementwise("shuffle", stage=stage, channels=sum((num_classes if outputs is None else outputs) * size * size
+                                                         for size in sizes), size=1, inputs=1)
+        for _, outputs in PREDICTORS
+    ]
 
 
 def detector_layers(detector: ResolvedDetector, input_size: int) -> list[LayerCost]:
     """Every kernel a runtime launches for the detector's raw-output network (batch norm
-    folded, activations fused), in order; the neck is stage ``S + 1`` and the head
-    ``S + 2`` for ``S`` backbone stages."""
+    folded, activations fused), grouped by part: backbone, neck (laterals, top-down
+    fusions, blocks, extra levels), then the head level by level (both towers, the
+    predictors with their flattening copies), then the final joins. The neck is stage
+    ``S + 1`` and the head ``S + 2`` for ``S`` backbone stages."""
     backbone, neck, head = detector.backbone, detector.neck, detector.head
     layers: list[LayerCost] = []
     size = output_size(input_size, 3, backbone.stem_stride)
@@ -162,40 +221,41 @@ def detector_layers(detector: ResolvedDetector, input_size: int) -> list[LayerCo
         for block in stage:
             block_layers, size = BLOCK_LAYERS[block.spec.op](block, stage_index, size)
             layers.extend(block_layers)
-    sizes = _backbone_sizes(detector, input_size)
+    sizes = level_sizes(detector, input_size)
     neck_stage, head_stage = len(backbone.stages) + 1, len(backbone.stages) + 2
     width, backbone_levels = neck.channels, len(neck.in_channels)
     for in_channels, level_size in zip(neck.in_channels, sizes):
-        _convolution(layers, neck_stage, in_channels, width, 1, level_size)
+        layers += lateral_layers(neck_stage, in_channels, width, level_size)
     for level_size in sizes[: backbone_levels - 1]:
-        layers.append(elementwise("shuffle", stage=neck_stage, channels=width, size=level_size, inputs=0))  # upsample
-        layers.append(elementwise("add", stage=neck_stage, channels=width, size=level_size, inputs=2))
+        layers += fuse_layers(neck_stage, width, level_size)
     for level_size in sizes[:backbone_levels]:
         for _ in range(neck.depth):
-            _separable(layers, neck_stage, width, width, level_size)
-            layers.append(elementwise("add", stage=neck_stage, channels=width, size=level_size, inputs=2))
+            layers += neck_block_layers(neck_stage, width, level_size)
     for previous in sizes[backbone_levels - 1: -1][: neck.extra_levels]:
-        _separable(layers, neck_stage, width, width, previous, stride=2)
+        layers += extra_level_layers(neck_stage, width, previous)
     for level_size in sizes:
         for _ in ("classification", "regression"):
             for layer in range(head.depth):
-                _separable(layers, head_stage, head.in_channels if layer == 0 else head.channels, head.channels, level_size)
-        for name, channels in PREDICTORS:
-            channels = head.num_classes if channels is None else channels
-            _convolution(layers, head_stage, head.channels, channels, 1, level_size, bias=True)
-        for _ in ("clamp", "exp"):  # the box output's element-wise kernels
-            layers.append(elementwise("multiply", stage=head_stage, channels=4, size=level_size, inputs=1))
-    for name, channels in PREDICTORS:  # each output flattened level by level (a copy unless one channel), then joined
-        channels = head.num_classes if channels is None else channels
-        if channels > 1:
-            for level_size in sizes:
-                layers.append(elementwise("shuffle", stage=head_stage, channels=channels, size=level_size, inputs=1))
-        total = sum(channels * level_size * level_size for level_size in sizes)
-        layers.append(elementwise("shuffle", stage=head_stage, channels=total, size=1, inputs=1))
-    return layers
+                layers += tower_layer_layers(head_stage, head.in_channels if layer == 0 else head.channels, head.channels,
+                                             level_size)
+        layers += predictor_layers(head_stage, head.channels, head.num_classes, level_size)
+    return layers + join_layers(head_stage, head.num_classes, sizes)
 
 
 register_model_program("detect", detector_program)
 register_model_layers("detect", detector_layers)
 
-__all__ = ["PREDICTORS", "detector_layers", "detector_program", "neck_and_head_program"]
+__all__ = [
+    "PREDICTORS",
+    "level_sizes",
+    "detector_layers",
+    "detector_program",
+    "extra_level_layers",
+    "fuse_layers",
+    "join_layers",
+    "lateral_layers",
+    "neck_and_head_program",
+    "neck_block_layers",
+    "predictor_layers",
+    "tower_layer_layers",
+]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from nas_search.errors import UserError
 from nas_search.hw_models.analytic import AnalyticDeviceModel, AnalyticLatencyModel, load_constants
-from nas_search.hw_models.latency import RUNTIMES, LatencyModel, LatencyTable, load_table
+from nas_search.hw_models.latency import RUNTIMES, TABLE_TASKS, LatencyModel, LatencyTable, load_table
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec
 
@@ -207,8 +207,6 @@ def latency_model_for(
     return LatencyModel(table, space, statistic=statistic)
 
 
-#: Tasks whose spaces latency tables can be profiled for (block by block).
-TABLE_TASKS: tuple[str, ...] = ("classify",)
 
 
 def analytic_device_names() -> tuple[str, ...]:
@@ -217,12 +215,12 @@ def analytic_device_names() -> tuple[str, ...]:
 
 
 def check_table_space(space: SearchSpace, device_name: str, lut_path: str | Path | None = None) -> None:
-    """Refuse a latency table for a space whose networks are not block chains (detectors:
-    their neck and head have no table entries yet), naming what works instead."""
+    """Refuse a latency table for a space of a task latency tables do not cover
+    (:data:`~nas_search.hw_models.latency.TABLE_TASKS`), naming what works instead."""
     if space.task not in TABLE_TASKS:
         what = f"--lut {lut_path}" if lut_path is not None else f"device {device_name!r} (a latency table)"
         raise UserError(
-            f"{what}: latency tables are profiled for classification spaces only; accepted for space "
+            f"{what}: latency tables are profiled for tasks {', '.join(TABLE_TASKS)} only; accepted for space "
             f"{space.name!r} (task {space.task}): the analytic devices {', '.join(analytic_device_names())} "
             "(without --lut), or --budget / --memory"
         )
@@ -237,13 +235,16 @@ def device_cost(
     runtime: str | None = None,
     threads: int | None = None,
     input_size: int | None = None,
+    num_classes: int | None = None,
 ) -> dict:
     """Predicted latency and peak activation memory of ``spec`` on a device, as a dict for
-    ``nas-search cost ARCH --device NAME`` (printed next to the FLOPs)."""
+    ``nas-search cost ARCH --device NAME`` (printed next to the FLOPs); ``num_classes``
+    as in :func:`~nas_search.hw_models.flops.count_flops` (default: the space's)."""
     from nas_search.hw_models.memory import model_program, peak_of_program
 
     model = latency_model_for(space, device_name, lut_path, input_size, runtime=runtime, threads=threads)
-    memory = peak_of_program(model_program(space, spec, model.input_size))
+    model = model.for_classes(num_classes)
+    memory = peak_of_program(model_program(space, spec, model.input_size, num_classes))
     if isinstance(model, AnalyticLatencyModel):
         return {
             "device": model.device, "hardware": model.device_model.description, "latency_ms": model(spec),

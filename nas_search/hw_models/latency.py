@@ -58,7 +58,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from nas_search.errors import UserError
-from nas_search.hw_models.flops import BLOCK_COSTS, Cost, conv_norm, count_network, output_size
+from nas_search.hw_models.flops import BLOCK_COSTS, Cost, conv_norm, output_size
 from nas_search.hw_models.memory import block_layer_stats
 from nas_search.spaces.space import (
     ResolvedBlock,
@@ -164,8 +164,10 @@ class BlockConfig:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise UserError(f"block entry has unknown field(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
-        if data.get("op") not in PART_KINDS:
-            raise UserError(f"block entry op={data.get('op')!r} is invalid; allowed: {', '.join(PART_KINDS)}")
+        if data.get("op") not in PART_BUILDERS:
+            import nas_search.detection  # noqa: F401  (registers the detector parts)
+        if data.get("op") not in PART_BUILDERS:
+            raise UserError(f"block entry op={data.get('op')!r} is invalid; allowed: {', '.join(PART_BUILDERS)}")
         values: dict[str, Any] = {}
         for name, value in data.items():
             expected = {"op": str, "residual": bool, "expansion": float, "overlap": float}.get(name, int)
@@ -211,6 +213,25 @@ PART_BUILDERS: dict[str, Callable[[BlockConfig], Any]] = {
 }
 
 
+#: How each kind of part is given an example input (default: one ``[1, C, S, S]`` tensor).
+PART_EXAMPLES: dict[str, Callable[[BlockConfig], Any]] = {}
+
+
+def register_part_kind(
+    kind: str,
+    builder: Callable[[BlockConfig], Any],
+    cost: Callable[[BlockConfig], tuple[Cost, int, int]],
+    example: Callable[[BlockConfig], Any] | None = None,
+) -> None:
+    """Add a kind of timed part (e.g. a detector's neck and head parts): how it is built
+    as a standalone module, its analytic features ``(FLOPs and params, activation bytes
+    moved, fused layers)`` and, when it takes more than one tensor, its example inputs."""
+    PART_BUILDERS[kind] = builder
+    PART_COSTS[kind] = cost
+    if example is not None:
+        PART_EXAMPLES[kind] = example
+
+
 def _seeded(build: Callable[[], Any], seed: int = 0) -> Any:
     """Call ``build`` with torch's global generator seeded, leaving the caller's state alone."""
     import torch
@@ -232,11 +253,18 @@ def build_part(config: BlockConfig):
     return _seeded(build)
 
 
-def build_subnet(space: SearchSpace, spec: ArchSpec, num_classes: int | None = None):
-    """A (reproducibly) randomly initialised standalone model of ``spec``, in eval mode."""
+def _build_classifier(space: SearchSpace, spec: ArchSpec, num_classes: int | None, input_size: int):
     from nas_search.spaces.static import build_static_model
 
-    return _seeded(lambda: build_static_model(space.resolve(spec, num_classes=num_classes)).eval())
+    return build_static_model(space.resolve(spec, num_classes=num_classes))
+
+
+def build_subnet(space: SearchSpace, spec: ArchSpec, num_classes: int | None = None, input_size: int | None = None):
+    """A (reproducibly) randomly initialised standalone model of ``spec`` (what a
+    deployment runtime runs: a detector without pre- and post-processing), in eval mode."""
+    size = space.input_size if input_size is None else input_size
+    builder = _table_task(space).build
+    return _seeded(lambda: builder(space, spec, num_classes, size).eval())
 
 
 def _stem_cost(config: BlockConfig) -> tuple[Cost, int, int]:
@@ -292,15 +320,24 @@ def part_features(config: BlockConfig) -> PartFeatures:
     return cached
 
 
-def network_parts(network: ResolvedNetwork, input_size: int) -> list[BlockConfig]:
-    """Stem, every block and the head of a resolved network, each with its input size."""
+def backbone_parts(network: ResolvedNetwork, input_size: int, stages: int | None = None) -> tuple[list[BlockConfig], list[int]]:
+    """The stem and every block of the first ``stages`` stages (default: all) of a
+    resolved network, each with its input size, and each stage's output size."""
     size = output_size(input_size, 3, network.stem_stride)
     parts = [BlockConfig("stem", network.input_channels, network.stem_channels, input_size, kernel=3, stride=network.stem_stride)]
-    for stage in network.stages:
+    sizes = []
+    for stage in network.stages[:stages]:
         for block in stage:
             parts.append(BlockConfig.from_block(block, size))
             size = output_size(size, block.spec.kernel, block.stride)
-    parts.append(BlockConfig("head", network.last_channels, network.head_channels, size, num_classes=network.num_classes))
+        sizes.append(size)
+    return parts, sizes
+
+
+def network_parts(network: ResolvedNetwork, input_size: int) -> list[BlockConfig]:
+    """Stem, every block and the head of a resolved network, each with its input size."""
+    parts, sizes = backbone_parts(network, input_size)
+    parts.append(BlockConfig("head", network.last_channels, network.head_channels, sizes[-1], num_classes=network.num_classes))
     return parts
 
 
@@ -319,31 +356,53 @@ def restrict_widths(space: SearchSpace, widths: Sequence[float] | None) -> Searc
                 f"space {space.name!r}; allowed: some of {', '.join(f'{width:g}' for width in stage.widths)}"
             )
         stages.append(replace(stage, widths=kept))
-    return replace(space, stages=tuple(stages))
+    detector = getattr(space, "detector", None)
+    if detector is None:
+        return replace(space, stages=tuple(stages))
+    narrowed = {}
+    for name in ("neck_widths", "head_widths"):
+        kept = tuple(width for width in getattr(detector, name) if width in wanted)
+        if not kept:
+            raise UserError(
+                f"--widths {','.join(f'{width:g}' for width in sorted(wanted))} leaves no {name[:-1].replace('_', ' ')} "
+                f"of space {space.name!r}; allowed: some of {', '.join(f'{width:g}' for width in getattr(detector, name))}"
+            )
+        narrowed[name] = kept
+    return replace(space, stages=tuple(stages), detector=replace(detector, **narrowed))
 
 
 def distinct_blocks(
     space: SearchSpace, input_size: int | None = None, channel_divisor: int = 8, num_classes: int | None = None
 ) -> list[BlockConfig]:
-    """Every distinct part (stem, blocks, head) any subnet of ``space`` can contain at
-    ``input_size`` (default: the deployment size), in network order.
+    """Every distinct part (stem, blocks, head; a detector's neck and head parts) any
+    subnet of ``space`` can contain at ``input_size`` (default: the deployment size), in
+    network order."""
+    input_size = space.input_size if input_size is None else input_size
+    classes = space.num_classes if num_classes is None else num_classes
+    found: dict[str, BlockConfig] = {}
+    for config in _table_task(space).distinct(space, input_size, channel_divisor, classes):
+        found.setdefault(config.key, config)
+    return list(found.values())
+
+
+def distinct_backbone_parts(
+    space: SearchSpace, input_size: int, channel_divisor: int = 8, stages: int | None = None
+) -> tuple[list[BlockConfig], list[tuple[list[int], int]]]:
+    """Every distinct stem and block of the first ``stages`` stages (default: all) at
+    ``input_size``, and each stage's possible output widths and its output size.
 
     A stage's first block sees any output width of the previous stage (or of the stem) and
     the stage's stride; later blocks see the stage's own widths and stride 1. SCC choices
     whose groups do not divide the input channels are invalid in the space and skipped.
     """
-    input_size = space.input_size if input_size is None else input_size
-    classes = space.num_classes if num_classes is None else num_classes
-    found: dict[str, BlockConfig] = {}
-
-    def keep(config: BlockConfig) -> None:
-        found.setdefault(config.key, config)
-
+    found: list[BlockConfig] = []
+    keep = found.append
+    stage_outputs: list[tuple[list[int], int]] = []
     size = output_size(input_size, 3, space.stem_stride)
     previous = sorted({scaled_channels(space.stem_channels, width, channel_divisor) for width in space.stem_widths})
     for channels in previous:
         keep(BlockConfig("stem", 3, channels, input_size, kernel=3, stride=space.stem_stride))
-    for stage_index, stage in enumerate(space.stages):
+    for stage_index, stage in enumerate(space.stages[:stages]):
         outputs = sorted({scaled_channels(stage.max_channels, width, channel_divisor) for width in stage.widths})
         stage_output_size = output_size(size, 3, stage.stride)
         positions = [0] + ([1] if stage.max_depth > 1 else [])
@@ -365,11 +424,60 @@ def distinct_blocks(
                     )
                     keep(BlockConfig.from_block(block, block_input_size))
         previous, size = outputs, stage_output_size
-    for last in previous:
+        stage_outputs.append((outputs, size))
+    return found, stage_outputs
+
+
+def _distinct_classifier_parts(space: SearchSpace, input_size: int, channel_divisor: int, classes: int) -> list[BlockConfig]:
+    parts, stage_outputs = distinct_backbone_parts(space, input_size, channel_divisor)
+    last_widths, size = stage_outputs[-1]
+    for last in last_widths:
         for width in space.head_widths:
             head = scaled_channels(space.head_channels, width, channel_divisor)
-            keep(BlockConfig("head", last, head, size, num_classes=classes))
-    return list(found.values())
+            parts.append(BlockConfig("head", last, head, size, num_classes=classes))
+    return parts
+
+
+@dataclass(frozen=True)
+class TableTask:
+    """How latency tables handle the networks of one task (``classify``, ``detect``).
+
+    Attributes:
+        parts: ``(resolved model, input size) -> parts``, in execution order.
+        distinct: ``(space, input size, channel divisor, classes) -> every distinct part``.
+        build: ``(space, spec, classes, input size) -> the whole standalone module``.
+        extra_features: ``(resolved model, input size) -> (FLOPs, params, activation bytes,
+            fused layers)`` of what runs outside the parts (e.g. a detector's final joins).
+    """
+
+    parts: Callable[[Any, int], list[BlockConfig]]
+    distinct: Callable[[SearchSpace, int, int, int], list[BlockConfig]]
+    build: Callable[[SearchSpace, ArchSpec, int | None, int], Any]
+    extra_features: Callable[[Any, int], tuple[int, int, int, int]] | None = None
+
+
+#: Tasks whose spaces latency tables can be profiled for; ``detect`` is registered by
+#: ``nas_search.detection.latency``.
+TABLE_TASKS: dict[str, TableTask] = {
+    "classify": TableTask(parts=network_parts, distinct=_distinct_classifier_parts, build=_build_classifier),
+}
+
+
+def register_table_task(task: str, handler: TableTask) -> None:
+    """Make latency tables work for spaces of ``task``."""
+    TABLE_TASKS[task] = handler
+
+
+def _table_task(space: SearchSpace) -> TableTask:
+    if space.task not in TABLE_TASKS:
+        raise UserError(f"space {space.name!r} (task {space.task}) has no latency table support; accepted tasks: "
+                        f"{', '.join(TABLE_TASKS)}")
+    return TABLE_TASKS[space.task]
+
+
+def model_parts(space: SearchSpace, model: Any, input_size: int) -> list[BlockConfig]:
+    """The timed parts of a resolved model of ``space`` (any task with table support)."""
+    return _table_task(space).parts(model, input_size)
 
 
 # ====================================================================================
@@ -401,32 +509,43 @@ def _compile_torch(module, example) -> Any:
     return module
 
 
+def _inputs(example) -> tuple:
+    """A module's example as a tuple of input tensors (a part may take several)."""
+    return tuple(example) if isinstance(example, (tuple, list)) else (example,)
+
+
 def _instantiate_torch(module, example, threads: int) -> Callable[[], Any]:
     import copy
 
     import torch
 
     instance = copy.deepcopy(module)  # its own weight buffers, at new addresses
+    inputs = _inputs(example)
 
     def run() -> Any:
         with torch.inference_mode():
-            return instance(example)
+            return instance(*inputs)
 
     return run
 
 
 def export_onnx_bytes(module, example) -> bytes:
-    """The ONNX bytes of a module (TorchScript exporter, opset 17, warnings silenced)."""
+    """The ONNX bytes of a module (TorchScript exporter, opset 17, warnings silenced); its
+    inputs are named ``input`` (one) or ``input0``, ``input1``, ... (several)."""
     import torch
 
+    inputs = _inputs(example)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (example,), buffer, input_names=["input"], output_names=["output"], opset_version=17,
-            dynamo=False,
+            module, inputs, buffer, input_names=_input_names(len(inputs)), opset_version=17, dynamo=False,
         )
     return buffer.getvalue()
+
+
+def _input_names(count: int) -> list[str]:
+    return ["input"] if count == 1 else [f"input{index}" for index in range(count)]
 
 
 def _compile_onnxruntime(module, example) -> bytes:
@@ -443,7 +562,8 @@ def _instantiate_onnxruntime(model_bytes: bytes, example, threads: int) -> Calla
     options.log_severity_level = 3
     options.add_session_config_entry("session.set_denormal_as_zero", "1")  # see measurement_settings
     session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    feed = {"input": example.numpy()}
+    inputs = _inputs(example)
+    feed = {name: tensor.numpy() for name, tensor in zip(_input_names(len(inputs)), inputs)}
     return lambda: session.run(None, feed)
 
 
@@ -610,9 +730,11 @@ def measure_modules(
 
 
 def part_example(config: BlockConfig):
-    """A random batch-1 input of a part."""
+    """A random batch-1 input of a part (a tuple of tensors for a part with several inputs)."""
     import torch
 
+    if config.op in PART_EXAMPLES:
+        return PART_EXAMPLES[config.op](config)
     generator = torch.Generator().manual_seed(0)
     return torch.randn(1, config.in_channels, config.input_size, config.input_size, generator=generator)
 
@@ -958,7 +1080,7 @@ def profile_table(
             table.add_entry(config, timing)
 
     def measure_specs(chunk: list[ArchSpec], seed: int) -> None:
-        modules = [(build_subnet(space, spec, table.num_classes), _image(input_size)) for spec in chunk]
+        modules = [(build_subnet(space, spec, table.num_classes, input_size), _image(input_size)) for spec in chunk]
         for spec, timing in zip(chunk, measure_modules(modules, options.runtime, options.threads, options.timing, seed)):
             table.add_subnet(spec, timing)
 
@@ -1003,13 +1125,14 @@ def _image(input_size: int):
 
 def measure_subnets(
     space: SearchSpace, specs: Sequence[ArchSpec], runtime: str, threads: int, input_size: int | None = None,
-    options: TimingOptions = TimingOptions(), chunk: int = 1,
+    options: TimingOptions = TimingOptions(), chunk: int = 1, num_classes: int | None = None,
 ) -> list[Timing]:
-    """Measured latency of whole subnets on the local CPU (interleaved in chunks)."""
+    """Measured latency of whole subnets on the local CPU (interleaved in chunks);
+    ``num_classes`` as in :func:`build_subnet` (default: the space's)."""
     size = space.input_size if input_size is None else input_size
     timings: list[Timing] = []
     for start in range(0, len(specs), chunk):
-        modules = [(build_subnet(space, spec), _image(size)) for spec in specs[start : start + chunk]]
+        modules = [(build_subnet(space, spec, num_classes, size), _image(size)) for spec in specs[start : start + chunk]]
         timings += measure_modules(modules, runtime, threads, options, seed=start)
     return timings
 
@@ -1145,17 +1268,23 @@ class LatencyModel:
             measured subnets); ``False`` gives the plain LUT sum.
         training: the subnet measurements to fit on (default: all of the table's).
         statistic: ``median`` (default) or ``min`` of the stored samples (:data:`STATISTICS`).
+        num_classes: classes of the networks predicted (default: the table's, which its
+            measurements were fitted with); parts that depend on it and are not in the table
+            (the classifier or the detector's predictors) are estimated (:meth:`predict`).
     """
 
     unit = "ms"
 
     def __init__(self, table: LatencyTable, space: SearchSpace, *, correction: bool = True,
-                 training: Sequence[SubnetMeasurement] | None = None, statistic: str = "median") -> None:
+                 training: Sequence[SubnetMeasurement] | None = None, statistic: str = "median",
+                 num_classes: int | None = None) -> None:
         if table.space != space.name:
             raise UserError(f"latency table is for space {table.space!r}, not {space.name!r}")
         if not table.entries:
             raise UserError(f"latency table for space {table.space!r} on {table.label} has no block entries")
         self.table, self.space, self.statistic = table, space, _check_statistic(statistic)
+        self.num_classes = table.num_classes if num_classes is None else num_classes
+        self._task = _table_task(space)
         self.name = "latency"
         self.device = table.label
         self.input_size = table.input_size
@@ -1165,7 +1294,7 @@ class LatencyModel:
         self.training_subnets = len(measurements)
         self.correction: LatencyCorrection | None = None
         if correction and len(measurements) >= MIN_CORRECTION_SUBNETS:
-            rows, sums = zip(*(self._features(item.spec)[:2] for item in measurements))
+            rows, sums = zip(*(self._features(item.spec, table.num_classes)[:2] for item in measurements))
             measured = np.array([self._value(item) for item in measurements])
             self.correction = fit_correction(np.array(rows), np.array(sums), measured)
 
@@ -1183,12 +1312,23 @@ class LatencyModel:
             )
         return max(fallback.predict(part_features(config)), 1e-4), True
 
-    def _features(self, spec: ArchSpec) -> tuple[np.ndarray, float, int, int]:
+    def for_classes(self, num_classes: int | None) -> "LatencyModel":
+        """The same table and correction, predicting networks with ``num_classes`` classes."""
+        if num_classes is None or num_classes == self.num_classes:
+            return self
+        other = object.__new__(LatencyModel)
+        other.__dict__.update(self.__dict__)
+        other.num_classes = num_classes
+        return other
+
+    def _features(self, spec: ArchSpec, num_classes: int | None = None) -> tuple[np.ndarray, float, int, int]:
         """(correction feature row, LUT sum, number of parts, number of estimated parts)."""
-        network = self.space.resolve(spec, num_classes=self.table.num_classes)
-        parts = network_parts(network, self.input_size)
+        network = self.space.resolve(spec, num_classes=self.num_classes if num_classes is None else num_classes)
+        parts = self._task.parts(network, self.input_size)
         total = 0.0
         estimated = layers = flops = traffic = params = 0
+        if self._task.extra_features is not None:
+            flops, params, traffic, layers = self._task.extra_features(network, self.input_size)
         for config in parts:
             latency, was_estimated = self._part_latency(config)
             total += latency
@@ -1235,7 +1375,9 @@ class FlopsProportionalModel:
         self.slope, self.intercept = np.linalg.lstsq(design, measured, rcond=None)[0]
 
     def _flops(self, spec: ArchSpec) -> float:
-        return count_network(self.space.resolve(spec), self.input_size).flops / 1e9
+        from nas_search.hw_models.flops import count_flops
+
+        return count_flops(spec, self.space, self.input_size).flops / 1e9
 
     def __call__(self, spec: ArchSpec) -> float:
         return float(self.slope * self._flops(spec) + self.intercept)
@@ -1293,6 +1435,13 @@ __all__ = [
     "distinct_blocks",
     "load_table",
     "measure_modules",
+    "model_parts",
+    "register_part_kind",
+    "register_table_task",
+    "TABLE_TASKS",
+    "TableTask",
+    "backbone_parts",
+    "distinct_backbone_parts",
     "measure_subnets",
     "network_parts",
     "part_features",

@@ -188,8 +188,8 @@ def _finalist_settings(config: SearchConfig, task: str, train_input_size: int) -
 
 
 def _for_classes(model, num_classes: int):
-    """``model`` for networks with ``num_classes`` outputs where it depends on them
-    (analytic models; a latency table has its own class count)."""
+    """``model`` for networks with ``num_classes`` outputs (a latency table's model
+    estimates the parts that depend on them when the table was profiled for another count)."""
     return model.for_classes(num_classes) if hasattr(model, "for_classes") else model
 
 
@@ -678,7 +678,7 @@ def measure_chosen_latency(resolved: ResolvedSearch, summary: dict[str, Any]) ->
 
     spec = ArchSpec.from_dict(summary["best"]["arch"])
     timing = measure_subnets(resolved.space, [spec], model.table.runtime, model.table.threads, model.input_size,
-                             TimingOptions(warmup=3, repeats=7, instances=3))[0]
+                             TimingOptions(warmup=3, repeats=7, instances=3), num_classes=model.num_classes)[0]
     limit = next((c.limit for c in resolved.constraints if c.cost == "latency"), None)
     return {
         "device": model.device, "predicted_ms": float(model(spec)), "measured_ms": timing.median_ms,
