@@ -119,6 +119,13 @@ def test_a_rerun_trains_only_missing_finalists_and_reproduces_scores(
     # training is deterministic on CPU under the seed: the retrained finalist scores the same
     assert records[dropped[0]]["score"] == original[dropped[0]]["score"]
     assert records[dropped[0]]["loss"] == pytest.approx(original[dropped[0]]["loss"], rel=1e-5)
+    # Another --finalists count keeps the trained records (they depend on how, not how many)
+    fewer = nas_cli(work, *finalist_arguments("fin", micro_supernet)[:-2], "--json-summary", "fewer.json",
+                    "--finalists", "1")
+    assert fewer.returncode == 0, fewer.stderr[-2000:]
+    assert "finalist trial " not in fewer.stdout
+    stored = load(work).user_attrs[FINALISTS_ATTRIBUTE]
+    assert stored["records"] == records
 
 
 def test_finalist_seeds_average_runs_and_resume_by_run(

@@ -55,12 +55,19 @@ class FinalistSettings:
     seeds: int = 1
 
     def key(self) -> dict[str, Any]:
-        """What records are valid for (stored with them); one seed is stored as before
-        seeds existed, so older studies' records stay valid."""
+        """What records are valid for (stored with them): how each finalist is trained, not
+        how many there are (a rerun with another ``--finalists`` keeps the trained ones).
+        One seed is stored as before seeds existed, so older studies' records stay valid."""
         settings = asdict(self)
+        del settings["count"]
         if settings["seeds"] == 1:
             del settings["seeds"]
         return settings
+
+    def matches(self, stored: Any) -> bool:
+        """Whether records stored with the settings ``stored`` were trained this way
+        (studies before this rule stored the finalist count too; it does not matter)."""
+        return isinstance(stored, dict) and {name: value for name, value in stored.items() if name != "count"} == self.key()
 
     def __post_init__(self) -> None:
         if self.count < 0:
@@ -137,7 +144,7 @@ def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint
     if settings is None or settings.count == 0:
         return finalist_records(study)
     stored = study.user_attrs.get(FINALISTS_ATTRIBUTE) or {}
-    records = _records_of(stored) if stored.get("settings") == settings.key() else {}
+    records = _records_of(stored) if settings.matches(stored.get("settings")) else {}
     candidates = [trial for trial in proxy_ranked_trials(study, settings.count)
                   if len(_runs_of(records.get(trial.number))) < settings.seeds]
     if not candidates:
@@ -169,7 +176,8 @@ def _train_one(study: optuna.Study, settings: FinalistSettings, records: dict[in
         })
         records[trial.number] = {**combine_runs(runs), "proxy": float(trial.user_attrs["accuracy"]), "runs": runs}
         study.set_user_attr(FINALISTS_ATTRIBUTE, {
-            "settings": settings.key(), "records": {str(number): record for number, record in records.items()},
+            "settings": {"count": settings.count, **settings.key()},
+            "records": {str(number): record for number, record in records.items()},
         })
     record = records[trial.number]
     print(f"finalist trial {trial.number}: {record['score']:.4f} +- {record['score_error']:.4f} after training"
