@@ -187,3 +187,12 @@ def test_profile_counts_detector_parts(capsys) -> None:
     counted = json.loads(capsys.readouterr().out)
     assert counted["distinct_blocks"] == len(distinct_blocks(restrict_widths(get_space("detect"), [0.25, 1.0])))
     assert {"lateral", "fuse", "tower_layer", "predictors"} <= set(counted["by_kind"])
+
+
+def test_profile_refuses_a_detector_size_that_is_not_a_multiple_of_32(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "table.json"
+    capsys.readouterr()
+    assert main(["profile", "--space", "detect", "--input-size", "300", "--widths", "0.25", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "300" in error and "multiple of 32" in error and "\n" not in error
+    assert not out.exists()

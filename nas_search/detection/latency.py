@@ -264,8 +264,14 @@ def _build_detector_core(space: DetectionSpace, spec: ArchSpec, num_classes: int
 for _kind, _module in PART_MODULES.items():
     register_part_kind(_kind, _module, lambda config: _listing_features(PART_LISTINGS[config.op](config)),
                        _fuse_example if _kind == "fuse" else None)
+def _check_input_size(size: int) -> None:
+    from nas_search.detection.static import check_image_size
+
+    check_image_size(size)
+
+
 register_table_task("detect", TableTask(parts=detector_parts, distinct=distinct_detector_parts, build=_build_detector_core,
-                                        extra_features=join_features))
+                                        extra_features=join_features, check_input_size=_check_input_size))
 
 __all__ = [
     "PART_LISTINGS",

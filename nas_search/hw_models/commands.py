@@ -56,7 +56,7 @@ def _profile_run(arguments: argparse.Namespace) -> None:
 
     space = get_space(arguments.space)
     if space.task not in TABLE_TASKS:
-        raise UserError(f"--space {space.name}: latency tables are profiled for classification spaces only "
+        raise UserError(f"--space {space.name}: latency tables are profiled for tasks {', '.join(TABLE_TASKS)} only "
                         f"({', '.join(name for task in TABLE_TASKS for name in space_names(task))})")
     if arguments.input_size is not None and not 8 <= arguments.input_size <= 4096:
         raise UserError(f"--input-size {arguments.input_size} is out of range; accepted: 8 to 4096 pixels")

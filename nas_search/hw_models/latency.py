@@ -448,12 +448,15 @@ class TableTask:
         build: ``(space, spec, classes, input size) -> the whole standalone module``.
         extra_features: ``(resolved model, input size) -> (FLOPs, params, activation bytes,
             fused layers)`` of what runs outside the parts (e.g. a detector's final joins).
+        check_input_size: raises :class:`UserError` for an input size the task's
+            networks cannot take (a detector's must be a multiple of 32).
     """
 
     parts: Callable[[Any, int], list[BlockConfig]]
     distinct: Callable[[SearchSpace, int, int, int], list[BlockConfig]]
     build: Callable[[SearchSpace, ArchSpec, int | None, int], Any]
     extra_features: Callable[[Any, int], tuple[int, int, int, int]] | None = None
+    check_input_size: Callable[[int], Any] | None = None
 
 
 #: Tasks whose spaces latency tables can be profiled for; ``detect`` is registered by
@@ -1045,6 +1048,9 @@ def profile_table(
     get_runtime(options.runtime)
     started = time.perf_counter()
     input_size = space.input_size if options.input_size is None else options.input_size
+    task = _table_task(space)
+    if task.check_input_size is not None:
+        task.check_input_size(input_size)
     profiled_space = restrict_widths(space, options.widths)
     targets = list(blocks) if blocks is not None else distinct_blocks(profiled_space, input_size)
     out = Path(out)
