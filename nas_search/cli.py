@@ -147,6 +147,9 @@ def _cost_run(arguments: argparse.Namespace) -> None:
         if "device" in report:
             device = report["device"]
             print(f"latency: {device['latency_ms']:.2f} ms on {device['device']} ({device['model']})")
+            if device.get("estimated_parts"):
+                print(f"  {device['estimated_parts']} of {device['parts']} parts are not in the table and were estimated "
+                      "from the measured parts of their kind")
             print(f"peak activation memory: {format_bytes(device['peak_memory_bytes'])} (at {device['peak_memory_layer']})")
         print(FLOPS_NOTE)
 
