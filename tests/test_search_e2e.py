@@ -424,6 +424,16 @@ def test_bad_run_input_is_one_line_and_overwrites_nothing(case: str, nas_cli: Cl
     assert not (tmp_path / "studies" / "bad.db").exists()
 
 
+def test_bad_data_leaves_no_empty_study_database(nas_cli: CliRunner, tmp_path: Path) -> None:
+    """Data is read when the supernet's training starts; a folder that is not a data set
+    stops the run there, and the database and folders it had opened are removed again."""
+    (tmp_path / "empty").mkdir()
+    result = nas_cli(tmp_path, "run", "--space", "micro", "--budget", "10MFLOPs", "--data", "empty", "--quiet",
+                     timeout=120)
+    assert_one_line_error(result, "no class folders", "empty")
+    assert not (tmp_path / "studies").exists()
+
+
 def test_budget_below_the_smallest_subnet_names_the_minimum(nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path) -> None:
     smallest = flops_range(get_space("micro"), 32).smallest
     arguments = list(micro_run_arguments("small", micro_supernet, 2))

@@ -604,7 +604,40 @@ def prepare_study(config: SearchConfig, announce: bool = True) -> PreparedStudy:
         config = replace(config, data=given_supernet.get("data"))
     config = replace(config, data=_absolute_path(config.data))  # what the study stores, workers read
     resolved = resolve_search(config)
+    created = _NewFiles(resolved)
     storage = open_storage(resolved.storage_url)
+    try:
+        return _prepare(config, resolved, storage, given_supernet, announce)
+    except BaseException:
+        created.remove_if_unused(storage)
+        raise
+
+
+class _NewFiles:
+    """The SQLite file and folders a run is about to create. When the run stops (bad data,
+    Ctrl-C during supernet training) before any study is in the file, they are removed
+    again, so that a failed start leaves no empty database behind; a partly trained
+    supernet (which the next run resumes) and its folder stay."""
+
+    def __init__(self, resolved: ResolvedSearch) -> None:
+        url = resolved.storage_url
+        path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+        self.database = path if path is not None and str(path) != ":memory:" and not path.exists() else None
+        self.folders = [folder for folder in (resolved.study_dir, resolved.study_dir.parent) if not folder.exists()]
+
+    def remove_if_unused(self, storage) -> None:
+        try:
+            if self.database is not None and self.database.exists() and not storage.get_all_studies():
+                storage.engine.dispose()
+                self.database.unlink()
+            for folder in self.folders:
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+        except Exception:  # cleaning up must never hide the real error
+            pass
+
+
+def _prepare(config: SearchConfig, resolved: ResolvedSearch, storage, given_supernet, announce: bool) -> PreparedStudy:
     existing = _create_or_check_study(resolved, storage, None)  # refuse a mismatched study before training
     if existing is not None:
         _check_study_supernet(existing, resolved)
