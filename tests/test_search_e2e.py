@@ -368,6 +368,9 @@ def test_train_resume_and_scratch(exported: Path, nas_cli: CliRunner, tmp_path: 
     assert_one_line_error(fewer, "holds 2 trained epochs", "--epochs 2 or more")
     other_size = nas_cli(tmp_path, "train", str(config), "--epochs", "3", "--resume", "--input-size", "16", *quick)
     assert_one_line_error(other_size, "input_size", "16")  # a checkpoint continues only at its own size
+    other_steps = nas_cli(tmp_path, "train", str(config), "--epochs", "3", "--resume", "--json", "--quiet",
+                          "--max-train", "32")  # 1 step per epoch of 32 images, not 2: the schedule would jump
+    assert_one_line_error(other_steps, "2 steps per epoch, not 1", "--max-train")
 
     # a rerun without --resume does not overwrite the finished run's checkpoint
     checkpoint = config.parent / "trained" / "checkpoint.pt"

@@ -98,6 +98,22 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run(tmp_path, spec, mon
     assert resumed["map50"] == reference["map50"]
 
 
+def test_resume_with_another_number_of_steps_per_epoch_is_refused(tmp_path, spec):
+    """The learning-rate schedule counts optimizer steps: a resumed run with another
+    training-set size (here --max-train) would jump along it, so it is refused."""
+    path = write_train_yaml(tmp_path, spec, epochs=1, max_train=16, batch_size=8)
+    train_detection_standalone(path, progress=False)
+    checkpoint = tmp_path / "trained" / "checkpoint.pt"
+    assert load_checkpoint(checkpoint, DETECTION_MODEL_FORMAT)["steps_per_epoch"] == 2
+    before = checkpoint.read_bytes()
+    with pytest.raises(UserError, match="2 steps per epoch, not 1") as error:
+        train_detection_standalone(path, resume=True, progress=False, overrides={"max_train": 8, "epochs": 2})
+    assert "--max-train" in str(error.value) and "\n" not in str(error.value)
+    assert checkpoint.read_bytes() == before
+    resumed = train_detection_standalone(path, resume=True, progress=False, overrides={"epochs": 2})
+    assert len(resumed["history"]) == 2
+
+
 def test_inherited_init_loads_the_weights_file(tmp_path, spec):
     torch.manual_seed(123)  # weights unlike the seed-0 initialisation of the trainer
     saved = build_detector(spec, DEMO_CLASSES, INPUT_SIZE).state_dict()

@@ -78,3 +78,15 @@ def refuse_to_overwrite(path: str | Path, resume: bool, elsewhere: str) -> None:
 def checkpoint_checksum(path: str | Path) -> str:
     """Short SHA-256 of a checkpoint file, recorded in studies and exports."""
     return file_sha256(path)
+
+
+def check_steps_per_epoch(payload: dict, steps: int, path: str | Path) -> None:
+    """Refuse to resume a checkpoint whose epochs had another number of optimizer steps
+    (another training-set size or batch size): its learning-rate schedule counts steps, so
+    it would jump. Checkpoints written before this check carry no count and pass."""
+    trained = payload.get("steps_per_epoch")
+    if trained is not None and trained != steps:
+        raise UserError(
+            f"checkpoint {path} was trained with {trained} steps per epoch, not {steps} (another number of training "
+            "images or batch size); resume with the same --max-train and batch_size, or train without --resume"
+        )

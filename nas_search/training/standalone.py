@@ -20,7 +20,13 @@ from nas_search.errors import UserError
 from nas_search.spaces import get_space
 from nas_search.spaces.static import build_static_model
 from nas_search.spec import ArchSpec
-from nas_search.training.checkpoint import MODEL_FORMAT, load_checkpoint, refuse_to_overwrite, save_checkpoint
+from nas_search.training.checkpoint import (
+    MODEL_FORMAT,
+    check_steps_per_epoch,
+    load_checkpoint,
+    refuse_to_overwrite,
+    save_checkpoint,
+)
 from nas_search.training.distributed import DEVICES
 
 INITIALISATIONS = ("inherited", "scratch")
@@ -146,6 +152,7 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
         if trained_size != config.input_size:
             raise UserError(f"checkpoint {checkpoint_path} was trained at input_size {trained_size}, not "
                             f"{config.input_size}; resume at {trained_size} or train without --resume")
+        check_steps_per_epoch(payload, steps, checkpoint_path)
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
@@ -172,7 +179,7 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
         history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "accuracy": accuracy,
                         "seconds": time.perf_counter() - started})
         save_checkpoint({
-            "format": MODEL_FORMAT, "arch": spec.key, "epoch": epoch + 1, "history": history,
+            "format": MODEL_FORMAT, "arch": spec.key, "epoch": epoch + 1, "history": history, "steps_per_epoch": steps,
             "config": config_to_dict(config), "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         }, checkpoint_path)

@@ -36,7 +36,7 @@ import torch
 from nas_search.config import config_from_dict, config_to_dict, load_yaml_file
 from nas_search.errors import UserError
 from nas_search.spec import ArchSpec
-from nas_search.training.checkpoint import load_checkpoint, refuse_to_overwrite, save_checkpoint
+from nas_search.training.checkpoint import check_steps_per_epoch, load_checkpoint, refuse_to_overwrite, save_checkpoint
 from nas_search.training.distributed import DEVICES
 
 #: Format string of the checkpoints written by :func:`train_detection_standalone`.
@@ -242,6 +242,7 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
         if payload.get("num_classes") != num_classes or payload.get("input_size") != config.input_size:
             raise UserError(f"checkpoint {checkpoint_path} was trained with num_classes={payload.get('num_classes')} "
                             f"at input_size={payload.get('input_size')}, not {num_classes} at {config.input_size}")
+        check_steps_per_epoch(payload, steps, checkpoint_path)
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
@@ -273,6 +274,7 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
                   f"mAP@[.5:.95] {scores['map']:.4f} ({record['images_per_second']:.1f} img/s)", file=sys.stderr)
         save_checkpoint({
             "format": DETECTION_MODEL_FORMAT, "arch": spec.key, "epoch": epoch + 1, "epochs": config.epochs,
+            "steps_per_epoch": steps,
             "num_classes": num_classes, "classes": list(data.classes), "input_size": config.input_size,
             "history": history, "config": config_to_dict(config), "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
