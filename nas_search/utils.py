@@ -13,20 +13,30 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Write a file via a temporary sibling and rename it into place.
 
     ``write`` receives the temporary path. Either the new file appears complete, or the old
-    one (if any) is left untouched.
+    one (if any) is left untouched. The file gets the old one's permissions, or those of a
+    plainly created file (``0o666`` less the umask), not the temporary file's private ``0o600``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o7777 if path.exists() else _created_file_mode()
     descriptor, temporary_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(descriptor)
     temporary = Path(temporary_name)
     try:
         write(temporary)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def _created_file_mode() -> int:
+    """Permissions ``open(path, "w")`` would give a new file: ``0o666`` less the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -1,0 +1,44 @@
+"""Atomic writes (``nas_search.utils``): complete or untouched, with ordinary permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from nas_search.utils import atomic_write, atomic_write_text
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_new_files_get_the_permissions_of_a_plainly_created_file(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert _mode(written) == _mode(plain) and _mode(written) & stat.S_IRGRP  # not the temporary file's 0o600
+    assert [item.name for item in tmp_path.iterdir() if item.name.endswith(".tmp")] == []
+
+
+def test_a_rewrite_keeps_the_files_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("old")
+    os.chmod(path, 0o640)
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new" and _mode(path) == 0o640
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    path.write_text("kept")
+
+    def fail(temporary: Path) -> None:
+        temporary.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, fail)
+    assert path.read_text() == "kept" and sorted(item.name for item in tmp_path.iterdir()) == ["summary.json"]
