@@ -6,8 +6,10 @@ on one thread.  Its latency model is built in two steps:
 1. **Profile** (:func:`profile_table`, ``nas-search profile``): every distinct block
    configuration the space can produce at its deployment size (the op, input and output
    channels after rounding, hidden channels, kernel, stride, expansion, SCC groups and
-   overlap, squeeze-excite width, residual, input size), plus the stem and the head, is
-   built as a standalone module (:data:`nas_search.spaces.static.STATIC_BLOCKS`) and timed
+   overlap, squeeze-excite width, residual, input size), plus the stem and the head (for
+   a detection space: the neck and head parts of :mod:`nas_search.detection.latency`,
+   registered per task in :data:`TABLE_TASKS`), is built as a standalone module
+   (:data:`nas_search.spaces.static.STATIC_BLOCKS`, :func:`register_part_kind`) and timed
    on its own at batch 1 and a fixed thread count: warm-up runs, then the median of
    repeated samples (the minimum is stored too), the modules of a chunk timed in
    interleaved rounds so that a burst of load from other processes hits all of them
@@ -34,7 +36,8 @@ traffic; :meth:`LatencyModel.predict` says how many parts were estimated.
 
 The number of distinct parts is large (:func:`distinct_blocks`, ``nas-search profile
 --count-only``): 27,903 for ``mobile`` at 224 px, 15,723 for ``cifar`` and 9,860 for
-``micro`` at 32 px.  A full ``mobile`` profile takes hours on one core (about 0.1 s of ONNX
+``micro`` at 32 px, and 28,358 for ``detect`` at 416 px.  A full ``mobile`` profile
+takes hours on one core (about 0.1 s of ONNX
 export plus the timing per block with onnxruntime); it is resumable, and ``--widths
 0.25,0.5,1`` gives a quick partial table.
 """
