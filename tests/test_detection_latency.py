@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -62,8 +64,9 @@ def test_distinct_parts_cover_every_part_of_random_detectors(input_size: int) ->
 
 
 def test_part_listings_add_up_to_the_detector_listing() -> None:
-    """The neck and head parts' kernels and multiply-adds, plus the final joins, are
-    exactly the analytic listing of the whole neck and head."""
+    """The parts are enumerated like the analytic listing of the whole neck and head (both
+    are made of the same per-part listings, so this checks that every part appears once, at
+    its level's size): kernels, multiply-adds and traffic add up, the final joins aside."""
     space, specs = _random_detectors(20, seed=2)
     for spec in specs:
         detector = space.resolve(spec, num_classes=7)
@@ -76,30 +79,52 @@ def test_part_listings_add_up_to_the_detector_listing() -> None:
             layer.activation_elements for layer in listing)
 
 
-def _count_convolutions(module: nn.Module, run) -> int:
-    calls = []
-    handles = [child.register_forward_hook(lambda *_: calls.append(1)) for child in module.modules()
-               if isinstance(child, nn.Conv2d)]
+def _convolutions(module: nn.Module, inputs: tuple) -> Counter:
+    """Every convolution a forward pass launches: (in, out, groups, kernel, stride, input size)."""
+    launched: Counter = Counter()
+
+    def record(convolution, arguments, _):
+        launched[(convolution.in_channels, convolution.out_channels, convolution.groups, convolution.kernel_size,
+                  convolution.stride, tuple(arguments[0].shape[-2:]))] += 1
+
+    handles = [child.register_forward_hook(record) for child in module.modules() if isinstance(child, nn.Conv2d)]
     with torch.no_grad():
-        run()
+        module(*inputs)
     for handle in handles:
         handle.remove()
-    return len(calls)
+    return launched
 
 
-def test_parts_run_the_same_convolutions_as_the_whole_detector() -> None:
-    """Every convolution the deployed network launches is launched by exactly one part
-    (hooks on the real modules, at 128 px)."""
-    space, specs = _random_detectors(4, seed=3)
+def _onnx_operators(module: nn.Module, example) -> Counter:
+    graph = onnx.load_from_string(export_onnx_bytes(module, example)).graph
+    return Counter(node.op_type for node in graph.node if node.op_type in COMPUTE_OPERATORS)
+
+
+#: ONNX operators that do work at run time (not shape bookkeeping, which differs between a
+#: whole graph and its pieces).
+COMPUTE_OPERATORS = {"Conv", "Add", "Relu", "Clip", "Min", "Exp", "Resize", "Transpose", "Sigmoid", "Mul",
+                     "HardSigmoid", "GlobalAveragePool", "ReduceMean"}
+
+
+def test_parts_run_exactly_the_whole_detectors_kernels() -> None:
+    """The parts of a detector launch the same convolutions (shapes, groups, strides and
+    input sizes, so C + 1 class outputs and the fuse part's coarser input included) as the
+    deployed network, and their ONNX graphs hold the same compute operators (the final
+    concatenations, outside every part, are not counted: ONNX also uses Concat for shape
+    bookkeeping). Hooks on the real modules and ONNX exports, at 128 px, 5 classes."""
+    space, specs = _random_detectors(3, seed=3)
     for spec in specs:
         core = build_detector(spec, 5, 128).eval().core()
-        whole = _count_convolutions(core, lambda: core(torch.randn(1, 3, 128, 128)))
-        in_parts = 0
+        image = torch.randn(1, 3, 128, 128)
+        whole, whole_operators = _convolutions(core, (image,)), _onnx_operators(core, image)
+        in_parts, part_operators = Counter(), Counter()
         for config in model_parts(space, space.resolve(spec, num_classes=5), 128):
             module, example = build_part(config), part_example(config)
-            inputs = example if isinstance(example, tuple) else (example,)
-            in_parts += _count_convolutions(module, lambda: module(*inputs))
-        assert in_parts == whole > 0
+            in_parts += _convolutions(module, example if isinstance(example, tuple) else (example,))
+            part_operators += _onnx_operators(module, example)
+        assert in_parts == whole and sum(whole.values()) > 0
+        assert any(key[1] == 6 for key in whole)  # the class predictor: C + 1 = 6 outputs
+        assert part_operators == whole_operators and part_operators["Resize"] == 2 and part_operators["Exp"] == 5
 
 
 @pytest.mark.parametrize("kind", NECK_AND_HEAD)
@@ -196,3 +221,5 @@ def test_profile_refuses_a_detector_size_that_is_not_a_multiple_of_32(tmp_path: 
     error = capsys.readouterr().err.strip()
     assert "300" in error and "multiple of 32" in error and "\n" not in error
     assert not out.exists()
+    assert main(["profile", "--space", "detect", "--input-size", "300", "--count-only"]) == 2
+    assert "multiple of 32" in capsys.readouterr().err

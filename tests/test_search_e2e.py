@@ -435,6 +435,15 @@ def test_bad_data_leaves_no_empty_study_database(nas_cli: CliRunner, tmp_path: P
                      timeout=120)
     assert_one_line_error(result, "no class folders", "empty")
     assert not (tmp_path / "studies").exists()
+    # an existing database (another study in it) is left as it was
+    database = tmp_path / "shared.db"
+    optuna.create_study(study_name="other", storage=f"sqlite:///{database}")
+    before = database.read_bytes()
+    result = nas_cli(tmp_path, "run", "--space", "micro", "--budget", "10MFLOPs", "--data", "empty", "--quiet",
+                     "--storage", f"sqlite:///{database}", timeout=120)
+    assert_one_line_error(result, "no class folders", "empty")
+    assert database.read_bytes() == before
+    assert [summary.study_name for summary in optuna.get_all_study_summaries(f"sqlite:///{database}")] == ["other"]
 
 
 def test_budget_below_the_smallest_subnet_names_the_minimum(nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path) -> None:

@@ -165,6 +165,11 @@ def test_bad_checkpoints_are_refused(tmp_path):
     detection = DetectionSupernetTrainConfig(space="detect", out=str(result.checkpoint), device="cpu")
     with pytest.raises(UserError, match="already exists"):
         train_detection_supernet(detection)
+    # resuming with another number of steps per epoch (8 of 256 images, not 4 of 128) is refused
+    assert load_checkpoint(result.checkpoint, space="micro")["steps_per_epoch"] == 8
+    with pytest.raises(UserError, match="8 steps per epoch, not 4"):
+        train_supernet(tiny_config(tmp_path, max_train=128, epochs=2, resume=True))
+    assert result.checkpoint.read_bytes() == finished
 
 
 def _train_command(out: Path, epochs: int, resume: bool) -> list[str]:

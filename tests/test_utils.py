@@ -15,11 +15,16 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_new_files_get_the_permissions_of_a_plainly_created_file(tmp_path: Path) -> None:
-    plain = tmp_path / "plain.txt"
-    plain.write_text("x")
-    written = atomic_write_text(tmp_path / "atomic.txt", "x")
-    assert _mode(written) == _mode(plain) and _mode(written) & stat.S_IRGRP  # not the temporary file's 0o600
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_new_files_get_the_permissions_of_a_plainly_created_file(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        written = atomic_write_text(tmp_path / "atomic.txt", "x")
+    finally:
+        os.umask(previous)
+    assert _mode(written) == _mode(plain) == 0o666 & ~umask  # 0o644 under 022, not the temporary file's 0o600
     assert [item.name for item in tmp_path.iterdir() if item.name.endswith(".tmp")] == []
 
 

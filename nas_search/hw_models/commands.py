@@ -50,7 +50,7 @@ def _profile_run(arguments: argparse.Namespace) -> None:
 
     from nas_search.hw_models.devices import TABLE_TASKS, default_table_path, get_device
     from nas_search.hw_models.latency import (
-        ProfileOptions, TimingOptions, distinct_blocks, profile_table, restrict_widths,
+        ProfileOptions, TimingOptions, check_table_input_size, distinct_blocks, profile_table, restrict_widths,
     )
     from nas_search.spaces import get_space, space_names
 
@@ -63,6 +63,7 @@ def _profile_run(arguments: argparse.Namespace) -> None:
     if arguments.subnets < 0:
         raise UserError(f"--subnets {arguments.subnets} is invalid; accepted: 0 or more")
     input_size = arguments.input_size or space.input_size
+    check_table_input_size(space, input_size)
     widths = _parse_widths(arguments.widths)
     if arguments.count_only:
         blocks = distinct_blocks(restrict_widths(space, widths), input_size)

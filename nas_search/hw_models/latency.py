@@ -87,6 +87,12 @@ MIN_CORRECTION_SUBNETS = 12
 # ====================================================================================
 # Block configurations
 
+#: Output size of the parts whose output is not ``output_size(input, kernel, stride)``.
+SIZE_OF_OUTPUT: dict[str, Callable[["BlockConfig"], int]] = {
+    "head": lambda config: 1,
+    "fuse": lambda config: config.input_size,
+}
+
 
 @dataclass(frozen=True)
 class BlockConfig:
@@ -130,8 +136,11 @@ class BlockConfig:
 
     @property
     def output_size(self) -> int:
-        """Spatial size of the part's output (1 for the head, which ends in the classifier)."""
-        return 1 if self.op == "head" else output_size(self.input_size, self.kernel, self.stride)
+        """Spatial size of the part's output (1 for the head, which ends in the classifier;
+        the input size for a detector's ``fuse``, whose ``stride`` is that of its second input)."""
+        if self.op in SIZE_OF_OUTPUT:
+            return SIZE_OF_OUTPUT[self.op](self)
+        return output_size(self.input_size, self.kernel, self.stride)
 
     @classmethod
     def from_block(cls, block: ResolvedBlock, input_size: int) -> "BlockConfig":
@@ -479,6 +488,13 @@ def _table_task(space: SearchSpace) -> TableTask:
         raise UserError(f"space {space.name!r} (task {space.task}) has no latency table support; accepted tasks: "
                         f"{', '.join(TABLE_TASKS)}")
     return TABLE_TASKS[space.task]
+
+
+def check_table_input_size(space: SearchSpace, input_size: int) -> None:
+    """Raise :class:`UserError` when the space's networks cannot take ``input_size``."""
+    task = _table_task(space)
+    if task.check_input_size is not None:
+        task.check_input_size(input_size)
 
 
 def model_parts(space: SearchSpace, model: Any, input_size: int) -> list[BlockConfig]:
@@ -1051,9 +1067,7 @@ def profile_table(
     get_runtime(options.runtime)
     started = time.perf_counter()
     input_size = space.input_size if options.input_size is None else options.input_size
-    task = _table_task(space)
-    if task.check_input_size is not None:
-        task.check_input_size(input_size)
+    check_table_input_size(space, input_size)
     profiled_space = restrict_widths(space, options.widths)
     targets = list(blocks) if blocks is not None else distinct_blocks(profiled_space, input_size)
     out = Path(out)
@@ -1444,6 +1458,7 @@ __all__ = [
     "distinct_blocks",
     "load_table",
     "measure_modules",
+    "check_table_input_size",
     "model_parts",
     "register_part_kind",
     "register_table_task",

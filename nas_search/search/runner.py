@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import sys
@@ -604,41 +605,53 @@ def prepare_study(config: SearchConfig, announce: bool = True) -> PreparedStudy:
         config = replace(config, data=given_supernet.get("data"))
     config = replace(config, data=_absolute_path(config.data))  # what the study stores, workers read
     resolved = resolve_search(config)
-    created = _NewFiles(resolved)
-    storage = open_storage(resolved.storage_url)
+    created = _NewFolders(resolved)
     try:
-        return _prepare(config, resolved, storage, given_supernet, announce)
+        return _prepare(config, resolved, given_supernet, announce)
     except BaseException:
-        created.remove_if_unused(storage)
+        created.remove_if_empty()
         raise
 
 
-class _NewFiles:
-    """The SQLite file and folders a run is about to create. When the run stops (bad data,
-    Ctrl-C during supernet training) before any study is in the file, they are removed
-    again, so that a failed start leaves no empty database behind; a partly trained
-    supernet (which the next run resumes) and its folder stay."""
+def _existing_storage(url: str):
+    """The storage at ``url``, or None for a SQLite file that does not exist yet: it is
+    created only when the study is (after the supernet), so that a run stopped before
+    that (bad data, Ctrl-C during supernet training) leaves no empty database. The
+    file's folder is made (and checked) now, so that a bad path fails before training."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url[len("sqlite:///"):])
+        if not path.exists():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserError(f"bad storage URL {url!r}: cannot create {path.parent} ({error.strerror}); accepted: "
+                                "sqlite:///PATH.db in a writable folder") from None
+            if not os.access(path.parent, os.W_OK):
+                raise UserError(f"bad storage URL {url!r}: {path.parent} is not writable; accepted: sqlite:///PATH.db in "
+                                "a writable folder")
+            return None
+    return open_storage(url)
+
+
+class _NewFolders:
+    """The study folders a run is about to create; removed again when the run stops
+    before anything was written into them (a partly trained supernet stays: the next run
+    resumes it)."""
 
     def __init__(self, resolved: ResolvedSearch) -> None:
-        url = resolved.storage_url
-        path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
-        self.database = path if path is not None and str(path) != ":memory:" and not path.exists() else None
         self.folders = [folder for folder in (resolved.study_dir, resolved.study_dir.parent) if not folder.exists()]
 
-    def remove_if_unused(self, storage) -> None:
-        try:
-            if self.database is not None and self.database.exists() and not storage.get_all_studies():
-                storage.engine.dispose()
-                self.database.unlink()
-            for folder in self.folders:
-                if folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()
-        except Exception:  # cleaning up must never hide the real error
-            pass
+    def remove_if_empty(self) -> None:
+        for folder in self.folders:
+            try:
+                folder.rmdir()  # only an empty folder is removed
+            except OSError:
+                pass
 
 
-def _prepare(config: SearchConfig, resolved: ResolvedSearch, storage, given_supernet, announce: bool) -> PreparedStudy:
-    existing = _create_or_check_study(resolved, storage, None)  # refuse a mismatched study before training
+def _prepare(config: SearchConfig, resolved: ResolvedSearch, given_supernet, announce: bool) -> PreparedStudy:
+    storage = _existing_storage(resolved.storage_url)
+    existing = None if storage is None else _create_or_check_study(resolved, storage, None)  # refuse before training
     if existing is not None:
         _check_study_supernet(existing, resolved)
     if given_supernet is not None and _absolute_path(given_supernet.get("data")) != config.data:
@@ -657,6 +670,7 @@ def _prepare(config: SearchConfig, resolved: ResolvedSearch, storage, given_supe
     evaluation = _build_evaluator(checkpoint, config)
     resolved = _adopt_scoring(resolved, evaluation, checkpoint)
     attributes = _study_attributes(resolved, checkpoint, evaluation)
+    storage = storage or open_storage(resolved.storage_url)
     study = _create_or_check_study(resolved, storage, attributes)
     sampler = make_sampler(config.sampler, seed=config.seed, constrained=True, multi_objective=len(config.objectives) > 1)
     if study is None:

@@ -82,11 +82,13 @@ def checkpoint_checksum(path: str | Path) -> str:
 
 def check_steps_per_epoch(payload: dict, steps: int, path: str | Path) -> None:
     """Refuse to resume a checkpoint whose epochs had another number of optimizer steps
-    (another training-set size or batch size): its learning-rate schedule counts steps, so
-    it would jump. Checkpoints written before this check carry no count and pass."""
+    (another training-set size, batch size or number of ``torchrun`` processes): its
+    learning-rate schedule counts steps, so it would jump. Checkpoints written before this
+    check carry no count and pass."""
     trained = payload.get("steps_per_epoch")
     if trained is not None and trained != steps:
         raise UserError(
             f"checkpoint {path} was trained with {trained} steps per epoch, not {steps} (another number of training "
-            "images or batch size); resume with the same --max-train and batch_size, or train without --resume"
+            "images, batch size or torchrun processes); continue it with the same --max-train, batch size and "
+            "processes, or start a new checkpoint (train: without --resume; run: another --study)"
         )

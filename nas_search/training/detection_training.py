@@ -36,7 +36,8 @@ from torch import nn
 from nas_search.config import config_to_dict
 from nas_search.errors import UserError
 from nas_search.training.checkpoint import (
-    DETECTION_SUPERNET_FORMAT, FORMAT_VERSIONS, load_checkpoint, refuse_to_overwrite, save_checkpoint,
+    DETECTION_SUPERNET_FORMAT, FORMAT_VERSIONS, check_steps_per_epoch, load_checkpoint, refuse_to_overwrite,
+    save_checkpoint,
 )
 from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
 from nas_search.training.sandwich import TEACHER_RULES, budget_extremes, budget_flops_model, sandwich_specs
@@ -335,6 +336,7 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
             raise UserError(f"checkpoint {out} has {payload['num_classes']} classes, the data has {num_classes}")
         if payload["image_size"] != image_size:
             raise UserError(f"checkpoint {out} was trained at image_size {payload['image_size']}, not {image_size}")
+        check_steps_per_epoch(payload, steps_per_epoch, out)
         supernet.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
@@ -414,6 +416,7 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
                     "data": config.data,
                     "epoch": epoch + 1,
                     "epochs": config.epochs,
+                    "steps_per_epoch": steps_per_epoch,
                     "config": config_to_dict(config),
                     "history": history,
                     "model": supernet.state_dict(),

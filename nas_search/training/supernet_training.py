@@ -29,7 +29,7 @@ from nas_search.spaces import get_space
 from nas_search.spaces.supernet import Supernet
 from nas_search.spec import ArchSpec
 from nas_search.training.checkpoint import (
-    FORMAT_VERSIONS, SUPERNET_FORMAT, load_checkpoint, refuse_to_overwrite, save_checkpoint,
+    FORMAT_VERSIONS, SUPERNET_FORMAT, check_steps_per_epoch, load_checkpoint, refuse_to_overwrite, save_checkpoint,
 )
 from nas_search.training.config import SupernetTrainConfig
 from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
@@ -160,6 +160,7 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
         payload = load_checkpoint(out, SUPERNET_FORMAT, space=space.name)
         if payload["num_classes"] != data.num_classes:
             raise UserError(f"checkpoint {out} has {payload['num_classes']} classes, the data has {data.num_classes}")
+        check_steps_per_epoch(payload, steps_per_epoch, out)
         supernet.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
@@ -255,6 +256,7 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
                     "data": config.data,
                     "epoch": epoch + 1,
                     "epochs": config.epochs,
+                    "steps_per_epoch": steps_per_epoch,
                     "config": config_to_dict(config),
                     "history": history,
                     "model": supernet.state_dict(),
