@@ -32,11 +32,30 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def _created_file_mode() -> int:
-    """Permissions ``open(path, "w")`` would give a new file: ``0o666`` less the umask."""
+def _current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (setting and
+    restoring it would briefly unmask files other threads create)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _IMPORT_UMASK
+
+
+def _read_umask_once() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+_IMPORT_UMASK = _read_umask_once()  # at import, before any thread of ours exists
+
+
+def _created_file_mode() -> int:
+    """Permissions ``open(path, "w")`` would give a new file: ``0o666`` less the umask."""
+    return 0o666 & ~_current_umask()
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

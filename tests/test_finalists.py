@@ -125,7 +125,11 @@ def test_a_rerun_trains_only_missing_finalists_and_reproduces_scores(
     assert fewer.returncode == 0, fewer.stderr[-2000:]
     assert "finalist trial " not in fewer.stdout
     stored = load(work).user_attrs[FINALISTS_ATTRIBUTE]
-    assert stored["records"] == records
+    assert stored["records"] == records and stored["settings"]["count"] == 1  # all kept for reuse
+    top_one = proxy_top(load(work), 1)[0]
+    fewer_summary = json.loads((work / "fewer.json").read_text())
+    assert [row["trial"] for row in fewer_summary["top"] if "finalist_score" in row] == [top_one]  # one finalist now
+    assert fewer_summary["best"]["trial"] == top_one
 
 
 def test_finalist_seeds_average_runs_and_resume_by_run(

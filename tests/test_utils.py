@@ -47,3 +47,12 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
     with pytest.raises(OSError, match="disk full"):
         atomic_write(path, fail)
     assert path.read_text() == "kept" and sorted(item.name for item in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_storage_passwords_are_hidden_in_written_summaries() -> None:
+    from nas_search.search.study import without_password
+
+    assert without_password("postgresql://search:s3cret@127.0.0.1:5432/studies") == \
+        "postgresql://search:***@127.0.0.1:5432/studies"
+    for url in ("postgresql://search@127.0.0.1/studies", "sqlite:///studies/run.db"):
+        assert without_password(url) == url

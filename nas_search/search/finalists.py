@@ -105,8 +105,23 @@ def combine_runs(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def finalist_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """The study's finalist records by trial number (empty without re-ranking)."""
-    return _records_of(study.user_attrs.get(FINALISTS_ATTRIBUTE) or {})
+    """The study's finalists by trial number (empty without re-ranking): the records of the
+    current ``--finalists`` best trials. Records of trials outside them (a rerun with fewer
+    finalists, or better trials found since) stay stored for reuse but are not finalists."""
+    stored = study.user_attrs.get(FINALISTS_ATTRIBUTE) or {}
+    records = _records_of(stored)
+    count = (stored.get("settings") or {}).get("count")
+    if count is None:
+        return records
+    current = {trial.number for trial in proxy_ranked_trials(study, count)}
+    return {number: record for number, record in records.items() if number in current}
+
+
+def _store(study: optuna.Study, settings: FinalistSettings, records: dict[int, dict[str, Any]]) -> None:
+    study.set_user_attr(FINALISTS_ATTRIBUTE, {
+        "settings": {"count": settings.count, **settings.key()},
+        "records": {str(number): record for number, record in records.items()},
+    })
 
 
 def _records_of(stored: dict[str, Any]) -> dict[int, dict[str, Any]]:
@@ -137,7 +152,8 @@ def proxy_ranked_trials(study: optuna.Study, count: int) -> list[optuna.trial.Fr
 def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint: Path,
                      progress: bool = True) -> dict[int, dict[str, Any]]:
     """Train and score the finalists not yet recorded with the current settings; returns
-    every record. Each record is saved as soon as its finalist is scored."""
+    the finalists' records (:func:`finalist_records`). Each record is saved as soon as its
+    finalist is scored."""
     from nas_search.search.tasks import get_task
 
     settings = resolved.finalists
@@ -148,7 +164,9 @@ def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint
     candidates = [trial for trial in proxy_ranked_trials(study, settings.count)
                   if len(_runs_of(records.get(trial.number))) < settings.seeds]
     if not candidates:
-        return records
+        if (stored.get("settings") or {}).get("count") != settings.count:  # another --finalists, nothing to train
+            _store(study, settings, records)
+        return finalist_records(study)
     runs = f", {settings.seeds} training runs each" if settings.seeds > 1 else ""
     print(f"re-ranking the {settings.count} best trials by {settings.epochs} epoch(s) of training "
           f"({settings.init} weights, {settings.input_size} px{runs}) on the search's training split", flush=True)
@@ -157,7 +175,7 @@ def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint
         for index, trial in enumerate(candidates, 1):
             raise_if_interrupted(interrupted)  # a Ctrl-C swallowed in a finaliser stops here
             _train_one(study, settings, records, train, trial, f"finalist {index}/{len(candidates)} (trial {trial.number})")
-    return records
+    return finalist_records(study)
 
 
 def _train_one(study: optuna.Study, settings: FinalistSettings, records: dict[int, dict[str, Any]], train,
@@ -175,10 +193,7 @@ def _train_one(study: optuna.Study, settings: FinalistSettings, records: dict[in
             **{name: float(result[name]) for name in ("map50", "map") if name in result},
         })
         records[trial.number] = {**combine_runs(runs), "proxy": float(trial.user_attrs["accuracy"]), "runs": runs}
-        study.set_user_attr(FINALISTS_ATTRIBUTE, {
-            "settings": {"count": settings.count, **settings.key()},
-            "records": {str(number): record for number, record in records.items()},
-        })
+        _store(study, settings, records)
     record = records[trial.number]
     print(f"finalist trial {trial.number}: {record['score']:.4f} +- {record['score_error']:.4f} after training"
           f"{f' (mean of {len(runs)} runs)' if len(runs) > 1 else ''} "

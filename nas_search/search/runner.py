@@ -51,6 +51,7 @@ from nas_search.search.study import (
     planned_trial_count,
     raise_if_interrupted,
     requeue,
+    without_password,
 )
 from nas_search.search.tasks import CALIBRATION_IMAGES, DEMO_DEFAULTS, FINALIST_DEFAULTS, REAL_DATA_EPOCHS, TaskEvaluation, get_task
 from nas_search.spaces import get_space, space_names
@@ -706,8 +707,10 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
         study.set_user_attr("latency_check", check)
     summary["seconds"] = time.perf_counter() - started
     summary["files"]["supernet"] = str(prepared.checkpoint)
-    if json_summary:
-        atomic_write_text(json_summary, json.dumps(summary, indent=2, default=str) + "\n")
+    if json_summary:  # a file others may read: no storage password in it
+        written = {**summary, "storage": without_password(summary["storage"]),
+                   "files": {**summary["files"], "storage": without_password(summary["files"]["storage"])}}
+        atomic_write_text(json_summary, json.dumps(written, indent=2, default=str) + "\n")
         summary["files"]["json_summary"] = json_summary
     return summary
 

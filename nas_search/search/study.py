@@ -91,6 +91,15 @@ def driver_url(url: str) -> str:
     return url
 
 
+def without_password(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for files others may read)."""
+    if urlparse(url).password is None:
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
     """An RDB storage for ``url`` with heartbeats and stale-trial retry; unreachable or
     malformed URLs are a one-line :class:`UserError`."""
