@@ -223,3 +223,23 @@ def test_profile_refuses_a_detector_size_that_is_not_a_multiple_of_32(tmp_path: 
     assert not out.exists()
     assert main(["profile", "--space", "detect", "--input-size", "300", "--count-only"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
+
+
+def test_a_list_of_images_is_one_input_and_a_tuple_is_several() -> None:
+    """torchvision detectors take a list of images (one argument); a ``fuse`` part takes
+    a tuple of tensors (two arguments). Both are timed as called."""
+    from nas_search.hw_models.latency import TimingOptions, measure_modules
+
+    class Pipeline(nn.Module):
+        def forward(self, images):
+            assert isinstance(images, list)
+            return torch.stack([image.sum() for image in images])
+
+    class Pair(nn.Module):
+        def forward(self, first, second):
+            return first + second
+
+    once = TimingOptions(warmup=1, repeats=1)
+    timings = measure_modules([(Pipeline(), [torch.randn(3, 8, 8), torch.randn(3, 8, 8)]),
+                               (Pair(), (torch.randn(1, 4), torch.randn(1, 4)))], "torch", 1, once)
+    assert all(timing.median_ms > 0 for timing in timings)

@@ -532,8 +532,10 @@ def _compile_torch(module, example) -> Any:
 
 
 def _inputs(example) -> tuple:
-    """A module's example as a tuple of input tensors (a part may take several)."""
-    return tuple(example) if isinstance(example, (tuple, list)) else (example,)
+    """A module's example as a tuple of arguments: a tuple is several inputs (a part may
+    take several tensors); anything else, a list of images for a torchvision detector
+    included, is the one input."""
+    return example if isinstance(example, tuple) else (example,)
 
 
 def _instantiate_torch(module, example, threads: int) -> Callable[[], Any]:
