@@ -66,6 +66,7 @@ from nas_search.spec import ArchSpec  # noqa: E402
 from nas_search.training.detection_training import train_detection_epoch  # noqa: E402
 from nas_search.training.distributed import resolve_device  # noqa: E402
 from nas_search.training.supernet_training import build_optimizer, warmup_cosine  # noqa: E402
+from nas_search.utils import atomic_torch_save, atomic_write_text  # noqa: E402
 
 #: Deployment size of the comparison: SSDlite's own 320 x 320.
 DEPLOYMENT_SIZE = 320
@@ -222,6 +223,38 @@ def train_from_scratch(name: str, model: nn.Module, data, recipe: Recipe, device
             "train_seconds": time.perf_counter() - started}
 
 
+class FinishedRuns:
+    """From-scratch runs already finished in the work folder (``from-scratch-runs.json``,
+    plus the weights of each run), so that a benchmark restarted with the same
+    ``--workdir`` after Ctrl-C or a crash reuses them instead of training again. A run is
+    keyed by detector, architecture, recipe (seed included) and data description; weights
+    load with ``weights_only=True``."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.folder = workdir / "from-scratch"
+        self.index = self.folder / "runs.json"
+        self.runs: dict[str, dict] = json.loads(self.index.read_text()) if self.index.is_file() else {}
+
+    @staticmethod
+    def key(name: str, arch: str, recipe: Recipe, data_description: str) -> str:
+        return json.dumps([name, arch, asdict(recipe), data_description], sort_keys=True)
+
+    def load(self, key: str, model: nn.Module) -> dict | None:
+        """The stored result of run ``key`` with its weights loaded into ``model``, or None."""
+        entry = self.runs.get(key)
+        if entry is None or not (self.folder / entry["weights"]).is_file():
+            return None
+        model.load_state_dict(torch.load(self.folder / entry["weights"], map_location="cpu", weights_only=True))
+        return entry["result"]
+
+    def store(self, key: str, model: nn.Module, result: dict) -> None:
+        weights = f"run-{len(self.runs):03d}.pt"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({name: value.detach().cpu() for name, value in model.state_dict().items()}, self.folder / weights)
+        self.runs[key] = {"weights": weights, "result": result}
+        atomic_write_text(self.index, json.dumps(self.runs, indent=1) + "\n")
+
+
 # ------------------------------------------------------------------------------ costs
 def latencies(cores: dict[str, nn.Module], detectors: dict[str, nn.Module], image: torch.Tensor, repeats: int) -> dict:
     """Batch-1 latency (ms, median) of each raw network at 320 (torch eager and onnxruntime,
@@ -366,13 +399,23 @@ def main() -> None:
     # several points from seed to seed. The models of the first seed are timed.
     runs: dict[str, list[dict]] = {"ours": [], "ssdlite": []}
     models: dict[str, nn.Module] = {}
+    finished = FinishedRuns(workdir)
     for offset in range(arguments.seeds):
         seeded = replace(recipe, seed=recipe.seed + offset)
         for name, build in (("ours", lambda: build_ours(spec, num_classes, recipe.input_size)),
                             ("ssdlite", lambda: build_ssdlite(num_classes, recipe.input_size))):
             torch.manual_seed(seeded.seed)
             model = build()
-            runs[name].append(train_from_scratch(f"{name} (seed {seeded.seed})", model, data, seeded, device))
+            key = finished.key(name, str(spec) if name == "ours" else "ssdlite320_mobilenet_v3_large", seeded,
+                               data.description)
+            run = finished.load(key, model)
+            if run is None:
+                run = train_from_scratch(f"{name} (seed {seeded.seed})", model, data, seeded, device)
+                finished.store(key, model, run)
+            else:
+                print(f"{name} (seed {seeded.seed}): reusing the finished run in {finished.folder} "
+                      f"(mAP@0.5 {run['map50']:.4f})", flush=True)
+            runs[name].append(run)
             models.setdefault(name, model)
     ours, ssdlite = models["ours"], models["ssdlite"]
     ours_result, ssdlite_result = (average_runs(runs[name]) for name in ("ours", "ssdlite"))

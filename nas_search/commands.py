@@ -289,7 +289,7 @@ def search_config_from_arguments(arguments: argparse.Namespace):
 
 
 def _run_run(arguments: argparse.Namespace) -> None:
-    from nas_search.search.runner import create_study_for_workers, print_summary, run_search
+    from nas_search.search.runner import create_study_for_workers, print_summary, public_summary, run_search
 
     config = search_config_from_arguments(arguments)
     if arguments.plan_only:
@@ -298,7 +298,7 @@ def _run_run(arguments: argparse.Namespace) -> None:
                                 f"({result['added']} new); start workers with: nas-search worker --storage "
                                 f"{result['storage']} --study {result['study']}")
         return
-    summary = run_search(config, json_summary=arguments.json_summary)
+    summary = public_summary(run_search(config, json_summary=arguments.json_summary))  # stdout is often logged
     emit(arguments, summary, lambda: print_summary(summary))
 
 

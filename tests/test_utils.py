@@ -56,3 +56,17 @@ def test_storage_passwords_are_hidden_in_written_summaries() -> None:
         "postgresql://search:***@127.0.0.1:5432/studies"
     for url in ("postgresql://search@127.0.0.1/studies", "sqlite:///studies/run.db"):
         assert without_password(url) == url
+
+
+def test_printed_and_written_run_summaries_hide_the_storage_password(capsys: pytest.CaptureFixture[str]) -> None:
+    from nas_search.search.runner import print_summary, public_summary
+
+    url = "postgresql://search:s3cret@127.0.0.1:5432/studies"
+    summary = {"study": "nas-search", "storage": url, "trials": 0, "feasible_fraction": 0.0, "best": None, "top": [],
+               "files": {"storage": url, "supernet": "studies/nas-search/supernet.pt"}}
+    shown = public_summary(summary)
+    assert shown["storage"] == shown["files"]["storage"] == "postgresql://search:***@127.0.0.1:5432/studies"
+    assert summary["storage"] == url  # the caller's summary is not changed
+    print_summary(shown)
+    printed = capsys.readouterr().out
+    assert "s3cret" not in printed and "search:***@127.0.0.1" in printed

@@ -50,7 +50,6 @@ import functools
 import math
 
 import numpy as np
-import torch
 
 from nas_search.errors import UserError
 

@@ -76,10 +76,6 @@ from nas_search.utils import atomic_write_text
 
 TABLE_FORMAT = "nas-search-latency-table"
 TABLE_FORMAT_VERSION = 1
-#: Parts of a network that are not searchable blocks but are timed like them.
-FIXED_PARTS = ("stem", "head")
-#: Every kind of part a table holds.
-PART_KINDS = FIXED_PARTS + tuple(BLOCK_OPERATIONS)
 #: Fewest measured subnets for which the learned correction is fitted (else: LUT sum only).
 MIN_CORRECTION_SUBNETS = 12
 
@@ -1448,7 +1444,6 @@ __all__ = [
     "LatencyModel",
     "LatencyPrediction",
     "LatencyTable",
-    "PART_KINDS",
     "ProfileOptions",
     "ProfileResult",
     "RUNTIMES",

@@ -694,7 +694,7 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
     started = time.perf_counter()
     prepared = prepare_study(config)
     resolved, study = prepared.resolved, prepared.study
-    print(f"study {config.study!r} in {resolved.storage_url}: {planned_trial_count(study)} planned trials "
+    print(f"study {config.study!r} in {without_password(resolved.storage_url)}: {planned_trial_count(study)} planned trials "
           f"({prepared.added} new)")
     artifact_dir = resolved.study_dir / "artifacts"
     objective = _make_objective(resolved, prepared.evaluation, artifact_dir)
@@ -708,11 +708,15 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
     summary["seconds"] = time.perf_counter() - started
     summary["files"]["supernet"] = str(prepared.checkpoint)
     if json_summary:  # a file others may read: no storage password in it
-        written = {**summary, "storage": without_password(summary["storage"]),
-                   "files": {**summary["files"], "storage": without_password(summary["files"]["storage"])}}
-        atomic_write_text(json_summary, json.dumps(written, indent=2, default=str) + "\n")
         summary["files"]["json_summary"] = json_summary
+        atomic_write_text(json_summary, json.dumps(public_summary(summary), indent=2, default=str) + "\n")
     return summary
+
+
+def public_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with the storage password hidden, for files and logs others may read."""
+    return {**summary, "storage": without_password(summary["storage"]),
+            "files": {**summary["files"], "storage": without_password(summary["files"]["storage"])}}
 
 
 def measure_chosen_latency(resolved: ResolvedSearch, summary: dict[str, Any]) -> dict[str, Any] | None:
