@@ -183,11 +183,16 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _eval_run(arguments: argparse.Namespace) -> None:
+    from nas_search.errors import UserError
     from nas_search.evaluators.classification import evaluate_checkpoint
     from nas_search.spaces import get_space
     from nas_search.spec import load_arch
+    from nas_search.training.distributed import resolve_device
     from nas_search.units import format_count, format_flops
 
+    if arguments.calibration_images < 1:
+        raise UserError(f"--calibration-images {arguments.calibration_images}; accepted: 1 or more")
+    resolve_device(arguments.device)  # an unknown device, or cuda without a GPU: one line before any work
     if get_space(load_arch(arguments.arch).space).task == "detect":
         from nas_search.evaluators.detection import evaluate_detector_checkpoint
 

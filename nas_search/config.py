@@ -7,7 +7,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import yaml
 
@@ -84,3 +84,24 @@ def load_yaml_file(path: str | Path, what: str = "config") -> Any:
         raise UserError(f"{what} file {path} is not a text (YAML) file") from None
     except OSError as error:
         raise UserError(f"{what} file {path} cannot be read: {error.strerror or error}") from None
+
+
+#: One value check of a config field: (field name, test, what is accepted; a function
+#: returning it where the text needs a late import).
+FieldCheck = tuple[str, Callable[[Any], bool], "str | Callable[[], str]"]
+
+
+def check_fields(config: Any, checks: Iterable[FieldCheck], source: str) -> None:
+    """Apply value checks (after :func:`config_from_dict`'s type checks): the first field
+    that fails is a one-line :class:`UserError` naming ``source``, the field, its value and
+    what is accepted."""
+    for name, accepts, accepted in checks:
+        value = getattr(config, name)
+        if not accepts(value):
+            raise UserError(f"{source}: {name}={value!r}; accepted: {accepted() if callable(accepted) else accepted}")
+
+
+def positive_or_none(value: int | None) -> bool:
+    """1 or more, or None (unset)."""
+    return value is None or value >= 1
+

@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from nas_search.errors import UserError
+from nas_search.utils import check_output_path
 from nas_search.spaces import get_space
 from nas_search.spaces.static import build_static_model
 from nas_search.spec import ArchSpec, load_arch
@@ -288,6 +289,9 @@ def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: s
     from nas_search.search.study import load_existing_study, open_storage
     from nas_search.training.checkpoint import checkpoint_checksum
 
+    if epochs < 1:
+        raise UserError(f"--epochs {epochs}; accepted: 1 or more (the epochs written into train.yaml)")
+    check_output_path(out_dir, "--out", kind="folder")
     study = load_existing_study(study_name, open_storage(storage_url, heartbeat=False))
     frozen = _resolve_trial(study, trial)
     attributes = study.user_attrs

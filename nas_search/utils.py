@@ -32,6 +32,34 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def check_output_path(path: str | Path, option: str, kind: str = "file") -> None:
+    """Refuse, before any work, an output ``path`` that cannot be written, with a one-line
+    :class:`~nas_search.errors.UserError` naming ``option``: for ``kind="file"`` an existing
+    folder; for ``kind="folder"`` an existing file; for both, a location where nothing can
+    be created (a file on the way, a read-only or virtual file system). The test creates
+    and removes a temporary file in the nearest existing folder on the way."""
+    from nas_search.errors import UserError
+
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise UserError(f"{option} {path} is a folder; accepted: a file path")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is a file; accepted: a folder (new or existing)")
+    nearest = path if kind == "folder" else path.parent
+    nearest = Path(os.path.abspath(nearest))
+    while not nearest.exists():
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise UserError(f"{option} {path}: {nearest} is a file, so nothing can be written there; accepted: a path in a "
+                        "writable folder")
+    try:
+        with tempfile.TemporaryFile(dir=nearest):
+            pass
+    except OSError as error:
+        raise UserError(f"{option} {path}: cannot write in {nearest} ({error.strerror}); accepted: a path in a "
+                        "writable folder") from None
+
+
 def _current_umask() -> int:
     """The process's umask, read without changing it where Linux shows it (setting and
     restoring it would briefly unmask files other threads create)."""

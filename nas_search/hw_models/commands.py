@@ -10,6 +10,7 @@ import argparse
 
 from nas_search.cli import Command, emit, register
 from nas_search.errors import UserError
+from nas_search.utils import check_output_path
 
 
 def _parse_widths(text: str | None) -> tuple[float, ...] | None:
@@ -83,6 +84,7 @@ def _profile_run(arguments: argparse.Namespace) -> None:
         subnets=arguments.subnets, seed=arguments.seed, timing=TimingOptions(warmup=arguments.warmup, repeats=arguments.repeats, instances=arguments.instances),
     )
     out = arguments.out or default_table_path(space.name, device.name, runtime, threads, input_size)
+    check_output_path(out, "--out")
     result = profile_table(space, out, options, progress=not arguments.quiet)
     summary = {
         "table": str(result.path), "space": space.name, "device": result.table.label, "hardware": result.table.hardware,

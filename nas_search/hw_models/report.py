@@ -30,6 +30,10 @@ def cost_report(
     space = get_space(space_name or spec.space)
     if space_name and spec.space != space_name:
         raise UserError(f"architecture is for space {spec.space!r}, not {space_name!r}")
+    if input_size is not None and not 8 <= input_size <= 4096:
+        raise UserError(f"--input-size {input_size} is out of range; accepted: 8 to 4096 pixels")
+    if num_classes is not None and num_classes < 1:
+        raise UserError(f"--num-classes {num_classes}; accepted: 1 or more")
     size = space.input_size if input_size is None else input_size
     breakdown = count_flops(spec, space, size, num_classes)
     report = {"arch_string": str(spec), "space": space.name, "input_size": size, **breakdown.to_dict()}

@@ -103,8 +103,10 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     for name in config.objectives:
         if name not in OBJECTIVE_DIRECTIONS:
             raise UserError(f"unknown objective {name!r}; accepted: {', '.join(OBJECTIVE_DIRECTIONS)} (comma-separated)")
-    if "accuracy" not in config.objectives:
-        raise UserError(f"objectives {','.join(config.objectives)} must include accuracy")
+    if "accuracy" not in config.objectives or len(set(config.objectives)) != len(config.objectives):
+        raise UserError(f"--objectives {','.join(config.objectives) or repr('')}; accepted: accuracy plus any of "
+                        f"{', '.join(name for name in OBJECTIVE_DIRECTIONS if name != 'accuracy')}, each once, "
+                        "comma-separated")
     if config.data is not None and not Path(config.data).is_dir():
         problem = "is a file, not a folder" if Path(config.data).exists() else "does not exist"
         raise UserError(f"data folder {config.data} {problem}; accepted: "
@@ -121,6 +123,13 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
             raise UserError(f"{option} {value} is out of range; accepted: 8 to 4096 pixels")
     if config.supernet_epochs is not None and config.supernet_epochs < 1:
         raise UserError(f"--supernet-epochs {config.supernet_epochs}; accepted: 1 or more")
+    for option, value in (("--startup-trials", config.startup_trials), ("--calibration-images", config.calibration_images),
+                          ("--max-train", config.max_train), ("--max-val", config.max_val)):
+        minimum = 0 if option == "--startup-trials" else 1
+        if value is not None and value < minimum:
+            raise UserError(f"{option} {value}; accepted: {minimum} or more" + ("" if minimum == 0 else " (or leave it out)"))
+    if not 0 <= config.seed < 2**32:
+        raise UserError(f"--seed {config.seed}; accepted: 0 to {2**32 - 1}")
     make_sampler(config.sampler, seed=config.seed, constrained=True, multi_objective=len(config.objectives) > 1)
     input_size = space.input_size if config.input_size is None else config.input_size
     budget = parse_flops(config.budget) if config.budget else None
@@ -689,9 +698,11 @@ def _prepare(config: SearchConfig, resolved: ResolvedSearch, given_supernet, ann
 
 def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[str, Any]:
     """The main job: train or load the supernet, search, and summarise."""
-    from nas_search.utils import atomic_write_text
+    from nas_search.utils import atomic_write_text, check_output_path
 
     started = time.perf_counter()
+    if json_summary:
+        check_output_path(json_summary, "--json-summary")
     prepared = prepare_study(config)
     resolved, study = prepared.resolved, prepared.study
     print(f"study {config.study!r} in {without_password(resolved.storage_url)}: {planned_trial_count(study)} planned trials "
@@ -777,6 +788,9 @@ def create_study_for_workers(config: SearchConfig) -> dict[str, Any]:
 
 def run_worker(storage_url: str, study_name: str, progress: bool = True, finish: bool = True) -> dict[str, Any]:
     """Join an existing study and run its queued trials until none is left."""
+    if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///"):]).is_file():
+        raise UserError(f"--storage {storage_url}: no study database there; accepted: the storage of a study made by "
+                        "`nas-search run --plan-only`")  # opening it would create an empty database file
     storage = open_storage(storage_url)
     study = load_existing_study(study_name, storage)
     saved = study.user_attrs.get("config")

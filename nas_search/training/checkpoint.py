@@ -19,6 +19,12 @@ DETECTION_SUPERNET_FORMAT = "nas-search-detection-supernet"
 #: block's (``spaces.blocks.SHARED_BLOCK_WEIGHTS``), so version-1 weights do not map.
 FORMAT_VERSIONS = {SUPERNET_FORMAT: 2, DETECTION_SUPERNET_FORMAT: 2}
 
+#: Entries every checkpoint holds, with their types, and those a supernet's adds: a file
+#: of the right format without them (edited, or written by a foreign tool) is refused
+#: with one line instead of failing later on a missing key.
+REQUIRED_ENTRIES: dict[str, type | tuple[type, ...]] = {"model": dict, "epoch": int}
+SUPERNET_ENTRIES: dict[str, type | tuple[type, ...]] = {"space": str, "num_classes": int}
+
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     """Atomically write a checkpoint dict (written to a temporary file, then renamed)."""
@@ -46,6 +52,13 @@ def load_checkpoint(path: str | Path, expected_format: str = SUPERNET_FORMAT, sp
             f"checkpoint {path} has format_version {payload.get('format_version')!r}, written by another nas-search "
             f"version; this one reads {required}: train the supernet again"
         )
+    entries = {**REQUIRED_ENTRIES, **(SUPERNET_ENTRIES if expected_format in FORMAT_VERSIONS else {})}
+    for key, kind in entries.items():
+        value = payload.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            found = "missing" if key not in payload else f"a {type(value).__name__}"
+            raise UserError(f"checkpoint {path} is damaged: its {key!r} entry is {found}, not a "
+                            f"{kind.__name__ if isinstance(kind, type) else kind}; train it again")
     if space is not None:
         check_checkpoint_space(payload, path, space)
     return payload
@@ -69,7 +82,10 @@ def refuse_to_overwrite(path: str | Path, resume: bool, elsewhere: str) -> None:
     """Without ``resume``, an existing checkpoint (a finished or interrupted run's) is not
     replaced: a retyped command must not destroy days of training. One-line error naming
     the two ways on: ``--resume``, or ``elsewhere`` (e.g. ``--out DIR``)."""
+    from nas_search.utils import check_output_path
+
     path = Path(path)
+    check_output_path(path, "--out")
     if not resume and path.exists():
         raise UserError(f"{path} already exists (an earlier run's checkpoint); pass --resume to continue it, or "
                         f"{elsewhere} to start a new run")

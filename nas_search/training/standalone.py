@@ -15,8 +15,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nas_search.config import config_from_dict, config_to_dict, load_yaml_file
+from nas_search.config import FieldCheck, check_fields, config_from_dict, config_to_dict, load_yaml_file, positive_or_none
 from nas_search.errors import UserError
+from nas_search.utils import check_output_path
 from nas_search.spaces import get_space
 from nas_search.spaces.static import build_static_model
 from nas_search.spec import ArchSpec
@@ -32,6 +33,33 @@ from nas_search.training.distributed import DEVICES
 INITIALISATIONS = ("inherited", "scratch")
 #: Learning-rate schedules of ``train.yaml`` (warm-up, then this).
 SCHEDULES = ("cosine",)
+OPTIMIZERS = ("sgd", "adamw")  # as in supernet_training.build_optimizer
+
+
+def _input_size_or_none(value: int | None) -> bool:
+    return value is None or 8 <= value <= 4096
+
+
+#: Value checks after the type checks: (field, test, what is accepted).
+CHECKS: tuple[FieldCheck, ...] = (
+    ("arch", bool, "the architecture mapping written by `nas-search export`"),
+    ("init", lambda value: value in INITIALISATIONS, ", ".join(INITIALISATIONS)),
+    ("optimizer", lambda value: value in OPTIMIZERS, ", ".join(OPTIMIZERS)),
+    ("schedule", lambda value: value in SCHEDULES, ", ".join(SCHEDULES)),
+    ("device", lambda value: value in DEVICES, ", ".join(DEVICES)),
+    ("num_classes", positive_or_none, "1 or more, or null (from the data)"),
+    ("input_size", lambda value: 8 <= value <= 4096, "8 to 4096 pixels"),
+    ("deployment_input_size", _input_size_or_none, "8 to 4096 pixels, or null"),
+    ("learning_rate", lambda value: value > 0, "a number > 0"),
+    ("weight_decay", lambda value: value >= 0, "0 or more"),
+    ("warmup_epochs", lambda value: value >= 0, "0 or more"),
+    ("label_smoothing", lambda value: 0 <= value < 1, "0 to below 1"),
+    ("epochs", lambda value: value >= 1, "1 or more"),
+    ("batch_size", lambda value: value >= 1, "1 or more"),
+    ("workers", lambda value: value is None or value >= 0, "0 or more, or null"),
+    ("max_train", positive_or_none, "1 or more, or null (all)"),
+    ("max_val", positive_or_none, "1 or more, or null (all)"),
+)
 
 
 @dataclass
@@ -81,16 +109,7 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     if isinstance(data, dict) and overrides:
         data = {**data, **{key: value for key, value in overrides.items() if value is not None}}
     config = config_from_dict(StandaloneTrainConfig, data, source=str(path))
-    if config.init not in INITIALISATIONS:
-        raise UserError(f"{path}: init={config.init!r}; accepted: {', '.join(INITIALISATIONS)}")
-    if config.epochs < 1:
-        raise UserError(f"{path}: epochs={config.epochs}; accepted: 1 or more")
-    if config.schedule not in SCHEDULES:
-        raise UserError(f"{path}: schedule={config.schedule!r}; accepted: {', '.join(SCHEDULES)}")
-    if config.device not in DEVICES:
-        raise UserError(f"{path}: device={config.device!r}; accepted: {', '.join(DEVICES)}")
-    if not 8 <= config.input_size <= 4096:
-        raise UserError(f"{path}: input_size={config.input_size}; accepted: 8 to 4096 pixels")
+    check_fields(config, CHECKS, str(path))
     return config, path.parent
 
 
@@ -104,6 +123,7 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
 
     config, base = load_train_config(path, overrides)
     device = resolve_device(config.device)
+    check_output_path(base / config.out, "out (--out)", kind="folder")
     refuse_to_overwrite(base / config.out / "checkpoint.pt", resume, "--out DIR")
     try:
         spec = ArchSpec.from_dict(config.arch)

@@ -29,12 +29,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from nas_search.config import config_from_dict, config_to_dict, load_yaml_file
+from nas_search.config import FieldCheck, check_fields, config_from_dict, config_to_dict, load_yaml_file, positive_or_none
 from nas_search.errors import UserError
+from nas_search.utils import check_output_path
 from nas_search.spec import ArchSpec
 from nas_search.training.checkpoint import check_steps_per_epoch, load_checkpoint, refuse_to_overwrite, save_checkpoint
 from nas_search.training.distributed import DEVICES
@@ -87,10 +88,6 @@ class DetectionTrainConfig:
     postprocess: dict = field(default_factory=dict)
 
 
-def _positive_or_none(value: int | None) -> bool:
-    return value is None or value >= 1
-
-
 def _multiple_of_32(value: int | None) -> bool:
     return value is None or (value >= 32 and value % 32 == 0)
 
@@ -110,25 +107,25 @@ def _postprocess_accepted() -> str:
 
 
 #: Value checks after the type checks: (field, test, what is accepted).
-CHECKS: tuple[tuple[str, Callable[[Any], bool], Callable[[], str]], ...] = (
-    ("task", lambda value: value == "detect", lambda: "detect"),
-    ("arch", bool, lambda: "the architecture mapping written by `nas-search export`"),
-    ("init", lambda value: value in INITIALISATIONS, lambda: ", ".join(INITIALISATIONS)),
-    ("optimizer", lambda value: value in OPTIMIZERS, lambda: ", ".join(OPTIMIZERS)),
-    ("device", lambda value: value in DEVICES, lambda: ", ".join(DEVICES)),
-    ("num_classes", _positive_or_none, lambda: "1 or more, or null (from the data)"),
-    ("input_size", _multiple_of_32, lambda: "a multiple of 32 (e.g. 128, 160, 320)"),
-    ("deployment_input_size", _multiple_of_32, lambda: "a multiple of 32, or null"),
-    ("learning_rate", lambda value: value > 0, lambda: "a number > 0"),
-    ("momentum", lambda value: 0 <= value < 1, lambda: "0 to below 1"),
-    ("weight_decay", lambda value: value >= 0, lambda: "0 or more"),
-    ("warmup_epochs", lambda value: value >= 0, lambda: "0 or more"),
-    ("clip_grad_norm", lambda value: value is None or value > 0, lambda: "a number > 0, or null (no clipping)"),
-    ("epochs", lambda value: value >= 1, lambda: "1 or more"),
-    ("batch_size", lambda value: value >= 1, lambda: "1 or more"),
-    ("workers", lambda value: value is None or value >= 0, lambda: "0 or more, or null"),
-    ("max_train", _positive_or_none, lambda: "1 or more, or null (all)"),
-    ("max_val", _positive_or_none, lambda: "1 or more, or null (all)"),
+CHECKS: tuple[FieldCheck, ...] = (
+    ("task", lambda value: value == "detect", "detect"),
+    ("arch", bool, "the architecture mapping written by `nas-search export`"),
+    ("init", lambda value: value in INITIALISATIONS, ", ".join(INITIALISATIONS)),
+    ("optimizer", lambda value: value in OPTIMIZERS, ", ".join(OPTIMIZERS)),
+    ("device", lambda value: value in DEVICES, ", ".join(DEVICES)),
+    ("num_classes", positive_or_none, "1 or more, or null (from the data)"),
+    ("input_size", _multiple_of_32, "a multiple of 32 (e.g. 128, 160, 320)"),
+    ("deployment_input_size", _multiple_of_32, "a multiple of 32, or null"),
+    ("learning_rate", lambda value: value > 0, "a number > 0"),
+    ("momentum", lambda value: 0 <= value < 1, "0 to below 1"),
+    ("weight_decay", lambda value: value >= 0, "0 or more"),
+    ("warmup_epochs", lambda value: value >= 0, "0 or more"),
+    ("clip_grad_norm", lambda value: value is None or value > 0, "a number > 0, or null (no clipping)"),
+    ("epochs", lambda value: value >= 1, "1 or more"),
+    ("batch_size", lambda value: value >= 1, "1 or more"),
+    ("workers", lambda value: value is None or value >= 0, "0 or more, or null"),
+    ("max_train", positive_or_none, "1 or more, or null (all)"),
+    ("max_val", positive_or_none, "1 or more, or null (all)"),
     ("postprocess", _known_postprocess, _postprocess_accepted),
 )
 
@@ -143,10 +140,7 @@ def load_detection_train_config(path: str | Path, overrides: dict[str, Any] | No
     if isinstance(data, dict) and overrides:
         data = {**data, **{key: value for key, value in overrides.items() if value is not None}}
     config = config_from_dict(DetectionTrainConfig, data, source=str(path))
-    for name, accepts, accepted in CHECKS:
-        value = getattr(config, name)
-        if not accepts(value):
-            raise UserError(f"{path}: {name}={value!r}; accepted: {accepted()}")
+    check_fields(config, CHECKS, str(path))
     if config.classes is not None and not all(isinstance(name, str) and name for name in config.classes):
         raise UserError(f"{path}: classes={list(config.classes)!r}; accepted: a list of class names (strings), or null")
     return config, path.parent
@@ -204,6 +198,7 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
     except UserError as error:
         raise UserError(f"{path}: arch: {error}") from None
     device = resolve_device(config.device)
+    check_output_path(base / config.out, "out (--out)", kind="folder")
     refuse_to_overwrite(base / config.out / "checkpoint.pt", resume, "--out DIR")
     data = load_detection_data(
         _data_folder(config, base), input_size=config.input_size, seed=config.seed, max_train=config.max_train,

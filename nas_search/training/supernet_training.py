@@ -110,6 +110,16 @@ def _validate_config(config: SupernetTrainConfig) -> None:
         (config.budget_teacher in TEACHER_RULES,
          f"budget_teacher={config.budget_teacher!r}; accepted: {', '.join(TEACHER_RULES)}"),
         (0 <= config.bridgeout_probability < 1, f"bridgeout_probability={config.bridgeout_probability}; accepted: [0, 1)"),
+        (config.input_size is None or 8 <= config.input_size <= 4096,
+         f"input_size={config.input_size}; accepted: 8 to 4096 pixels, or None (the space's)"),
+        (config.weight_decay >= 0, f"weight_decay={config.weight_decay}; accepted: 0 or more"),
+        (config.warmup_epochs >= 0, f"warmup_epochs={config.warmup_epochs}; accepted: 0 or more"),
+        (0 <= config.label_smoothing < 1, f"label_smoothing={config.label_smoothing}; accepted: 0 to below 1"),
+        (0 <= config.full_width_warmup_epochs < config.epochs,
+         f"full_width_warmup_epochs={config.full_width_warmup_epochs}; accepted: 0 to {config.epochs - 1} (below epochs)"),
+        (config.channel_regeneration_epoch is None or 1 <= config.channel_regeneration_epoch < config.epochs,
+         f"channel_regeneration_epoch={config.channel_regeneration_epoch}; accepted: 1 to {config.epochs - 1} (an epoch "
+         "after the first, before the last), or None"),
     ]
     for ok, message in checks:
         if not ok:
