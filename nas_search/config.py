@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import yaml
 
-from nas_search.errors import UserError
+from nas_search.errors import UserError, missing_file
 
 ConfigType = TypeVar("ConfigType")
 
@@ -74,7 +74,7 @@ def load_yaml_file(path: str | Path, what: str = "config") -> Any:
     """``yaml.safe_load`` a file, with one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{what} file not found: {path}")
+        raise UserError(f"{what} file {missing_file(path)}: {path}")
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

@@ -10,3 +10,11 @@ class UserError(ValueError):
     """Bad user input. The message names the bad value and what is accepted."""
 
     exit_code = 2
+
+
+def missing_file(path) -> str:
+    """Why ``path`` cannot be read as a file, in words: it is a folder, or it is not there."""
+    from pathlib import Path
+
+    return "is a folder, not a file" if Path(path).is_dir() else "not found"
+

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from nas_search.errors import UserError
+from nas_search.errors import UserError, missing_file
 
 SPEC_FORMAT_VERSION = 1
 
@@ -383,7 +383,7 @@ def load_arch(path: str | Path) -> ArchSpec:
     or train config holding an ``arch`` entry)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"architecture file not found: {path} (expected a .yaml or .json ArchSpec)")
+        raise UserError(f"architecture file {missing_file(path)}: {path} (expected a .yaml or .json ArchSpec)")
     try:
         data = yaml.safe_load(path.read_text())  # JSON is a subset of YAML
     except (yaml.YAMLError, UnicodeDecodeError):

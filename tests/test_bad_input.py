@@ -194,3 +194,11 @@ def test_worker_on_a_missing_sqlite_file_creates_nothing(tmp_path: Path, capsys)
     assert_one_line_error(["worker", "--storage", f"sqlite:///{database}", "--study", "e2e"],
                           "no study database there", capsys)
     assert not database.exists()
+
+
+def test_a_folder_given_for_a_file_is_called_a_folder(micro_arch: Path, tmp_path: Path, capsys) -> None:
+    assert_one_line_error(["cost", str(tmp_path)], f"architecture file is a folder, not a file: {tmp_path}", capsys)
+    assert_one_line_error(["eval", "--checkpoint", str(tmp_path), "--arch", str(micro_arch)],
+                          f"checkpoint is a folder, not a file: {tmp_path}", capsys)
+    assert_one_line_error(["train", str(tmp_path)], f"training config file is a folder, not a file: {tmp_path}", capsys)
+    assert_one_line_error(["cost", str(tmp_path / "missing.yaml")], "architecture file not found", capsys)

@@ -60,7 +60,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from nas_search.errors import UserError
+from nas_search.errors import UserError, missing_file
 from nas_search.hw_models.flops import BLOCK_COSTS, Cost, conv_norm, output_size
 from nas_search.hw_models.memory import block_layer_stats
 from nas_search.spaces.space import (
@@ -954,7 +954,7 @@ def load_table(path: str | Path) -> LatencyTable:
     """Read a latency table file (JSON)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"latency table not found: {path} (create one with `nas-search profile`)")
+        raise UserError(f"latency table {missing_file(path)}: {path} (create one with `nas-search profile`)")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

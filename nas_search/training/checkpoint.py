@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from nas_search.errors import UserError
+from nas_search.errors import UserError, missing_file
 from nas_search.utils import atomic_torch_save, file_sha256
 
 SUPERNET_FORMAT = "nas-search-supernet"
@@ -35,7 +35,7 @@ def load_checkpoint(path: str | Path, expected_format: str = SUPERNET_FORMAT, sp
     """Load a checkpoint with ``weights_only=True`` and check its format (and space)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+        raise UserError(f"checkpoint {missing_file(path)}: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types on foreign files (KeyError, UnpicklingError, ...)
