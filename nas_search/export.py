@@ -177,6 +177,7 @@ def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, froze
         "num_classes": metadata["num_classes"],
         "input_size": training_size(data_path, metadata["input_size"], input_size),
         "deployment_input_size": input_size,
+        "resize": model.resize,
         "init": "inherited",
         "weights": "model.pt",
         "optimizer": "sgd",
@@ -210,7 +211,7 @@ def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, froze
 
 def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen, epochs: int) -> ExportedModel:
     from nas_search.data.detection import load_detection_data
-    from nas_search.detection.static import EXP_CODED_OUTPUTS, HEAD_OUTPUTS, IMAGE_MEAN, IMAGE_STD
+    from nas_search.detection.static import EXP_CODED_OUTPUTS, HEAD_OUTPUTS, IMAGE_MEAN, IMAGE_STD, RESIZE_MODES
     from nas_search.evaluators.detection import detection_calibration_batches, recalibrate_detection_batch_norm
     from nas_search.hw_models.flops import count_flops
     from nas_search.training.detection_training import load_detection_supernet
@@ -238,6 +239,7 @@ def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen,
         "classes": list(metadata.get("classes") or []),
         "input_size": training_size(data_path, image_size, input_size),
         "deployment_input_size": input_size,
+        "resize": model.resize,
         "init": "inherited",
         "weights": "model.pt",
         "optimizer": "adamw",
@@ -256,10 +258,13 @@ def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen,
         "score_input_size": image_size,
         "num_classes": num_classes,
         "class_names": list(metadata.get("classes") or []),
+        "resize": model.resize,
         "onnx": {
             "input": f"images: float32 [batch, 3, {input_size}, {input_size}], RGB in [0, 1] normalised with "
-                     f"mean {list(IMAGE_MEAN)} and std {list(IMAGE_STD)}, resized so the longer side is {input_size} "
-                     "and zero-padded to a square",
+                     f"mean {list(IMAGE_MEAN)} and std {list(IMAGE_STD)}, "
+                     + RESIZE_MODES[model.resize].replace("S x S", f"{input_size} x {input_size}").replace(
+                         "longer side is S", f"longer side is {input_size}")
+                     + f" (resize mode {model.resize!r}); boxes come back in those input pixels",
             "outputs": {
                 "cls_logits": "[batch, anchors, classes + 1] logits (sigmoid; column 0 is background)",
                 "bbox_regression": "[batch, anchors, 4] FCOS box distances (left, top, right, bottom) in units of the "
@@ -360,9 +365,11 @@ def load_exported(directory: str | Path) -> torch.nn.Module:
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     num_classes = meta.get("num_classes")
     if meta.get("task") == "detect":
-        from nas_search.detection.static import build_detector
+        from nas_search.detection.static import LEGACY_RESIZE, build_detector
 
-        model = build_detector(spec, int(num_classes), int(meta["input_size"]), **meta.get("postprocess", {}))
+        # Exports from before resize modes existed were trained longer-side.
+        model = build_detector(spec, int(num_classes), int(meta["input_size"]), resize=meta.get("resize", LEGACY_RESIZE),
+                               **meta.get("postprocess", {}))
     else:
         model = build_static_model(get_space(spec.space).resolve(spec, num_classes=num_classes))
     state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,9 @@ def test_detect_export_onnx_and_config(detect_export: Path) -> None:
     assert set(meta["postprocess"]) >= {"score_thresh", "nms_thresh", "detections_per_img"}
     config = yaml.safe_load((out / "train.yaml").read_text())
     assert config["task"] == "detect" and config["postprocess"] == meta["postprocess"]
+    # the supernet was trained with the default resize mode; the export and train.yaml say so
+    assert meta["resize"] == config["resize"] == "square"
+    assert "stretched to 416 x 416" in meta["onnx"]["input"]
     # the ONNX file is the network without post-processing: three raw outputs per anchor point
     import onnxruntime
 
@@ -118,9 +122,16 @@ def test_detect_export_onnx_and_config(detect_export: Path) -> None:
         scale = max(1.0, float(np.abs(reference).max()))
         assert np.abs(actual - reference).max() / scale < 1e-3, name
     # and the rebuilt detector detects (torchvision post-processing with the exported settings)
+    assert model.resize == "square" and model.transform.fixed_size == (416, 416)
     with torch.no_grad():
         detections = model([torch.rand(3, 300, 400)])
     assert set(detections[0]) == {"boxes", "scores", "labels"}
+    # an export from before resize modes (no "resize" in meta.json) was trained longer-side
+    legacy = out.parent / "exported-legacy"
+    shutil.copytree(out, legacy)
+    legacy_meta = {key: value for key, value in meta.items() if key != "resize"}
+    (legacy / "meta.json").write_text(json.dumps(legacy_meta))
+    assert load_exported(legacy).resize == "longer-side"
 
 
 def test_detect_train_exported(detect_study: Path, detect_export: Path, nas_cli: CliRunner) -> None:

@@ -310,6 +310,39 @@ def test_build_detector_from_scratch_matches_extracted_layout(supernet, space):
         build_detector(get_space("mobile").largest(), CLASSES)
 
 
+def test_resize_modes_fill_the_input_or_keep_the_aspect_ratio(space):
+    """``square`` stretches a 4:3 image to the full S x S input, ``longer-side`` keeps its
+    aspect ratio (160 x 120 of content padded to 160 x 128); both return boxes in the image's own pixels."""
+    spec = random_specs(space, 1, seed=5)[0]
+    image = torch.rand(3, 120, 160)
+    shapes = {}
+    for mode in ("square", "longer-side"):
+        model = build_detector(spec, CLASSES, image_size=160, resize=mode, score_thresh=0.0).eval()
+        assert model.resize == mode
+        with torch.no_grad():
+            batch_images, _ = model.transform([image])
+            detections = model([image])[0]
+        shapes[mode] = (tuple(batch_images.tensors.shape[-2:]), tuple(batch_images.image_sizes[0]))
+        boxes = detections["boxes"]
+        assert len(boxes) > 0
+        assert boxes[:, 2].max() <= 160 + 1e-3 and boxes[:, 3].max() <= 120 + 1e-3
+    # (input tensor, image content inside it): a quarter of the longer-side input is padding
+    assert shapes == {"square": ((160, 160), (160, 160)), "longer-side": ((128, 160), (120, 160))}
+    model.set_resize("square")
+    assert model.transform.fixed_size == (160, 160)
+    model.set_image_size(128)  # the mode survives a size change
+    assert model.transform.fixed_size == (128, 128)
+    with pytest.raises(UserError, match="resize mode 'letterbox' is invalid; allowed: square, longer-side"):
+        build_detector(spec, CLASSES, image_size=160, resize="letterbox")
+
+
+def test_supernet_extracts_detectors_with_its_resize_mode(space):
+    supernet = DetectionSupernet(space, num_classes=CLASSES, image_size=SIZE, resize="longer-side")
+    assert supernet.transform.fixed_size is None
+    assert supernet.extract(space.smallest()).resize == "longer-side"
+    assert DetectionSupernet(space, num_classes=CLASSES, image_size=SIZE).extract(space.smallest()).resize == "square"
+
+
 # ---------------------------------------------------------------------------- search plumbing
 def test_sample_specs_within_budget(space):
     budget = 4_500_000_000

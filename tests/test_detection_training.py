@@ -443,6 +443,11 @@ def test_supernet_training_checkpoints_and_a_resumed_run_matches_an_uninterrupte
     assert not supernet.training and supernet.image_size == IMAGE_SIZE
     assert "model" not in metadata and metadata["config"]["seed"] == 3
     assert all(torch.equal(value, whole["model"][name]) for name, value in supernet.state_dict().items())
+    # the resize mode is recorded; a checkpoint from before resize modes was trained longer-side
+    assert whole["resize"] == parts["resize"] == supernet.resize == "square"
+    legacy = {key: value for key, value in whole.items() if key != "resize"}
+    torch.save(legacy, tmp_path / "legacy.pt")
+    assert load_detection_supernet(tmp_path / "legacy.pt")[0].resize == "longer-side"
 
 
 def test_a_trained_supernet_checkpoint_evaluates_on_the_demo_data(tmp_path):

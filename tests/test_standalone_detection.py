@@ -151,6 +151,7 @@ def test_inherited_weights_of_another_architecture_are_refused(tmp_path, spec):
         ({"task": "classify"}, "task='classify'; accepted: detect"),
         ({"postprocess": {"iou": 0.5}}, "postprocess={'iou': 0.5}; accepted: a mapping of score_thresh"),
         ({"arch": {}}, "arch={}; accepted"),
+        ({"resize": "letterbox"}, "resize='letterbox'; accepted: square, longer-side"),
     ],
 )
 def test_bad_values_give_one_line_errors(tmp_path, spec, options, message):

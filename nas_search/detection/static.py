@@ -63,6 +63,24 @@ DETECTION_DEFAULTS: dict[str, Any] = {
     "center_sampling_radius": 4.0,
 }
 
+#: How the transform fits an image into the ``S x S`` input the detector's FLOPs, latency and
+#: memory are counted on (``S``: the image size), by name. ``square`` stretches every image to
+#: ``S x S`` (aspect ratio not kept, as SSD and SSDlite do), so that the whole input holds
+#: image content. ``longer-side`` keeps the aspect ratio: the longer side becomes ``S`` and
+#: the rest is zero padding (torchvision FCOS's way). Measured on raccoon (320 px, 12 epochs
+#: from scratch, the benchmark's searched architecture, seeds 0-2): mAP@0.5 0.604 / 0.711 /
+#: 0.666 with ``square`` against 0.533 / 0.557 / 0.568 with ``longer-side`` (RESULTS.md,
+#: session 10): on the usual 4:3 photographs a quarter of a ``longer-side`` input is
+#: padding, and each object covers fewer feature-map points, so it gets fewer positives.
+RESIZE_MODES: dict[str, str] = {
+    "square": "stretched to S x S (aspect ratio not kept)",
+    "longer-side": "resized so the longer side is S (aspect ratio kept) and zero-padded to S x S",
+}
+#: The resize mode of new detectors and supernets. Checkpoints and exports made before
+#: resize modes existed were trained ``longer-side`` and are read back that way.
+DEFAULT_RESIZE = "square"
+LEGACY_RESIZE = "longer-side"
+
 #: Normalisation applied by the transform (ImageNet statistics, torchvision's default).
 IMAGE_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGE_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -129,6 +147,13 @@ def check_image_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 32 or size % 32:
         raise UserError(f"detector image size {size!r} is invalid; allowed: a multiple of 32 (e.g. 160, 320, 416)")
     return size
+
+
+def check_resize(mode: object) -> str:
+    """Refuse a resize mode that is not in :data:`RESIZE_MODES`."""
+    if not isinstance(mode, str) or mode not in RESIZE_MODES:
+        raise UserError(f"detector resize mode {mode!r} is invalid; allowed: {', '.join(RESIZE_MODES)}")
+    return mode
 
 
 def fcos_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -321,12 +346,19 @@ class DetectorInterface:
     """Methods shared by :class:`StaticDetector` and the supernet (mixed into FCOS)."""
 
     def set_image_size(self, size: int) -> None:
-        """Resize inputs so that their longer side is ``size`` (a multiple of 32): the
-        transform's ``min_size`` and ``max_size``. Use the proxy size for supernet
-        training and the deployment size (416) for deployment."""
+        """Resize inputs to ``size`` (a multiple of 32) as :attr:`resize` says: to
+        ``size x size`` (``square``: the transform's ``fixed_size``) or to a longer side of
+        ``size`` (``longer-side``: its ``min_size`` and ``max_size``). Use the proxy size
+        for supernet training and the deployment size (416) for deployment."""
         self.image_size = check_image_size(size)
         self.transform.min_size = (size,)
         self.transform.max_size = size
+        self.transform.fixed_size = (size, size) if self.resize == "square" else None
+
+    def set_resize(self, mode: str) -> None:
+        """Switch the resize mode (:data:`RESIZE_MODES`) at the current image size."""
+        self.resize = check_resize(mode)
+        self.set_image_size(self.image_size)
 
     def core(self) -> DetectorCore:
         """The raw-output module (shares this detector's backbone and head)."""
@@ -364,14 +396,15 @@ class StaticDetector(DetectorInterface, FCOS):
 
     Args:
         detector: the resolved architecture (``DetectionSpace.resolve``).
-        image_size: the transform's resize size (longer side), a multiple of 32.
+        image_size: the transform's resize size, a multiple of 32.
+        resize: how images are fitted to ``image_size`` (:data:`RESIZE_MODES`).
         **options: FCOS settings overriding :data:`DETECTION_DEFAULTS`.
 
     Attributes: ``spec`` (the ArchSpec), ``num_classes`` (C, background excluded),
-    ``image_size``, ``detector_options``.
+    ``image_size``, ``resize``, ``detector_options``.
     """
 
-    def __init__(self, detector: ResolvedDetector, image_size: int, **options: Any) -> None:
+    def __init__(self, detector: ResolvedDetector, image_size: int, *, resize: str = DEFAULT_RESIZE, **options: Any) -> None:
         settings = fcos_options(options)
         backbone = DetectionBackbone(Body(detector.backbone, detector.used_stages), Neck(detector.neck), detector.neck.channels)
         FCOS.__init__(
@@ -381,7 +414,8 @@ class StaticDetector(DetectorInterface, FCOS):
         )
         self.spec: ArchSpec = detector.spec
         self.num_classes = detector.num_classes
-        self.image_size = image_size
+        self.resize = check_resize(resize)
+        self.set_image_size(image_size)
         self.detector_options = settings
 
 
@@ -392,23 +426,27 @@ def initialise_detector(model: StaticDetector) -> None:
     initialise_predictors(model.head)
 
 
-def build_detector(spec: ArchSpec, num_classes: int, image_size: int | None = None, **options: Any) -> StaticDetector:
+def build_detector(spec: ArchSpec, num_classes: int, image_size: int | None = None, *, resize: str = DEFAULT_RESIZE,
+                   **options: Any) -> StaticDetector:
     """A randomly initialised standalone detector for ``spec`` (C = ``num_classes``,
     background excluded), resizing inputs to ``image_size`` (default: the space's
-    deployment size)."""
+    deployment size) as ``resize`` says (:data:`RESIZE_MODES`)."""
     from nas_search.spaces import get_space
 
     space = get_space(spec.space)
     if not isinstance(space, DetectionSpace):
         raise UserError(f"space {spec.space!r} is not a detection space; detectors are built from 'detect'")
     detector = space.resolve(spec, num_classes=num_classes)
-    model = StaticDetector(detector, space.input_size if image_size is None else image_size, **options)
+    model = StaticDetector(detector, space.input_size if image_size is None else image_size, resize=resize, **options)
     initialise_detector(model)
     return model
 
 
 __all__ = [
+    "DEFAULT_RESIZE",
     "DETECTION_DEFAULTS",
+    "LEGACY_RESIZE",
+    "RESIZE_MODES",
     "EXP_CODED_OUTPUTS",
     "HEAD_OUTPUTS",
     "Body",
@@ -424,6 +462,7 @@ __all__ = [
     "SharedSeparableLayer",
     "StaticDetector",
     "build_detector",
+    "check_resize",
     "box_distances",
     "initialise_detector",
     "initialise_predictors",

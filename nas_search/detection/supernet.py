@@ -37,6 +37,7 @@ from nas_search.detection.head import ElasticDetectionHead
 from nas_search.detection.neck import ElasticNeck
 from nas_search.detection.space import DetectionSpace, ResolvedDetector
 from nas_search.detection.static import (
+    DEFAULT_RESIZE,
     IMAGE_MEAN,
     IMAGE_STD,
     Body,
@@ -44,6 +45,7 @@ from nas_search.detection.static import (
     DetectorInterface,
     StaticDetector,
     check_image_size,
+    check_resize,
     fcos_options,
     make_anchor_generator,
 )
@@ -105,15 +107,18 @@ class DetectionSupernet(DetectorInterface, FCOS):
         num_classes: object classes C, background excluded (torchvision gets C + 1).
         image_size: resize size of the transform (default: the space's proxy training
             size); change it with :meth:`set_image_size`.
+        resize: how images are fitted to the image size (``RESIZE_MODES``); extracted
+            detectors inherit it.
         **options: FCOS settings overriding ``DETECTION_DEFAULTS`` (``score_thresh``,
             ``nms_thresh``, ``detections_per_img``, ``topk_candidates``,
             ``center_sampling_radius``); extracted detectors inherit them.
 
-    Attributes: ``space``, ``num_classes`` (C), ``image_size``, ``active`` (the
+    Attributes: ``space``, ``num_classes`` (C), ``image_size``, ``resize``, ``active`` (the
     :class:`ResolvedDetector` of the active subnet), ``detector_options``.
     """
 
-    def __init__(self, space: DetectionSpace, num_classes: int, image_size: int | None = None, **options: Any) -> None:
+    def __init__(self, space: DetectionSpace, num_classes: int, image_size: int | None = None, *,
+                 resize: str = DEFAULT_RESIZE, **options: Any) -> None:
         if not isinstance(space, DetectionSpace):
             raise UserError(f"space {getattr(space, 'name', space)!r} is not a detection space; use 'detect'")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -137,7 +142,8 @@ class DetectionSupernet(DetectorInterface, FCOS):
         )
         self.space = space
         self.num_classes = num_classes
-        self.image_size = size
+        self.resize = check_resize(resize)
+        self.set_image_size(size)
         self.detector_options = settings
         self.active: ResolvedDetector | None = None
         self.activate(space.largest())
@@ -161,7 +167,7 @@ class DetectionSupernet(DetectorInterface, FCOS):
         copies of the shared weights, with this supernet's image size, FCOS settings and
         train/eval mode."""
         detector = self.space.resolve(spec, num_classes=self.num_classes) if spec is not None else self.active
-        model = StaticDetector(detector, self.image_size, **self.detector_options)
+        model = StaticDetector(detector, self.image_size, resize=self.resize, **self.detector_options)
         model.to(next(self.parameters()).device)
         self.backbone.body.copy_into(model.backbone.body, detector.backbone)
         self.backbone.neck.copy_into(model.backbone.neck, detector.neck)

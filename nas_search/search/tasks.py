@@ -220,7 +220,8 @@ def _detector_finalist_trainer(checkpoint: Path, config: "SearchConfig", setting
             model = supernet.extract(spec)
             model.set_image_size(settings.input_size)
         else:
-            model = build_detector(spec, int(metadata["num_classes"]), settings.input_size, **supernet.detector_options)
+            model = build_detector(spec, int(metadata["num_classes"]), settings.input_size, resize=supernet.resize,
+                                   **supernet.detector_options)
         return train_detector_finalist(model.to(device), data, recipe, settings.epochs, config.seed + run, label,
                                        device, config.progress)
 

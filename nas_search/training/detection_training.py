@@ -304,6 +304,7 @@ def _as_tuple(value: Any) -> Any:
 def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: DistributedContext,
            load_data, make_detection_loader, progress_bar) -> DetectionSupernetTrainResult:
     from nas_search.detection import DetectionSupernet
+    from nas_search.detection.static import DEFAULT_RESIZE
     from nas_search.spaces import get_space
 
     space = get_space(config.space)
@@ -315,7 +316,10 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
     num_classes = len(data.classes)
     out = Path(config.out)
     torch.manual_seed(config.seed)
-    supernet = DetectionSupernet(space, num_classes, image_size=image_size).to(device)
+    resize = DEFAULT_RESIZE
+    if config.resume and out.exists():  # a resumed supernet keeps the resize mode it was trained with
+        resize = checkpoint_resize(load_checkpoint(out, DETECTION_SUPERNET_FORMAT, space=space.name))
+    supernet = DetectionSupernet(space, num_classes, image_size=image_size, resize=resize).to(device)
     flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, num_classes)
     extremes = budget_extremes(space, config.max_flops, flops_model, config.budget_teacher)
     use_cuda = device.type == "cuda"
@@ -412,6 +416,7 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
                     "num_classes": num_classes,
                     "classes": list(data.classes),
                     "image_size": image_size,
+                    "resize": supernet.resize,
                     "dataset": data.description,
                     "data": config.data,
                     "epoch": epoch + 1,
@@ -435,6 +440,14 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
     )
 
 
+def checkpoint_resize(payload: dict) -> str:
+    """The resize mode a detection supernet checkpoint was trained with (checkpoints from
+    before resize modes existed were trained ``longer-side``)."""
+    from nas_search.detection.static import LEGACY_RESIZE, check_resize
+
+    return check_resize(payload.get("resize", LEGACY_RESIZE))
+
+
 def load_detection_supernet(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """A ``DetectionSupernet`` with weights from a checkpoint (loaded with
     ``weights_only=True``), set to its training image size and in eval mode, plus the
@@ -443,7 +456,8 @@ def load_detection_supernet(path: str | Path, device: str | torch.device = "cpu"
     from nas_search.detection import DetectionSupernet
     from nas_search.spaces import get_space
 
-    supernet = DetectionSupernet(get_space(payload["space"]), payload["num_classes"], image_size=payload["image_size"])
+    supernet = DetectionSupernet(get_space(payload["space"]), payload["num_classes"], image_size=payload["image_size"],
+                                 resize=checkpoint_resize(payload))
     try:
         supernet.load_state_dict(payload["model"])
     except RuntimeError as error:

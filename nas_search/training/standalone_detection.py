@@ -86,6 +86,8 @@ class DetectionTrainConfig:
     max_val: int | None = None
     device: str = "auto"                   # auto | cpu | cuda
     postprocess: dict = field(default_factory=dict)
+    resize: str = "longer-side"            # square | longer-side (``RESIZE_MODES``); exports write it,
+                                           # older train.yaml files without it were trained longer-side
 
 
 def _multiple_of_32(value: int | None) -> bool:
@@ -104,6 +106,12 @@ def _postprocess_accepted() -> str:
     from nas_search.detection.static import DETECTION_DEFAULTS
 
     return f"a mapping of {', '.join(DETECTION_DEFAULTS)} to numbers"
+
+
+def _resize_modes() -> tuple[str, ...]:
+    from nas_search.detection.static import RESIZE_MODES
+
+    return tuple(RESIZE_MODES)
 
 
 #: Value checks after the type checks: (field, test, what is accepted).
@@ -127,6 +135,7 @@ CHECKS: tuple[FieldCheck, ...] = (
     ("max_train", positive_or_none, "1 or more, or null (all)"),
     ("max_val", positive_or_none, "1 or more, or null (all)"),
     ("postprocess", _known_postprocess, _postprocess_accepted),
+    ("resize", lambda value: value in _resize_modes(), lambda: ", ".join(_resize_modes())),
 )
 
 
@@ -209,7 +218,7 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
         raise UserError(f"{path}: num_classes={num_classes} but the data has {data.num_classes} classes "
                         f"({', '.join(data.classes)})")
     torch.manual_seed(config.seed)
-    model = build_detector(spec, num_classes, config.input_size, **config.postprocess)
+    model = build_detector(spec, num_classes, config.input_size, resize=config.resize, **config.postprocess)
     if config.init == "inherited":
         _load_weights(model, base / config.weights, path, spec)
     model.to(device)
