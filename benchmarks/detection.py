@@ -13,7 +13,9 @@
    ``build_detector(...).core()`` at 320) and by our analytic counter, which must agree.
 3. Both are trained from scratch with the same recipe (AdamW, warm-up + cosine, gradient
    clipping, same epochs, batch size, input size, data order and flips) with
-   ``train_detection_epoch``; SSDlite's transform is set to the same input size. Both are
+   ``train_detection_epoch``; SSDlite's transform is set to the same input size. Both
+   stretch every image to the full 320 x 320 square their FLOPs are counted on (SSDlite's
+   ``fixed_size``; ours the default resize mode ``square``). Both are
    scored with the same post-processing score threshold (SSDlite's 0.001) by COCO mAP on the
    val split (raccoon: its 40 test images). Each is trained ``--seeds`` times (3; the seed
    sets initialisation, data order and flips) and the mAPs are averaged: on 40 test images a
@@ -143,7 +145,7 @@ def build_ssdlite(num_classes: int, input_size: int) -> nn.Module:
 
 
 def set_ssdlite_size(model: nn.Module, size: int) -> None:
-    """SSDlite resizes to a fixed square (``fixed_size``), unlike FCOS's longer side."""
+    """SSDlite stretches images to a fixed square (``fixed_size``), as ours does by default."""
     model.transform.min_size = (size,)
     model.transform.max_size = size
     model.transform.fixed_size = (size, size)
@@ -236,8 +238,8 @@ class FinishedRuns:
         self.runs: dict[str, dict] = json.loads(self.index.read_text()) if self.index.is_file() else {}
 
     @staticmethod
-    def key(name: str, arch: str, recipe: Recipe, data_description: str) -> str:
-        return json.dumps([name, arch, asdict(recipe), data_description], sort_keys=True)
+    def key(name: str, arch: str, recipe: Recipe, data_description: str, resize: str) -> str:
+        return json.dumps([name, arch, asdict(recipe), data_description, resize], sort_keys=True)
 
     def load(self, key: str, model: nn.Module) -> dict | None:
         """The stored result of run ``key`` with its weights loaded into ``model``, or None."""
@@ -370,7 +372,8 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()} for training (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), "
           f"1 for latency; training device {device}; work folder {workdir}")
 
-    data = load_detection_data(data_dir, input_size=recipe.input_size, seed=recipe.seed)
+    # both detectors stretch images to the square input: load them at that square directly
+    data = load_detection_data(data_dir, input_size=recipe.input_size, seed=recipe.seed, resize="square")
     num_classes = data.num_classes
     print(data.description)
 
@@ -407,7 +410,7 @@ def main() -> None:
             torch.manual_seed(seeded.seed)
             model = build()
             key = finished.key(name, str(spec) if name == "ours" else "ssdlite320_mobilenet_v3_large", seeded,
-                               data.description)
+                               data.description, getattr(model, "resize", "fixed_size"))
             run = finished.load(key, model)
             if run is None:
                 run = train_from_scratch(f"{name} (seed {seeded.seed})", model, data, seeded, device)
@@ -422,7 +425,8 @@ def main() -> None:
 
     ours.cpu().set_image_size(DEPLOYMENT_SIZE)
     set_ssdlite_size(ssdlite.cpu(), DEPLOYMENT_SIZE)
-    image = load_detection_data(data_dir, input_size=DEPLOYMENT_SIZE, seed=recipe.seed, augment=False, max_val=1).val[0][0]
+    image = load_detection_data(data_dir, input_size=DEPLOYMENT_SIZE, seed=recipe.seed, augment=False, max_val=1,
+                                resize="square").val[0][0]
     timings = latencies({"ours": ours.core(), "ssdlite": SSDCore(ssdlite)}, {"ours": ours, "ssdlite": ssdlite},
                         image, arguments.repeats)
     result = {
@@ -430,7 +434,7 @@ def main() -> None:
             "map50": ours_result["map50"], "flops": ours_core_flops, "params": parameter_count(ours),
             **timings["ours"], "map": ours_result["map"], "flops_analytic": analytic.flops,
             "params_analytic": analytic.params, "flops_match": analytic.flops == ours_core_flops, "arch": str(spec),
-            "arch_spec": spec.to_dict(), "proxy_map50": summary["best"]["accuracy"],
+            "arch_spec": spec.to_dict(), "resize": ours.resize, "proxy_map50": summary["best"]["accuracy"],
             "finalist_map50": summary["best"].get("finalist_score"), "search_top": summary["top"],
             "train_seconds": ours_result["train_seconds"], "history": ours_result["history"],
             "map50_per_seed": ours_result["map50_per_seed"], "map_per_seed": ours_result["map_per_seed"],

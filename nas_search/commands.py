@@ -34,6 +34,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                              "space's largest narrowed into it (projected); default: widest for classifiers, "
                              "projected for detectors")
     parser.add_argument("--no-distill", action="store_true", help="train the smaller subnets on labels instead")
+    parser.add_argument("--resize", choices=("square", "longer-side"),
+                        help="detection spaces: how images are fitted to the input size, stretched to a square "
+                             "(default) or longer side kept with padding (torchvision FCOS's way)")
     parser.add_argument("--channel-regeneration-epoch", type=int, help="re-initialise collapsed BN channels at this epoch")
     parser.add_argument("--bridgeout", type=float, default=0.0, help="Batch Bridgeout drop probability (0 = off)")
     parser.add_argument("--full-width-warmup-epochs", type=int, default=0)
@@ -65,6 +68,11 @@ def _absolute_data(data: str | None) -> str | None:
 def training_config_from_arguments(arguments: argparse.Namespace):
     """A ``SupernetTrainConfig`` from parsed CLI arguments."""
     from nas_search.training.config import SupernetTrainConfig
+
+    if getattr(arguments, "resize", None) is not None:
+        from nas_search.errors import UserError
+
+        raise UserError(f"--resize applies to detection supernets only; space {arguments.space!r} is a classification space")
 
     config = SupernetTrainConfig(
         space=arguments.space, data=_absolute_data(arguments.data), epochs=arguments.epochs, input_size=arguments.input_size,
@@ -125,6 +133,8 @@ def detection_training_config_from_arguments(arguments: argparse.Namespace):
         max_train=arguments.max_train, out=arguments.out, resume=arguments.resume, progress=not arguments.quiet,
         max_flops=_budget_flops(arguments),
     )
+    if arguments.resize is not None:
+        config.resize = arguments.resize
     _apply_sampling_arguments(config, arguments)
     if arguments.learning_rate is not None:
         config.learning_rate = arguments.learning_rate

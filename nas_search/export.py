@@ -177,7 +177,6 @@ def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, froze
         "num_classes": metadata["num_classes"],
         "input_size": training_size(data_path, metadata["input_size"], input_size),
         "deployment_input_size": input_size,
-        "resize": model.resize,
         "init": "inherited",
         "weights": "model.pt",
         "optimizer": "sgd",
@@ -211,7 +210,7 @@ def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, froze
 
 def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen, epochs: int) -> ExportedModel:
     from nas_search.data.detection import load_detection_data
-    from nas_search.detection.static import EXP_CODED_OUTPUTS, HEAD_OUTPUTS, IMAGE_MEAN, IMAGE_STD, RESIZE_MODES
+    from nas_search.detection.static import EXP_CODED_OUTPUTS, HEAD_OUTPUTS, IMAGE_MEAN, IMAGE_STD
     from nas_search.evaluators.detection import detection_calibration_batches, recalibrate_detection_batch_norm
     from nas_search.hw_models.flops import count_flops
     from nas_search.training.detection_training import load_detection_supernet
@@ -221,7 +220,7 @@ def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen,
         raise UserError(f"checkpoint {checkpoint} is for space {metadata.get('space')!r}, not {spec.space!r}")
     image_size = int(metadata["image_size"])
     data_path = exported_data_path(attributes, metadata)
-    data = load_detection_data(data_path, input_size=image_size, augment=False, max_val=1)
+    data = load_detection_data(data_path, input_size=image_size, augment=False, max_val=1, resize=supernet.resize)
     model = supernet.extract(spec)
     recalibrate_detection_batch_norm(model, detection_calibration_batches(data.train, 256, batch_size=16))
     input_size = int(attributes["input_size"])
@@ -231,6 +230,11 @@ def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen,
     cost = count_flops(spec, supernet.space, input_size, num_classes)
     strides = supernet.space.resolve(spec, num_classes=num_classes).strides
     postprocess = dict(model.detector_options)
+    onnx_resize = {  # how to feed the fixed-shape ONNX input, per resize mode
+        "square": f"stretched to {input_size} x {input_size} (aspect ratio not kept)",
+        "longer-side": f"resized so the longer side is {input_size} (aspect ratio kept) and zero-padded to "
+                       f"{input_size} x {input_size} at the bottom and right",
+    }
     train_config = {
         "task": "detect",
         "arch": spec.to_dict(),
@@ -262,9 +266,9 @@ def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen,
         "onnx": {
             "input": f"images: float32 [batch, 3, {input_size}, {input_size}], RGB in [0, 1] normalised with "
                      f"mean {list(IMAGE_MEAN)} and std {list(IMAGE_STD)}, "
-                     + RESIZE_MODES[model.resize].replace("S x S", f"{input_size} x {input_size}").replace(
-                         "longer side is S", f"longer side is {input_size}")
-                     + f" (resize mode {model.resize!r}); boxes come back in those input pixels",
+                     + onnx_resize[model.resize]
+                     + f" (resize mode {model.resize!r}); boxes come out in those input pixels: scale them back "
+                       "by the image's own width and height factors",
             "outputs": {
                 "cls_logits": "[batch, anchors, classes + 1] logits (sigmoid; column 0 is background)",
                 "bbox_regression": "[batch, anchors, 4] FCOS box distances (left, top, right, bottom) in units of the "
@@ -324,6 +328,9 @@ def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: s
             "# trains from scratch (init: scratch). Paths are relative to this file. input_size is the\n"
             "# training size: the deployment size on real data, the supernet's proxy size on a built-in\n"
             "# demo (override with `nas-search train --input-size N`); device: auto uses CUDA when present.\n"
+            + ("# resize (detectors): square stretches images to input_size x input_size, longer-side keeps the\n"
+               "# aspect ratio; keep the mode the weights were trained with (a file without it means longer-side).\n"
+               if "resize" in exported.train_config else "")
             + yaml.safe_dump(exported.train_config, sort_keys=False)
         )
         torch.save(exported.model.state_dict(), staging / "model.pt")

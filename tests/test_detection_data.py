@@ -193,6 +193,33 @@ def test_voc_boxes_scale_with_the_resized_pixels(tmp_path: Path) -> None:
     assert shapes == [(3, 60, 120), (3, 120, 60)]
 
 
+def test_square_fit_stretches_pixels_and_boxes_per_axis(tmp_path: Path) -> None:
+    """``resize="square"`` (for detectors that stretch to a square input) loads every image
+    at S x S directly, boxes scaled per axis, so the short side keeps its own detail."""
+    write_voc(tmp_path, "wide", 80, 40, [("box", (20, 8, 60, 28))], rectangle=(20, 8, 60, 28))
+    write_voc(tmp_path, "tall", 30, 60, [("box", (3, 30, 21, 57))], rectangle=(3, 30, 21, 57))
+    data = load_detection_data(tmp_path, input_size=120, augment=False, val_fraction=0.5, resize="square")
+    for dataset in (data.train, data.val):
+        image, target = dataset[0]
+        assert tuple(image.shape) == (3, 120, 120)
+        bright = (image.mean(dim=0) > 0.5).nonzero()
+        found = torch.tensor([bright[:, 1].min(), bright[:, 0].min(), bright[:, 1].max() + 1, bright[:, 0].max() + 1],
+                             dtype=torch.float32)
+        assert torch.allclose(found, target["boxes"][0], atol=2.5), (found, target["boxes"])
+    expected = sorted([[30.0, 24.0, 90.0, 84.0], [12.0, 60.0, 84.0, 114.0]])
+    assert sorted(dataset[0][1]["boxes"][0].tolist() for dataset in (data.train, data.val)) == expected
+    assert data.description.endswith("resized to 120x120")
+    with pytest.raises(UserError, match="image fit 'letterbox' is invalid; allowed: square, longer-side"):
+        load_detection_data(tmp_path, input_size=120, resize="letterbox")
+
+
+def test_image_fits_are_the_detectors_resize_modes() -> None:
+    from nas_search.data.detection import IMAGE_FITS
+    from nas_search.detection.static import RESIZE_MODES
+
+    assert set(IMAGE_FITS) == set(RESIZE_MODES)
+
+
 def test_voc_standard_layout_with_image_sets(tmp_path: Path) -> None:
     for index in range(4):
         write_image(tmp_path / "JPEGImages" / f"00{index}.jpg", 20, 20)

@@ -69,8 +69,11 @@ cap, and in the description when not zero):
   missing, empty or of no known layout.
 
 Loading: each image is decoded once (JPEG through PIL's draft mode when it shrinks) and
-resized so that its longer side equals ``input_size`` (aspect ratio kept, boxes scaled by
-the exact per-axis factors), and held in memory as a ``uint8`` tensor; items convert it to
+resized as ``resize`` says (:data:`IMAGE_FITS`): to ``input_size x input_size`` (``square``,
+for detectors that stretch images to a square input, so none of the image's detail is
+lost to a second resize) or so that its longer side equals ``input_size`` (``longer-side``,
+aspect ratio kept); boxes are scaled by the exact per-axis factors. Each image is held in
+memory as a ``uint8`` tensor; items convert it to
 float in [0, 1]. Items are ``(image, {"boxes", "labels", "image_id"})`` with ``image_id``
 the image's position in :attr:`DetectionAnnotations.images` (unique over both splits).
 With ``augment=True`` the train split flips images (and boxes) horizontally with
@@ -996,14 +999,29 @@ class DetectionData:
         return len(self.classes)
 
 
-def _target_size(width: int, height: int, input_size: int) -> tuple[int, int]:
+def _longer_side_size(width: int, height: int, input_size: int) -> tuple[int, int]:
     scale = input_size / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _decode_resized(annotation: ImageAnnotation, input_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The image resized to longer side ``input_size`` as ``uint8 (3, h, w)``, and its boxes scaled."""
-    target_width, target_height = _target_size(annotation.width, annotation.height, input_size)
+def _square_size(width: int, height: int, input_size: int) -> tuple[int, int]:
+    return input_size, input_size
+
+
+#: How images are fitted to ``input_size`` when loaded, by name: ``(width, height, size) ->
+#: (target width, target height)``. The names are the detectors' resize modes
+#: (``nas_search.detection.static.RESIZE_MODES``).
+IMAGE_FITS: dict[str, Callable[[int, int, int], tuple[int, int]]] = {
+    "square": _square_size,
+    "longer-side": _longer_side_size,
+}
+#: The loaders' default fit (the images of every loader before fits existed).
+DEFAULT_FIT = "longer-side"
+
+
+def _decode_resized(annotation: ImageAnnotation, input_size: int, resize: str = DEFAULT_FIT) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image fitted to ``input_size`` as ``resize`` says, as ``uint8 (3, h, w)``, and its boxes scaled."""
+    target_width, target_height = IMAGE_FITS[resize](annotation.width, annotation.height, input_size)
     try:
         with Image.open(annotation.path) as image:
             if image.format == "JPEG":
@@ -1024,12 +1042,12 @@ def _decode_resized(annotation: ImageAnnotation, input_size: int) -> tuple[torch
     return pixels, torch.from_numpy(annotation.boxes.copy()).reshape(-1, 4) * scale
 
 
-def _decode_all(annotations: Sequence[ImageAnnotation], input_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _decode_all(annotations: Sequence[ImageAnnotation], input_size: int, resize: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     workers = max(1, min(4, os.cpu_count() or 1))
     if workers == 1 or len(annotations) < 8:
-        return [_decode_resized(annotation, input_size) for annotation in annotations]
+        return [_decode_resized(annotation, input_size, resize) for annotation in annotations]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda annotation: _decode_resized(annotation, input_size), annotations))
+        return list(pool.map(lambda annotation: _decode_resized(annotation, input_size, resize), annotations))
 
 
 def _split_indices(annotations: DetectionAnnotations, val_fraction: float, seed: int) -> tuple[list[int], list[int], str]:
@@ -1130,9 +1148,11 @@ def load_detection_data(
     augment: bool = True,
     format: str = "auto",
     classes: Sequence[str] | None = None,
+    resize: str = DEFAULT_FIT,
 ) -> DetectionData:
     """Load a detection folder (or, for ``root=None``, the ``shapes-detect`` demo) as train
-    and val datasets of images resized to longer side ``input_size``.
+    and val datasets of images fitted to ``input_size`` as ``resize`` says
+    (:data:`IMAGE_FITS`: pass the detector's resize mode).
 
     ``format`` and ``classes`` are as in :func:`read_detection_annotations`. ``seed`` draws
     the ``val_fraction`` split when the folder defines none, the ``max_train``/``max_val``
@@ -1141,6 +1161,8 @@ def load_detection_data(
     :class:`~nas_search.errors.UserError`.
     """
     _check_options(input_size, val_fraction, max_train, max_val)
+    if resize not in IMAGE_FITS:
+        raise UserError(f"image fit {resize!r} is invalid; allowed: {', '.join(IMAGE_FITS)}")
     fixed_classes = _validate_classes(classes)
     if root is None:
         return _load_demo(input_size, seed, max_train, max_val, augment, fixed_classes)
@@ -1148,7 +1170,7 @@ def load_detection_data(
     all_train, all_val, split_note = _split_indices(annotations, float(val_fraction), seed)
     train_indices = _capped(all_train, max_train, seed, 0x7A1)
     val_indices = _capped(all_val, max_val, seed, 0x7A2)
-    decoded = _decode_all([annotations.images[index] for index in train_indices + val_indices], input_size)
+    decoded = _decode_all([annotations.images[index] for index in train_indices + val_indices], input_size, resize)
 
     def build(indices: list[int], pixels: list[tuple[torch.Tensor, torch.Tensor]], flip: bool) -> DetectionTensorDataset:
         return DetectionTensorDataset(
@@ -1168,8 +1190,9 @@ def load_detection_data(
         f"{title} detection data {annotations.root} ({split_note}): "
         f"{_plural(len(annotations.classes), 'class', 'classes')}, "
         f"{_count_note(len(train), len(all_train))} train + {_count_note(len(val), len(all_val))} val images "
-        f"({train.box_count} + {val.box_count} boxes), longer side resized to {input_size}"
-        f"{_skipped_note(annotations.skipped)}"
+        f"({train.box_count} + {val.box_count} boxes), "
+        + (f"resized to {input_size}x{input_size}" if resize == "square" else f"longer side resized to {input_size}")
+        + f"{_skipped_note(annotations.skipped)}"
     )
     if any(annotations.skipped.values()):
         logger.info("%s", description)

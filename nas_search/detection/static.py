@@ -74,7 +74,8 @@ DETECTION_DEFAULTS: dict[str, Any] = {
 #: padding, and each object covers fewer feature-map points, so it gets fewer positives.
 RESIZE_MODES: dict[str, str] = {
     "square": "stretched to S x S (aspect ratio not kept)",
-    "longer-side": "resized so the longer side is S (aspect ratio kept) and zero-padded to S x S",
+    "longer-side": "resized so the longer side is S (aspect ratio kept) and zero-padded to S x S "
+                   "(in torch, a batch is padded to its largest image, rounded up to 32)",
 }
 #: The resize mode of new detectors and supernets. Checkpoints and exports made before
 #: resize modes existed were trained ``longer-side`` and are read back that way.
@@ -445,10 +446,10 @@ def build_detector(spec: ArchSpec, num_classes: int, image_size: int | None = No
 __all__ = [
     "DEFAULT_RESIZE",
     "DETECTION_DEFAULTS",
-    "LEGACY_RESIZE",
-    "RESIZE_MODES",
     "EXP_CODED_OUTPUTS",
     "HEAD_OUTPUTS",
+    "LEGACY_RESIZE",
+    "RESIZE_MODES",
     "Body",
     "DetectionBackbone",
     "DetectionHead",
@@ -461,9 +462,9 @@ __all__ = [
     "SeparableTower",
     "SharedSeparableLayer",
     "StaticDetector",
+    "box_distances",
     "build_detector",
     "check_resize",
-    "box_distances",
     "initialise_detector",
     "initialise_predictors",
     "make_anchor_generator",

@@ -281,7 +281,8 @@ def evaluate_detector_checkpoint(
     if spec.space != metadata["space"]:
         raise UserError(f"architecture is for space {spec.space!r} but checkpoint {checkpoint} is for {metadata['space']!r}")
     data_dir = data if data is not None else metadata.get("data")
-    dataset = load_detection_data(data_dir, input_size=metadata["image_size"], seed=seed, max_val=max_val, augment=False)
+    dataset = load_detection_data(data_dir, input_size=metadata["image_size"], seed=seed, max_val=max_val, augment=False,
+                                  resize=supernet.resize)
     if len(dataset.classes) != metadata["num_classes"]:
         raise UserError(f"data has {len(dataset.classes)} classes, checkpoint {checkpoint} has {metadata['num_classes']}")
     evaluator = DetectionEvaluator(
@@ -302,4 +303,5 @@ def evaluate_detector_checkpoint(
         "images": result.images,
         "input_size": supernet.space.input_size,
         "eval_input_size": metadata["image_size"],
+        "resize": supernet.resize,
     }

@@ -180,7 +180,7 @@ def _load_detector_evaluator(checkpoint: Path, config: "SearchConfig") -> TaskEv
     supernet, metadata = load_detection_supernet(checkpoint, device="cpu")
     image_size = int(metadata["image_size"])
     data = load_detection_data(metadata.get("data"), input_size=image_size, seed=config.seed, augment=False,
-                               max_val=config.max_val)
+                               max_val=config.max_val, resize=supernet.resize)
     evaluator = DetectionEvaluator(
         supernet,
         detection_calibration_batches(data.train, config.calibration_images or CALIBRATION_IMAGES["detect"], batch_size=16,
@@ -210,7 +210,7 @@ def _detector_finalist_trainer(checkpoint: Path, config: "SearchConfig", setting
     supernet, metadata = load_detection_supernet(checkpoint, device="cpu")
     data = load_detection_data(
         metadata.get("data"), input_size=settings.input_size, seed=config.seed, augment=True, max_val=config.max_val,
-        max_train=_demo_value(config, "max_train", config.max_train, None),
+        max_train=_demo_value(config, "max_train", config.max_train, None), resize=supernet.resize,
     )
     device, recipe = resolve_device(config.training_device), FINALIST_RECIPES[("detect", settings.init)]
 

@@ -10,7 +10,8 @@ see :func:`head_distillation_loss` for what is distilled and why.
 
 A checkpoint (format ``nas-search-detection-supernet``, loaded with ``weights_only=True``)
 is written atomically after every epoch. It holds ``space``, ``num_classes`` (C, background
-excluded), ``classes``, ``image_size`` (the proxy training size), ``dataset``, ``data``,
+excluded), ``classes``, ``image_size`` (the proxy training size), ``resize`` (how images were
+fitted to it; older checkpoints without it were trained ``longer-side``), ``dataset``, ``data``,
 ``epoch``, ``epochs``, ``config``, ``history`` and the ``model``, ``optimizer``,
 ``scheduler`` (and CUDA ``scaler``) states plus ``random_states`` (torch and Python
 generators after the epoch). ``resume=True`` continues from it. Subnet sampling (per
@@ -200,8 +201,9 @@ class DetectionSandwichStep(nn.Module):
 class DetectionSupernetTrainConfig:
     """Every default of one-shot detection supernet training, in one place.
 
-    ``image_size`` is the proxy training size (images are resized so their longer side is
-    this); deployment FLOPs are counted at 416 elsewhere. ``learning_rate``, ``momentum``,
+    ``image_size`` is the proxy training size (images are fitted to it as ``resize`` says:
+    stretched to a square by default); deployment FLOPs are counted at 416 elsewhere. A
+    resumed run keeps the resize mode its checkpoint was trained with. ``learning_rate``, ``momentum``,
     ``weight_decay`` and ``optimizer`` mean what they mean in ``SupernetTrainConfig``.
     """
 
@@ -209,6 +211,7 @@ class DetectionSupernetTrainConfig:
     data: str | None = None            # detection dataset root; None = built-in demo
     epochs: int = 5
     image_size: int | None = None      # proxy training size, a multiple of 32; None = the space's (160 for detect)
+    resize: str = "square"             # square | longer-side (detection.static.RESIZE_MODES)
     batch_size: int = 16
     optimizer: str = "sgd"             # sgd | adamw
     learning_rate: float = 0.01
@@ -304,21 +307,21 @@ def _as_tuple(value: Any) -> Any:
 def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: DistributedContext,
            load_data, make_detection_loader, progress_bar) -> DetectionSupernetTrainResult:
     from nas_search.detection import DetectionSupernet
-    from nas_search.detection.static import DEFAULT_RESIZE
+    from nas_search.detection.static import check_resize
     from nas_search.spaces import get_space
 
     space = get_space(config.space)
     if getattr(space, "task", None) != "detect":
         raise UserError(f"space {config.space!r} is not a detection space; use 'detect'")
     image_size = config.image_size or space.train_input_size
-    data = load_data(config.data, input_size=image_size, seed=config.seed, max_train=config.max_train,
-                     max_val=config.max_val)
-    num_classes = len(data.classes)
     out = Path(config.out)
+    payload = load_checkpoint(out, DETECTION_SUPERNET_FORMAT, space=space.name) if config.resume and out.exists() else None
+    # a resumed supernet keeps the resize mode it was trained with
+    resize = check_resize(config.resize) if payload is None else checkpoint_resize(payload)
+    data = load_data(config.data, input_size=image_size, seed=config.seed, max_train=config.max_train,
+                     max_val=config.max_val, resize=resize)
+    num_classes = len(data.classes)
     torch.manual_seed(config.seed)
-    resize = DEFAULT_RESIZE
-    if config.resume and out.exists():  # a resumed supernet keeps the resize mode it was trained with
-        resize = checkpoint_resize(load_checkpoint(out, DETECTION_SUPERNET_FORMAT, space=space.name))
     supernet = DetectionSupernet(space, num_classes, image_size=image_size, resize=resize).to(device)
     flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, num_classes)
     extremes = budget_extremes(space, config.max_flops, flops_model, config.budget_teacher)
@@ -334,8 +337,7 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and config.amp)
     history: list[dict] = []
     start_epoch = 0
-    if config.resume and out.exists():
-        payload = load_checkpoint(out, DETECTION_SUPERNET_FORMAT, space=space.name)
+    if payload is not None:
         if payload["num_classes"] != num_classes:
             raise UserError(f"checkpoint {out} has {payload['num_classes']} classes, the data has {num_classes}")
         if payload["image_size"] != image_size:

@@ -8,9 +8,12 @@ checkpoint after every epoch, ``--resume``, and mAP@0.5 and mAP@[.5:.95] on the 
 after every epoch.
 
 The detector is the torchvision FCOS of :func:`nas_search.detection.build_detector`, built
-at the training size ``input_size`` (its transform resizes the longer image side to that
-size; the data is loaded at the same size) with the post-processing settings of
-``postprocess``. The recipe defaults are those measured to work for FCOS from scratch on
+at the training size ``input_size``, fitted as ``resize`` says (``square``: stretched to
+``input_size x input_size``, as exports of current supernets write; ``longer-side``: the
+longer image side resized to it, the mode of a ``train.yaml`` without ``resize``, as every
+one written before resize modes existed), with the data loaded the same way, and with
+the post-processing settings of ``postprocess``. ``--resume`` refuses a checkpoint trained
+in the other mode. The recipe defaults are those measured to work for FCOS from scratch on
 small data: AdamW at learning rate 2e-3 (raccoon, 224 px, 12 epochs: mAP@0.5 0.60 against
 0.34 at 5e-4; with the earlier ReLU box output 2e-3 left the box loss flat), one epoch of
 linear warm-up, then cosine decay to zero, gradient norm clipped at 10.
@@ -55,8 +58,9 @@ class DetectionTrainConfig:
     """The contents of an exported detection ``train.yaml``; every default in one place.
 
     Paths (``data``, ``weights``, ``out``) are relative to the yaml file's folder.
-    ``input_size`` is the training size (longer image side, a multiple of 32); the
-    deployment size, where FLOPs were counted, is recorded in ``deployment_input_size``.
+    ``input_size`` is the training size (a multiple of 32), which images are fitted to as
+    ``resize`` says; the deployment size, where FLOPs were counted, is recorded in
+    ``deployment_input_size``.
     ``postprocess`` holds FCOS settings (``score_thresh``, ``nms_thresh``,
     ``detections_per_img``, ``topk_candidates``, ``center_sampling_radius``) passed to
     :func:`~nas_search.detection.build_detector`.
@@ -194,7 +198,7 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
     ``deployment_input_size``, ``classes`` and ``data`` (the dataset in words).
     """
     from nas_search.data.detection import load_detection_data, make_detection_loader
-    from nas_search.detection.static import build_detector
+    from nas_search.detection.static import LEGACY_RESIZE, build_detector
     from nas_search.progress import progress_bar
     from nas_search.training.detection_training import train_detection_epoch
     from nas_search.training.distributed import resolve_device
@@ -211,7 +215,7 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
     refuse_to_overwrite(base / config.out / "checkpoint.pt", resume, "--out DIR")
     data = load_detection_data(
         _data_folder(config, base), input_size=config.input_size, seed=config.seed, max_train=config.max_train,
-        max_val=config.max_val, classes=list(config.classes) if config.classes else None,
+        max_val=config.max_val, classes=list(config.classes) if config.classes else None, resize=config.resize,
     )
     num_classes = config.num_classes or data.num_classes
     if data.num_classes != num_classes:
@@ -246,6 +250,10 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
         if payload.get("num_classes") != num_classes or payload.get("input_size") != config.input_size:
             raise UserError(f"checkpoint {checkpoint_path} was trained with num_classes={payload.get('num_classes')} "
                             f"at input_size={payload.get('input_size')}, not {num_classes} at {config.input_size}")
+        trained_resize = (payload.get("config") or {}).get("resize", LEGACY_RESIZE)
+        if trained_resize != config.resize:
+            raise UserError(f"checkpoint {checkpoint_path} was trained with resize={trained_resize!r}, not "
+                            f"{config.resize!r}; accepted: resize: {trained_resize} in the yaml, or another --out")
         check_steps_per_epoch(payload, steps, checkpoint_path)
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
