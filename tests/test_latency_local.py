@@ -230,10 +230,13 @@ def test_onnxruntime_lut_sum_tracks_whole_subnets(tmp_path: Path) -> None:
     path = tmp_path / "micro_ort.json"
     options = ProfileOptions(runtime="onnxruntime", threads=1, timing=TimingOptions(warmup=2, repeats=7))
     result = profile_table(space, path, options, progress=False, blocks=_parts_of(space, specs), specs=specs)
-    model = LatencyModel(result.table, space)
+    # Compared by the minimum statistic: the fastest samples are what load from neighbours
+    # leaves alone (a full-suite run beside a 1-thread benchmark measured one 0.58 ms subnet
+    # at 2.2x its parts' median sum; RESULTS.md: the minimum tracks whole networks best).
+    model = LatencyModel(result.table, space, statistic="min")
     assert model.correction is None  # too few subnets for a correction: plain LUT sum
     for item in result.table.subnets:
-        assert 0.5 < model(item.spec) / item.latency_ms < 2.0
+        assert 0.5 < model(item.spec) / item.min_ms < 2.0
 
 
 def test_missing_parts_are_estimated_and_reported(micro_table) -> None:
