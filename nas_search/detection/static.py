@@ -68,10 +68,11 @@ DETECTION_DEFAULTS: dict[str, Any] = {
 #: ``S x S`` (aspect ratio not kept, as SSD and SSDlite do), so that the whole input holds
 #: image content. ``longer-side`` keeps the aspect ratio: the longer side becomes ``S`` and
 #: the rest is zero padding (torchvision FCOS's way). Measured on raccoon (320 px, 12 epochs
-#: from scratch, the benchmark's searched architecture, seeds 0-2): mAP@0.5 0.604 / 0.711 /
-#: 0.666 with ``square`` against 0.533 / 0.557 / 0.568 with ``longer-side`` (RESULTS.md,
-#: session 10): on the usual 4:3 photographs a quarter of a ``longer-side`` input is
-#: padding, and each object covers fewer feature-map points, so it gets fewer positives.
+#: from scratch, one searched architecture, seeds 0-2, data loaded in the same mode):
+#: mAP@0.5 0.607 / 0.671 / 0.668 with ``square`` against 0.475 / 0.543 / 0.485 with
+#: ``longer-side`` (RESULTS.md, session 10): a 4:3 photograph fills only three quarters of
+#: a ``longer-side`` input, and each object covers fewer feature-map points, so it gets
+#: fewer positives.
 RESIZE_MODES: dict[str, str] = {
     "square": "stretched to S x S (aspect ratio not kept)",
     "longer-side": "resized so the longer side is S (aspect ratio kept) and zero-padded to S x S "
