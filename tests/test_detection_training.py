@@ -448,6 +448,11 @@ def test_supernet_training_checkpoints_and_a_resumed_run_matches_an_uninterrupte
     legacy = {key: value for key, value in whole.items() if key != "resize"}
     torch.save(legacy, tmp_path / "legacy.pt")
     assert load_detection_supernet(tmp_path / "legacy.pt")[0].resize == "longer-side"
+    from nas_search.errors import UserError
+
+    torch.save({**whole, "resize": ["square"]}, tmp_path / "damaged.pt")
+    with pytest.raises(UserError, match=r"damaged.pt holds resize=\['square'\]; accepted: square, longer-side"):
+        load_detection_supernet(tmp_path / "damaged.pt")
 
 
 def test_a_trained_supernet_checkpoint_evaluates_on_the_demo_data(tmp_path):

@@ -317,7 +317,7 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
     out = Path(config.out)
     payload = load_checkpoint(out, DETECTION_SUPERNET_FORMAT, space=space.name) if config.resume and out.exists() else None
     # a resumed supernet keeps the resize mode it was trained with
-    resize = check_resize(config.resize) if payload is None else checkpoint_resize(payload)
+    resize = check_resize(config.resize) if payload is None else checkpoint_resize(payload, out)
     data = load_data(config.data, input_size=image_size, seed=config.seed, max_train=config.max_train,
                      max_val=config.max_val, resize=resize)
     num_classes = len(data.classes)
@@ -442,12 +442,16 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
     )
 
 
-def checkpoint_resize(payload: dict) -> str:
+def checkpoint_resize(payload: dict, path: str | Path) -> str:
     """The resize mode a detection supernet checkpoint was trained with (checkpoints from
-    before resize modes existed were trained ``longer-side``)."""
-    from nas_search.detection.static import LEGACY_RESIZE, check_resize
+    before resize modes existed were trained ``longer-side``); a damaged value is a
+    one-line error naming the checkpoint."""
+    from nas_search.detection.static import LEGACY_RESIZE, RESIZE_MODES
 
-    return check_resize(payload.get("resize", LEGACY_RESIZE))
+    resize = payload.get("resize", LEGACY_RESIZE)
+    if not isinstance(resize, str) or resize not in RESIZE_MODES:
+        raise UserError(f"checkpoint {path} holds resize={resize!r}; accepted: {', '.join(RESIZE_MODES)} (a damaged file?)")
+    return resize
 
 
 def load_detection_supernet(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -459,7 +463,7 @@ def load_detection_supernet(path: str | Path, device: str | torch.device = "cpu"
     from nas_search.spaces import get_space
 
     supernet = DetectionSupernet(get_space(payload["space"]), payload["num_classes"], image_size=payload["image_size"],
-                                 resize=checkpoint_resize(payload))
+                                 resize=checkpoint_resize(payload, path))
     try:
         supernet.load_state_dict(payload["model"])
     except RuntimeError as error:
