@@ -69,7 +69,7 @@ def training_config_from_arguments(arguments: argparse.Namespace):
     """A ``SupernetTrainConfig`` from parsed CLI arguments."""
     from nas_search.training.config import SupernetTrainConfig
 
-    if getattr(arguments, "resize", None) is not None:
+    if arguments.resize is not None:
         from nas_search.errors import UserError
 
         raise UserError(f"--resize applies to detection supernets only; space {arguments.space!r} is a classification space")
