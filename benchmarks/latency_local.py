@@ -44,7 +44,7 @@ from nas_search.hw_models.latency import (  # noqa: E402
     profile_table,
     sample_subnets,
 )
-from nas_search.spaces import get_space  # noqa: E402
+from nas_search.tasks import get_space  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 For each shape (channels, spatial size), batch size and overlap ratio, at ``cg`` channel
 groups, it times four 1x1 layers on the same input (Cin = Cout = channels):
 
-* ``scc``: :class:`nas_search.spaces.scc.SlidingChannelConv2d` (this project): its native
+* ``scc``: :class:`nas_search.spaces.scc.conv.SlidingChannelConv2d` (this project): its native
   kernel when it is built (the header says which), else the pure-PyTorch kernels; run with
   ``NAS_SEARCH_SCC_NATIVE=0`` to time the latter;
 * ``dense``: a dense 1x1 ``conv2d`` (``cg`` times the FLOPs);
@@ -38,8 +38,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from nas_search.spaces import scc_native
-from nas_search.spaces.scc import SlidingChannelConv2d, reference_sliding_channel_conv2d, window_index
+from nas_search.spaces.scc import native as scc_native
+from nas_search.spaces.scc.conv import SlidingChannelConv2d, reference_sliding_channel_conv2d, window_index
 
 SHAPES: tuple[tuple[int, int], ...] = ((64, 56), (128, 28), (256, 14), (512, 7))
 BATCHES: tuple[int, ...] = (1, 8)

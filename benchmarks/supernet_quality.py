@@ -8,7 +8,7 @@ Kendall tau between the two rankings (target >= 0.6) and the mean gap. It also t
 training step through the supernet with a subnet active against the extracted static
 subnet (target <= 1.2x). With ``--finetune-epochs N`` (default 2, quick 0) it also scores
 each subnet after N epochs of fine-tuning from its inherited weights, with the recipe of the
-search's finalists (``nas_search.training.finalist_training``), and prints the Kendall tau of
+search's finalists (``nas_search.training.finalist``), and prints the Kendall tau of
 that ranking too: it is the ranking ``nas-search run`` uses to pick among its best trials.
 
     python benchmarks/supernet_quality.py [--quick] [--json OUT] [--data DIR] [--budget 60MFLOPs]
@@ -37,16 +37,17 @@ from scipy.stats import kendalltau
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
-from nas_search.data import load_classification_data, make_loader  # noqa: E402
-from nas_search.evaluators.classification import AccuracyEvaluator, calibration_tensor, top1_accuracy  # noqa: E402
+from nas_search.tasks.classify.data import load_classification_data, make_loader  # noqa: E402
+from nas_search.tasks.classify.evaluate import AccuracyEvaluator, calibration_tensor, top1_accuracy  # noqa: E402
 from nas_search.hw_models.flops import count_flops  # noqa: E402
-from nas_search.spaces import get_space  # noqa: E402
+from nas_search.tasks import get_space  # noqa: E402
 from nas_search.spaces.sampling import sample_specs  # noqa: E402
 from nas_search.spaces.static import build_static_model  # noqa: E402
 from nas_search.training.config import SupernetTrainConfig  # noqa: E402
-from nas_search.training.finalist_training import FINALIST_RECIPES, train_classifier_finalist  # noqa: E402
-from nas_search.training.standalone import train_epoch  # noqa: E402
-from nas_search.training.supernet_training import build_optimizer, load_supernet, train_supernet, warmup_cosine  # noqa: E402
+from nas_search.tasks.classify.finalist import train_classifier_finalist  # noqa: E402
+from nas_search.training.finalist import FINALIST_RECIPES  # noqa: E402
+from nas_search.tasks.classify.standalone import train_epoch  # noqa: E402
+from nas_search.tasks.classify.supernet_training import build_optimizer, load_supernet, train_supernet, warmup_cosine  # noqa: E402
 from nas_search.units import parse_flops  # noqa: E402
 
 

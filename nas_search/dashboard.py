@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from nas_search.errors import UserError
 from nas_search.search.study import check_study_name, default_storage_url, driver_url, open_storage
@@ -49,21 +50,20 @@ def check_listen_address(host: str, port: int) -> None:
 
 
 def launch_dashboard(study: str, storage: str | None, artifact_dir: str | None, host: str = "127.0.0.1", port: int = 8080,
-                     json_output: bool = False) -> int:
+                     json_output: bool = False, stream: TextIO | None = None) -> int:
     """Run optuna-dashboard in the foreground until Ctrl-C.
 
     The process is replaced by optuna-dashboard (``exec``), so a signal sent to it, e.g.
     by a process supervisor, stops the server itself rather than leaving it orphaned.
-    With ``json_output`` the URL and study are printed as one JSON line first.
+    With ``json_output`` the URL and study are printed as one JSON line first, to ``stream``
+    (standard output by default).
     """
     import json
-
-    from nas_search.cli import json_stream
 
     command = dashboard_command(study, storage, artifact_dir, host, port)
     url = f"http://{host}:{port}/"
     print(json.dumps({"url": url, "study": study}) if json_output else f"optuna-dashboard on {url} (Ctrl-C to stop)",
-          file=json_stream(), flush=True)
+          file=stream or sys.stdout, flush=True)
     sys.stderr.flush()
     os.execv(command[0], command)
     return 0  # not reached: execv replaces the process

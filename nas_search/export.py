@@ -26,7 +26,7 @@ import yaml
 
 from nas_search.errors import UserError
 from nas_search.utils import check_output_path
-from nas_search.spaces import get_space
+from nas_search.tasks import get_space
 from nas_search.spaces.static import build_static_model
 from nas_search.spec import ArchSpec, load_arch
 
@@ -156,12 +156,12 @@ def exported_data_path(attributes: dict, metadata: dict) -> str | None:
 
 
 def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen, epochs: int) -> ExportedModel:
-    from nas_search.data import load_classification_data
-    from nas_search.evaluators.classification import calibration_tensor, recalibrate_batch_norm
+    from nas_search.tasks.classify.data import load_classification_data
+    from nas_search.tasks.classify.evaluate import calibration_tensor, recalibrate_batch_norm
     from nas_search.hw_models.flops import count_flops
-    from nas_search.training.supernet_training import load_supernet
+    from nas_search.tasks.classify.supernet_training import load_supernet
 
-    from nas_search.data.classification import SMALL_INPUT_LIMIT, VALIDATION_CROP_RATIO
+    from nas_search.tasks.classify.data import SMALL_INPUT_LIMIT, VALIDATION_CROP_RATIO
 
     supernet, metadata = load_supernet(checkpoint, space=spec.space)
     data_path = exported_data_path(attributes, metadata)
@@ -209,11 +209,11 @@ def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, froze
 
 
 def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen, epochs: int) -> ExportedModel:
-    from nas_search.data.detection import load_detection_data
-    from nas_search.detection.static import EXP_CODED_OUTPUTS, HEAD_OUTPUTS, IMAGE_MEAN, IMAGE_STD
-    from nas_search.evaluators.detection import detection_calibration_batches, recalibrate_detection_batch_norm
+    from nas_search.tasks.detect.data import load_detection_data
+    from nas_search.tasks.detect.static import EXP_CODED_OUTPUTS, HEAD_OUTPUTS, IMAGE_MEAN, IMAGE_STD
+    from nas_search.tasks.detect.evaluate import detection_calibration_batches, recalibrate_detection_batch_norm
     from nas_search.hw_models.flops import count_flops
-    from nas_search.training.detection_training import load_detection_supernet
+    from nas_search.tasks.detect.supernet_training import load_detection_supernet
 
     supernet, metadata = load_detection_supernet(checkpoint)
     if metadata.get("space") != spec.space:
@@ -372,7 +372,7 @@ def load_exported(directory: str | Path) -> torch.nn.Module:
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     num_classes = meta.get("num_classes")
     if meta.get("task") == "detect":
-        from nas_search.detection.static import LEGACY_RESIZE, build_detector
+        from nas_search.tasks.detect.static import LEGACY_RESIZE, build_detector
 
         # Exports from before resize modes existed were trained longer-side.
         model = build_detector(spec, int(num_classes), int(meta["input_size"]), resize=meta.get("resize", LEGACY_RESIZE),

@@ -115,7 +115,7 @@ def detect_latency_table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     import random as _random
 
     from nas_search.hw_models.latency import ProfileOptions, TimingOptions, model_parts, profile_table, sample_subnets
-    from nas_search.spaces import get_space
+    from nas_search.tasks import get_space
 
     space = get_space("detect")
     specs = sample_subnets(space, 12, seed=5)

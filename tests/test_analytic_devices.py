@@ -23,7 +23,7 @@ from nas_search.hw_models.analytic import (
 )
 from nas_search.hw_models.devices import device_names, latency_model_for
 from nas_search.hw_models.flops import count_network
-from nas_search.spaces import get_space
+from nas_search.tasks import get_space
 from nas_search.spaces.static import build_static_model
 from support import shared_data_path
 

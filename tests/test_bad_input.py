@@ -18,8 +18,8 @@ import torch
 import yaml
 from conftest import SearchedStudy, micro_run_arguments
 
-from nas_search.cli import main
-from nas_search.spaces import get_space
+from nas_search.cli.main import main
+from nas_search.tasks import get_space
 
 
 def assert_one_line_error(arguments: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> str:

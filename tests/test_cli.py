@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nas_search.cli import main
-from nas_search.spaces import get_space
+from nas_search.cli.main import main
+from nas_search.tasks import get_space
 from nas_search.spec import save_arch
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -72,8 +72,8 @@ def test_bad_input_is_one_line_and_exit_code_2(arguments, expected):
 
 
 def test_supernet_sampling_options_reach_both_training_configs():
-    from nas_search.cli import build_parser
-    from nas_search.commands import detection_training_config_from_arguments, training_config_from_arguments
+    from nas_search.cli.main import build_parser
+    from nas_search.cli.commands import detection_training_config_from_arguments, training_config_from_arguments
 
     parser = build_parser()
     defaults = training_config_from_arguments(parser.parse_args(["supernet", "train"]))

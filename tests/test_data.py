@@ -1,4 +1,4 @@
-"""Tests for nas_search.data: image folders, the shapes10 demo and loaders."""
+"""Tests for nas_search.tasks.classify.data: image folders, the shapes10 demo and loaders."""
 
 from __future__ import annotations
 
@@ -16,18 +16,17 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from nas_search.data import (
-    SHAPE_CLASSES,
+from nas_search.tasks.classify.data import (
     ImageFileDataset,
+    ReflectShiftCrop,
     balanced_subset,
     default_num_workers,
     load_classification_data,
     make_loader,
-    render_shapes,
     set_loader_epoch,
     stratified_split,
 )
-from nas_search.data.classification import ReflectShiftCrop
+from nas_search.tasks.classify.demo_data import SHAPE_CLASSES, render_shapes
 from nas_search.errors import UserError
 from support import shared_data_path
 
@@ -223,7 +222,7 @@ def test_corrupt_jpeg_is_skipped_counted_and_logged(tmp_path: Path, caplog: pyte
     (root / "dog" / "zz_garbage.jpg").write_bytes(b"this is not a jpeg" * 30)
     (root / "cat" / ".hidden.jpg").write_bytes(b"macOS resource fork")  # hidden: ignored, not counted
     (root / "cat" / "readme.txt").write_text("not an image")  # other extension: ignored
-    with caplog.at_level(logging.WARNING, logger="nas_search.data.classification"):
+    with caplog.at_level(logging.WARNING, logger="nas_search.tasks.classify.data"):
         data = load_classification_data(root, input_size=16, val_fraction=0.5)
     assert data.skipped_files == 1
     assert len(data.train) + len(data.val) == 12

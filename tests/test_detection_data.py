@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from support import shared_data_path
 
-from nas_search.data import detection_demo as demo
-from nas_search.data.detection import (
+from nas_search.tasks.detect import demo_data as demo
+from nas_search.tasks.detect.data import (
     SKIP_COUNTS,
     detection_collate,
     load_detection_data,
@@ -214,8 +214,8 @@ def test_square_fit_stretches_pixels_and_boxes_per_axis(tmp_path: Path) -> None:
 
 
 def test_image_fits_are_the_detectors_resize_modes() -> None:
-    from nas_search.data.detection import IMAGE_FITS
-    from nas_search.detection.static import RESIZE_MODES
+    from nas_search.tasks.detect.data import IMAGE_FITS
+    from nas_search.tasks.detect.static import RESIZE_MODES
 
     assert set(IMAGE_FITS) == set(RESIZE_MODES)
 

@@ -17,13 +17,13 @@ import torch
 import yaml
 from conftest import CliRunner
 
-from nas_search.detection.hardware import detector_program
-from nas_search.detection.static import HEAD_OUTPUTS
+from nas_search.tasks.detect.hardware import detector_program
+from nas_search.tasks.detect.static import HEAD_OUTPUTS
 from nas_search.export import load_exported
 from nas_search.hw_models.devices import latency_model_for
 from nas_search.hw_models.flops import count_flops
 from nas_search.hw_models.memory import peak_of_program
-from nas_search.spaces import get_space
+from nas_search.tasks import get_space
 from nas_search.spec import ArchSpec
 from nas_search.spaces.sampling import flops_range
 
@@ -110,7 +110,7 @@ def test_detect_export_onnx_and_config(detect_export: Path) -> None:
     model = load_exported(out)
     with torch.no_grad():
         expected = model.core()(torch.from_numpy(image))
-    from nas_search.detection.static import EXP_CODED_OUTPUTS
+    from nas_search.tasks.detect.static import EXP_CODED_OUTPUTS
 
     for name, actual, reference in zip(HEAD_OUTPUTS, outputs, expected):
         # as the exporter's own check: relative to the output's scale, and box distances

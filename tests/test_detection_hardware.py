@@ -1,4 +1,4 @@
-"""Device costs of detectors (``nas_search.detection.hardware``): the peak activation memory
+"""Device costs of detectors (``nas_search.tasks.detect.hardware``): the peak activation memory
 equals a node-by-node measurement of the real network, and the analytic latency devices'
 kernel listing matches the network's convolutions (fvcore's count and the launches)."""
 
@@ -13,13 +13,13 @@ from fvcore.nn import FlopCountAnalysis
 from test_latency_local import _LeafTracer, _LiveBytes
 from torch import nn
 
-from nas_search.detection.hardware import detector_layers, detector_program, neck_and_head_program
-from nas_search.detection.static import HEAD_OUTPUTS, build_detector
+from nas_search.tasks.detect.hardware import detector_layers, detector_program, neck_and_head_program
+from nas_search.tasks.detect.static import HEAD_OUTPUTS, build_detector
 from nas_search.errors import UserError
 from nas_search.hw_models.devices import latency_model_for
 from nas_search.hw_models.memory import MemoryModel, peak_of_program
-from nas_search.spaces import get_space
-from nas_search.spaces.scc import SlidingChannelConv2d
+from nas_search.tasks import get_space
+from nas_search.spaces.scc.conv import SlidingChannelConv2d
 
 CONVOLUTION_KINDS = ("conv", "pointwise", "grouped_pointwise", "depthwise")
 
@@ -139,7 +139,7 @@ def test_table_devices_need_a_profiled_detection_table(tmp_path, monkeypatch) ->
 def test_cost_command_prints_a_detectors_device_costs(tmp_path, capsys, monkeypatch) -> None:
     import json
 
-    from nas_search.cli import main
+    from nas_search.cli.main import main
 
     space = get_space("detect")
     spec = _specs(1, seed=3)[-1]

@@ -1,4 +1,4 @@
-"""Latency tables for detectors (``nas_search.detection.latency``): the parts cover the
+"""Latency tables for detectors (``nas_search.tasks.detect.latency``): the parts cover the
 detector exactly, each part runs in both runtimes, and a profiled table predicts real
 measured detectors, through the Python API and the CLI."""
 
@@ -17,10 +17,10 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from nas_search.cli import main
-from nas_search.detection.hardware import detector_layers
-from nas_search.detection.latency import PART_MODULES, detector_parts, join_features
-from nas_search.detection.static import build_detector
+from nas_search.cli.main import main
+from nas_search.tasks.detect.hardware import detector_layers
+from nas_search.tasks.detect.latency import PART_MODULES, detector_parts, join_features
+from nas_search.tasks.detect.static import build_detector
 from nas_search.errors import UserError
 from nas_search.hw_models.devices import device_cost, latency_model_for
 from nas_search.hw_models.latency import (
@@ -34,7 +34,7 @@ from nas_search.hw_models.latency import (
     part_features,
     restrict_widths,
 )
-from nas_search.spaces import get_space
+from nas_search.tasks import get_space
 
 NECK_AND_HEAD = tuple(PART_MODULES)
 

@@ -10,16 +10,16 @@ import optuna
 import pytest
 import torch
 
-from nas_search.detection.space import DetectionSpace
-from nas_search.detection.static import HEAD_OUTPUTS, StaticDetector, build_detector
-from nas_search.detection.supernet import DetectionSupernet
+from nas_search.tasks.detect.space import DetectionSpace
+from nas_search.tasks.detect.static import HEAD_OUTPUTS, StaticDetector, build_detector
+from nas_search.tasks.detect.supernet import DetectionSupernet
 from nas_search.errors import UserError
 from nas_search.hw_models import FlopsModel, ParamsModel
 from nas_search.hw_models.flops import count_flops
 from nas_search.hw_models.fvcore_count import fvcore_flops
 from nas_search.search.parameters import spec_to_params, suggest_spec
 from nas_search.search.projection import project_to_band
-from nas_search.spaces import get_space, space_names
+from nas_search.tasks import get_space, space_names
 from nas_search.spaces.sampling import check_budget, flops_range, sample_specs
 from nas_search.spec import ArchSpec, BlockSpec, DetectorSpec, StageSpec
 
@@ -176,7 +176,7 @@ def test_fresh_head_predicts_positive_boxes_of_the_distance_prior(space):
     """A fresh head predicts box distances near BOX_DISTANCE_PRIOR strides on every side
     (the exp parametrisation), never the zero-size boxes where GIoU has no size gradient;
     huge raw outputs are clamped, not overflowed."""
-    from nas_search.detection.static import BOX_DISTANCE_PRIOR, box_distances
+    from nas_search.tasks.detect.static import BOX_DISTANCE_PRIOR, box_distances
 
     torch.manual_seed(0)
     detector = build_detector(random_specs(space, 1, seed=11)[0], CLASSES, SIZE).eval()

@@ -2,8 +2,8 @@
 detection supernet's sandwich training (checkpoint, resume, evaluator cache, distillation).
 
 The first tests use torchvision's own FCOS with a tiny backbone and a tiny in-test dataset
-of coloured rectangles; the supernet tests use ``nas_search.detection`` and
-``nas_search.data.detection``.
+of coloured rectangles; the supernet tests use ``nas_search.tasks.detect`` and
+``nas_search.tasks.detect.data``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 
-from nas_search.evaluators.detection import (
+from nas_search.tasks.detect.evaluate import (
     detection_calibration_batches,
     mean_average_precision,
     recalibrate_detection_batch_norm,
 )
-from nas_search.training.detection_training import head_distillation_loss, train_detection_epoch
+from nas_search.tasks.detect.supernet_training import head_distillation_loss, train_detection_epoch
 
 IMAGE_SIZE = 96
 CLASSES = 3  # one per colour channel
@@ -241,8 +241,8 @@ class TinyFcosFamily:
 
 
 def test_evaluator_scores_recalibrated_copies_and_caches_by_spec_key():
-    from nas_search.evaluators.detection import DetectionEvaluator, DetectionResult
-    from nas_search.spaces import get_space
+    from nas_search.tasks.detect.evaluate import DetectionEvaluator, DetectionResult
+    from nas_search.tasks import get_space
 
     space = get_space("micro")
     items = rectangles_dataset(12, seed=7)
@@ -268,7 +268,7 @@ def test_evaluator_scores_recalibrated_copies_and_caches_by_spec_key():
 def test_detection_supernet_loader_refuses_other_files(tmp_path):
     from nas_search.errors import UserError
     from nas_search.training.checkpoint import SUPERNET_FORMAT
-    from nas_search.training.detection_training import load_detection_supernet
+    from nas_search.tasks.detect.supernet_training import load_detection_supernet
 
     classification = tmp_path / "classification.pt"
     torch.save({"format": SUPERNET_FORMAT, "space": "micro"}, classification)
@@ -282,7 +282,7 @@ def test_detection_supernet_loader_refuses_other_files(tmp_path):
                                     {"distill_weight": -1.0}, {"optimizer": "lamb"}, {"image_size": 8}])
 def test_bad_detection_training_options_are_user_errors(option, tmp_path):
     from nas_search.errors import UserError
-    from nas_search.training.detection_training import DetectionSupernetTrainConfig, train_detection_supernet
+    from nas_search.tasks.detect.supernet_training import DetectionSupernetTrainConfig, train_detection_supernet
 
     name = next(iter(option))
     config = DetectionSupernetTrainConfig(out=str(tmp_path / "x.pt"), device="cpu", progress=False, **option)
@@ -299,8 +299,8 @@ def micro_detection_space():
     """A tiny detection space for fast tests (the ``micro`` backbone, 16-channel neck and
     head), registered once under ``detect-micro-test``; the built-in ``detect`` supernet has
     about 10^8 parameters, too many for a unit test."""
-    from nas_search.detection import DetectionSpace, DetectorChoices
-    from nas_search.spaces import get_space, register_space, space_names
+    from nas_search.tasks.detect.space import DetectionSpace, DetectorChoices
+    from nas_search.tasks import get_space, register_space, space_names
 
     if MICRO_DETECT not in space_names():
         @register_space(MICRO_DETECT)
@@ -314,14 +314,14 @@ def micro_detection_space():
 
 
 def micro_supernet(seed: int = 0):
-    from nas_search.detection import DetectionSupernet
+    from nas_search.tasks.detect.supernet import DetectionSupernet
 
     torch.manual_seed(seed)
     return DetectionSupernet(micro_detection_space(), CLASSES, image_size=IMAGE_SIZE)
 
 
 def test_distillation_from_the_largest_is_finite_and_positive_for_the_smallest_subnet():
-    from nas_search.training.detection_training import DetectionSandwichStep
+    from nas_search.tasks.detect.supernet_training import DetectionSandwichStep
 
     supernet = micro_supernet()
     space = supernet.space
@@ -345,7 +345,7 @@ def test_distillation_from_the_largest_is_finite_and_positive_for_the_smallest_s
 
 
 def test_sandwich_steps_lower_the_loss_of_largest_and_smallest():
-    from nas_search.training.detection_training import DetectionSandwichStep
+    from nas_search.tasks.detect.supernet_training import DetectionSandwichStep
     from nas_search.training.sandwich import sandwich_specs
 
     supernet = micro_supernet()
@@ -377,7 +377,7 @@ def test_sandwich_steps_lower_the_loss_of_largest_and_smallest():
 
 
 def test_evaluator_on_the_supernet_caches_and_leaves_the_supernet_unchanged():
-    from nas_search.evaluators.detection import DetectionEvaluator
+    from nas_search.tasks.detect.evaluate import DetectionEvaluator
 
     supernet = micro_supernet()
     space = supernet.space
@@ -407,7 +407,7 @@ def test_evaluator_on_the_supernet_caches_and_leaves_the_supernet_unchanged():
 
 
 def _train_config(out, **overrides):
-    from nas_search.training.detection_training import DetectionSupernetTrainConfig
+    from nas_search.tasks.detect.supernet_training import DetectionSupernetTrainConfig
 
     micro_detection_space()
     options = dict(space=MICRO_DETECT, data=None, epochs=2, image_size=IMAGE_SIZE, batch_size=4, max_train=8, max_val=8,
@@ -419,7 +419,7 @@ def _train_config(out, **overrides):
 
 def test_supernet_training_checkpoints_and_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
     from nas_search.training.checkpoint import load_checkpoint
-    from nas_search.training.detection_training import (
+    from nas_search.tasks.detect.supernet_training import (
         DETECTION_SUPERNET_FORMAT,
         load_detection_supernet,
         train_detection_supernet,
@@ -456,8 +456,8 @@ def test_supernet_training_checkpoints_and_a_resumed_run_matches_an_uninterrupte
 
 
 def test_a_trained_supernet_checkpoint_evaluates_on_the_demo_data(tmp_path):
-    from nas_search.evaluators.detection import evaluate_detector_checkpoint
-    from nas_search.training.detection_training import train_detection_supernet
+    from nas_search.tasks.detect.evaluate import evaluate_detector_checkpoint
+    from nas_search.tasks.detect.supernet_training import train_detection_supernet
 
     train_detection_supernet(_train_config(tmp_path / "supernet.pt", epochs=1))
     space = micro_detection_space()
@@ -473,7 +473,7 @@ def test_torchrun_ddp_two_processes_on_cpu(tmp_path):
     import sys
     from pathlib import Path
 
-    from nas_search.training.detection_training import load_detection_supernet
+    from nas_search.tasks.detect.supernet_training import load_detection_supernet
 
     micro_detection_space()  # registered here too, for loading the checkpoint
     tests = Path(__file__).resolve().parent
@@ -482,7 +482,7 @@ def test_torchrun_ddp_two_processes_on_cpu(tmp_path):
         "import sys\n"
         f"sys.path[:0] = [{str(tests)!r}, {str(tests.parent)!r}]\n"
         "from test_detection_training import _train_config\n"
-        "from nas_search.training.detection_training import train_detection_supernet\n"
+        "from nas_search.tasks.detect.supernet_training import train_detection_supernet\n"
         "result = train_detection_supernet(_train_config(sys.argv[1], epochs=1, max_train=16))\n"
         "import os\n"
         "print(f\"rank{os.environ['RANK']}-epochs{len(result.history)}\", flush=True)\n"

@@ -16,7 +16,7 @@ from conftest import CliRunner, micro_run_arguments
 
 from nas_search.hw_models.devices import latency_model_for
 from nas_search.hw_models.memory import MemoryModel
-from nas_search.spaces import get_space
+from nas_search.tasks import get_space
 from nas_search.spaces.sampling import sample_specs
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import optuna
 import pytest
 import torch
 
-from nas_search.evaluators.detection import bootstrap_standard_error, map_scores
+from nas_search.tasks.detect.evaluate import bootstrap_standard_error, map_scores
 from nas_search.search.report import best_trials, finalist_order
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from nas_search.cli import main
+from nas_search.cli.main import main
 from nas_search.errors import UserError
 from nas_search.hw_models.devices import (
     Device,
@@ -40,8 +40,8 @@ from nas_search.hw_models.latency import (
     time_interleaved,
 )
 from nas_search.hw_models.memory import MemoryModel, estimate_memory, peak_memory_bytes
-from nas_search.spaces import get_space
-from nas_search.spaces.scc import SlidingChannelConv2d
+from nas_search.tasks import get_space
+from nas_search.spaces.scc.conv import SlidingChannelConv2d
 from nas_search.spaces.space import ResolvedBlock
 from nas_search.spaces.static import build_static_model
 from nas_search.spec import ArchSpec, BlockSpec, StageSpec

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from nas_search.errors import UserError
 from support import skip_or_fail
-from nas_search.spaces import scc as scc_module
-from nas_search.spaces import scc_native
-from nas_search.spaces.scc import (
+from nas_search.spaces.scc import conv as scc_module
+from nas_search.spaces.scc import native as scc_native
+from nas_search.spaces.scc.conv import (
     SlidingChannelConv2d,
     dense_mask,
     overlap_fraction,

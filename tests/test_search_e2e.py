@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 from support import shared_data_path
 
 from nas_search.hw_models import ParamsModel
-from nas_search.spaces import get_space
+from nas_search.tasks import get_space
 from nas_search.spaces.sampling import flops_range
 from nas_search.spec import ArchSpec
 

@@ -3,7 +3,7 @@ import random
 import pytest
 
 from nas_search.errors import UserError
-from nas_search.spaces import get_space, space_names
+from nas_search.tasks import get_space, space_names
 from nas_search.spec import ArchSpec, BlockSpec, StageSpec, load_arch, save_arch
 
 

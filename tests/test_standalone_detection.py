@@ -9,12 +9,12 @@ import pytest
 import torch
 import yaml
 
-import nas_search.training.standalone_detection as standalone_detection
-from nas_search.detection import build_detector
+import nas_search.tasks.detect.standalone as standalone_detection
+from nas_search.tasks.detect.static import build_detector
 from nas_search.errors import UserError
-from nas_search.spaces import get_space
+from nas_search.tasks import get_space
 from nas_search.training.checkpoint import load_checkpoint
-from nas_search.training.standalone_detection import (
+from nas_search.tasks.detect.standalone import (
     DETECTION_MODEL_FORMAT,
     DetectionTrainConfig,
     load_detection_train_config,

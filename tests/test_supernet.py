@@ -5,7 +5,7 @@ import torch
 
 from nas_search.hw_models.flops import count_flops
 from nas_search.hw_models.fvcore_count import fvcore_flops
-from nas_search.spaces import get_space, space_names
+from nas_search.tasks import get_space, space_names
 from nas_search.spaces.elastic import ElasticBatchNorm2d
 from nas_search.spaces.supernet import Supernet
 
@@ -118,7 +118,7 @@ def test_training_step_updates_only_active_weights():
 def test_sliding_channel_blocks_are_pruned_depthwise_separable_blocks():
     import torch.nn.functional as F
 
-    from nas_search.spaces import scc
+    from nas_search.spaces.scc import conv as scc
 
     torch.manual_seed(0)
     space = get_space("micro")

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from nas_search.errors import UserError
-from nas_search.spaces import get_space
+from nas_search.tasks import get_space
 from nas_search.spaces.supernet import Supernet
 from nas_search.training.checkpoint import load_checkpoint
 from nas_search.training.config import SupernetTrainConfig
-from nas_search.training.detection_training import DetectionSupernetTrainConfig, train_detection_supernet
-from nas_search.training.supernet_training import load_supernet, train_supernet
+from nas_search.tasks.detect.supernet_training import DetectionSupernetTrainConfig, train_detection_supernet
+from nas_search.tasks.classify.supernet_training import load_supernet, train_supernet
 from nas_search.training.techniques import BatchBridgeout, count_collapsed_channels, regenerate_channels
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ def test_widest_teacher_keeps_more_weights_than_narrowing_the_largest():
 
 def test_budget_aware_training_records_the_budget_and_never_activates_above_it(tmp_path, monkeypatch):
     from nas_search.hw_models import FlopsModel
-    from nas_search.training.supernet_training import SandwichStep
+    from nas_search.tasks.classify.supernet_training import SandwichStep
 
     space = get_space("micro")
     flops = FlopsModel(space, space.input_size, 10)

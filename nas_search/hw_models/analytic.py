@@ -175,8 +175,8 @@ def network_layers(network: ResolvedNetwork, input_size: int) -> list[LayerCost]
 
 
 #: Whole-model layer listings by space task: ``(resolved model, input size) -> layers``.
-#: ``classify`` is listed here, ``detect`` by ``nas_search.detection.hardware`` (which
-#: registers itself when ``nas_search.detection`` is imported).
+#: ``classify`` is listed here, ``detect`` by ``nas_search.tasks.detect.hardware`` (which
+#: registers itself when ``nas_search.tasks.detect`` is imported).
 MODEL_LAYERS: dict[str, Callable[[Any, int], list[LayerCost]]] = {"classify": network_layers}
 
 

@@ -19,7 +19,7 @@ present (squeeze-excite), BN weight and bias, linear weight and bias.
 Each block op has one pure cost function in :data:`BLOCK_COSTS`; an unknown op raises.
 :func:`count_flops` picks the whole-model counter by the space's task from
 :data:`MODEL_COUNTERS`: ``classify`` is counted here, ``detect`` by
-``nas_search.detection.cost`` (which registers itself when ``nas_search.detection`` is
+``nas_search.tasks.detect.cost`` (which registers itself when ``nas_search.tasks.detect`` is
 imported, as it is before any detection space exists).
 """
 

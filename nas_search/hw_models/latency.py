@@ -7,7 +7,7 @@ on one thread.  Its latency model is built in two steps:
    configuration the space can produce at its deployment size (the op, input and output
    channels after rounding, hidden channels, kernel, stride, expansion, SCC groups and
    overlap, squeeze-excite width, residual, input size), plus the stem and the head (for
-   a detection space: the neck and head parts of :mod:`nas_search.detection.latency`,
+   a detection space: the neck and head parts of :mod:`nas_search.tasks.detect.latency`,
    registered per task in :data:`TABLE_TASKS`), is built as a standalone module
    (:data:`nas_search.spaces.static.STATIC_BLOCKS`, :func:`register_part_kind`) and timed
    on its own at batch 1 and a fixed thread count: warm-up runs, then the median of
@@ -173,7 +173,7 @@ class BlockConfig:
         if unknown:
             raise UserError(f"block entry has unknown field(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
         if data.get("op") not in PART_BUILDERS:
-            import nas_search.detection  # noqa: F401  (registers the detector parts)
+            import nas_search.tasks.detect  # noqa: F401  (interim: registers the detector parts)
         if data.get("op") not in PART_BUILDERS:
             raise UserError(f"block entry op={data.get('op')!r} is invalid; allowed: {', '.join(PART_BUILDERS)}")
         values: dict[str, Any] = {}
@@ -468,7 +468,7 @@ class TableTask:
 
 
 #: Tasks whose spaces latency tables can be profiled for; ``detect`` is registered by
-#: ``nas_search.detection.latency``.
+#: ``nas_search.tasks.detect.latency``.
 TABLE_TASKS: dict[str, TableTask] = {
     "classify": TableTask(parts=network_parts, distinct=_distinct_classifier_parts, build=_build_classifier),
 }

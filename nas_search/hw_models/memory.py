@@ -233,8 +233,8 @@ def block_layer_stats(block: ResolvedBlock, size: int) -> tuple[int, int]:
 
 
 #: Whole-model tensor programs by space task: ``(resolved model, input size) -> program``.
-#: ``classify`` is written here, ``detect`` by ``nas_search.detection.hardware`` (which
-#: registers itself when ``nas_search.detection`` is imported).
+#: ``classify`` is written here, ``detect`` by ``nas_search.tasks.detect.hardware`` (which
+#: registers itself when ``nas_search.tasks.detect`` is imported).
 MODEL_PROGRAMS: dict[str, Callable[[Any, int], TensorProgram]] = {"classify": network_program}
 
 

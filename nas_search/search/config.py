@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nas_search.tasks import get_task
+from nas_search.tasks.base import ScoringSettings
+
 #: Objectives a study can optimise, and their directions.
 OBJECTIVE_DIRECTIONS: dict[str, str] = {
     "accuracy": "maximize",
@@ -24,7 +27,7 @@ class SearchConfig:
     to push the search to the budget. Set it to 0 to turn it off.
     """
 
-    task: str = "classify"                 # classify | detect (nas_search.search.tasks)
+    task: str = "classify"                 # classify | detect (nas_search.tasks)
     space: str | None = None
     data: str | None = None
     input_size: int | None = None          # deployment size (FLOPs are counted here)
@@ -50,7 +53,7 @@ class SearchConfig:
     max_train: int | None = None           # None: 1500 on the demo data, all otherwise
     calibration_images: int | None = None  # BN recalibration images per trial; None: 256 (classify), 96 (detect)
     finalists: int | None = None           # best trials re-ranked by short training; None: task default, 0: off
-    finalist_epochs: int | None = None     # None: task default (search.tasks.FINALIST_DEFAULTS)
+    finalist_epochs: int | None = None     # None: task default (Task.finalists)
     finalist_input_size: int | None = None  # None: the proxy size
     finalist_init: str = "inherited"       # inherited | scratch
     finalist_seeds: int = 1                # training runs per finalist (seeds --seed, --seed + 1, ...), averaged
@@ -60,3 +63,19 @@ class SearchConfig:
     training_device: str = "auto"
     studies_dir: str = "studies"
     progress: bool = True
+
+
+def demo_max_train(config: SearchConfig) -> int | None:
+    """Training images: as given, else the task's demo default on the demo, else all."""
+    if config.max_train is not None or config.data is not None:
+        return config.max_train
+    return get_task(config.task).demo.max_train
+
+
+def scoring_settings(config: SearchConfig) -> ScoringSettings:
+    """How the search's subnets are scored and its finalists trained."""
+    return ScoringSettings(
+        seed=config.seed, max_val=config.max_val, max_train=demo_max_train(config),
+        calibration_images=config.calibration_images or get_task(config.task).calibration_images,
+        device=config.training_device, progress=config.progress,
+    )

@@ -26,7 +26,7 @@ import optuna
 
 from nas_search.errors import UserError
 from nas_search.search.study import interrupt_watch, raise_if_interrupted
-from nas_search.training.finalist_training import FINALIST_INITIALISATIONS
+from nas_search.training.finalist import FINALIST_INITIALISATIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     from nas_search.search.runner import ResolvedSearch
@@ -154,7 +154,9 @@ def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint
     """Train and score the finalists not yet recorded with the current settings; returns
     the finalists' records (:func:`finalist_records`). Each record is saved as soon as its
     finalist is scored."""
-    from nas_search.search.tasks import get_task
+    from nas_search.search.config import scoring_settings
+    from nas_search.tasks import get_task
+    from nas_search.tasks.base import FinalistJob
 
     settings = resolved.finalists
     if settings is None or settings.count == 0:
@@ -170,7 +172,8 @@ def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint
     runs = f", {settings.seeds} training runs each" if settings.seeds > 1 else ""
     print(f"re-ranking the {settings.count} best trials by {settings.epochs} epoch(s) of training "
           f"({settings.init} weights, {settings.input_size} px{runs}) on the search's training split", flush=True)
-    train = get_task(resolved.config.task).finalist_trainer(checkpoint, resolved.config, settings)
+    job = FinalistJob(epochs=settings.epochs, input_size=settings.input_size, init=settings.init)
+    train = get_task(resolved.config.task).finalist_trainer(checkpoint, scoring_settings(resolved.config), job)
     with interrupt_watch() as interrupted:
         for index, trial in enumerate(candidates, 1):
             raise_if_interrupted(interrupted)  # a Ctrl-C swallowed in a finaliser stops here

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from nas_search.detection.space import DetectionSpace
+from nas_search.tasks.detect.space import DetectionSpace
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec, BlockSpec, DetectorSpec, StageSpec
 

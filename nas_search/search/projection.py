@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from nas_search.detection.space import DetectionSpace
+from nas_search.tasks.detect.space import DetectionSpace
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec, StageSpec
 

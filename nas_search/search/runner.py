@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from nas_search.config import config_from_dict, config_to_dict
 from nas_search.errors import UserError
 from nas_search.hw_models import FlopsModel, ParamsModel
-from nas_search.search.config import OBJECTIVE_DIRECTIONS, SearchConfig
+from nas_search.search.config import demo_max_train, scoring_settings, OBJECTIVE_DIRECTIONS, SearchConfig
 from nas_search.search.finalists import FinalistSettings, rerank_finalists
 from nas_search.search.objective import Constraint, SearchObjective
 from nas_search.search.parameters import spec_to_params
@@ -53,8 +53,9 @@ from nas_search.search.study import (
     requeue,
     without_password,
 )
-from nas_search.search.tasks import CALIBRATION_IMAGES, DEMO_DEFAULTS, FINALIST_DEFAULTS, REAL_DATA_EPOCHS, TaskEvaluation, get_task
-from nas_search.spaces import get_space, space_names
+from nas_search.tasks import get_task
+from nas_search.tasks.base import REAL_DATA_EPOCHS, SupernetJob, TaskEvaluation
+from nas_search.tasks import get_space, space_names
 from nas_search.spaces.sampling import check_budget, flops_range, sample_specs
 from nas_search.units import format_bytes, format_count, format_flops, parse_flops, parse_latency_ms, parse_memory_bytes
 
@@ -110,8 +111,7 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     if config.data is not None and not Path(config.data).is_dir():
         problem = "is a file, not a folder" if Path(config.data).exists() else "does not exist"
         raise UserError(f"data folder {config.data} {problem}; accepted: "
-                        + ("a Pascal VOC, COCO JSON or YOLO folder" if task.name == "detect"
-                           else "an ImageFolder root (train/ + val/ or test/, or one folder of class folders)"))
+                        + task.data_forms)
     if (config.latency or "latency" in config.objectives or config.lut) and not config.device:
         raise UserError("--latency, --lut and the latency objective need --device NAME; see `nas-search devices`")
     if config.trials < 1:
@@ -174,27 +174,29 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
         print(inactive_budget, file=sys.stderr)
     storage_url = config.storage or default_storage_url(config.study, config.studies_dir)
     train_input_size = config.train_input_size if config.train_input_size is not None else (
-        min(DEMO_DEFAULTS[task.name]["input_size"], space.train_input_size) if config.data is None else space.train_input_size)
+        min(task.demo.input_size, space.train_input_size) if config.data is None else space.train_input_size)
     return ResolvedSearch(
         config=config, space=space, storage_url=storage_url, budget_flops=budget, input_size=input_size,
         latency_model=latency_model, memory_model=memory_model, train_input_size=train_input_size,
         constraints=constraints, study_dir=Path(config.studies_dir) / config.study,
-        finalists=_finalist_settings(config, task.name, train_input_size),
+        finalists=_finalist_settings(config, train_input_size),
     )
 
 
-def _finalist_settings(config: SearchConfig, task: str, train_input_size: int) -> FinalistSettings | None:
+def _finalist_settings(config: SearchConfig, train_input_size: int) -> FinalistSettings | None:
     """The re-ranking settings (task defaults filled in), or None when it is off."""
-    defaults = FINALIST_DEFAULTS[task]["demo" if config.data is None else "real"]
+    task = get_task(config.task)
+    defaults = task.finalists["demo" if config.data is None else "real"]
     settings = FinalistSettings(
-        count=defaults["count"] if config.finalists is None else config.finalists,
-        epochs=defaults["epochs"] if config.finalist_epochs is None else config.finalist_epochs,
+        count=defaults.count if config.finalists is None else config.finalists,
+        epochs=defaults.epochs if config.finalist_epochs is None else config.finalist_epochs,
         input_size=train_input_size if config.finalist_input_size is None else config.finalist_input_size,
         init=config.finalist_init,
         seeds=config.finalist_seeds,
     )
-    if task == "detect" and settings.input_size % 32:
-        raise UserError(f"--finalist-size {settings.input_size}; accepted for detectors: a multiple of 32")
+    if settings.input_size % task.finalist_size_multiple:
+        raise UserError(f"--finalist-size {settings.input_size}; accepted for {task.name}: a multiple of "
+                        f"{task.finalist_size_multiple}")
     return settings if settings.count else None
 
 
@@ -258,7 +260,7 @@ def _supernet_epochs(config: SearchConfig) -> int:
     """Supernet epochs of a run: ``--supernet-epochs`` or the task's default."""
     if config.supernet_epochs is not None:
         return config.supernet_epochs
-    return DEMO_DEFAULTS[config.task]["epochs"] if config.data is None else REAL_DATA_EPOCHS
+    return get_task(config.task).demo.epochs if config.data is None else REAL_DATA_EPOCHS
 
 
 def _check_study_supernet(study: optuna.Study, resolved: ResolvedSearch) -> None:
@@ -314,13 +316,18 @@ def _ensure_supernet(resolved: ResolvedSearch, study_exists: bool = False,
             print(f"reusing supernet {path} (trained {payload['epoch']} epochs at {payload.get('input_size', payload.get('image_size'))} px)")
             return path
     print(f"training the supernet of space {resolved.space.name!r}: {epochs} epochs at {resolved.train_input_size} px -> {path}")
-    task.train_supernet(resolved, path, epochs)
+    task.train_supernet(SupernetJob(
+        space=resolved.space.name, data=config.data, path=path, epochs=epochs, input_size=resolved.train_input_size,
+        batch_size=config.batch_size, seed=config.seed, workers=config.workers, device=config.training_device,
+        max_train=demo_max_train(config), progress=config.progress, max_flops=resolved.budget_flops,
+        flops_input_size=resolved.input_size,
+    ))
     return path
 
 
 def _build_evaluator(checkpoint: Path, config: SearchConfig) -> TaskEvaluation:
     """The task's scorer of subnets with inherited weights."""
-    return get_task(config.task).load_evaluator(checkpoint, config)
+    return get_task(config.task).load_evaluator(checkpoint, scoring_settings(config))
 
 
 def _cost_models(resolved: ResolvedSearch, flops_model, num_classes: int) -> dict:
@@ -465,7 +472,7 @@ def _search_identity(resolved: ResolvedSearch) -> dict[str, Any]:
         "latency_model": "none" if latency_model is None else latency_model.device,
         "data": _absolute_path(config.data),
         "max_val": config.max_val,
-        "calibration_images": config.calibration_images or CALIBRATION_IMAGES[config.task],
+        "calibration_images": config.calibration_images or get_task(config.task).calibration_images,
     }
 
 

@@ -7,11 +7,10 @@ with kernel 3/5/7 and a per-block width ratio from 0.25 to 1 in steps of 0.125.
 
 from __future__ import annotations
 
-from nas_search.spaces import register_space
+from nas_search.spaces.registry import SpaceRegistry
 from nas_search.spaces.space import SearchSpace, StageChoices
 
 
-@register_space("mobile")
 def mobile() -> SearchSpace:
     """ImageNet-style mobile classifier at 224x224 deployment size, about 0.02 to 6.8 GFLOPs.
 
@@ -39,7 +38,6 @@ def mobile() -> SearchSpace:
     )
 
 
-@register_space("cifar")
 def cifar() -> SearchSpace:
     """CIFAR-style classifier at 32x32, about 1.7 to 469 MFLOPs.
 
@@ -64,7 +62,6 @@ def cifar() -> SearchSpace:
     )
 
 
-@register_space("micro")
 def micro() -> SearchSpace:
     """A very small 32 px classifier space (about 0.3 to 12 MFLOPs) for smoke tests and
     quick CPU runs of the whole pipeline; same ops and choices as the others."""
@@ -84,3 +81,7 @@ def micro() -> SearchSpace:
             StageChoices(max_channels=96, stride=2, depths=(1, 2), expansions=(2.0, 3.0, 4.0), feature=True),  # 4 px
         ),
     )
+
+
+#: The built-in classification spaces (also the backbones of detection spaces).
+BACKBONE_SPACES = SpaceRegistry({"mobile": mobile, "cifar": cifar, "micro": micro})

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_search.spaces import scc
+from nas_search.spaces.scc import conv as scc
 
 Selection = Union[int, torch.Tensor]
 

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from nas_search.spaces.scc import SlidingChannelConv2d
+from nas_search.spaces.scc.conv import SlidingChannelConv2d
 from nas_search.spaces.space import ResolvedBlock, ResolvedNetwork
 
 Activation = nn.ReLU

@@ -1,0 +1,274 @@
+"""One-shot supernet training with the sandwich rule and in-place distillation.
+
+Each step trains the largest subnet on the labels (with label smoothing), and the smallest
+plus ``random_subnets`` random subnets on the largest one's soft predictions (in-place
+distillation, BigNAS / RAPID). The losses are summed and one optimizer step is taken.
+All subnets of a step run inside one ``forward`` of :class:`SandwichStep`, so the whole
+step is one DDP iteration under ``torchrun`` (``find_unused_parameters`` covers the
+branches no subnet used).
+
+A checkpoint is written atomically after every epoch; ``resume=True`` continues from it.
+Subnet sampling, data order and augmentation are seeded per epoch and step, so on CPU a
+resumed run reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_search.config import config_to_dict
+from nas_search.errors import UserError
+from nas_search.spaces.builtin import BACKBONE_SPACES
+from nas_search.spaces.supernet import Supernet
+from nas_search.spec import ArchSpec
+from nas_search.training.checkpoint import (
+    FORMAT_VERSIONS, SUPERNET_FORMAT, check_steps_per_epoch, load_checkpoint, refuse_to_overwrite, save_checkpoint,
+)
+from nas_search.training.config import SupernetTrainConfig
+from nas_search.training.loop import build_optimizer, warmup_cosine
+from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
+from nas_search.training.sandwich import TEACHER_RULES, budget_extremes, budget_flops_model, sandwich_specs
+from nas_search.training.techniques import BatchBridgeout, attach_bridgeout, count_collapsed_channels, regenerate_channels
+
+
+class SandwichStep(nn.Module):
+    """The loss of one sandwich-rule step: ``forward(images, labels, specs)``; the first
+    spec is the teacher (largest), the rest learn from it by distillation."""
+
+    def __init__(self, supernet: Supernet, label_smoothing: float, distill: bool, temperature: float) -> None:
+        super().__init__()
+        self.supernet = supernet
+        self.label_smoothing, self.distill, self.temperature = label_smoothing, distill, temperature
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, specs: list[ArchSpec]) -> tuple[torch.Tensor, torch.Tensor]:
+        self.supernet.activate(specs[0])
+        teacher = self.supernet(images)
+        loss = F.cross_entropy(teacher, labels, label_smoothing=self.label_smoothing)
+        soft_targets = F.softmax(teacher.detach().float() / self.temperature, dim=1)
+        for spec in specs[1:]:
+            self.supernet.activate(spec)
+            logits = self.supernet(images)
+            if self.distill:
+                log_probabilities = F.log_softmax(logits.float() / self.temperature, dim=1)
+                loss = loss + F.kl_div(log_probabilities, soft_targets, reduction="batchmean") * self.temperature**2
+            else:
+                loss = loss + F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        return loss, teacher.detach()
+
+
+@dataclass
+class SupernetTrainResult:
+    """What a training run produced."""
+
+    checkpoint: Path
+    epochs: int
+    history: list[dict] = field(default_factory=list)
+    images_per_second: float = 0.0
+    resumed_from_epoch: int = 0
+    collapsed_channels: int = 0
+
+
+def _validate_config(config: SupernetTrainConfig) -> None:
+    checks = [
+        (config.epochs >= 1, f"epochs={config.epochs}; accepted: 1 or more"),
+        (config.batch_size >= 1, f"batch_size={config.batch_size}; accepted: 1 or more"),
+        (config.learning_rate > 0, f"learning_rate={config.learning_rate}; accepted: > 0"),
+        (config.random_subnets >= 0, f"random_subnets={config.random_subnets}; accepted: 0 or more"),
+        (config.budget_teacher in TEACHER_RULES,
+         f"budget_teacher={config.budget_teacher!r}; accepted: {', '.join(TEACHER_RULES)}"),
+        (0 <= config.bridgeout_probability < 1, f"bridgeout_probability={config.bridgeout_probability}; accepted: [0, 1)"),
+        (config.input_size is None or 8 <= config.input_size <= 4096,
+         f"input_size={config.input_size}; accepted: 8 to 4096 pixels, or None (the space's)"),
+        (config.weight_decay >= 0, f"weight_decay={config.weight_decay}; accepted: 0 or more"),
+        (config.warmup_epochs >= 0, f"warmup_epochs={config.warmup_epochs}; accepted: 0 or more"),
+        (0 <= config.label_smoothing < 1, f"label_smoothing={config.label_smoothing}; accepted: 0 to below 1"),
+        (0 <= config.full_width_warmup_epochs < config.epochs,
+         f"full_width_warmup_epochs={config.full_width_warmup_epochs}; accepted: 0 to {config.epochs - 1} (below epochs)"),
+        (config.channel_regeneration_epoch is None or 1 <= config.channel_regeneration_epoch < config.epochs,
+         f"channel_regeneration_epoch={config.channel_regeneration_epoch}; accepted: 1 to {config.epochs - 1} (an epoch "
+         "after the first, before the last), or None"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(f"bad training option {message}")
+
+
+def train_supernet(config: SupernetTrainConfig) -> SupernetTrainResult:
+    """Train (or resume training) a supernet and write its checkpoint to ``config.out``."""
+    from nas_search.tasks.classify.data import load_classification_data, make_loader
+    from nas_search.progress import progress_bar
+
+    _validate_config(config)
+    refuse_to_overwrite(config.out, config.resume, "another --out")
+    space = BACKBONE_SPACES.get(config.space)
+    device = resolve_device(config.device, int(__import__("os").environ.get("LOCAL_RANK", "0")))
+    context = init_distributed(device)
+    try:
+        return _train(config, space, device, context, load_classification_data, make_loader, progress_bar)
+    finally:
+        shutdown_distributed(context)
+
+
+def _train(config, space, device, context: DistributedContext, load_data, make_loader, progress_bar) -> SupernetTrainResult:
+    input_size = config.input_size or space.train_input_size
+    data = load_data(config.data, input_size=input_size, seed=config.seed, max_train=config.max_train, max_val=config.max_val)
+    out = Path(config.out)
+    torch.manual_seed(config.seed)
+    supernet = Supernet(space, num_classes=data.num_classes).to(device)
+    use_cuda = device.type == "cuda"
+    if config.channels_last:  # also on CPU: depthwise backward is several times faster
+        supernet = supernet.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(supernet, config)
+    loader = make_loader(
+        data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
+        num_workers=config.workers, drop_last=True, distributed=context.enabled,
+    )
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise UserError(f"batch size {config.batch_size} is larger than the {len(data.train)} training images")
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, int(config.warmup_epochs * steps_per_epoch))
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and config.amp)
+    history: list[dict] = []
+    start_epoch = 0
+    if config.resume and out.exists():
+        payload = load_checkpoint(out, SUPERNET_FORMAT, space=space.name)
+        if payload["num_classes"] != data.num_classes:
+            raise UserError(f"checkpoint {out} has {payload['num_classes']} classes, the data has {data.num_classes}")
+        check_steps_per_epoch(payload, steps_per_epoch, out)
+        supernet.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        history = list(payload.get("history", []))
+        start_epoch = int(payload["epoch"])
+        if context.is_main:
+            print(f"resuming {out} after epoch {start_epoch}/{config.epochs}")
+    bridgeout = None
+    if config.bridgeout_probability > 0:
+        bridgeout = BatchBridgeout(1 - config.bridgeout_probability, config.bridgeout_exponent,
+                                   torch.Generator().manual_seed(config.seed + 17 * start_epoch))
+        attach_bridgeout(supernet, bridgeout)
+    flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, data.num_classes)
+    extremes = budget_extremes(space, config.max_flops, flops_model, config.budget_teacher)
+    step_module: nn.Module = SandwichStep(supernet, config.label_smoothing, config.distill, config.distill_temperature)
+    if context.enabled:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if use_cuda else None, find_unused_parameters=True
+        )
+    images_seen, seconds = 0, 0.0
+    for epoch in range(start_epoch, config.epochs):
+        torch.manual_seed(config.seed + 1000 * epoch)
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        if hasattr(loader, "generator") and loader.generator is not None:
+            loader.generator.manual_seed(config.seed + epoch)
+        if bridgeout is not None:
+            bridgeout.generator.manual_seed(config.seed + 17 * epoch)
+        full_width_only = epoch < config.full_width_warmup_epochs
+        if config.full_width_warmup_epochs and epoch == config.full_width_warmup_epochs:
+            supernet.sort_channels()
+            optimizer.state.clear()  # momentum buffers refer to the old channel order
+        if config.channel_regeneration_epoch is not None and epoch == config.channel_regeneration_epoch:
+            report = regenerate_channels(supernet, config.regeneration_threshold)
+            if context.is_main:
+                print(f"channel regeneration: {report.regenerated} of {report.channels} BN channels re-initialised")
+        supernet.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        started = time.perf_counter()
+        bar = progress_bar(
+            total=steps_per_epoch * config.batch_size * context.world_size,
+            description=f"supernet epoch {epoch + 1}/{config.epochs}", unit="img", enabled=context.is_main and config.progress,
+        )
+        for step_in_epoch, (images, labels) in enumerate(loader):
+            global_step = epoch * steps_per_epoch + step_in_epoch
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            specs = (
+                [extremes[0]] if full_width_only
+                else sandwich_specs(space, config.random_subnets, config.seed, global_step, extremes, config.max_flops,
+                                    flops_model, config.fair_operations)
+            )
+            with torch.autocast(device_type=device.type, enabled=use_cuda and config.amp):
+                loss, teacher_logits = step_module(images, labels, specs)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(supernet.parameters(), 5.0)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"training diverged at epoch {epoch + 1} step {step_in_epoch} (loss {loss.item()})")
+            loss_sum += loss.item() * labels.size(0)
+            correct += int((teacher_logits.argmax(1) == labels).sum())
+            seen += labels.size(0)
+            bar.update(labels.size(0) * context.world_size)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
+        bar.close()
+        elapsed = time.perf_counter() - started
+        images_seen += seen * context.world_size
+        seconds += elapsed
+        record = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / max(seen, 1),
+            "largest_train_accuracy": correct / max(seen, 1),
+            "images_per_second": seen * context.world_size / max(elapsed, 1e-9),
+            "collapsed_channels": count_collapsed_channels(supernet, config.regeneration_threshold),
+        }
+        history.append(record)
+        if context.is_main:
+            save_checkpoint(
+                {
+                    "format": SUPERNET_FORMAT,
+                    "format_version": FORMAT_VERSIONS[SUPERNET_FORMAT],
+                    "space": space.name,
+                    "num_classes": data.num_classes,
+                    "class_names": list(data.class_names),
+                    "input_size": input_size,
+                    "dataset": data.description,
+                    "data": config.data,
+                    "epoch": epoch + 1,
+                    "epochs": config.epochs,
+                    "steps_per_epoch": steps_per_epoch,
+                    "config": config_to_dict(config),
+                    "history": history,
+                    "model": supernet.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                },
+                out,
+            )
+        context.barrier()
+    if bridgeout is not None:
+        attach_bridgeout(supernet, None)
+    return SupernetTrainResult(
+        checkpoint=out,
+        epochs=config.epochs,
+        history=history,
+        images_per_second=images_seen / seconds if seconds else 0.0,
+        resumed_from_epoch=start_epoch,
+        collapsed_channels=history[-1]["collapsed_channels"] if history else 0,
+    )
+
+
+def load_supernet(path: str | Path, space: str | None = None, device: str | torch.device = "cpu") -> tuple[Supernet, dict]:
+    """A supernet with weights from a checkpoint, plus the checkpoint's metadata."""
+    payload = load_checkpoint(path, SUPERNET_FORMAT, space=space)
+    supernet = Supernet(BACKBONE_SPACES.get(payload["space"]), num_classes=payload["num_classes"])
+    try:
+        supernet.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise UserError(f"checkpoint {path} does not match space {payload['space']!r}: {str(error).splitlines()[0]}") from None
+    metadata = {key: value for key, value in payload.items() if key not in ("model", "optimizer", "scheduler")}
+    return supernet.to(device).eval(), metadata

@@ -1,0 +1,15 @@
+"""Compact detectors with a searchable backbone, neck and head (the ``detect`` task).
+
+* :mod:`.space`: :class:`DetectionSpace` and the registered detection spaces.
+* :mod:`.cost`, :mod:`.hardware`, :mod:`.latency`: exact FLOPs and params, peak memory and
+  analytic-device layers, latency-table parts of a detector.
+* :mod:`.neck`, :mod:`.head`, :mod:`.supernet`, :mod:`.static`: the elastic detector and
+  the standalone torchvision FCOS it extracts.
+* :mod:`.data`, :mod:`.demo_data`: Pascal VOC, COCO JSON and YOLO readers; the built-in demo.
+* :mod:`.supernet_training`, :mod:`.evaluate`, :mod:`.finalist`, :mod:`.standalone`:
+  training and scoring; :mod:`.task` ties them into the search's :class:`Task`.
+"""
+
+from nas_search.tasks.detect import cost as _cost  # noqa: F401  (interim: registers the counter)
+from nas_search.tasks.detect import hardware as _hardware  # noqa: F401  (interim: registers memory/layers)
+from nas_search.tasks.detect import latency as _latency  # noqa: F401  (interim: registers latency parts)
