@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas_search.errors import UserError
+from nas_search.units import check_input_size
 from nas_search.hw_models.flops import count_flops
 from nas_search.spec import ArchSpec, load_arch
 from nas_search.tasks import get_space, get_task
@@ -31,8 +32,7 @@ def cost_report(
     space = get_space(space_name or spec.space)
     if space_name and spec.space != space_name:
         raise UserError(f"architecture is for space {spec.space!r}, not {space_name!r}")
-    if input_size is not None and not 8 <= input_size <= 4096:
-        raise UserError(f"--input-size {input_size} is out of range; accepted: 8 to 4096 pixels")
+    check_input_size(input_size)
     if num_classes is not None and num_classes < 1:
         raise UserError(f"--num-classes {num_classes}; accepted: 1 or more")
     size = space.input_size if input_size is None else input_size

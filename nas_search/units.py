@@ -22,6 +22,27 @@ _MEMORY_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "M
 _MEMORY_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([KMG]?I?B)?\s*$", re.IGNORECASE)
 MEMORY_FORMS = "20MB, 20MiB, 512KB or 20000000 (bytes)"
 
+#: The input sizes (square side, pixels) nas-search accepts anywhere.
+INPUT_SIZE_RANGE = (8, 4096)
+INPUT_SIZE_FORMS = f"{INPUT_SIZE_RANGE[0]} to {INPUT_SIZE_RANGE[1]} pixels"
+
+
+def valid_input_size(value: int | None) -> bool:
+    """Whether ``value`` is an accepted input size (``None`` is not)."""
+    return value is not None and not isinstance(value, bool) and INPUT_SIZE_RANGE[0] <= value <= INPUT_SIZE_RANGE[1]
+
+
+def check_input_size(value: int | None, name: str = "--input-size") -> int | None:
+    """``value`` unchanged when it is ``None`` or an accepted input size; otherwise a
+    :class:`UserError` naming ``name`` and the accepted range. The one place the rule lives.
+
+    >>> check_input_size(224)
+    224
+    """
+    if value is not None and not valid_input_size(value):
+        raise UserError(f"{name} {value} is out of range; accepted: {INPUT_SIZE_FORMS}")
+    return value
+
 
 def parse_flops(text: str | int | float) -> int:
     """A FLOPs budget as an integer number of FLOPs (= MACs).

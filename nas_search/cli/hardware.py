@@ -10,6 +10,7 @@ import argparse
 
 from nas_search.cli.base import Command, emit
 from nas_search.errors import UserError
+from nas_search.units import check_input_size
 from nas_search.utils import check_output_path
 
 
@@ -59,8 +60,7 @@ def _profile_run(arguments: argparse.Namespace) -> None:
     if space.task not in TABLE_TASKS:
         raise UserError(f"--space {space.name}: latency tables are profiled for tasks {', '.join(TABLE_TASKS)} only "
                         f"({', '.join(name for task in TABLE_TASKS for name in space_names(task))})")
-    if arguments.input_size is not None and not 8 <= arguments.input_size <= 4096:
-        raise UserError(f"--input-size {arguments.input_size} is out of range; accepted: 8 to 4096 pixels")
+    check_input_size(arguments.input_size)
     if arguments.subnets < 0:
         raise UserError(f"--subnets {arguments.subnets} is invalid; accepted: 0 or more")
     input_size = arguments.input_size or space.input_size

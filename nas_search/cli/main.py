@@ -12,13 +12,12 @@ import contextlib
 import json
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, TextIO
 
 from nas_search.cli import commands as search_commands
 from nas_search.cli import hardware as hardware_commands
 from nas_search.cli.base import FLOPS_NOTE, JSON_STREAMS, Command, OneLineParser, emit, is_main_rank, json_stream
 from nas_search.errors import UserError
+from nas_search.units import check_input_size
 
 # ---------------------------------------------------------------------------- spaces
 def _spaces_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,8 +119,7 @@ def _cost_run(arguments: argparse.Namespace) -> None:
 def _input_size(value: int | None, space) -> int:
     if value is None:
         return space.input_size
-    if value < 8 or value > 4096:
-        raise UserError(f"--input-size {value} is out of range; accepted: 8 to 4096 pixels")
+    check_input_size(value)
     return value
 
 

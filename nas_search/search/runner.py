@@ -57,7 +57,7 @@ from nas_search.tasks import get_task
 from nas_search.tasks.base import REAL_DATA_EPOCHS, SupernetJob, TaskEvaluation
 from nas_search.tasks import get_space, space_names
 from nas_search.spaces.sampling import check_budget, flops_range, sample_specs
-from nas_search.units import format_bytes, format_count, format_flops, parse_flops, parse_latency_ms, parse_memory_bytes
+from nas_search.units import check_input_size, format_bytes, format_count, format_flops, parse_flops, parse_latency_ms, parse_memory_bytes
 
 logger = logging.getLogger("nas_search")
 
@@ -119,8 +119,7 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     if not 0 <= config.min_utilization < 1:
         raise UserError(f"--min-utilization {config.min_utilization}; accepted: 0 to below 1")
     for option, value in (("--input-size", config.input_size), ("--train-input-size", config.train_input_size)):
-        if value is not None and not 8 <= value <= 4096:
-            raise UserError(f"{option} {value} is out of range; accepted: 8 to 4096 pixels")
+        check_input_size(value, option)
     if config.supernet_epochs is not None and config.supernet_epochs < 1:
         raise UserError(f"--supernet-epochs {config.supernet_epochs}; accepted: 1 or more")
     for option, value in (("--startup-trials", config.startup_trials), ("--calibration-images", config.calibration_images),

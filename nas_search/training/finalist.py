@@ -16,8 +16,6 @@ mAP@0.5), from which the search picks among finalists whose scores it cannot tel
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any

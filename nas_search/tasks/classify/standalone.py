@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from nas_search.config import FieldCheck, check_fields, config_from_dict, config_to_dict, load_yaml_file, positive_or_none
 from nas_search.errors import UserError
+from nas_search.units import INPUT_SIZE_FORMS, valid_input_size
 from nas_search.utils import check_output_path
 from nas_search.spaces.builtin import BACKBONE_SPACES
 from nas_search.spaces.static import build_static_model
@@ -37,7 +38,7 @@ OPTIMIZERS = ("sgd", "adamw")  # as in supernet_training.build_optimizer
 
 
 def _input_size_or_none(value: int | None) -> bool:
-    return value is None or 8 <= value <= 4096
+    return value is None or valid_input_size(value)
 
 
 #: Value checks after the type checks: (field, test, what is accepted).
@@ -48,8 +49,8 @@ CHECKS: tuple[FieldCheck, ...] = (
     ("schedule", lambda value: value in SCHEDULES, ", ".join(SCHEDULES)),
     ("device", lambda value: value in DEVICES, ", ".join(DEVICES)),
     ("num_classes", positive_or_none, "1 or more, or null (from the data)"),
-    ("input_size", lambda value: 8 <= value <= 4096, "8 to 4096 pixels"),
-    ("deployment_input_size", _input_size_or_none, "8 to 4096 pixels, or null"),
+    ("input_size", valid_input_size, INPUT_SIZE_FORMS),
+    ("deployment_input_size", _input_size_or_none, f"{INPUT_SIZE_FORMS}, or null"),
     ("learning_rate", lambda value: value > 0, "a number > 0"),
     ("weight_decay", lambda value: value >= 0, "0 or more"),
     ("warmup_epochs", lambda value: value >= 0, "0 or more"),

@@ -14,7 +14,6 @@ resumed run reproduces an uninterrupted one.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch import nn
 
 from nas_search.config import config_to_dict
 from nas_search.errors import UserError
+from nas_search.units import INPUT_SIZE_FORMS, valid_input_size
 from nas_search.spaces.builtin import BACKBONE_SPACES
 from nas_search.spaces.supernet import Supernet
 from nas_search.spec import ArchSpec
@@ -84,8 +84,8 @@ def _validate_config(config: SupernetTrainConfig) -> None:
         (config.budget_teacher in TEACHER_RULES,
          f"budget_teacher={config.budget_teacher!r}; accepted: {', '.join(TEACHER_RULES)}"),
         (0 <= config.bridgeout_probability < 1, f"bridgeout_probability={config.bridgeout_probability}; accepted: [0, 1)"),
-        (config.input_size is None or 8 <= config.input_size <= 4096,
-         f"input_size={config.input_size}; accepted: 8 to 4096 pixels, or None (the space's)"),
+        (config.input_size is None or valid_input_size(config.input_size),
+         f"input_size={config.input_size}; accepted: {INPUT_SIZE_FORMS}, or None (the space's)"),
         (config.weight_decay >= 0, f"weight_decay={config.weight_decay}; accepted: 0 or more"),
         (config.warmup_epochs >= 0, f"warmup_epochs={config.warmup_epochs}; accepted: 0 or more"),
         (0 <= config.label_smoothing < 1, f"label_smoothing={config.label_smoothing}; accepted: 0 to below 1"),
