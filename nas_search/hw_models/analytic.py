@@ -174,22 +174,13 @@ def network_layers(network: ResolvedNetwork, input_size: int) -> list[LayerCost]
     return layers
 
 
-#: Whole-model layer listings by space task: ``(resolved model, input size) -> layers``.
-#: ``classify`` is listed here, ``detect`` by ``nas_search.tasks.detect.hardware`` (which
-#: registers itself when ``nas_search.tasks.detect`` is imported).
-MODEL_LAYERS: dict[str, Callable[[Any, int], list[LayerCost]]] = {"classify": network_layers}
-
-
-def register_model_layers(task: str, listing: Callable[[Any, int], list[LayerCost]]) -> None:
-    """Make ``listing`` the layer listing of spaces whose task is ``task``."""
-    MODEL_LAYERS[task] = listing
-
-
 def model_layers(space: SearchSpace, spec: ArchSpec, input_size: int, num_classes: int | None = None) -> list[LayerCost]:
-    """Every kernel of ``spec`` in ``space`` (any task with a listing) at ``input_size``."""
-    if space.task not in MODEL_LAYERS:
-        raise KeyError(f"no layer listing for task {space.task!r}; known: {', '.join(MODEL_LAYERS)}")
-    return MODEL_LAYERS[space.task](space.resolve(spec, num_classes=num_classes), input_size)
+    """Every kernel of ``spec`` in ``space`` at ``input_size`` (a classifier's listing, or
+    the one its ``network_costs`` give)."""
+    resolved = space.resolve(spec, num_classes=num_classes)
+    if space.network_costs is not None:  # a space whose networks are not plain classifiers
+        return space.network_costs.layers(resolved, input_size)
+    return network_layers(resolved, input_size)
 
 
 def layer_features(layers: Sequence[LayerCost]) -> np.ndarray:
@@ -340,7 +331,6 @@ __all__ = [
     "BLOCK_LAYERS",
     "CONSTANTS_PATH",
     "FEATURE_NAMES",
-    "MODEL_LAYERS",
     "PUBLISHED_DEVICES",
     "THROUGHPUT_KINDS",
     "error_figures",
@@ -349,7 +339,6 @@ __all__ = [
     "load_constants",
     "model_layers",
     "network_layers",
-    "register_model_layers",
 ]
 
 

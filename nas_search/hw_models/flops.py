@@ -17,10 +17,9 @@ Parameters are ``sum(p.numel())`` of the extracted model: conv weights, conv bia
 present (squeeze-excite), BN weight and bias, linear weight and bias.
 
 Each block op has one pure cost function in :data:`BLOCK_COSTS`; an unknown op raises.
-:func:`count_flops` picks the whole-model counter by the space's task from
-:data:`MODEL_COUNTERS`: ``classify`` is counted here, ``detect`` by
-``nas_search.tasks.detect.cost`` (which registers itself when ``nas_search.tasks.detect`` is
-imported, as it is before any detection space exists).
+:func:`count_flops` counts a classifier here; a space whose networks are something else
+(a detector) carries its own counter in ``space.network_costs``
+(:class:`nas_search.hw_models.network.NetworkCosts`).
 """
 
 from __future__ import annotations
@@ -185,26 +184,13 @@ def count_classifier(spec: ArchSpec, space: SearchSpace, input_size: int, num_cl
     return count_network(space.resolve(spec, num_classes=num_classes), input_size)
 
 
-#: Whole-model counter per space task: (spec, space, input size, num_classes) -> cost.
-MODEL_COUNTERS: dict[str, Callable[[ArchSpec, SearchSpace, int, "int | None"], CostBreakdown]] = {
-    "classify": count_classifier,
-}
-
-
-def register_model_counter(
-    task: str, counter: Callable[[ArchSpec, SearchSpace, int, "int | None"], CostBreakdown]
-) -> None:
-    """Make ``counter`` the whole-model counter of spaces whose task is ``task``."""
-    MODEL_COUNTERS[task] = counter
-
-
 def count_flops(
     spec: ArchSpec, space: SearchSpace, input_size: int | None = None, num_classes: int | None = None
 ) -> CostBreakdown:
     """Analytic FLOPs and params of ``spec`` at ``input_size`` (default: the space's
     deployment size). ``num_classes`` is the classifier's outputs, or a detector's object
     classes C without background."""
-    if space.task not in MODEL_COUNTERS:
-        raise KeyError(f"no cost counter for task {space.task!r}; known: {', '.join(MODEL_COUNTERS)}")
     size = space.input_size if input_size is None else input_size
-    return MODEL_COUNTERS[space.task](spec, space, size, num_classes)
+    if space.network_costs is not None:  # a space whose networks are not plain classifiers
+        return space.network_costs.count(spec, space, size, num_classes)
+    return count_classifier(spec, space, size, num_classes)

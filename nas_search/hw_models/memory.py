@@ -37,7 +37,7 @@ Weights are not counted (they are a separate, constant cost: ``4 * params`` byte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from nas_search.hw_models.flops import output_size
 from nas_search.spaces.space import ResolvedBlock, ResolvedNetwork, SearchSpace
@@ -232,27 +232,18 @@ def block_layer_stats(block: ResolvedBlock, size: int) -> tuple[int, int]:
     return program.traffic_bytes(), len(program.steps)
 
 
-#: Whole-model tensor programs by space task: ``(resolved model, input size) -> program``.
-#: ``classify`` is written here, ``detect`` by ``nas_search.tasks.detect.hardware`` (which
-#: registers itself when ``nas_search.tasks.detect`` is imported).
-MODEL_PROGRAMS: dict[str, Callable[[Any, int], TensorProgram]] = {"classify": network_program}
-
-
-def register_model_program(task: str, program: Callable[[Any, int], TensorProgram]) -> None:
-    """Make ``program`` the tensor program of spaces whose task is ``task``."""
-    MODEL_PROGRAMS[task] = program
-
-
 def model_program(space: SearchSpace, spec: ArchSpec, input_size: int, num_classes: int | None = None) -> TensorProgram:
     """The tensor program of ``spec`` in ``space`` (any task) at ``input_size``."""
-    if space.task not in MODEL_PROGRAMS:
-        raise KeyError(f"no tensor program for task {space.task!r}; known: {', '.join(MODEL_PROGRAMS)}")
-    return MODEL_PROGRAMS[space.task](space.resolve(spec, num_classes=num_classes), input_size)
+    resolved = space.resolve(spec, num_classes=num_classes)
+    if space.network_costs is not None:  # a space whose networks are not plain classifiers
+        return space.network_costs.program(resolved, input_size)
+    return network_program(resolved, input_size)
 
 
 class MemoryModel:
     """Cost model: peak activation bytes (fp32, batch 1) at a fixed input size, for any
-    space whose task has a tensor program (:data:`MODEL_PROGRAMS`)."""
+    space (its ``network_costs`` give the tensor program of networks that are not plain
+    classifiers)."""
 
     unit = "bytes"
     device = "any"
@@ -273,7 +264,6 @@ class MemoryModel:
 __all__ = [
     "BLOCK_PROGRAMS",
     "MemoryEstimate",
-    "MODEL_PROGRAMS",
     "MemoryModel",
     "TensorProgram",
     "TensorStep",
@@ -283,5 +273,4 @@ __all__ = [
     "network_program",
     "peak_memory_bytes",
     "peak_of_program",
-    "register_model_program",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from nas_search.errors import UserError
 from nas_search.spec import ArchSpec, BlockSpec, StageSpec
@@ -131,6 +131,10 @@ class SearchSpace:
         stem_widths / head_widths: allowed width ratios of stem and head.
         scc_groups / scc_overlaps: allowed SCC choices.
         squeeze_excite: allowed squeeze-excite choices for mbconv.
+        network_costs: how the cost models count this space's networks, an object
+            implementing ``nas_search.hw_models.network.NetworkCosts``; ``None`` (the
+            default) means a classifier made of the space's stages. A detection space
+            carries its detector's costs here, so nothing registers at import time.
     """
 
     name: str
@@ -150,6 +154,7 @@ class SearchSpace:
     squeeze_excite: tuple[bool, ...] = (False, True)
     dropout: float = 0.1
     metadata: dict = field(default_factory=dict, compare=False, hash=False)
+    network_costs: Any = field(default=None, compare=False, hash=False, repr=False)
 
     # ------------------------------------------------------------------ resolution
     def resolve(self, spec: ArchSpec, num_classes: int | None = None) -> ResolvedNetwork:

@@ -10,6 +10,6 @@
   training and scoring; :mod:`.task` ties them into the search's :class:`Task`.
 """
 
-from nas_search.tasks.detect import cost as _cost  # noqa: F401  (interim: registers the counter)
-from nas_search.tasks.detect import hardware as _hardware  # noqa: F401  (interim: registers memory/layers)
+
+
 from nas_search.tasks.detect import latency as _latency  # noqa: F401  (interim: registers latency parts)

@@ -16,7 +16,7 @@ Breakdown parts: ``stem``, ``stage0`` .. ``stageN``, ``neck``, ``head``.
 
 from __future__ import annotations
 
-from nas_search.tasks.detect.space import DetectionSpace, ResolvedDetector, ResolvedHead, ResolvedNeck
+from nas_search.tasks.detect.resolved import ResolvedDetector, ResolvedHead, ResolvedNeck
 from nas_search.hw_models.flops import (
     Cost,
     CostBreakdown,
@@ -25,7 +25,6 @@ from nas_search.hw_models.flops import (
     conv,
     conv_norm,
     output_size,
-    register_model_counter,
 )
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec
@@ -118,11 +117,6 @@ def count_detector(detector: ResolvedDetector, input_size: int) -> CostBreakdown
 
 def count_detection(spec: ArchSpec, space: SearchSpace, input_size: int, num_classes: int | None) -> CostBreakdown:
     """The ``detect`` task's whole-model counter (``num_classes`` = C, background excluded)."""
-    if not isinstance(space, DetectionSpace):
-        raise TypeError(f"space {space.name!r} has task 'detect' but is not a DetectionSpace")
     return count_detector(space.resolve(spec, num_classes=num_classes), input_size)
-
-
-register_model_counter("detect", count_detection)
 
 __all__ = ["count_detection", "count_detector", "extra_level_sizes", "head_cost", "neck_cost"]

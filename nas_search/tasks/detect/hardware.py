@@ -24,11 +24,11 @@ Importing this module registers both with ``nas_search.hw_models`` for the ``det
 from __future__ import annotations
 
 from nas_search.tasks.detect.cost import SEPARABLE_KERNEL, extra_level_sizes
-from nas_search.tasks.detect.space import ResolvedDetector
-from nas_search.hw_models.analytic import BLOCK_LAYERS, register_model_layers
+from nas_search.tasks.detect.resolved import ResolvedDetector
+from nas_search.hw_models.analytic import BLOCK_LAYERS
 from nas_search.hw_models.features import LayerCost, convolution, elementwise
 from nas_search.hw_models.flops import output_size
-from nas_search.hw_models.memory import INPUT_TENSOR, TensorProgram, block_program, register_model_program
+from nas_search.hw_models.memory import INPUT_TENSOR, TensorProgram, block_program
 
 #: Outputs of one level's predictors in ``HEAD_OUTPUTS`` order: (name, channels or None
 #: for the class count).
@@ -242,8 +242,6 @@ def detector_layers(detector: ResolvedDetector, input_size: int) -> list[LayerCo
     return layers + join_layers(head_stage, head.num_classes, sizes)
 
 
-register_model_program("detect", detector_program)
-register_model_layers("detect", detector_layers)
 
 __all__ = [
     "PREDICTORS",

@@ -41,7 +41,7 @@ from nas_search.tasks.detect.hardware import (
     predictor_layers,
     tower_layer_layers,
 )
-from nas_search.tasks.detect.space import DetectionSpace, ResolvedDetector
+from nas_search.tasks.detect.resolved import ResolvedDetector
 from nas_search.hw_models.features import LayerCost
 from nas_search.hw_models.flops import Cost, output_size
 from nas_search.hw_models.latency import (
@@ -52,7 +52,7 @@ from nas_search.hw_models.latency import (
     register_part_kind,
     register_table_task,
 )
-from nas_search.spaces.space import scaled_channels
+from nas_search.spaces.space import SearchSpace, scaled_channels
 from nas_search.spec import ArchSpec
 
 #: Bytes per activation element (fp32), as in the classifier parts' traffic.
@@ -226,7 +226,7 @@ def join_features(detector: ResolvedDetector, input_size: int) -> tuple[int, int
     return cost.flops, cost.params, traffic, kernels
 
 
-def distinct_detector_parts(space: DetectionSpace, input_size: int, channel_divisor: int, classes: int) -> list[BlockConfig]:
+def distinct_detector_parts(space: SearchSpace, input_size: int, channel_divisor: int, classes: int) -> list[BlockConfig]:
     """Every distinct part of any detector of ``space`` at ``input_size`` (``classes``
     object classes, background excluded)."""
     feature_stages = [index for index, stage in enumerate(space.stages) if stage.feature]
@@ -254,7 +254,7 @@ def distinct_detector_parts(space: DetectionSpace, input_size: int, channel_divi
     return parts
 
 
-def _build_detector_core(space: DetectionSpace, spec: ArchSpec, num_classes: int | None, input_size: int):
+def _build_detector_core(space: SearchSpace, spec: ArchSpec, num_classes: int | None, input_size: int):
     from nas_search.tasks.detect.static import build_detector
 
     classes = space.num_classes if num_classes is None else num_classes

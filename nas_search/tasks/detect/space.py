@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from nas_search.errors import UserError
 from nas_search.spaces.builtin import BACKBONE_SPACES
 from nas_search.spaces.registry import SpaceRegistry
 from nas_search.spaces.space import WIDTH_RATIOS, ResolvedNetwork, SearchSpace, scaled_channels
 from nas_search.spec import ArchSpec, DetectorSpec, StageSpec
+from nas_search.tasks.detect.costs import DETECTOR_COSTS
+from nas_search.tasks.detect.resolved import ResolvedDetector, ResolvedHead, ResolvedNeck
 
 
 @dataclass(frozen=True)
@@ -121,74 +123,6 @@ def _shift(options: Sequence, value, steps: int):
 
 
 @dataclass(frozen=True)
-class ResolvedNeck:
-    """Concrete shape of the neck.
-
-    Attributes:
-        in_channels: channels of each backbone feature (shallow to deep).
-        channels: neck width (every level).
-        depth: extra separable blocks per backbone level.
-        extra_levels: coarser levels made from the deepest one by stride-2 separable blocks.
-    """
-
-    in_channels: tuple[int, ...]
-    channels: int
-    depth: int
-    extra_levels: int = 0
-
-    @property
-    def levels(self) -> int:
-        """Number of pyramid levels (backbone levels plus extra levels)."""
-        return len(self.in_channels) + self.extra_levels
-
-
-@dataclass(frozen=True)
-class ResolvedHead:
-    """Concrete shape of the FCOS head.
-
-    Attributes:
-        in_channels: channels of each neck level.
-        channels: tower width.
-        depth: separable layers per tower.
-        num_classes: classification outputs, background included (torchvision's
-            ``num_classes``, that is C + 1).
-        levels: number of pyramid levels (one BN per level in each tower layer).
-    """
-
-    in_channels: int
-    channels: int
-    depth: int
-    num_classes: int
-    levels: int
-
-
-@dataclass(frozen=True)
-class ResolvedDetector:
-    """A detector architecture as concrete layer shapes.
-
-    Attributes:
-        spec: the architecture.
-        backbone: the backbone's resolved stem and stages (its classifier head fields are
-            not used by a detector).
-        neck / head: the neck and head shapes.
-        num_classes: object classes C, background excluded.
-        strides: the pyramid levels' strides, shallow to deep (also the anchor sizes).
-    """
-
-    spec: ArchSpec
-    backbone: ResolvedNetwork
-    neck: ResolvedNeck
-    head: ResolvedHead
-    num_classes: int
-    strides: tuple[int, ...]
-
-    @property
-    def used_stages(self) -> int:
-        """Backbone stages the detector runs (up to the deepest feature stage)."""
-        return max(self.backbone.feature_stages) + 1
-
-
-@dataclass(frozen=True)
 class DetectionSpace(SearchSpace):
     """A search space for detectors: backbone stages as in a classification space, plus
     neck and head choices (:attr:`detector`). Specs must carry a ``DetectorSpec``; their
@@ -198,6 +132,7 @@ class DetectionSpace(SearchSpace):
     """
 
     detector: DetectorChoices = field(default_factory=DetectorChoices)
+    network_costs: Any = field(default=DETECTOR_COSTS, compare=False, hash=False, repr=False)
 
     @classmethod
     def from_backbone(
@@ -370,9 +305,15 @@ DETECTION_SPACES = SpaceRegistry({"detect": detect})
 
 
 def detection_space(name: str) -> DetectionSpace:
-    """The detection space called ``name``."""
+    """The detection space called ``name``; :class:`UserError` naming the detection spaces
+    when ``name`` is another task's space or unknown."""
+    if name in BACKBONE_SPACES:
+        raise UserError(f"space {name!r} is not a detection space; detectors are built from: "
+                        f"{', '.join(DETECTION_SPACES.names())}")
     space = DETECTION_SPACES.get(name)
-    assert isinstance(space, DetectionSpace)
+    if not isinstance(space, DetectionSpace):
+        raise UserError(f"space {name!r} is not a detection space; detectors are built from: "
+                        f"{', '.join(DETECTION_SPACES.names())}")
     return space
 
 
