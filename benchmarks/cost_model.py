@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nas_search.hw_models.flops import count_network  # noqa: E402
 from nas_search.hw_models.fvcore_count import fvcore_flops  # noqa: E402
-from nas_search.tasks import get_space, space_names  # noqa: E402
 from nas_search.spaces.static import build_static_model  # noqa: E402
+from nas_search.tasks import get_space, space_names  # noqa: E402
 
 
 def main() -> None:

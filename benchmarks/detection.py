@@ -54,17 +54,17 @@ from torch import nn
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
-from nas_search.tasks.detect.data import load_detection_data, make_detection_loader, read_detection_annotations  # noqa: E402
-from nas_search.tasks.detect.static import build_detector  # noqa: E402
-from nas_search.tasks.detect.evaluate import mean_average_precision  # noqa: E402
 from nas_search.hw_models.flops import count_flops  # noqa: E402
 from nas_search.hw_models.fvcore_count import fvcore_flops  # noqa: E402
 from nas_search.hw_models.latency import TimingOptions, local_hardware, measure_modules  # noqa: E402
 from nas_search.progress import progress_bar  # noqa: E402
 from nas_search.search.config import SearchConfig  # noqa: E402
 from nas_search.search.runner import run_search  # noqa: E402
-from nas_search.tasks import get_space  # noqa: E402
 from nas_search.spec import ArchSpec  # noqa: E402
+from nas_search.tasks import get_space  # noqa: E402
+from nas_search.tasks.detect.data import load_detection_data, make_detection_loader, read_detection_annotations  # noqa: E402
+from nas_search.tasks.detect.evaluate import mean_average_precision  # noqa: E402
+from nas_search.tasks.detect.static import build_detector  # noqa: E402
 from nas_search.tasks.detect.supernet_training import train_detection_epoch  # noqa: E402
 from nas_search.training.distributed import resolve_device  # noqa: E402
 from nas_search.training.loop import build_optimizer, warmup_cosine  # noqa: E402

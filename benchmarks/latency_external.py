@@ -34,14 +34,14 @@ from threadpoolctl import threadpool_limits
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY_ROOT))
 
-from nas_search.errors import UserError  # noqa: E402
-from nas_search.hw_models.external import (  # noqa: E402
+from benchmarks.lib.external import (  # noqa: E402
     LatencyTable,
     fit_flops_baseline,
     fit_transfer_predictor,
     load_latency_table,
     same_hardware_devices,
 )
+from nas_search.errors import UserError  # noqa: E402
 
 SAMPLE_COUNTS = (10, 20, 100, 500)
 FULL_SEEDS = 3

@@ -42,9 +42,9 @@ import optuna
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY_ROOT))
 
+from benchmarks.lib.nb201 import NasBench201Table  # noqa: E402
 from nas_search.errors import UserError  # noqa: E402
 from nas_search.search.samplers import FEASIBLE_ATTRIBUTE, make_sampler, sampler_names  # noqa: E402
-from nas_search.spaces.nb201 import NasBench201Table  # noqa: E402
 
 DEFAULT_CSV = REPOSITORY_ROOT.parent / "shared" / "data" / "latency" / "nb201_cifar10_latency_ms.csv"
 DEFAULT_DEVICE = "gold_6226"

@@ -37,17 +37,18 @@ from scipy.stats import kendalltau
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
-from nas_search.tasks.classify.data import load_classification_data, make_loader  # noqa: E402
-from nas_search.tasks.classify.evaluate import AccuracyEvaluator, calibration_tensor, top1_accuracy  # noqa: E402
 from nas_search.hw_models.flops import count_flops  # noqa: E402
-from nas_search.tasks import get_space  # noqa: E402
 from nas_search.spaces.sampling import sample_specs  # noqa: E402
 from nas_search.spaces.static import build_static_model  # noqa: E402
-from nas_search.training.config import SupernetTrainConfig  # noqa: E402
+from nas_search.tasks import get_space  # noqa: E402
+from nas_search.tasks.classify.data import load_classification_data, make_loader  # noqa: E402
+from nas_search.tasks.classify.evaluate import AccuracyEvaluator, calibration_tensor, top1_accuracy  # noqa: E402
 from nas_search.tasks.classify.finalist import train_classifier_finalist  # noqa: E402
-from nas_search.training.finalist import FINALIST_RECIPES  # noqa: E402
 from nas_search.tasks.classify.standalone import train_epoch  # noqa: E402
-from nas_search.tasks.classify.supernet_training import build_optimizer, load_supernet, train_supernet, warmup_cosine  # noqa: E402
+from nas_search.tasks.classify.supernet_training import load_supernet, train_supernet  # noqa: E402
+from nas_search.training.config import SupernetTrainConfig  # noqa: E402
+from nas_search.training.finalist import FINALIST_RECIPES  # noqa: E402
+from nas_search.training.loop import build_optimizer, warmup_cosine  # noqa: E402
 from nas_search.units import parse_flops  # noqa: E402
 
 

@@ -6,14 +6,18 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from nas_search.errors import UserError, missing_file
 
-ConfigType = TypeVar("ConfigType")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+ConfigType = TypeVar("ConfigType", bound="DataclassInstance")
 
 
 def _accepts(annotation: Any, value: Any) -> bool:

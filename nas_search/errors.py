@@ -5,6 +5,10 @@ string, a config, a data folder, a checkpoint, a storage URL).  The CLI prints i
 as one line and exits with status 2, without a traceback.
 """
 
+from __future__ import annotations
+
+import os
+
 
 class UserError(ValueError):
     """Bad user input. The message names the bad value and what is accepted."""
@@ -12,7 +16,7 @@ class UserError(ValueError):
     exit_code = 2
 
 
-def missing_file(path) -> str:
+def missing_file(path: str | os.PathLike[str]) -> str:
     """Why ``path`` cannot be read as a file, in words: it is a folder, or it is not there."""
     from pathlib import Path
 

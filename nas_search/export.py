@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 import shutil
 import statistics
 import tempfile
@@ -25,12 +24,17 @@ import torch
 import yaml
 
 from nas_search.errors import UserError
-from nas_search.utils import check_output_path
-from nas_search.tasks import get_space
-from nas_search.spaces.static import build_static_model
+from nas_search.search.records import TrialRecord
 from nas_search.spec import ArchSpec, load_arch
+from nas_search.tasks import get_space, get_task
+from nas_search.tasks.base import ExportedModel, ExportRequest, exported_data_path, training_size
+from nas_search.utils import check_output_path
 
 EXPORT_FILES = ("arch.yaml", "train.yaml", "model.pt", "model.onnx", "meta.json")
+
+#: Kept importable from here: the exported model and its helpers live with the Task contract.
+__all__ = ["EXPORT_FILES", "ExportedModel", "export_onnx", "export_trial", "exported_data_path", "load_exported",
+           "onnxruntime_latency_ms", "training_size"]
 
 
 def export_onnx(model: torch.nn.Module, input_size: int, path: str | Path,
@@ -109,188 +113,9 @@ def _resolve_trial(study, trial: str | int):
     if not matches:
         raise UserError(f"study {study.study_name!r} has no trial {number} (it has {len(study.trials)})")
     frozen = matches[0]
-    if frozen.state != TrialState.COMPLETE or not frozen.user_attrs.get("feasible"):
+    if frozen.state != TrialState.COMPLETE or not TrialRecord.from_trial(frozen).feasible:
         raise UserError(f"trial {number} of study {study.study_name!r} is not a feasible completed trial; try --trial best")
     return frozen
-
-
-@dataclass
-class ExportedModel:
-    """What a task's exporter produces before the files are written.
-
-    Attributes:
-        model: the standalone model (``state_dict`` goes to ``model.pt``).
-        onnx_module: the module exported to ``model.onnx`` (the classifier; for a detector,
-            the network without transform and post-processing).
-        output_names: ONNX output names.
-        train_config: the contents of ``train.yaml``.
-        meta: task-specific entries of ``meta.json``.
-        flops, params: analytic costs at the deployment size.
-        log_outputs: exp-coded outputs that the ONNX check compares as logs (see
-            :func:`export_onnx`).
-    """
-
-    model: torch.nn.Module
-    onnx_module: torch.nn.Module
-    output_names: tuple[str, ...]
-    train_config: dict[str, Any]
-    meta: dict[str, Any]
-    flops: int
-    params: int
-    log_outputs: tuple[str, ...] = ()
-
-
-def training_size(data: str | None, proxy_size: int, deployment_size: int) -> int:
-    """The ``input_size`` an exported ``train.yaml`` trains at: the deployment size on real
-    data (the network is trained where it will run), the proxy size on a built-in demo
-    (its images are rendered small; upsampling them teaches nothing and costs
-    ``(deployment / proxy)^2`` times the compute). ``nas-search train --input-size`` overrides."""
-    return deployment_size if data is not None else proxy_size
-
-
-def exported_data_path(attributes: dict, metadata: dict) -> str | None:
-    """The training data of an export as an absolute path (the study's, else the
-    supernet's), so ``train.yaml`` works from any folder; None for a built-in demo."""
-    data = attributes.get("data") or metadata.get("data")
-    return None if data is None else str(Path(data).expanduser().resolve())
-
-
-def _export_classifier(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen, epochs: int) -> ExportedModel:
-    from nas_search.tasks.classify.data import load_classification_data
-    from nas_search.tasks.classify.evaluate import calibration_tensor, recalibrate_batch_norm
-    from nas_search.hw_models.flops import count_flops
-    from nas_search.tasks.classify.supernet_training import load_supernet
-
-    from nas_search.tasks.classify.data import SMALL_INPUT_LIMIT, VALIDATION_CROP_RATIO
-
-    supernet, metadata = load_supernet(checkpoint, space=spec.space)
-    data_path = exported_data_path(attributes, metadata)
-    data = load_classification_data(data_path, input_size=metadata["input_size"], augment=False, max_val=1)
-    model = supernet.extract(spec)
-    recalibrate_batch_norm(model, calibration_tensor(data.train, 512).split(64))
-    model.eval()
-    input_size = int(attributes["input_size"])
-    cost = count_flops(spec, supernet.space, input_size, metadata["num_classes"])
-    train_config = {
-        "arch": spec.to_dict(),
-        "data": data_path,
-        "num_classes": metadata["num_classes"],
-        "input_size": training_size(data_path, metadata["input_size"], input_size),
-        "deployment_input_size": input_size,
-        "init": "inherited",
-        "weights": "model.pt",
-        "optimizer": "sgd",
-        "learning_rate": 0.01,
-        "weight_decay": 4e-5,
-        "schedule": "cosine",
-        "warmup_epochs": 0.5,
-        "label_smoothing": 0.1,
-        "epochs": epochs,
-        "batch_size": 64,
-        "seed": 0,
-        "device": "auto",
-        "out": "trained",
-    }
-    meta = {
-        "accuracy": frozen.user_attrs.get("accuracy"),
-        "accuracy_input_size": metadata["input_size"],
-        "num_classes": metadata["num_classes"],
-        "class_names": metadata.get("class_names"),
-        "onnx": {
-            "input": f"input: float32 [batch, 3, {input_size}, {input_size}], RGB pixels / 255 normalised with mean "
-                     f"{[round(value, 4) for value in data.mean]} and std {[round(value, 4) for value in data.std]}"
-                     + (f", resized to {input_size} and centre-cropped" if input_size <= SMALL_INPUT_LIMIT else
-                        f", the shorter side resized to {round(input_size / VALIDATION_CROP_RATIO)} and centre-cropped "
-                        f"to {input_size}"),
-            "outputs": {"logits": "[batch, classes] class logits (softmax for probabilities), in class_names order"},
-        },
-    }
-    return ExportedModel(model, model, ("logits",), train_config, meta, cost.flops, cost.params)
-
-
-def _export_detector(spec: ArchSpec, checkpoint: Path, attributes: dict, frozen, epochs: int) -> ExportedModel:
-    from nas_search.tasks.detect.data import load_detection_data
-    from nas_search.tasks.detect.static import EXP_CODED_OUTPUTS, HEAD_OUTPUTS, IMAGE_MEAN, IMAGE_STD
-    from nas_search.tasks.detect.evaluate import detection_calibration_batches, recalibrate_detection_batch_norm
-    from nas_search.hw_models.flops import count_flops
-    from nas_search.tasks.detect.supernet_training import load_detection_supernet
-
-    supernet, metadata = load_detection_supernet(checkpoint)
-    if metadata.get("space") != spec.space:
-        raise UserError(f"checkpoint {checkpoint} is for space {metadata.get('space')!r}, not {spec.space!r}")
-    image_size = int(metadata["image_size"])
-    data_path = exported_data_path(attributes, metadata)
-    data = load_detection_data(data_path, input_size=image_size, augment=False, max_val=1, resize=supernet.resize)
-    model = supernet.extract(spec)
-    recalibrate_detection_batch_norm(model, detection_calibration_batches(data.train, 256, batch_size=16))
-    input_size = int(attributes["input_size"])
-    model.set_image_size(input_size)
-    model.eval()
-    num_classes = int(metadata["num_classes"])
-    cost = count_flops(spec, supernet.space, input_size, num_classes)
-    strides = supernet.space.resolve(spec, num_classes=num_classes).strides
-    postprocess = dict(model.detector_options)
-    onnx_resize = {  # how to feed the fixed-shape ONNX input, per resize mode
-        "square": f"stretched to {input_size} x {input_size} (aspect ratio not kept)",
-        "longer-side": f"resized so the longer side is {input_size} (aspect ratio kept) and zero-padded to "
-                       f"{input_size} x {input_size} at the bottom and right",
-    }
-    train_config = {
-        "task": "detect",
-        "arch": spec.to_dict(),
-        "data": data_path,
-        "num_classes": num_classes,
-        "classes": list(metadata.get("classes") or []),
-        "input_size": training_size(data_path, image_size, input_size),
-        "deployment_input_size": input_size,
-        "resize": model.resize,
-        "init": "inherited",
-        "weights": "model.pt",
-        "optimizer": "adamw",
-        "learning_rate": 5e-4,
-        "weight_decay": 1e-4,
-        "warmup_epochs": 1.0,
-        "epochs": epochs,
-        "batch_size": 16,
-        "seed": 0,
-        "out": "trained",
-        "postprocess": postprocess,
-    }
-    meta = {
-        "map50": frozen.user_attrs.get("map50"),
-        "map": frozen.user_attrs.get("map"),
-        "score_input_size": image_size,
-        "num_classes": num_classes,
-        "class_names": list(metadata.get("classes") or []),
-        "resize": model.resize,
-        "onnx": {
-            "input": f"images: float32 [batch, 3, {input_size}, {input_size}], RGB in [0, 1] normalised with "
-                     f"mean {list(IMAGE_MEAN)} and std {list(IMAGE_STD)}, "
-                     + onnx_resize[model.resize]
-                     + f" (resize mode {model.resize!r}); boxes come out in those input pixels: scale them back "
-                       "by the image's own width and height factors",
-            "outputs": {
-                "cls_logits": "[batch, anchors, classes + 1] logits (sigmoid; column 0 is background)",
-                "bbox_regression": "[batch, anchors, 4] FCOS box distances (left, top, right, bottom) in units of the "
-                                   "level's stride, decoded as torchvision's BoxLinearCoder(normalize_by_size=True)",
-                "bbox_ctrness": "[batch, anchors, 1] centerness logits; score = sqrt(sigmoid(cls) * sigmoid(ctrness))",
-            },
-            "anchor_points": f"one per feature-map cell at strides {', '.join(map(str, strides))} "
-                             f"(maps of {', '.join(str(-(-input_size // stride)) for stride in strides)} cells a side), "
-                             "level by level, row-major; anchor size = stride",
-            "post_processing": "not in the ONNX file: per level keep scores > score_thresh, the top "
-                               "topk_candidates, decode boxes, then class-wise NMS at nms_thresh and keep "
-                               "detections_per_img (settings below)",
-        },
-        "postprocess": postprocess,
-    }
-    core = model.core().eval()
-    return ExportedModel(model, core, tuple(HEAD_OUTPUTS), train_config, meta, cost.flops, cost.params,
-                         log_outputs=EXP_CODED_OUTPUTS)
-
-
-#: One exporter per task (the study's ``task`` attribute).
-EXPORTERS = {"classify": _export_classifier, "detect": _export_detector}
 
 
 def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: str | Path, *, epochs: int = 20) -> dict[str, Any]:
@@ -304,7 +129,8 @@ def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: s
     study = load_existing_study(study_name, open_storage(storage_url, heartbeat=False))
     frozen = _resolve_trial(study, trial)
     attributes = study.user_attrs
-    spec = ArchSpec.from_json(frozen.user_attrs["arch_json"])
+    record = TrialRecord.from_trial(frozen)
+    spec = ArchSpec.from_json(record.arch_json)
     checkpoint = Path(attributes["supernet"])
     if not checkpoint.exists():
         raise UserError(f"supernet checkpoint {checkpoint} of study {study_name!r} is missing")
@@ -316,7 +142,7 @@ def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: s
             "file, or search again under a new --study"
         )
     task = attributes.get("task", "classify")
-    exported = EXPORTERS[task](spec, checkpoint, attributes, frozen, epochs)
+    exported = get_task(task).export_model(ExportRequest(spec, checkpoint, attributes, record.attributes, epochs))
     input_size = int(attributes["input_size"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -328,9 +154,7 @@ def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: s
             "# trains from scratch (init: scratch). Paths are relative to this file. input_size is the\n"
             "# training size: the deployment size on real data, the supernet's proxy size on a built-in\n"
             "# demo (override with `nas-search train --input-size N`); device: auto uses CUDA when present.\n"
-            + ("# resize (detectors): square stretches images to input_size x input_size, longer-side keeps the\n"
-               "# aspect ratio; keep the mode the weights were trained with (a file without it means longer-side).\n"
-               if "resize" in exported.train_config else "")
+            + exported.train_notes
             + yaml.safe_dump(exported.train_config, sort_keys=False)
         )
         torch.save(exported.model.state_dict(), staging / "model.pt")
@@ -370,15 +194,7 @@ def load_exported(directory: str | Path) -> torch.nn.Module:
     spec = load_arch(directory / "arch.yaml")
     meta_path = directory / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    num_classes = meta.get("num_classes")
-    if meta.get("task") == "detect":
-        from nas_search.tasks.detect.static import LEGACY_RESIZE, build_detector
-
-        # Exports from before resize modes existed were trained longer-side.
-        model = build_detector(spec, int(num_classes), int(meta["input_size"]), resize=meta.get("resize", LEGACY_RESIZE),
-                               **meta.get("postprocess", {}))
-    else:
-        model = build_static_model(get_space(spec.space).resolve(spec, num_classes=num_classes))
+    model = get_task(meta.get("task", "classify")).load_exported(spec, get_space(spec.space), meta)
     state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval()

@@ -17,7 +17,7 @@ class _SilentBar:
         pass
 
 
-def progress_bar(total: int, description: str, unit: str = "it", enabled: bool = True):
+def progress_bar(total: int, description: str, unit: str = "it", enabled: bool = True) -> Any:
     """A tqdm bar on stderr showing count, rate (``unit``/s) and ETA."""
     if not enabled:
         return _SilentBar()

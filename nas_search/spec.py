@@ -25,9 +25,10 @@ with ``SearchSpace.validate``.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import yaml
 
@@ -35,16 +36,127 @@ from nas_search.errors import UserError, missing_file
 
 SPEC_FORMAT_VERSION = 1
 
-#: Block operation names and what each means.
-BLOCK_OPERATIONS: dict[str, str] = {
-    "mbconv": "inverted residual: 1x1 expand -> depthwise kxk -> 1x1 project, optional squeeze-excite",
-    "dsc": "depthwise-separable: depthwise kxk -> pointwise 1x1",
-    "scc": "depthwise kxk -> sliding-channel pointwise (DSXplore), cg channel groups, co overlap",
-    "slim": "Slim-CNN slim module: two SSE blocks with a projected skip, then a depthwise-separable conv",
-}
 KERNEL_SIZES = (3, 5, 7)
 SCC_GROUPS = (2, 4, 8)
 SCC_OVERLAPS = (0.25, 0.33, 0.5)
+
+
+@dataclass(frozen=True)
+class OpField:
+    """A :class:`BlockSpec` field beyond ``op``, ``kernel`` and ``width`` that only one op uses.
+
+    Attributes:
+        name: the ``BlockSpec`` attribute.
+        unused: the value every other op must hold (the dataclass default).
+        unused_text: that value as the error message shows it (``1``, ``0``, ``false``).
+        unused_reason: why other ops must hold it, e.g. ``only mbconv expands``.
+        allowed: whether a value is valid for the op that uses the field.
+        allowed_text: the valid values, as the error message shows them.
+        token: the field's part of the string view (``e4``), or ``None`` to show nothing.
+        well_typed: whether a value has the field's type, checked for every op (a bad
+            type fails with ``allowed_text``).
+    """
+
+    name: str
+    unused: Any
+    unused_text: str
+    unused_reason: str
+    allowed: Callable[[Any], bool]
+    allowed_text: str
+    token: Callable[[Any], str | None]
+    well_typed: Callable[[Any], bool] = lambda value: True
+
+
+@dataclass(frozen=True)
+class BlockRules:
+    """The spec-level rules of one block op: its name, meaning and own fields.
+
+    One row per op, in :data:`BLOCK_RULES`. The rest of what an op is (channels, modules,
+    costs, search parameters) lives in its ``BlockKind`` (``nas_search.spaces.ops``),
+    which holds this row; this module is below ``spaces`` and so keeps only the rules a
+    :class:`BlockSpec` needs to validate itself and to print and serialise itself.
+
+    Attributes:
+        name: the op's token in specs, strings and dicts (``mbconv``).
+        description: one line saying what the block computes.
+        fields: the :class:`OpField` s this op uses, in string-view order; they appear in
+            ``to_dict`` and the string view, and every other op must leave them unused.
+    """
+
+    name: str
+    description: str
+    fields: tuple[OpField, ...] = ()
+
+
+EXPANSION_FIELD = OpField(
+    "expansion", 1.0, "1", "only mbconv expands", lambda value: 1 <= value <= 8, "1 to 8 for mbconv",
+    lambda value: f"e{_format_number(value)}",
+)
+SQUEEZE_EXCITE_FIELD = OpField(
+    "squeeze_excite", False, "false", "only mbconv", lambda value: True, "true or false",
+    lambda value: "se" if value else None, well_typed=lambda value: isinstance(value, bool),
+)
+GROUPS_FIELD = OpField(
+    "groups", 1, "1", "only scc has channel groups", lambda value: value in SCC_GROUPS,
+    ", ".join(map(str, SCC_GROUPS)), lambda value: f"g{value}",
+)
+OVERLAP_FIELD = OpField(
+    "overlap", 0.0, "0", "only scc has overlap", lambda value: value in SCC_OVERLAPS,
+    ", ".join(map(str, SCC_OVERLAPS)), lambda value: f"o{_format_number(value)}",
+)
+
+#: The spec-level rules of every block op, by name (see :class:`BlockRules`).
+BLOCK_RULES: dict[str, BlockRules] = {
+    rules.name: rules
+    for rules in (
+        BlockRules(
+            "mbconv",
+            "inverted residual: 1x1 expand -> depthwise kxk -> 1x1 project, optional squeeze-excite",
+            (EXPANSION_FIELD, SQUEEZE_EXCITE_FIELD),
+        ),
+        BlockRules("dsc", "depthwise-separable: depthwise kxk -> pointwise 1x1"),
+        BlockRules(
+            "scc",
+            "depthwise kxk -> sliding-channel pointwise (DSXplore), cg channel groups, co overlap",
+            (GROUPS_FIELD, OVERLAP_FIELD),
+        ),
+        BlockRules(
+            "slim", "Slim-CNN slim module: two SSE blocks with a projected skip, then a depthwise-separable conv"
+        ),
+    )
+}
+#: Every op field, in ``BlockSpec`` order (the order they are validated in).
+OP_FIELDS: tuple[OpField, ...] = (EXPANSION_FIELD, GROUPS_FIELD, OVERLAP_FIELD, SQUEEZE_EXCITE_FIELD)
+
+
+class _Descriptions(Mapping[str, str]):
+    """Live view of :data:`BLOCK_RULES`: op name -> description."""
+
+    def __getitem__(self, name: str) -> str:
+        return BLOCK_RULES[name].description
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(BLOCK_RULES)
+
+    def __len__(self) -> int:
+        return len(BLOCK_RULES)
+
+
+#: Block operation names and what each means (a view of :data:`BLOCK_RULES`).
+BLOCK_OPERATIONS: Mapping[str, str] = _Descriptions()
+
+
+@contextmanager
+def extra_block_rules(rules: BlockRules) -> Iterator[BlockRules]:
+    """Make ``rules`` a valid op of :class:`BlockSpec` inside the ``with`` block only (for
+    tests of a new op; ``nas_search.spaces.ops.extra_block_kind`` calls this)."""
+    if rules.name in BLOCK_RULES:
+        raise ValueError(f"block op {rules.name!r} already exists")
+    BLOCK_RULES[rules.name] = rules
+    try:
+        yield rules
+    finally:
+        del BLOCK_RULES[rules.name]
 
 
 def _fail(owner: str, field_name: str, value: Any, allowed: str) -> None:
@@ -91,46 +203,32 @@ class BlockSpec:
         object.__setattr__(self, "width", float(self.width))
         object.__setattr__(self, "expansion", float(self.expansion))
         object.__setattr__(self, "overlap", float(self.overlap))
-        if self.op == "mbconv":
-            if not 1 <= self.expansion <= 8:
-                _fail(name, "expansion", self.expansion, "1 to 8 for mbconv")
-        elif self.expansion != 1:
-            _fail(name, "expansion", self.expansion, f"1 for op {self.op!r} (only mbconv expands)")
-        if self.op == "scc":
-            if self.groups not in SCC_GROUPS:
-                _fail(name, "groups", self.groups, ", ".join(map(str, SCC_GROUPS)))
-            if self.overlap not in SCC_OVERLAPS:
-                _fail(name, "overlap", self.overlap, ", ".join(map(str, SCC_OVERLAPS)))
-        else:
-            if self.groups != 1:
-                _fail(name, "groups", self.groups, f"1 for op {self.op!r} (only scc has channel groups)")
-            if self.overlap != 0:
-                _fail(name, "overlap", self.overlap, f"0 for op {self.op!r} (only scc has overlap)")
-        if not isinstance(self.squeeze_excite, bool):
-            _fail(name, "squeeze_excite", self.squeeze_excite, "true or false")
-        if self.squeeze_excite and self.op != "mbconv":
-            _fail(name, "squeeze_excite", self.squeeze_excite, f"false for op {self.op!r} (only mbconv)")
+        own_fields = BLOCK_RULES[self.op].fields
+        for op_field in OP_FIELDS:
+            value = getattr(self, op_field.name)
+            if not op_field.well_typed(value):
+                _fail(name, op_field.name, value, op_field.allowed_text)
+            if op_field in own_fields:
+                if not op_field.allowed(value):
+                    _fail(name, op_field.name, value, op_field.allowed_text)
+            elif value != op_field.unused:
+                _fail(name, op_field.name, value,
+                      f"{op_field.unused_text} for op {self.op!r} ({op_field.unused_reason})")
 
     def __str__(self) -> str:
         parts = [self.op, f"k{self.kernel}"]
-        if self.op == "mbconv":
-            parts.append(f"e{_format_number(self.expansion)}")
-        if self.op == "scc":
-            parts += [f"g{self.groups}", f"o{_format_number(self.overlap)}"]
-        if self.squeeze_excite:
-            parts.append("se")
+        for op_field in BLOCK_RULES[self.op].fields:
+            token = op_field.token(getattr(self, op_field.name))
+            if token is not None:
+                parts.append(token)
         parts.append(f"w{_format_number(self.width)}")
         return "_".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form holding only the fields that matter for this op."""
         data: dict[str, Any] = {"op": self.op, "kernel": self.kernel, "width": self.width}
-        if self.op == "mbconv":
-            data["expansion"] = self.expansion
-            data["squeeze_excite"] = self.squeeze_excite
-        if self.op == "scc":
-            data["groups"] = self.groups
-            data["overlap"] = self.overlap
+        for op_field in BLOCK_RULES[self.op].fields:
+            data[op_field.name] = getattr(self, op_field.name)
         return data
 
     @classmethod
@@ -415,6 +513,11 @@ __all__ = [
     "DetectorSpec",
     "StageSpec",
     "BLOCK_OPERATIONS",
+    "BLOCK_RULES",
+    "BlockRules",
+    "OpField",
+    "OP_FIELDS",
+    "extra_block_rules",
     "KERNEL_SIZES",
     "SCC_GROUPS",
     "SCC_OVERLAPS",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up nas-search on a fresh Debian/Ubuntu machine: system packages (with --dev: the
 # PostgreSQL server and Chromium that the integration tests use), a virtualenv in .venv,
-# and the package itself. Safe to run again.
+# and the package itself (with --dev also its test and lint tools: pytest, ruff, mypy,
+# import-linter). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=0
@@ -33,5 +34,5 @@ else
 fi
 # Build the native sliding-channel conv kernel now (about a second with g++), so the first
 # run does not; without a compiler nas-search says so once and uses slower PyTorch kernels.
-.venv/bin/python -c 'from nas_search.spaces import scc_native; print("native SCC kernel:", "built" if scc_native.library() else "not available")'
+.venv/bin/python -c 'from nas_search.spaces.scc import native as scc_native; print("native SCC kernel:", "built" if scc_native.library() else "not available")'
 echo "nas-search is installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from nas_search.errors import UserError
 from nas_search.tasks.classify.data import (
     ImageFileDataset,
     ReflectShiftCrop,
@@ -27,7 +28,7 @@ from nas_search.tasks.classify.data import (
     stratified_split,
 )
 from nas_search.tasks.classify.demo_data import SHAPE_CLASSES, render_shapes
-from nas_search.errors import UserError
+
 from support import shared_data_path
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

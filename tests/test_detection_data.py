@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from support import shared_data_path
 
+from nas_search.errors import UserError
 from nas_search.tasks.detect import demo_data as demo
 from nas_search.tasks.detect.data import (
     SKIP_COUNTS,
@@ -21,7 +21,8 @@ from nas_search.tasks.detect.data import (
     make_detection_loader,
     read_detection_annotations,
 )
-from nas_search.errors import UserError
+
+from support import shared_data_path
 
 # ----------------------------------------------------------------------------------------
 # Helpers: tiny images with a white rectangle, and annotation files written by hand.

@@ -1,4 +1,5 @@
-"""Latency tables for detectors (``nas_search.tasks.detect.latency``): the parts cover the
+"""Latency tables for detectors (``nas_search.tasks.detect.latency``, reached through the
+space's ``network_costs.latency_table``): the parts cover the
 detector exactly, each part runs in both runtimes, and a profiled table predicts real
 measured detectors, through the Python API and the CLI."""
 
@@ -18,9 +19,6 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from nas_search.cli.main import main
-from nas_search.tasks.detect.hardware import detector_layers
-from nas_search.tasks.detect.latency import PART_MODULES, detector_parts, join_features
-from nas_search.tasks.detect.static import build_detector
 from nas_search.errors import UserError
 from nas_search.hw_models.devices import device_cost, latency_model_for
 from nas_search.hw_models.latency import (
@@ -35,6 +33,9 @@ from nas_search.hw_models.latency import (
     restrict_widths,
 )
 from nas_search.tasks import get_space
+from nas_search.tasks.detect.hardware import detector_layers
+from nas_search.tasks.detect.latency import PART_MODULES, detector_parts, join_features
+from nas_search.tasks.detect.static import build_detector
 
 NECK_AND_HEAD = tuple(PART_MODULES)
 
@@ -73,9 +74,9 @@ def test_part_listings_add_up_to_the_detector_listing() -> None:
         parts = [config for config in detector_parts(detector, 416) if config.op in NECK_AND_HEAD]
         listing = [layer for layer in detector_layers(detector, 416) if layer.stage > len(detector.backbone.stages)]
         joins = join_features(detector, 416)
-        assert sum(part_features(config).layers for config in parts) + joins[3] == len(listing)
-        assert sum(part_features(config).flops for config in parts) == sum(layer.macs for layer in listing)
-        assert sum(part_features(config).traffic_bytes for config in parts) + joins[2] == 4 * sum(
+        assert sum(part_features(config, space).layers for config in parts) + joins[3] == len(listing)
+        assert sum(part_features(config, space).flops for config in parts) == sum(layer.macs for layer in listing)
+        assert sum(part_features(config, space).traffic_bytes for config in parts) + joins[2] == 4 * sum(
             layer.activation_elements for layer in listing)
 
 
@@ -119,7 +120,7 @@ def test_parts_run_exactly_the_whole_detectors_kernels() -> None:
         whole, whole_operators = _convolutions(core, (image,)), _onnx_operators(core, image)
         in_parts, part_operators = Counter(), Counter()
         for config in model_parts(space, space.resolve(spec, num_classes=5), 128):
-            module, example = build_part(config), part_example(config)
+            module, example = build_part(config, space), part_example(config, space)
             in_parts += _convolutions(module, example if isinstance(example, tuple) else (example,))
             part_operators += _onnx_operators(module, example)
         assert in_parts == whole and sum(whole.values()) > 0
@@ -131,7 +132,7 @@ def test_parts_run_exactly_the_whole_detectors_kernels() -> None:
 def test_each_detector_part_exports_to_onnx_and_agrees_with_torch(kind: str) -> None:
     space = get_space("detect")
     config = next(config for config in distinct_blocks(restrict_widths(space, [0.25]), 64) if config.op == kind)
-    module, example = build_part(config), part_example(config)
+    module, example = build_part(config, space), part_example(config, space)
     inputs = example if isinstance(example, tuple) else (example,)
     with torch.no_grad():
         expected = module(*inputs)

@@ -241,8 +241,8 @@ class TinyFcosFamily:
 
 
 def test_evaluator_scores_recalibrated_copies_and_caches_by_spec_key():
-    from nas_search.tasks.detect.evaluate import DetectionEvaluator, DetectionResult
     from nas_search.tasks import get_space
+    from nas_search.tasks.detect.evaluate import DetectionEvaluator, DetectionResult
 
     space = get_space("micro")
     items = rectangles_dataset(12, seed=7)
@@ -267,8 +267,8 @@ def test_evaluator_scores_recalibrated_copies_and_caches_by_spec_key():
 
 def test_detection_supernet_loader_refuses_other_files(tmp_path):
     from nas_search.errors import UserError
-    from nas_search.training.checkpoint import SUPERNET_FORMAT
     from nas_search.tasks.detect.supernet_training import load_detection_supernet
+    from nas_search.training.checkpoint import SUPERNET_FORMAT
 
     classification = tmp_path / "classification.pt"
     torch.save({"format": SUPERNET_FORMAT, "space": "micro"}, classification)
@@ -299,8 +299,8 @@ def micro_detection_space():
     """A tiny detection space for fast tests (the ``micro`` backbone, 16-channel neck and
     head), registered once under ``detect-micro-test``; the built-in ``detect`` supernet has
     about 10^8 parameters, too many for a unit test."""
-    from nas_search.tasks.detect.space import DetectionSpace, DetectorChoices
     from nas_search.tasks import get_space, register_space, space_names
+    from nas_search.tasks.detect.space import DetectionSpace, DetectorChoices
 
     if MICRO_DETECT not in space_names():
         @register_space(MICRO_DETECT)
@@ -418,12 +418,12 @@ def _train_config(out, **overrides):
 
 
 def test_supernet_training_checkpoints_and_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
-    from nas_search.training.checkpoint import load_checkpoint
     from nas_search.tasks.detect.supernet_training import (
         DETECTION_SUPERNET_FORMAT,
         load_detection_supernet,
         train_detection_supernet,
     )
+    from nas_search.training.checkpoint import load_checkpoint
 
     uninterrupted = train_detection_supernet(_train_config(tmp_path / "whole.pt"))
     assert uninterrupted.completed_epochs == 2 and len(uninterrupted.history) == 2

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from nas_search.evaluators.predictor import AccuracyPredictor
+from nas_search.spec import save_arch
+from nas_search.tasks import get_space
 from nas_search.tasks.classify.data import load_classification_data, make_loader
 from nas_search.tasks.classify.evaluate import AccuracyEvaluator, calibration_tensor, recalibrate_batch_norm
-from nas_search.evaluators.predictor import AccuracyPredictor
-from nas_search.tasks import get_space
-from nas_search.spec import save_arch
-from nas_search.training.config import SupernetTrainConfig
 from nas_search.tasks.classify.supernet_training import load_supernet, train_supernet
+from nas_search.training.config import SupernetTrainConfig
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 

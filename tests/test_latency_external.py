@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 from threadpoolctl import threadpool_limits
 
-from nas_search.errors import UserError
-from nas_search.hw_models import features
-from nas_search.hw_models.external import (
+from benchmarks.lib.external import (
     LatencyTable,
     RegressionTree,
     TransferOptions,
@@ -24,6 +22,9 @@ from nas_search.hw_models.external import (
     load_latency_table,
     same_hardware_devices,
 )
+from nas_search.errors import UserError
+from nas_search.hw_models import features
+
 from support import shared_data_path
 
 FBNET_FILE = "fbnet_cifar100_latency_ms.csv"

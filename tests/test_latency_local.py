@@ -40,11 +40,11 @@ from nas_search.hw_models.latency import (
     time_interleaved,
 )
 from nas_search.hw_models.memory import MemoryModel, estimate_memory, peak_memory_bytes
-from nas_search.tasks import get_space
 from nas_search.spaces.scc.conv import SlidingChannelConv2d
 from nas_search.spaces.space import ResolvedBlock
 from nas_search.spaces.static import build_static_model
 from nas_search.spec import ArchSpec, BlockSpec, StageSpec
+from nas_search.tasks import get_space
 from nas_search.units import parse_latency_ms
 
 FAST = TimingOptions(warmup=1, repeats=5)

@@ -13,18 +13,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from support import shared_data_path
 
-from nas_search.errors import UserError
-from nas_search.search.samplers import (
-    CONSTRAINT_ATTRIBUTE_PREFIX,
-    FEASIBLE_ATTRIBUTE,
-    SAMPLERS,
-    make_sampler,
-    record_constraints,
-    sampler_names,
-)
-from nas_search.spaces.nb201 import (
+from benchmarks.lib.nb201 import (
     EDGE_PARAMETERS,
     EDGES,
     LATENCY_CONSTRAINT,
@@ -34,6 +24,17 @@ from nas_search.spaces.nb201 import (
     format_arch,
     parse_arch,
 )
+from nas_search.errors import UserError
+from nas_search.search.samplers import (
+    CONSTRAINT_ATTRIBUTE_PREFIX,
+    FEASIBLE_ATTRIBUTE,
+    SAMPLERS,
+    make_sampler,
+    record_constraints,
+    sampler_names,
+)
+
+from support import shared_data_path
 
 CSV_PARTS = ("latency", "nb201_cifar10_latency_ms.csv")
 

@@ -10,16 +10,16 @@ import torch
 import yaml
 
 import nas_search.tasks.detect.standalone as standalone_detection
-from nas_search.tasks.detect.static import build_detector
 from nas_search.errors import UserError
 from nas_search.tasks import get_space
-from nas_search.training.checkpoint import load_checkpoint
 from nas_search.tasks.detect.standalone import (
     DETECTION_MODEL_FORMAT,
     DetectionTrainConfig,
     load_detection_train_config,
     train_detection_standalone,
 )
+from nas_search.tasks.detect.static import build_detector
+from nas_search.training.checkpoint import load_checkpoint
 
 INPUT_SIZE = 64
 DEMO_CLASSES = 3

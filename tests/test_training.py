@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from nas_search.errors import UserError
-from nas_search.tasks import get_space
 from nas_search.spaces.supernet import Supernet
+from nas_search.tasks import get_space
+from nas_search.tasks.classify.supernet_training import load_supernet, train_supernet
+from nas_search.tasks.detect.supernet_training import DetectionSupernetTrainConfig, train_detection_supernet
 from nas_search.training.checkpoint import load_checkpoint
 from nas_search.training.config import SupernetTrainConfig
-from nas_search.tasks.detect.supernet_training import DetectionSupernetTrainConfig, train_detection_supernet
-from nas_search.tasks.classify.supernet_training import load_supernet, train_supernet
 from nas_search.training.techniques import BatchBridgeout, count_collapsed_channels, regenerate_channels
 
 REPOSITORY = Path(__file__).resolve().parent.parent

@@ -11,7 +11,6 @@ import argparse
 from nas_search.cli.base import Command, emit
 from nas_search.errors import UserError
 from nas_search.units import check_input_size
-from nas_search.utils import check_output_path
 
 
 def _parse_widths(text: str | None) -> tuple[float, ...] | None:
@@ -48,44 +47,26 @@ def _profile_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _profile_run(arguments: argparse.Namespace) -> None:
-    from collections import Counter
-
-    from nas_search.hw_models.devices import TABLE_TASKS, default_table_path, get_device
-    from nas_search.hw_models.latency import (
-        ProfileOptions, TimingOptions, check_table_input_size, distinct_blocks, profile_table, restrict_widths,
-    )
-    from nas_search.tasks import get_space, space_names
+    from nas_search.hw_models.devices import get_device
+    from nas_search.hw_models.latency import TimingOptions, count_parts, profile_device
+    from nas_search.tasks import get_space
 
     space = get_space(arguments.space)
-    if space.task not in TABLE_TASKS:
-        raise UserError(f"--space {space.name}: latency tables are profiled for tasks {', '.join(TABLE_TASKS)} only "
-                        f"({', '.join(name for task in TABLE_TASKS for name in space_names(task))})")
     check_input_size(arguments.input_size)
-    if arguments.subnets < 0:
-        raise UserError(f"--subnets {arguments.subnets} is invalid; accepted: 0 or more")
     input_size = arguments.input_size or space.input_size
-    check_table_input_size(space, input_size)
     widths = _parse_widths(arguments.widths)
     if arguments.count_only:
-        blocks = distinct_blocks(restrict_widths(space, widths), input_size)
-        kinds = dict(Counter(block.op for block in blocks))
-        emit(arguments, {"space": space.name, "input_size": input_size, "distinct_blocks": len(blocks), "by_kind": kinds},
-             f"space {space.name} at {input_size} px: {len(blocks)} distinct blocks to profile ("
-             + ", ".join(f"{kind} {count}" for kind, count in kinds.items()) + ")")
+        counted = count_parts(space, input_size, widths)
+        emit(arguments, counted,
+             f"space {space.name} at {input_size} px: {counted['distinct_blocks']} distinct blocks to profile ("
+             + ", ".join(f"{kind} {count}" for kind, count in counted["by_kind"].items()) + ")")
         return
-    device = get_device(arguments.device)
-    if not device.local:
-        raise UserError(f"device {device.name!r} cannot be profiled on this machine; accepted: a local device (cpu); "
-                        f"measure it on the device itself and pass its table with --lut")
-    runtime = device.check_runtime(arguments.runtime)
-    threads = device.check_threads(arguments.threads)
-    options = ProfileOptions(
-        device=device.name, runtime=runtime, threads=threads, input_size=input_size, widths=widths,
-        subnets=arguments.subnets, seed=arguments.seed, timing=TimingOptions(warmup=arguments.warmup, repeats=arguments.repeats, instances=arguments.instances),
+    result = profile_device(
+        space, get_device(arguments.device), arguments.out, runtime=arguments.runtime, threads=arguments.threads,
+        input_size=input_size, widths=widths, subnets=arguments.subnets, seed=arguments.seed,
+        timing=TimingOptions(warmup=arguments.warmup, repeats=arguments.repeats, instances=arguments.instances),
+        progress=not arguments.quiet,
     )
-    out = arguments.out or default_table_path(space.name, device.name, runtime, threads, input_size)
-    check_output_path(out, "--out")
-    result = profile_table(space, out, options, progress=not arguments.quiet)
     summary = {
         "table": str(result.path), "space": space.name, "device": result.table.label, "hardware": result.table.hardware,
         "input_size": input_size, "distinct_blocks": result.distinct_blocks, "measured_blocks": result.measured_blocks,

@@ -15,8 +15,9 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from nas_search.hw_models.flops import count_flops
+from nas_search.spaces.ops import BLOCK_KINDS
 from nas_search.spaces.space import SearchSpace
-from nas_search.spec import BLOCK_OPERATIONS, ArchSpec
+from nas_search.spec import ArchSpec
 
 
 def spec_features(spec: ArchSpec, space: SearchSpace) -> np.ndarray:
@@ -31,7 +32,7 @@ def spec_features(spec: ArchSpec, space: SearchSpace) -> np.ndarray:
             float(np.mean([block.kernel for block in blocks])),
             float(np.mean([block.expansion for block in blocks])),
         ]
-        features += [sum(block.op == op for block in blocks) / len(blocks) for op in BLOCK_OPERATIONS]
+        features += [sum(block.op == op for block in blocks) / len(blocks) for op in BLOCK_KINDS]
     cost = count_flops(spec, space)
     features += [math.log(cost.flops), math.log(cost.params)]
     return np.asarray(features, dtype=np.float64)
@@ -54,7 +55,7 @@ class AccuracyPredictor:
         self.space, self.seed = space, seed
         self.model = None
 
-    def fit(self, specs: list[ArchSpec], accuracies: list[float]) -> "AccuracyPredictor":
+    def fit(self, specs: list[ArchSpec], accuracies: list[float]) -> AccuracyPredictor:
         """Fit on evaluated pairs."""
         from sklearn.ensemble import GradientBoostingRegressor
         from sklearn.linear_model import RidgeCV

@@ -32,23 +32,25 @@ The measured networks are 32x32 CIFAR models; the built-in ``mobile`` space runs
 224 px, far outside that range. A per-kind throughput transfers across sizes better than
 any learned correction would, but the error above is measured at 32 px only.
 
-The layers of a nas-search network are listed by :func:`network_layers`, one pure function
-per block op in :data:`BLOCK_LAYERS`, with the same :class:`LayerCost` records (and the same
-kernel kinds) that featurise the published spaces.
+The layers of a nas-search network are listed by :func:`network_layers`, each block's by
+its op's ``BlockKind.layers`` (``nas_search.spaces.ops``), with the same :class:`LayerCost`
+records (and the same kernel kinds) that featurise the published spaces.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from nas_search.errors import UserError
-from nas_search.hw_models.features import LayerCost, convolution, elementwise, linear, pooling
+from nas_search.spaces.ops import BLOCK_KINDS, KindTable
+from nas_search.spaces.ops.costs import LayerCost, append_convolution, linear, pooling
 from nas_search.spaces.space import ResolvedBlock, ResolvedNetwork, SearchSpace
 from nas_search.spec import ArchSpec
 
@@ -78,97 +80,25 @@ PUBLISHED_DEVICES: dict[str, tuple[str, str]] = {
 # The layers of a nas-search network
 
 
-def _conv(layers: list[LayerCost], stage: int, in_channels: int, out_channels: int, kernel: int, size: int,
-          stride: int = 1, groups: int = 1) -> int:
-    cost, out_size = convolution(stage=stage, in_channels=in_channels, out_channels=out_channels, kernel=kernel,
-                                 in_size=size, stride=stride, groups=groups)
-    layers.append(cost)
-    return out_size
-
-
-def _inverted_residual_layers(block: ResolvedBlock, stage: int, size: int) -> tuple[list[LayerCost], int]:
-    layers: list[LayerCost] = []
-    hidden = block.hidden_channels
-    _conv(layers, stage, block.in_channels, hidden, 1, size)
-    out_size = _conv(layers, stage, hidden, hidden, block.spec.kernel, size, block.stride, groups=hidden)
-    if block.squeeze_excite_channels:
-        reduced = block.squeeze_excite_channels
-        layers.append(pooling(stage=stage, channels=hidden, in_size=out_size, out_size=1))
-        layers.append(linear(stage=stage, in_features=hidden, out_features=reduced))
-        layers.append(linear(stage=stage, in_features=reduced, out_features=hidden))
-        layers.append(elementwise("multiply", stage=stage, channels=hidden, size=out_size, inputs=2))
-    _conv(layers, stage, hidden, block.out_channels, 1, out_size)
-    if block.residual:
-        layers.append(elementwise("add", stage=stage, channels=block.out_channels, size=out_size, inputs=2))
-    return layers, out_size
-
-
-def _separable_layers(block: ResolvedBlock, stage: int, size: int) -> tuple[list[LayerCost], int]:
-    layers: list[LayerCost] = []
-    channels = block.in_channels
-    out_size = _conv(layers, stage, channels, channels, block.spec.kernel, size, block.stride, groups=channels)
-    _conv(layers, stage, channels, block.out_channels, 1, out_size)
-    if block.residual:
-        layers.append(elementwise("add", stage=stage, channels=block.out_channels, size=out_size, inputs=2))
-    return layers, out_size
-
-
-def _sliding_channel_layers(block: ResolvedBlock, stage: int, size: int) -> tuple[list[LayerCost], int]:
-    layers: list[LayerCost] = []
-    channels = block.in_channels
-    out_size = _conv(layers, stage, channels, channels, block.spec.kernel, size, block.stride, groups=channels)
-    window = channels // block.spec.groups
-    layers.append(LayerCost(
-        "grouped_pointwise", stage, block.out_channels * window * out_size * out_size, block.out_channels * window,
-        (channels + block.out_channels) * out_size * out_size,
-    ))
-    if block.residual:
-        layers.append(elementwise("add", stage=stage, channels=block.out_channels, size=out_size, inputs=2))
-    return layers, out_size
-
-
-def _squeeze_expand_layers(layers: list[LayerCost], stage: int, in_channels: int, squeeze: int, size: int) -> None:
-    _conv(layers, stage, in_channels, squeeze, 1, size)
-    _conv(layers, stage, squeeze, 4 * squeeze, 1, size)
-    _conv(layers, stage, squeeze, squeeze, 3, size, groups=squeeze)
-    _conv(layers, stage, squeeze, 4 * squeeze, 1, size)
-    layers.append(elementwise("shuffle", stage=stage, channels=8 * squeeze, size=size, inputs=0))  # concatenation
-
-
-def _slim_layers(block: ResolvedBlock, stage: int, size: int) -> tuple[list[LayerCost], int]:
-    layers: list[LayerCost] = []
-    squeeze, out_channels = block.hidden_channels, block.out_channels
-    _squeeze_expand_layers(layers, stage, block.in_channels, squeeze, size)
-    _squeeze_expand_layers(layers, stage, 8 * squeeze, squeeze, size)
-    _conv(layers, stage, block.in_channels, out_channels, 1, size)
-    layers.append(elementwise("add", stage=stage, channels=out_channels, size=size, inputs=2))
-    out_size = _conv(layers, stage, out_channels, out_channels, block.spec.kernel, size, block.stride, groups=out_channels)
-    _conv(layers, stage, out_channels, out_channels, 1, out_size)
-    return layers, out_size
-
-
-#: One pure function per block op: (block, stage index, input size) -> (layers, output size).
-BLOCK_LAYERS: dict[str, Callable[[ResolvedBlock, int, int], tuple[list[LayerCost], int]]] = {
-    "mbconv": _inverted_residual_layers,
-    "dsc": _separable_layers,
-    "scc": _sliding_channel_layers,
-    "slim": _slim_layers,
-}
+#: The layer listing of each block op (a live view of ``BLOCK_KINDS[op].layers``):
+#: (block, stage index, input size) -> (layers, output size).
+BLOCK_LAYERS: KindTable[Callable[[ResolvedBlock, int, int], tuple[list[LayerCost], int]]] = KindTable("layers")
 
 
 def network_layers(network: ResolvedNetwork, input_size: int) -> list[LayerCost]:
     """Every kernel a runtime launches for ``network`` at a square ``input_size`` (batch
     norm folded into its conv, activations fused), in order."""
     layers: list[LayerCost] = []
-    size = _conv(layers, 0, network.input_channels, network.stem_channels, 3, input_size, network.stem_stride)
+    size = append_convolution(layers, 0, network.input_channels, network.stem_channels, 3, input_size,
+                              network.stem_stride)
     for stage_index, stage in enumerate(network.stages, start=1):
         for block in stage:
-            if block.spec.op not in BLOCK_LAYERS:
-                raise KeyError(f"no layer listing for block op {block.spec.op!r}; known: {', '.join(BLOCK_LAYERS)}")
-            block_layers, size = BLOCK_LAYERS[block.spec.op](block, stage_index, size)
+            if block.spec.op not in BLOCK_KINDS:
+                raise KeyError(f"no layer listing for block op {block.spec.op!r}; known: {', '.join(BLOCK_KINDS)}")
+            block_layers, size = BLOCK_KINDS[block.spec.op].layers(block, stage_index, size)
             layers.extend(block_layers)
     head_stage = len(network.stages) + 1
-    _conv(layers, head_stage, network.last_channels, network.head_channels, 1, size)
+    append_convolution(layers, head_stage, network.last_channels, network.head_channels, 1, size)
     layers.append(pooling(stage=head_stage, channels=network.head_channels, in_size=size, out_size=1))
     layers.append(linear(stage=head_stage, in_features=network.head_channels, out_features=network.num_classes))
     return layers
@@ -243,7 +173,7 @@ class AnalyticDeviceModel:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "AnalyticDeviceModel":
+    def from_dict(cls, data: Mapping[str, Any]) -> AnalyticDeviceModel:
         """Rebuild from :meth:`to_dict` output, checking every coefficient is present."""
         coefficients = dict(data["coefficients"])
         missing = [name for name in FEATURE_NAMES if name not in coefficients]
@@ -270,7 +200,7 @@ class AnalyticLatencyModel:
         self.input_size = space.input_size if input_size is None else input_size
         self.num_classes = num_classes
 
-    def for_classes(self, num_classes: int | None) -> "AnalyticLatencyModel":
+    def for_classes(self, num_classes: int | None) -> AnalyticLatencyModel:
         """The same model for networks with ``num_classes`` outputs."""
         return AnalyticLatencyModel(self.device_model, self.space, self.input_size, num_classes)
 
@@ -356,7 +286,7 @@ def _published_features(table) -> np.ndarray:
 def fit_published_devices(data_dir: str | Path, seed: int = 0, held_out: float = 0.2) -> dict[str, Any]:
     """Fit every device of :data:`PUBLISHED_DEVICES` to the FBNet and NAS-Bench-201 tables
     in ``data_dir`` and measure the errors; returns the content of ``analytic_devices.json``."""
-    from nas_search.hw_models.external import load_latency_table
+    from nas_search.hw_models.published import load_latency_table
 
     directory = Path(data_dir)
     files = {"fbnet": "fbnet_cifar100_latency_ms.csv", "nb201": "nb201_cifar10_latency_ms.csv"}

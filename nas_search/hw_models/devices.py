@@ -24,15 +24,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nas_search.errors import UserError
 from nas_search.hw_models.analytic import AnalyticDeviceModel, AnalyticLatencyModel, load_constants
-from nas_search.hw_models.latency import RUNTIMES, TABLE_TASKS, LatencyModel, LatencyTable, load_table
+from nas_search.hw_models.latency.model import LatencyModel
+from nas_search.hw_models.latency.parts import has_table_support
+from nas_search.hw_models.latency.runtimes import RUNTIMES
+from nas_search.hw_models.latency.table import DEFAULT_TABLE_DIR, LatencyTable, default_table_path, load_table
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec
-
-#: Where ``profile`` writes, and ``cost`` / ``run`` look for, tables of local devices.
-DEFAULT_TABLE_DIR = Path("latency_tables")
 
 
 @dataclass(frozen=True)
@@ -143,11 +144,6 @@ def register_table_device(name: str, table_path: str | Path) -> Device:
     )
 
 
-def default_table_path(space: str, device: str, runtime: str, threads: int, input_size: int) -> Path:
-    """Where the table of a local device is written by ``profile`` and looked up later."""
-    return DEFAULT_TABLE_DIR / f"{space}-{input_size}px_{device}_{runtime}_{threads}t.json"
-
-
 def open_table(
     space: SearchSpace,
     device_name: str,
@@ -163,25 +159,31 @@ def open_table(
     size = space.input_size if input_size is None else input_size
     if lut_path is not None:
         device = register_table_device(device_name, lut_path)
-        path, chosen_runtime = Path(lut_path), runtime  # the table says which runtime it holds
+        path = Path(lut_path)
+        chosen_runtime = runtime  # the table says which runtime it holds
     else:
         device = get_device(device_name)
         chosen_runtime = device.check_runtime(runtime)
-        path = device.table_path
-        if path is None:
-            chosen_threads = device.check_threads(threads)
-            path = default_table_path(space.name, device.name, chosen_runtime, chosen_threads, size)
-            if not path.is_file():
-                raise UserError(
-                    f"no latency table for space {space.name!r} on device {device.name!r} ({chosen_runtime}, "
-                    f"{chosen_threads} thread(s), {size} px) at {path}; create it with `nas-search profile --space "
-                    f"{space.name} --device {device.name} --runtime {chosen_runtime} --threads {chosen_threads}` "
-                    f"or pass --lut PATH"
-                )
-    table = load_table(path)
+        path = device.table_path or _local_table_path(space, device, chosen_runtime, threads, size)
+    table = load_table(path, space)
     table.check(space=space.name, device=device.name, runtime=chosen_runtime, input_size=size, threads=threads,
                 source=f"latency table {path}")
     return table
+
+
+def _local_table_path(space: SearchSpace, device: Device, runtime: str, threads: int | None, size: int) -> Path:
+    """Where ``profile`` wrote the table of a local device; a one-line error naming the
+    command that makes it when there is none."""
+    chosen_threads = device.check_threads(threads)
+    path = default_table_path(space.name, device.name, runtime, chosen_threads, size)
+    if not path.is_file():
+        raise UserError(
+            f"no latency table for space {space.name!r} on device {device.name!r} ({runtime}, "
+            f"{chosen_threads} thread(s), {size} px) at {path}; create it with `nas-search profile --space "
+            f"{space.name} --device {device.name} --runtime {runtime} --threads {chosen_threads}` "
+            f"or pass --lut PATH"
+        )
+    return path
 
 
 def latency_model_for(
@@ -196,17 +198,15 @@ def latency_model_for(
 ) -> LatencyModel | AnalyticLatencyModel:
     """The latency cost model (``spec -> ms``) of ``space`` on a registered device, or on a
     user device given by its table (``lut_path``)."""
-    if lut_path is None and device_name in _DEVICES and _DEVICES[device_name].analytic is not None:
-        device = _DEVICES[device_name]
-        device.check_runtime(runtime)
-        return AnalyticLatencyModel(device.analytic, space, input_size)
+    analytic = _DEVICES[device_name].analytic if lut_path is None and device_name in _DEVICES else None
+    if analytic is not None:
+        _DEVICES[device_name].check_runtime(runtime)
+        return AnalyticLatencyModel(analytic, space, input_size)
     if lut_path is None:
         get_device(device_name)  # an unknown name is named as such first
     check_table_space(space, device_name, lut_path)
     table = open_table(space, device_name, lut_path=lut_path, runtime=runtime, threads=threads, input_size=input_size)
     return LatencyModel(table, space, statistic=statistic)
-
-
 
 
 def analytic_device_names() -> tuple[str, ...]:
@@ -215,12 +215,13 @@ def analytic_device_names() -> tuple[str, ...]:
 
 
 def check_table_space(space: SearchSpace, device_name: str, lut_path: str | Path | None = None) -> None:
-    """Refuse a latency table for a space of a task latency tables do not cover
-    (:data:`~nas_search.hw_models.latency.TABLE_TASKS`), naming what works instead."""
-    if space.task not in TABLE_TASKS:
+    """Refuse a latency table for a space latency tables do not cover (one whose
+    ``network_costs`` carry no ``latency_table``,
+    :func:`~nas_search.hw_models.latency.parts.has_table_support`), naming what works instead."""
+    if not has_table_support(space):
         what = f"--lut {lut_path}" if lut_path is not None else f"device {device_name!r} (a latency table)"
         raise UserError(
-            f"{what}: latency tables are profiled for tasks {', '.join(TABLE_TASKS)} only; accepted for space "
+            f"{what}: latency tables are profiled for classifier and detection spaces only; accepted for space "
             f"{space.name!r} (task {space.task}): the analytic devices {', '.join(analytic_device_names())} "
             "(without --lut), or --budget / --memory"
         )
@@ -236,7 +237,7 @@ def device_cost(
     threads: int | None = None,
     input_size: int | None = None,
     num_classes: int | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Predicted latency and peak activation memory of ``spec`` on a device, as a dict for
     ``nas-search cost ARCH --device NAME`` (printed next to the FLOPs); ``num_classes``
     as in :func:`~nas_search.hw_models.flops.count_flops` (default: the space's)."""
@@ -266,7 +267,7 @@ def device_cost(
     }
 
 
-def describe_devices() -> list[dict]:
+def describe_devices() -> list[dict[str, Any]]:
     """One row per registered device, for ``nas-search devices``."""
     return [
         {"name": device.name, "description": device.description, "runtimes": list(device.runtimes),
@@ -279,7 +280,6 @@ def describe_devices() -> list[dict]:
 
 __all__ = [
     "DEFAULT_TABLE_DIR",
-    "TABLE_TASKS",
     "Device",
     "analytic_device_names",
     "check_table_space",

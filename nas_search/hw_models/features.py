@@ -39,107 +39,25 @@ Space definitions (checked against the public model code):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
-
 import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from nas_search.errors import UserError
+from nas_search.spaces.ops.costs import (  # the layer records, below hw_models so that each op can list its layers
+    LAYER_KINDS,
+    Block,
+    LayerCost,
+    convolution,
+    elementwise,
+    linear,
+    pooling,
+)
 
 # --------------------------------------------------------------------------------------
 # Layer costs
-
-
-@dataclass(frozen=True)
-class LayerCost:
-    """The analytic cost of one kernel launched by the network.
-
-    Attributes:
-        kind: the kernel family, one of :data:`LAYER_KINDS`.
-        stage: index of the stage the layer belongs to (0 = stem, last = head).
-        macs: multiply-adds (= FLOPs in the fvcore convention).
-        params: number of weights (and biases).
-        activation_elements: elements read from input activations plus elements written.
-    """
-
-    kind: str
-    stage: int
-    macs: int
-    params: int
-    activation_elements: int
-
-    @property
-    def memory_elements(self) -> int:
-        """Elements moved: input and output activations plus weights."""
-        return self.activation_elements + self.params
-
-
-#: The kernels of one block (a layer choice, a cell, a stem or a head), in order.
-Block = tuple[LayerCost, ...]
-
-#: Kernel families a layer can belong to.
-LAYER_KINDS: tuple[str, ...] = (
-    "conv",  # dense KxK convolution, K > 1
-    "pointwise",  # dense 1x1 convolution
-    "grouped_pointwise",  # grouped 1x1 convolution
-    "depthwise",  # depthwise KxK convolution
-    "pool",  # average pooling (local or global)
-    "add",  # element-wise sum of two tensors
-    "multiply",  # element-wise product (squeeze-excite scaling)
-    "shuffle",  # channel shuffle (a memory copy)
-    "linear",  # fully connected layer (also the 1x1 convs of squeeze-excite)
-)
-
-
-def convolution(
-    *,
-    stage: int,
-    in_channels: int,
-    out_channels: int,
-    kernel: int,
-    in_size: int,
-    stride: int = 1,
-    groups: int = 1,
-    bias: bool = False,
-) -> tuple[LayerCost, int]:
-    """Cost of a square convolution with "same" padding; returns ``(cost, out_size)``.
-
-    ``out_size = ceil(in_size / stride)``, which is what padding ``kernel // 2`` gives for
-    odd kernels.  MACs = ``out_channels * (in_channels / groups) * kernel^2 * out_size^2``.
-    """
-    out_size = -(-in_size // stride)
-    weights = out_channels * (in_channels // groups) * kernel * kernel + (out_channels if bias else 0)
-    macs = out_channels * (in_channels // groups) * kernel * kernel * out_size * out_size
-    activations = in_channels * in_size * in_size + out_channels * out_size * out_size
-    kind = _convolution_kind(in_channels=in_channels, out_channels=out_channels, kernel=kernel, groups=groups)
-    return LayerCost(kind, stage, macs, weights, activations), out_size
-
-
-def _convolution_kind(*, in_channels: int, out_channels: int, kernel: int, groups: int) -> str:
-    if groups > 1 and groups == in_channels == out_channels:
-        return "depthwise"
-    if kernel == 1:
-        return "grouped_pointwise" if groups > 1 else "pointwise"
-    return "conv"
-
-
-def elementwise(kind: str, *, stage: int, channels: int, size: int, inputs: int) -> LayerCost:
-    """An element-wise kernel over a ``channels x size x size`` tensor with ``inputs`` inputs."""
-    elements = channels * size * size
-    return LayerCost(kind, stage, 0, 0, elements * (inputs + 1))
-
-
-def pooling(*, stage: int, channels: int, in_size: int, out_size: int) -> LayerCost:
-    """Average pooling from ``in_size`` to ``out_size`` pixels (zero FLOPs by convention)."""
-    return LayerCost("pool", stage, 0, 0, channels * (in_size * in_size + out_size * out_size))
-
-
-def linear(*, stage: int, in_features: int, out_features: int, bias: bool = True) -> LayerCost:
-    """A fully connected layer on one vector."""
-    weights = in_features * out_features + (out_features if bias else 0)
-    return LayerCost("linear", stage, in_features * out_features, weights, in_features + out_features)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -234,7 +152,7 @@ def fbnet_layers(operations: Sequence[str]) -> list[LayerCost]:
     return [layer for block in fbnet_blocks(operations) for layer in block]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fbnet_block(
     name: str, stage: int, in_channels: int, out_channels: int, size: int, stride: int
 ) -> tuple[Block, int]:
@@ -417,7 +335,7 @@ def ofa_layers(architecture: OfaArchitecture) -> list[LayerCost]:
     return [layer for block in ofa_blocks(architecture) for layer in block]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ofa_block(
     stage_index: int, in_channels: int, kernel: int, expansion: int, size: int, stride: int
 ) -> tuple[Block, int]:
@@ -533,7 +451,7 @@ def nb201_layers(operations: Sequence[str]) -> list[LayerCost]:
     return [layer for block in nb201_blocks(operations) for layer in block]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _nb201_reduction(stage: int, in_channels: int, out_channels: int, size: int) -> tuple[Block, int]:
     first, out_size = convolution(
         stage=stage, in_channels=in_channels, out_channels=out_channels, kernel=3, in_size=size, stride=2
@@ -565,12 +483,12 @@ NB201_EDGE_COSTS: dict[str, Callable[[int, int, int], Block]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _nb201_edge(name: str, stage: int, channels: int, size: int) -> Block:
     return NB201_EDGE_COSTS[name](stage, channels, size)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _nb201_node_sums(stage: int, channels: int, size: int) -> Block:
     """Each node sums the outputs of all its incoming edges ("none" edges give zero tensors)."""
     sums: list[LayerCost] = []

@@ -16,7 +16,9 @@ elementwise ops; the latency models (not FLOPs) are the place to account for the
 Parameters are ``sum(p.numel())`` of the extracted model: conv weights, conv biases where
 present (squeeze-excite), BN weight and bias, linear weight and bias.
 
-Each block op has one pure cost function in :data:`BLOCK_COSTS`; an unknown op raises.
+Each block op's pure cost function is its ``BlockKind.cost`` (``nas_search.spaces.ops``),
+as are the records and arithmetic it uses (:class:`Cost`, :func:`conv`, ...), re-exported
+here; :func:`block_cost` dispatches through the op table and an unknown op raises.
 :func:`count_flops` counts a classifier here; a space whose networks are something else
 (a detector) carries its own counter in ``space.network_costs``
 (:class:`nas_search.hw_models.network.NetworkCosts`).
@@ -24,24 +26,13 @@ Each block op has one pure cost function in :data:`BLOCK_COSTS`; an unknown op r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
+from nas_search.spaces.ops import BLOCK_KINDS, KindTable
+from nas_search.spaces.ops.costs import Cost, batch_norm, conv, conv_norm, output_size
 from nas_search.spaces.space import ResolvedBlock, ResolvedNetwork, SearchSpace
 from nas_search.spec import ArchSpec
-
-
-@dataclass
-class Cost:
-    """FLOPs and parameters of a part of a network."""
-
-    flops: int = 0
-    params: int = 0
-
-    def __iadd__(self, other: "Cost") -> "Cost":
-        self.flops += other.flops
-        self.params += other.params
-        return self
 
 
 @dataclass(frozen=True)
@@ -68,92 +59,16 @@ class CostBreakdown:
         }
 
 
-def output_size(size: int, kernel: int, stride: int) -> int:
-    """Spatial output size of a 'same'-padded convolution."""
-    padding = kernel // 2
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-def conv(in_channels: int, out_channels: int, kernel: int, size: int, groups: int = 1, bias: bool = False) -> Cost:
-    """Cost of a convolution whose output is ``size x size``."""
-    weights = out_channels * (in_channels // groups) * kernel * kernel
-    return Cost(weights * size * size, weights + (out_channels if bias else 0))
-
-
-def batch_norm(channels: int, size: int) -> Cost:
-    """Cost of an eval-mode BN over ``channels x size x size``."""
-    return Cost(2 * channels * size * size, 2 * channels)
-
-
-def conv_norm(in_channels: int, out_channels: int, kernel: int, size: int, groups: int = 1) -> Cost:
-    """Conv followed by BN."""
-    cost = conv(in_channels, out_channels, kernel, size, groups)
-    cost += batch_norm(out_channels, size)
-    return cost
-
-
-def _inverted_residual(block: ResolvedBlock, size: int) -> tuple[Cost, int]:
-    hidden, out_size = block.hidden_channels, output_size(size, block.spec.kernel, block.stride)
-    cost = conv_norm(block.in_channels, hidden, 1, size)
-    cost += conv_norm(hidden, hidden, block.spec.kernel, out_size, groups=hidden)
-    if block.squeeze_excite_channels:
-        reduced = block.squeeze_excite_channels
-        cost += Cost(hidden * out_size * out_size, 0)  # adaptive average pool
-        cost += conv(hidden, reduced, 1, 1, bias=True)
-        cost += conv(reduced, hidden, 1, 1, bias=True)
-    cost += conv_norm(hidden, block.out_channels, 1, out_size)
-    return cost, out_size
-
-
-def _separable(block: ResolvedBlock, size: int) -> tuple[Cost, int]:
-    channels, out_size = block.in_channels, output_size(size, block.spec.kernel, block.stride)
-    cost = conv_norm(channels, channels, block.spec.kernel, out_size, groups=channels)
-    cost += conv_norm(channels, block.out_channels, 1, out_size)
-    return cost, out_size
-
-
-def _sliding_channel(block: ResolvedBlock, size: int) -> tuple[Cost, int]:
-    channels, out_size = block.in_channels, output_size(size, block.spec.kernel, block.stride)
-    cost = conv_norm(channels, channels, block.spec.kernel, out_size, groups=channels)
-    window = channels // block.spec.groups
-    cost += Cost(block.out_channels * window * out_size * out_size, block.out_channels * window)
-    cost += batch_norm(block.out_channels, out_size)
-    return cost, out_size
-
-
-def _squeeze_expand(in_channels: int, squeeze: int, size: int) -> Cost:
-    cost = conv_norm(in_channels, squeeze, 1, size)
-    cost += conv_norm(squeeze, 4 * squeeze, 1, size)
-    cost += conv_norm(squeeze, squeeze, 3, size, groups=squeeze)
-    cost += conv_norm(squeeze, 4 * squeeze, 1, size)
-    return cost
-
-
-def _slim(block: ResolvedBlock, size: int) -> tuple[Cost, int]:
-    squeeze, out_channels = block.hidden_channels, block.out_channels
-    out_size = output_size(size, block.spec.kernel, block.stride)
-    cost = _squeeze_expand(block.in_channels, squeeze, size)
-    cost += _squeeze_expand(8 * squeeze, squeeze, size)
-    cost += conv_norm(block.in_channels, out_channels, 1, size)
-    cost += conv_norm(out_channels, out_channels, block.spec.kernel, out_size, groups=out_channels)
-    cost += conv_norm(out_channels, out_channels, 1, out_size)
-    return cost, out_size
-
-
-#: One pure cost function per block op: (block, input size) -> (cost, output size).
-BLOCK_COSTS: dict[str, Callable[[ResolvedBlock, int], tuple[Cost, int]]] = {
-    "mbconv": _inverted_residual,
-    "dsc": _separable,
-    "scc": _sliding_channel,
-    "slim": _slim,
-}
+#: The cost function of each block op: a live view of ``BLOCK_KINDS[op].cost``,
+#: (block, input size) -> (cost, output size).
+BLOCK_COSTS: KindTable[Callable[[ResolvedBlock, int], tuple[Cost, int]]] = KindTable("cost")
 
 
 def block_cost(block: ResolvedBlock, size: int) -> tuple[Cost, int]:
     """Cost of one resolved block at input ``size``; unknown ops raise ``KeyError``."""
-    if block.spec.op not in BLOCK_COSTS:
-        raise KeyError(f"no cost function for block op {block.spec.op!r}; known: {', '.join(BLOCK_COSTS)}")
-    return BLOCK_COSTS[block.spec.op](block, size)
+    if block.spec.op not in BLOCK_KINDS:
+        raise KeyError(f"no cost function for block op {block.spec.op!r}; known: {', '.join(BLOCK_KINDS)}")
+    return BLOCK_KINDS[block.spec.op].cost(block, size)
 
 
 def count_network(network: ResolvedNetwork, input_size: int) -> CostBreakdown:
@@ -194,3 +109,18 @@ def count_flops(
     if space.network_costs is not None:  # a space whose networks are not plain classifiers
         return space.network_costs.count(spec, space, size, num_classes)
     return count_classifier(spec, space, size, num_classes)
+
+
+__all__ = [
+    "BLOCK_COSTS",
+    "Cost",
+    "CostBreakdown",
+    "batch_norm",
+    "block_cost",
+    "conv",
+    "conv_norm",
+    "count_classifier",
+    "count_flops",
+    "count_network",
+    "output_size",
+]

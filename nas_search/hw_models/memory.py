@@ -36,60 +36,13 @@ Weights are not counted (they are a separate, constant cost: ``4 * params`` byte
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from nas_search.hw_models.flops import output_size
+from nas_search.spaces.ops import BLOCK_KINDS, KindTable
+from nas_search.spaces.ops.costs import BYTES_PER_ELEMENT, INPUT_TENSOR, TensorProgram, TensorStep, output_size
 from nas_search.spaces.space import ResolvedBlock, ResolvedNetwork, SearchSpace
 from nas_search.spec import ArchSpec
-
-#: Bytes per activation element (fp32).
-BYTES_PER_ELEMENT = 4
-#: Name of the network input in a tensor program.
-INPUT_TENSOR = "input"
-
-
-@dataclass(frozen=True)
-class TensorStep:
-    """One fused layer of the forward pass: reads ``inputs``, writes ``output``.
-
-    Attributes:
-        output: name of the tensor written (also the layer's name, e.g. ``stage2.block0.expand``).
-        inputs: names of the tensors read.
-        output_bytes: size of the written tensor in bytes.
-    """
-
-    output: str
-    inputs: tuple[str, ...]
-    output_bytes: int
-
-
-@dataclass
-class TensorProgram:
-    """An ordered list of :class:`TensorStep` s plus the size of every tensor."""
-
-    sizes: dict[str, int] = field(default_factory=dict)
-    steps: list[TensorStep] = field(default_factory=list)
-
-    def add_input(self, name: str, elements: int) -> str:
-        """Declare a tensor that exists before the first step (the network input)."""
-        self.sizes[name] = elements * BYTES_PER_ELEMENT
-        return name
-
-    def add(self, name: str, inputs: tuple[str, ...], elements: int) -> str:
-        """Append a layer writing ``elements`` values from ``inputs``; returns its tensor name."""
-        if name in self.sizes:
-            raise ValueError(f"tensor {name!r} is written twice")
-        unknown = [tensor for tensor in inputs if tensor not in self.sizes]
-        if unknown:
-            raise ValueError(f"layer {name!r} reads unknown tensor(s) {unknown}")
-        self.sizes[name] = elements * BYTES_PER_ELEMENT
-        self.steps.append(TensorStep(name, tuple(inputs), elements * BYTES_PER_ELEMENT))
-        return name
-
-    def traffic_bytes(self) -> int:
-        """Activation bytes read plus written over all steps (a memory-traffic feature)."""
-        return sum(step.output_bytes + sum(self.sizes[name] for name in step.inputs) for step in self.steps)
 
 
 @dataclass(frozen=True)
@@ -133,68 +86,17 @@ def peak_of_program(program: TensorProgram) -> MemoryEstimate:
 # ------------------------------------------------------------------------------ programs
 BlockProgram = Callable[[TensorProgram, ResolvedBlock, str, int, str], tuple[str, int]]
 
-
-def _inverted_residual(program: TensorProgram, block: ResolvedBlock, source: str, size: int, prefix: str) -> tuple[str, int]:
-    hidden = block.hidden_channels
-    out_size = output_size(size, block.spec.kernel, block.stride)
-    expanded = program.add(f"{prefix}.expand", (source,), hidden * size * size)
-    current = program.add(f"{prefix}.depthwise", (expanded,), hidden * out_size * out_size)
-    if block.squeeze_excite_channels:
-        pooled = program.add(f"{prefix}.se_pool", (current,), hidden)
-        reduced = program.add(f"{prefix}.se_reduce", (pooled,), block.squeeze_excite_channels)
-        gate = program.add(f"{prefix}.se_expand", (reduced,), hidden)
-        current = program.add(f"{prefix}.se_scale", (current, gate), hidden * out_size * out_size)
-    current = program.add(f"{prefix}.project", (current,), block.out_channels * out_size * out_size)
-    if block.residual:
-        current = program.add(f"{prefix}.add", (current, source), block.out_channels * out_size * out_size)
-    return current, out_size
-
-
-def _separable(program: TensorProgram, block: ResolvedBlock, source: str, size: int, prefix: str) -> tuple[str, int]:
-    out_size = output_size(size, block.spec.kernel, block.stride)
-    current = program.add(f"{prefix}.depthwise", (source,), block.in_channels * out_size * out_size)
-    current = program.add(f"{prefix}.pointwise", (current,), block.out_channels * out_size * out_size)
-    if block.residual:
-        current = program.add(f"{prefix}.add", (current, source), block.out_channels * out_size * out_size)
-    return current, out_size
-
-
-def _squeeze_expand(program: TensorProgram, source: str, squeeze: int, size: int, prefix: str) -> str:
-    pixels = size * size
-    squeezed = program.add(f"{prefix}.squeeze", (source,), squeeze * pixels)
-    pointwise = program.add(f"{prefix}.expand_pointwise", (squeezed,), 4 * squeeze * pixels)
-    depthwise = program.add(f"{prefix}.expand_depthwise", (squeezed,), squeeze * pixels)
-    separable = program.add(f"{prefix}.expand_separable", (depthwise,), 4 * squeeze * pixels)
-    return program.add(f"{prefix}.concat", (pointwise, separable), 8 * squeeze * pixels)
-
-
-def _slim(program: TensorProgram, block: ResolvedBlock, source: str, size: int, prefix: str) -> tuple[str, int]:
-    squeeze, out_channels = block.hidden_channels, block.out_channels
-    out_size = output_size(size, block.spec.kernel, block.stride)
-    first = _squeeze_expand(program, source, squeeze, size, f"{prefix}.first")
-    second = _squeeze_expand(program, first, squeeze, size, f"{prefix}.second")
-    skip = program.add(f"{prefix}.skip", (source,), out_channels * size * size)
-    current = program.add(f"{prefix}.add", (second, skip), out_channels * size * size)
-    current = program.add(f"{prefix}.depthwise", (current,), out_channels * out_size * out_size)
-    current = program.add(f"{prefix}.pointwise", (current,), out_channels * out_size * out_size)
-    return current, out_size
-
-
-#: The tensor program of each block op, in the order its static module runs its layers.
-BLOCK_PROGRAMS: dict[str, BlockProgram] = {
-    "mbconv": _inverted_residual,
-    "dsc": _separable,
-    "scc": _separable,
-    "slim": _slim,
-}
+#: The tensor program of each block op (a live view of ``BLOCK_KINDS[op].program``), in the
+#: order its static module runs its layers.
+BLOCK_PROGRAMS: KindTable[BlockProgram] = KindTable("program")
 
 
 def block_program(program: TensorProgram, block: ResolvedBlock, source: str, size: int, prefix: str) -> tuple[str, int]:
     """Append the layers of one block reading ``source`` (``size`` x ``size``); returns the
     block's output tensor and size. Unknown ops raise ``KeyError``."""
-    if block.spec.op not in BLOCK_PROGRAMS:
-        raise KeyError(f"no tensor program for block op {block.spec.op!r}; known: {', '.join(BLOCK_PROGRAMS)}")
-    return BLOCK_PROGRAMS[block.spec.op](program, block, source, size, prefix)
+    if block.spec.op not in BLOCK_KINDS:
+        raise KeyError(f"no tensor program for block op {block.spec.op!r}; known: {', '.join(BLOCK_KINDS)}")
+    return BLOCK_KINDS[block.spec.op].program(program, block, source, size, prefix)
 
 
 def network_program(network: ResolvedNetwork, input_size: int) -> TensorProgram:
@@ -253,7 +155,7 @@ class MemoryModel:
         self.input_size = space.input_size if input_size is None else input_size
         self.name = "peak_memory"
 
-    def for_classes(self, num_classes: int | None) -> "MemoryModel":
+    def for_classes(self, num_classes: int | None) -> MemoryModel:
         """The same model for networks with ``num_classes`` outputs."""
         return MemoryModel(self.space, self.input_size, num_classes)
 
@@ -263,6 +165,8 @@ class MemoryModel:
 
 __all__ = [
     "BLOCK_PROGRAMS",
+    "BYTES_PER_ELEMENT",
+    "INPUT_TENSOR",
     "MemoryEstimate",
     "MemoryModel",
     "TensorProgram",

@@ -12,6 +12,11 @@ Contract:
     * ``count`` equals fvcore's count of the standalone network (1 multiply-add = 1 FLOP).
     * ``program`` and ``layers`` take the resolved network (``space.resolve(spec,
       num_classes=...)``) and describe the same network ``count`` counts.
+    * ``latency_table`` is how latency tables cut the same network into timed parts (the
+      part kinds with their builders and features, the parts of a network, the distinct
+      parts of a space, the whole module, the input-size rule); ``None`` when the space's
+      networks cannot be profiled into a table (the analytic devices still apply). Its
+      parts run exactly the kernels ``layers`` lists.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from nas_search.hw_models.features import LayerCost
 from nas_search.hw_models.flops import CostBreakdown
+from nas_search.hw_models.latency.parts import TableTask
 from nas_search.hw_models.memory import TensorProgram
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec
@@ -39,6 +45,11 @@ class NetworkCosts(Protocol):
 
     def layers(self, resolved: Any, input_size: int) -> list[LayerCost]:
         """Every kernel of a resolved network, for the analytic latency devices."""
+        ...
+
+    @property
+    def latency_table(self) -> TableTask | None:
+        """How latency tables time the space's networks part by part (``None``: no tables)."""
         ...
 
 

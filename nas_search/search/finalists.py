@@ -17,19 +17,21 @@ yet trained. Records made with other settings are discarded.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 
 from nas_search.errors import UserError
+from nas_search.search.config import SearchConfig, scoring_settings
+from nas_search.search.ranking import feasible_trials, proxy_rank
+from nas_search.search.records import TrialRecord
 from nas_search.search.study import interrupt_watch, raise_if_interrupted
+from nas_search.spec import ArchSpec
+from nas_search.tasks import get_task
+from nas_search.tasks.base import FinalistJob
 from nas_search.training.finalist import FINALIST_INITIALISATIONS
-
-if TYPE_CHECKING:  # pragma: no cover
-    from nas_search.search.runner import ResolvedSearch
 
 #: Study user attribute holding ``{"settings": ..., "records": {trial number: record}}``.
 FINALISTS_ATTRIBUTE = "finalists"
@@ -135,12 +137,10 @@ def _runs_of(record: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 def proxy_ranked_trials(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
     """The ``count`` best feasible trials by inherited-weight score, one per architecture."""
-    from nas_search.search.report import feasible_trials, proxy_rank
-
     ranked = sorted(feasible_trials(study), key=proxy_rank)
     chosen, seen = [], set()
     for trial in ranked:
-        key = trial.user_attrs.get("arch_json") or trial.user_attrs["arch"]
+        key = TrialRecord.from_trial(trial).identity
         if key not in seen:
             seen.add(key)
             chosen.append(trial)
@@ -149,16 +149,12 @@ def proxy_ranked_trials(study: optuna.Study, count: int) -> list[optuna.trial.Fr
     return chosen
 
 
-def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint: Path,
+def rerank_finalists(study: optuna.Study, settings: FinalistSettings | None, config: SearchConfig, checkpoint: Path,
                      progress: bool = True) -> dict[int, dict[str, Any]]:
-    """Train and score the finalists not yet recorded with the current settings; returns
-    the finalists' records (:func:`finalist_records`). Each record is saved as soon as its
-    finalist is scored."""
-    from nas_search.search.config import scoring_settings
-    from nas_search.tasks import get_task
-    from nas_search.tasks.base import FinalistJob
-
-    settings = resolved.finalists
+    """Train and score the finalists not yet recorded with ``settings`` (None: no
+    re-ranking) on the data and split of the search ``config``; returns the finalists'
+    records (:func:`finalist_records`). Each record is saved as soon as its finalist is
+    scored."""
     if settings is None or settings.count == 0:
         return finalist_records(study)
     stored = study.user_attrs.get(FINALISTS_ATTRIBUTE) or {}
@@ -173,7 +169,7 @@ def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint
     print(f"re-ranking the {settings.count} best trials by {settings.epochs} epoch(s) of training "
           f"({settings.init} weights, {settings.input_size} px{runs}) on the search's training split", flush=True)
     job = FinalistJob(epochs=settings.epochs, input_size=settings.input_size, init=settings.init)
-    train = get_task(resolved.config.task).finalist_trainer(checkpoint, scoring_settings(resolved.config), job)
+    train = get_task(config.task).finalist_trainer(checkpoint, scoring_settings(config), job)
     with interrupt_watch() as interrupted:
         for index, trial in enumerate(candidates, 1):
             raise_if_interrupted(interrupted)  # a Ctrl-C swallowed in a finaliser stops here
@@ -184,9 +180,8 @@ def rerank_finalists(study: optuna.Study, resolved: "ResolvedSearch", checkpoint
 def _train_one(study: optuna.Study, settings: FinalistSettings, records: dict[int, dict[str, Any]], train,
                trial: optuna.trial.FrozenTrial, label: str) -> None:
     """Train and score one finalist and save its record in the study at once."""
-    from nas_search.spec import ArchSpec
-
-    spec = ArchSpec.from_dict(json.loads(trial.user_attrs["arch_json"]))
+    proxy = TrialRecord.from_trial(trial)
+    spec = ArchSpec.from_dict(proxy.arch_dict)
     runs = _runs_of(records.get(trial.number))
     for run in range(len(runs), settings.seeds):  # each run is saved as it ends: a stop loses at most one
         result = train(spec, label if settings.seeds == 1 else f"{label} run {run + 1}/{settings.seeds}", run)
@@ -195,12 +190,12 @@ def _train_one(study: optuna.Study, settings: FinalistSettings, records: dict[in
             "seconds": float(result["seconds"]), "loss": float(result["loss"]),
             **{name: float(result[name]) for name in ("map50", "map") if name in result},
         })
-        records[trial.number] = {**combine_runs(runs), "proxy": float(trial.user_attrs["accuracy"]), "runs": runs}
+        records[trial.number] = {**combine_runs(runs), "proxy": proxy.score, "runs": runs}
         _store(study, settings, records)
     record = records[trial.number]
     print(f"finalist trial {trial.number}: {record['score']:.4f} +- {record['score_error']:.4f} after training"
           f"{f' (mean of {len(runs)} runs)' if len(runs) > 1 else ''} "
-          f"(inherited-weight score {trial.user_attrs['accuracy']:.4f}), {record['seconds']:.0f} s", flush=True)
+          f"(inherited-weight score {proxy.score:.4f}), {record['seconds']:.0f} s", flush=True)
 
 
 __all__ = [

@@ -1,8 +1,9 @@
 """The Optuna parameterisation of a space: every per-block choice under a stable name.
 
 Names: ``stem_width``, ``head_width``, ``s{stage}_depth``, and for block ``b`` of stage
-``s``: ``s{s}_b{b}_op``, ``_kernel``, ``_width``, ``_expansion`` and ``_se`` (mbconv),
-``_groups`` and ``_overlap`` (scc). Only the parameters of active blocks and their op are
+``s``: ``s{s}_b{b}_op``, ``_kernel``, ``_width``, then one per extra choice of the block's
+op (its ``BlockKind.choices``): ``_expansion`` and ``_se`` (mbconv), ``_groups`` and
+``_overlap`` (scc). Only the parameters of active blocks and their op are
 suggested (conditional parameters), so the dashboard shows what each trial really used.
 
 Detection spaces (``detect``) add ``neck_width``, ``neck_depth``, ``det_head_width`` and
@@ -16,9 +17,10 @@ from typing import Any
 
 import optuna
 
-from nas_search.tasks.detect.space import DetectionSpace
+from nas_search.spaces.ops import block_kind
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec, BlockSpec, DetectorSpec, StageSpec
+from nas_search.tasks.detect.space import DetectionSpace
 
 #: Optuna parameter name of each DetectorSpec field.
 DETECTOR_PARAMETERS: dict[str, str] = {
@@ -44,13 +46,7 @@ def suggest_spec(trial: optuna.Trial, space: SearchSpace) -> ArchSpec:
             op = trial.suggest_categorical(f"{prefix}_op", list(choices.operations))
             kernel = trial.suggest_categorical(f"{prefix}_kernel", list(choices.kernels))
             width = trial.suggest_categorical(f"{prefix}_width", list(choices.widths))
-            extra: dict[str, Any] = {}
-            if op == "mbconv":
-                extra["expansion"] = trial.suggest_categorical(f"{prefix}_expansion", list(choices.expansions))
-                extra["squeeze_excite"] = trial.suggest_categorical(f"{prefix}_se", list(space.squeeze_excite))
-            elif op == "scc":
-                extra["groups"] = trial.suggest_categorical(f"{prefix}_groups", list(space.scc_groups))
-                extra["overlap"] = trial.suggest_categorical(f"{prefix}_overlap", list(space.scc_overlaps))
+            extra = block_kind(op).suggest_choices(trial, prefix, space, choices)
             blocks.append(BlockSpec(op=op, kernel=kernel, width=width, **extra))
         stages.append(StageSpec(tuple(blocks)))
     stem_width = trial.suggest_categorical("stem_width", list(space.stem_widths))
@@ -85,10 +81,5 @@ def spec_to_params(spec: ArchSpec) -> dict[str, Any]:
             params[f"{prefix}_op"] = block.op
             params[f"{prefix}_kernel"] = block.kernel
             params[f"{prefix}_width"] = block.width
-            if block.op == "mbconv":
-                params[f"{prefix}_expansion"] = block.expansion
-                params[f"{prefix}_se"] = block.squeeze_excite
-            elif block.op == "scc":
-                params[f"{prefix}_groups"] = block.groups
-                params[f"{prefix}_overlap"] = block.overlap
+            params.update(block_kind(block.op).parameters(block, prefix))
     return params

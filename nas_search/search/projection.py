@@ -12,10 +12,10 @@ depths and ops cannot fit even at the narrowest widths stays infeasible.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
-from nas_search.tasks.detect.space import DetectionSpace
+from nas_search.spaces.ops import block_kind
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec, StageSpec
 
@@ -26,6 +26,13 @@ def _shift_width(options: tuple[float, ...], value: float, steps: int) -> float:
     return ordered[min(max(index + steps, 0), len(ordered) - 1)]
 
 
+def _detector_choices(space: SearchSpace, spec: ArchSpec):
+    """The space's detector choices (neck and head) when ``spec`` is a detector of a
+    detection space, else None. Read by attribute, so that this module (imported by
+    supernet training of every task) depends on no task."""
+    return getattr(space, "detector", None) if spec.detector is not None else None
+
+
 def shift_all_widths(spec: ArchSpec, space: SearchSpace, steps: int) -> ArchSpec:
     """Every width (blocks, stem, head; a detector's neck and head) moved ``steps``
     places along its choice list."""
@@ -33,9 +40,9 @@ def shift_all_widths(spec: ArchSpec, space: SearchSpace, steps: int) -> ArchSpec
         StageSpec(tuple(replace(block, width=_shift_width(choices.widths, block.width, steps)) for block in stage.blocks))
         for choices, stage in zip(space.stages, spec.stages)
     )
-    detector = spec.detector
-    if detector is not None and isinstance(space, DetectionSpace):
-        detector = space.detector.shift_widths(detector, steps)
+    detector, choices = spec.detector, _detector_choices(space, spec)
+    if choices is not None:
+        detector = choices.shift_widths(detector, steps)
     return replace(
         spec, stages=stages,
         stem_width=_shift_width(space.stem_widths, spec.stem_width, steps),
@@ -52,16 +59,19 @@ def _with_stage(spec: ArchSpec, stage_index: int, blocks: list) -> ArchSpec:
 
 def _single_moves(spec: ArchSpec, space: SearchSpace, direction: int) -> list[ArchSpec]:
     """Neighbours one step cheaper (``direction=-1``) or dearer (``+1``): one block's
-    width, kernel or expansion moved one choice, one stage one block shorter or longer
-    (a longer stage repeats its last block), the stem or head width moved, or one
-    choice of a detector's neck or head moved."""
+    width, kernel or ordered op choice (``BlockChoice.neighbour_moves``: mbconv's
+    expansion) moved one choice, one stage one block shorter or longer (a longer stage
+    repeats its last block), the stem or head width moved, or one choice of a detector's
+    neck or head moved."""
     moves = []
     for stage_index, (choices, stage) in enumerate(zip(space.stages, spec.stages)):
         for block_index, block in enumerate(stage.blocks):
             changes = {"width": _shift_width(choices.widths, block.width, direction),
                        "kernel": int(_shift_width(choices.kernels, block.kernel, direction))}
-            if block.op == "mbconv":
-                changes["expansion"] = _shift_width(choices.expansions, block.expansion, direction)
+            for choice in block_kind(block.op).choices:
+                if choice.neighbour_moves:
+                    options = choice.options(space, choices)
+                    changes[choice.field] = _shift_width(options, getattr(block, choice.field), direction)
             for name, value in changes.items():
                 if value != getattr(block, name):
                     blocks = list(stage.blocks)
@@ -75,8 +85,9 @@ def _single_moves(spec: ArchSpec, space: SearchSpace, direction: int) -> list[Ar
         width = _shift_width(options, getattr(spec, name), direction)
         if width != getattr(spec, name):
             moves.append(replace(spec, **{name: width}))
-    if spec.detector is not None and isinstance(space, DetectionSpace):
-        moves += [replace(spec, detector=detector) for detector in space.detector.neighbours(spec.detector, direction)]
+    detector_choices = _detector_choices(space, spec)
+    if detector_choices is not None:
+        moves += [replace(spec, detector=detector) for detector in detector_choices.neighbours(spec.detector, direction)]
     return moves
 
 

@@ -3,34 +3,19 @@ trade-off chart for optuna-dashboard and a per-layer width chart per trial."""
 
 from __future__ import annotations
 
-import html
-import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas_search.spec import ArchSpec
+from nas_search.search.finalists import finalist_records
+from nas_search.search.ranking import cost_rank, feasible_trials, proxy_rank
+from nas_search.search.records import TrialRecord
 from nas_search.units import format_bytes, format_count, format_flops
 
-
-def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials that met every constraint and were evaluated."""
-    return [
-        trial for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if trial.user_attrs.get("feasible") and trial.user_attrs.get("accuracy") is not None
-    ]
-
-
-def proxy_rank(trial: FrozenTrial) -> tuple[float, float]:
-    """Sort key of the inherited-weight ranking: higher score first, then fewer FLOPs."""
-    return (-trial.user_attrs["accuracy"], trial.user_attrs["flops"])
-
-
-def cost_rank(trial: FrozenTrial) -> tuple[float, float]:
-    """Sort key of deployment cost: lower measured or predicted latency first (when the
-    study has a device), then fewer FLOPs."""
-    return (trial.user_attrs.get("latency", 0.0), trial.user_attrs["flops"])
+logger = logging.getLogger("nas_search")
 
 
 def finalist_order(trials: list[FrozenTrial], records: dict[int, dict[str, Any]]) -> list[FrozenTrial]:
@@ -70,22 +55,23 @@ def best_trials(study: optuna.Study, count: int = 5, records: dict[int, dict[str
 def summary_rows(study: optuna.Study, count: int = 5) -> list[dict[str, Any]]:
     """JSON-ready rows of the best feasible trials. ``accuracy`` is the inherited-weight
     score; re-ranked finalists also carry ``finalist_score`` (after short training)."""
-    from nas_search.search.finalists import finalist_records
-
     records = finalist_records(study)
-    return [
-        {
-            "trial": trial.number,
-            "accuracy": trial.user_attrs["accuracy"],
-            **({"finalist_score": records[trial.number]["score"],
-                "finalist_error": records[trial.number].get("score_error", 0.0)} if trial.number in records else {}),
-            "flops": trial.user_attrs["flops"],
-            "params": trial.user_attrs["params"],
-            **{name: trial.user_attrs[name] for name in DEVICE_COSTS if name in trial.user_attrs},
-            "arch": trial.user_attrs["arch"],
-        }
-        for trial in best_trials(study, count, records)
-    ]
+    return [_summary_row(TrialRecord.from_trial(trial), records) for trial in best_trials(study, count, records)]
+
+
+def _summary_row(record: TrialRecord, finalists: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One row of :func:`summary_rows` (keys in the order the JSON summary shows them)."""
+    finalist = finalists.get(record.number)
+    return {
+        "trial": record.number,
+        "accuracy": record.accuracy,
+        **({"finalist_score": finalist["score"], "finalist_error": finalist.get("score_error", 0.0)}
+           if finalist is not None else {}),
+        "flops": record.flops,
+        "params": record.params,
+        **{name: record.cost(name) for name in DEVICE_COSTS if record.cost(name) is not None},
+        "arch": record.arch,
+    }
 
 
 #: Device costs a trial may record, with their table header and format.
@@ -98,7 +84,7 @@ DEVICE_COSTS: dict[str, tuple[str, Any]] = {
 def feasible_fraction(study: optuna.Study) -> float:
     """Share of complete trials that met every constraint."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sum(1 for trial in complete if trial.user_attrs.get("feasible")) / len(complete) if complete else 0.0
+    return sum(1 for trial in complete if TrialRecord.from_trial(trial).feasible) / len(complete) if complete else 0.0
 
 
 def format_table(rows: list[dict[str, Any]], score_name: str = "accuracy") -> str:
@@ -183,16 +169,16 @@ def tradeoff_figure(study: optuna.Study):
     with the budget as a vertical line."""
     import plotly.graph_objects as go
 
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [TrialRecord.from_trial(trial) for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     figure = go.Figure()
     for feasible, name, colour in ((True, "feasible", "#1f77b4"), (False, "infeasible", "#bbbbbb")):
-        trials = [trial for trial in complete if bool(trial.user_attrs.get("feasible")) == feasible]
+        records = [record for record in complete if record.feasible == feasible]
         figure.add_trace(
             go.Scatter(
-                x=[trial.user_attrs.get("flops", 0) / 1e9 for trial in trials],
-                y=[trial.user_attrs.get("accuracy") or 0.0 for trial in trials],
+                x=[(record.cost("flops") or 0) / 1e9 for record in records],
+                y=[record.accuracy or 0.0 for record in records],
                 mode="markers", name=name, marker={"color": colour},
-                text=[f"trial {trial.number}: {trial.user_attrs.get('arch')}" for trial in trials],
+                text=[f"trial {record.number}: {record.arch}" for record in records],
             )
         )
     budget = study.user_attrs.get("budget_flops")
@@ -203,43 +189,14 @@ def tradeoff_figure(study: optuna.Study):
     return figure
 
 
-def width_chart_svg(spec: ArchSpec, title: str = "") -> str:
-    """A small standalone SVG bar chart of every block's width ratio, coloured by op."""
-    colours = {"mbconv": "#1f77b4", "dsc": "#2ca02c", "scc": "#d62728", "slim": "#9467bd"}
-    blocks = [(stage_index, block) for stage_index, stage in enumerate(spec.stages) for block in stage.blocks]
-    bar, gap, height, top = 18, 4, 120, 24
-    width = 40 + len(blocks) * (bar + gap) + 140
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + top + 40}" font-family="sans-serif" font-size="10">',
-        f'<text x="4" y="14" font-size="12">{html.escape(title or "per-block width ratio (pruning ratio)")}</text>',
-    ]
-    for index, (stage_index, block) in enumerate(blocks):
-        x = 40 + index * (bar + gap)
-        bar_height = block.width * height
-        parts.append(
-            f'<rect x="{x}" y="{top + height - bar_height:.1f}" width="{bar}" height="{bar_height:.1f}" '
-            f'fill="{colours[block.op]}"><title>stage {stage_index}: {html.escape(str(block))}</title></rect>'
-        )
-        parts.append(f'<text x="{x + 2}" y="{top + height + 12}">s{stage_index}</text>')
-    for ratio in (0.25, 0.5, 0.75, 1.0):
-        y = top + height - ratio * height
-        parts.append(f'<text x="4" y="{y + 3:.1f}">{ratio:g}</text>')
-    for index, (op, colour) in enumerate(colours.items()):
-        y = top + 12 * index
-        parts.append(f'<rect x="{width - 120}" y="{y}" width="10" height="10" fill="{colour}"/>')
-        parts.append(f'<text x="{width - 105}" y="{y + 9}">{op}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
 def summary_payload(study: optuna.Study, storage_url: str, files: dict[str, str]) -> dict[str, Any]:
     """The ``--json-summary`` document."""
     rows = summary_rows(study)
     best = rows[0] if rows else None
     best_payload = None
     if best is not None:
-        trial = study.trials[best["trial"]]
-        best_payload = {**best, "arch": json.loads(trial.user_attrs["arch_json"]), "arch_string": best["arch"]}
+        record = TrialRecord.from_trial(study.trials[best["trial"]])
+        best_payload = {**best, "arch": record.arch_dict, "arch_string": best["arch"]}
     return {
         "study": study.study_name,
         "storage": storage_url,
@@ -256,3 +213,18 @@ def summary_payload(study: optuna.Study, storage_url: str, files: dict[str, str]
         "top": rows,
         "files": files,
     }
+
+
+def save_review(study: optuna.Study, storage_url: str, artifact_dir: Path, study_dir: Path) -> dict[str, Any]:
+    """Save the study note and the trade-off chart in the study (for optuna-dashboard) and
+    return the summary (:func:`summary_payload`)."""
+    from optuna_dashboard import save_note, save_plotly_graph_object
+
+    rows = summary_rows(study)
+    save_note(study, study_note(study, rows))
+    try:
+        save_plotly_graph_object(study, tradeoff_figure(study))
+    except Exception as error:  # the chart is a convenience; the study stays usable without it
+        logger.warning("could not save the trade-off chart: %s", error)
+    files = {"storage": storage_url, "artifacts": str(artifact_dir), "study_dir": str(study_dir)}
+    return summary_payload(study, storage_url, files)

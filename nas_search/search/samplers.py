@@ -15,8 +15,8 @@ five choices, a latency budget at the median); see ``benchmarks/search_nb201.py`
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import optuna
 

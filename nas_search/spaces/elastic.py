@@ -11,7 +11,7 @@ concatenated, as in the slim module, so the active channels are not a prefix).
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from torch import nn
 
 from nas_search.spaces.scc import conv as scc
 
-Selection = Union[int, torch.Tensor]
+Selection = int | torch.Tensor
 
 
 def select_channels(tensor: torch.Tensor, dim: int, selection: Selection) -> torch.Tensor:
@@ -205,7 +205,7 @@ class ElasticSlidingChannelConv2d(nn.Module):
 
 
 class ElasticConvNormActivation(nn.Module):
-    """Elastic conv -> elastic BN -> optional ReLU; mirrors ``static.conv_norm_activation``.
+    """Elastic conv -> elastic BN -> optional ReLU; mirrors ``static_blocks.conv_norm_activation``.
 
     ``depthwise=True`` makes the conv depthwise (elastic kernel); otherwise it is dense.
     """

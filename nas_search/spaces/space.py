@@ -10,107 +10,35 @@ from the resolved network, so they cannot disagree about shapes.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from nas_search.errors import UserError
+from nas_search.spaces.ops import block_kind
+from nas_search.spaces.ops.costs import output_size
+from nas_search.spaces.resolved import (
+    WIDTH_RATIOS,
+    ResolvedBlock,
+    ResolvedNetwork,
+    StageChoices,
+    scaled_channels,
+)
 from nas_search.spec import ArchSpec, BlockSpec, StageSpec
-from nas_search.utils import round_channels
-
-WIDTH_RATIOS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
-
-#: Typical cost order of the block ops at equal width (cheapest first), used to bias sampling.
-OPERATION_COST_RANK = {"scc": 0, "dsc": 1, "slim": 2, "mbconv": 3}
-
-
-@dataclass(frozen=True)
-class StageChoices:
-    """One stage of a space: its fixed shape and the choices open to each of its blocks.
-
-    Attributes:
-        max_channels: output channels of every block at width ratio 1.
-        stride: stride of the first block (the others use stride 1).
-        depths: allowed active depths; the active blocks are the first ``depth`` ones.
-        operations: allowed block ops (see ``nas_search.spec.BLOCK_OPERATIONS``).
-        kernels: allowed depthwise kernel sizes.
-        expansions: allowed ``mbconv`` expansion ratios.
-        widths: allowed output width ratios (per-layer pruning ratios).
-        feature: whether the stage output is one of the backbone's multi-scale features.
-    """
-
-    max_channels: int
-    stride: int
-    depths: tuple[int, ...]
-    operations: tuple[str, ...] = ("mbconv", "dsc", "scc", "slim")
-    kernels: tuple[int, ...] = (3, 5, 7)
-    expansions: tuple[float, ...] = (3.0, 4.0, 6.0)
-    widths: tuple[float, ...] = WIDTH_RATIOS
-    feature: bool = False
-
-    @property
-    def max_depth(self) -> int:
-        """Number of block positions the supernet holds for this stage."""
-        return max(self.depths)
-
-
-@dataclass(frozen=True)
-class ResolvedBlock:
-    """A block with every channel count decided: what the supernet activates, what the
-    extracted model is built from and what the cost model counts."""
-
-    spec: BlockSpec
-    in_channels: int
-    out_channels: int
-    stride: int
-    hidden_channels: int
-    squeeze_excite_channels: int
-    residual: bool
-
-
-@dataclass(frozen=True)
-class ResolvedNetwork:
-    """An architecture as concrete layer shapes."""
-
-    spec: ArchSpec
-    input_channels: int
-    stem_channels: int
-    stem_stride: int
-    stages: tuple[tuple[ResolvedBlock, ...], ...]
-    head_channels: int
-    num_classes: int
-    feature_stages: tuple[int, ...]
-
-    @property
-    def last_channels(self) -> int:
-        """Channels entering the head."""
-        return self.stages[-1][-1].out_channels
-
-
-def scaled_channels(full: float, ratio: float, divisor: int) -> int:
-    """Channels of a layer whose full width is ``full`` at width ``ratio``: rounded to a
-    multiple of ``divisor`` but never above the supernet capacity (``full`` rounded to 8)."""
-    capacity = round_channels(full, 8)
-    ceiling = max(divisor, capacity // divisor * divisor)
-    return min(round_channels(full * ratio, divisor), ceiling)
 
 
 def hidden_channels(block: BlockSpec, in_channels: int, out_channels: int, divisor: int) -> int:
-    """Hidden width of a block: the expanded width of mbconv, the squeeze width ``f`` of a
-    slim module (``out / 8``, so its two expand branches of ``4f`` concatenate to ``out``),
-    and the input width for the separable blocks."""
-    rules = {
-        "mbconv": lambda: scaled_channels(in_channels * block.expansion, 1.0, divisor),
-        "slim": lambda: out_channels // 8,
-        "dsc": lambda: in_channels,
-        "scc": lambda: in_channels,
-    }
-    return rules[block.op]()
+    """Hidden width of a block, by its op's rule (``BlockKind.hidden_channels``): the
+    expanded width of mbconv, the squeeze width ``f`` of a slim module (``out / 8``, so its
+    two expand branches of ``4f`` concatenate to ``out``), and the input width for the
+    separable blocks."""
+    return block_kind(block.op).hidden_channels(block, in_channels, out_channels, divisor)
 
 
 def has_residual(block: BlockSpec, block_index: int, in_channels: int, out_channels: int, stride: int) -> bool:
     """Identity residual where shapes allow, inside a stage (never across stages, whose
     channels are sorted independently); the slim module carries its own projected skip."""
-    return block.op != "slim" and block_index > 0 and stride == 1 and in_channels == out_channels
+    return block_kind(block.op).identity_residual and block_index > 0 and stride == 1 and in_channels == out_channels
 
 
 @dataclass(frozen=True)
@@ -170,11 +98,7 @@ class SearchSpace:
                 stride = stage_choices.stride if block_index == 0 else 1
                 out_channels = scaled_channels(stage_choices.max_channels, block.width, divisor)
                 hidden = hidden_channels(block, in_channels, out_channels, divisor)
-                if block.op == "scc" and in_channels % block.groups:
-                    raise UserError(
-                        f"stage {stage_index} block {block_index}: scc groups={block.groups} does not divide "
-                        f"its {in_channels} input channels; allowed: a groups value dividing {in_channels}"
-                    )
+                _check_channels(block, in_channels, f"stage {stage_index} block {block_index}")
                 squeeze_excite = scaled_channels(hidden / 4, 1.0, divisor) if block.squeeze_excite else 0
                 resolved_blocks.append(
                     ResolvedBlock(
@@ -226,12 +150,8 @@ class SearchSpace:
                 _check_choice(f"{where} op", block.op, choices.operations)
                 _check_choice(f"{where} kernel", block.kernel, choices.kernels)
                 _check_choice(f"{where} width", block.width, choices.widths)
-                if block.op == "mbconv":
-                    _check_choice(f"{where} expansion", block.expansion, choices.expansions)
-                    _check_choice(f"{where} squeeze_excite", block.squeeze_excite, self.squeeze_excite)
-                if block.op == "scc":
-                    _check_choice(f"{where} groups", block.groups, self.scc_groups)
-                    _check_choice(f"{where} overlap", block.overlap, self.scc_overlaps)
+                for field_name, value, allowed in block_kind(block.op).choice_checks(block, self, choices):
+                    _check_choice(f"{where} {field_name}", value, allowed)
 
     # ------------------------------------------------------------------ named specs
     def block_choices(self, stage_index: int) -> list[BlockSpec]:
@@ -241,61 +161,61 @@ class SearchSpace:
         for op in choices.operations:
             for kernel in choices.kernels:
                 for width in choices.widths:
-                    for extra in self._op_variants(op, choices):
+                    for extra in block_kind(op).variants(self, choices):
                         blocks.append(BlockSpec(op=op, kernel=kernel, width=width, **extra))
         return blocks
 
-    def _op_variants(self, op: str, choices: StageChoices) -> list[dict]:
-        variants = {
-            "mbconv": lambda: [
-                {"expansion": expansion, "squeeze_excite": se}
-                for expansion in choices.expansions
-                for se in self.squeeze_excite
-            ],
-            "scc": lambda: [
-                {"groups": groups, "overlap": overlap} for groups in self.scc_groups for overlap in self.scc_overlaps
-            ],
-            "dsc": lambda: [{}],
-            "slim": lambda: [{}],
-        }
-        return variants[op]()
-
     def largest(self, op: str | None = None) -> ArchSpec:
-        """The most expensive subnet: full depth, full width, the costliest op and kernel.
-        ``op`` puts that op in every block instead (it must be allowed in every stage)."""
-        extras = {
-            "mbconv": lambda choices: {"expansion": max(choices.expansions), "squeeze_excite": max(self.squeeze_excite)},
-            "scc": lambda choices: {"groups": min(self.scc_groups), "overlap": max(self.scc_overlaps)},
-        }
+        """The most expensive subnet: full depth, full width, the costliest op (highest
+        ``BlockKind.cost_rank``, the first of equals) with its costliest choices, and the
+        largest kernel. ``op`` puts that op in every block instead (it must be allowed in
+        every stage)."""
         stages = []
         for choices in self.stages:
-            block_op = op or ("mbconv" if "mbconv" in choices.operations else choices.operations[0])
-            extra = extras[block_op](choices) if block_op in extras else {}
+            block_op = op or max(choices.operations, key=_cost_rank)
+            extra = block_kind(block_op).largest_choices(self, choices)
             block = BlockSpec(op=block_op, kernel=max(choices.kernels), width=max(choices.widths), **extra)
             stages.append(StageSpec((block,) * max(choices.depths)))
         return ArchSpec(self.name, tuple(stages), stem_width=max(self.stem_widths), head_width=max(self.head_widths))
 
     def smallest(self) -> ArchSpec:
-        """The cheapest subnet: minimum depth and width, the cheapest op, smallest kernel."""
-        from nas_search.hw_models.flops import count_flops
+        """The cheapest subnet: minimum depth and width, the cheapest op, smallest kernel.
 
-        stages = []
+        Per stage, every block at minimum width and kernel is tried at minimum depth (the
+        stages before it already chosen, the ones after it the largest) and the one whose
+        network has the fewest block FLOPs wins: the stem, the head and the other stages
+        cost the same for every candidate, since all of them have the same output width,
+        stride and kernel."""
+        largest = self.largest()
+        stages: list[StageSpec] = []
         for stage_index, choices in enumerate(self.stages):
             candidates = [block for block in self.block_choices(stage_index) if block.width == min(choices.widths)]
             candidates = [block for block in candidates if block.kernel == min(choices.kernels)]
             best = None
             for block in candidates:
                 trial_stages = stages + [StageSpec((block,) * min(choices.depths))]
-                trial_stages += list(self.largest().stages[stage_index + 1 :])
+                trial_stages += list(largest.stages[stage_index + 1 :])
                 trial = ArchSpec(self.name, tuple(trial_stages), stem_width=min(self.stem_widths))
                 try:
-                    cost = count_flops(trial, self).total
+                    cost = self._block_flops(trial)
                 except UserError:
                     continue
                 if best is None or cost < best[0]:
                     best = (cost, block)
             stages.append(StageSpec((best[1],) * min(choices.depths)))
         return ArchSpec(self.name, tuple(stages), stem_width=min(self.stem_widths), head_width=min(self.head_widths))
+
+    def _block_flops(self, spec: ArchSpec) -> int:
+        """FLOPs of every block of ``spec`` as a classifier at the deployment size (each
+        op's ``BlockKind.cost``; ``nas_search.hw_models.flops`` adds stem and head)."""
+        network = self.resolve(spec)
+        size = output_size(self.input_size, 3, network.stem_stride)
+        total = 0
+        for stage in network.stages:
+            for block in stage:
+                cost, size = block_kind(block.spec.op).cost(block, size)
+                total += cost.flops
+        return total
 
     # ------------------------------------------------------------------ sampling
     def sample(
@@ -320,13 +240,9 @@ class SearchSpace:
             depth = pick(choices.depths)
             blocks = []
             for block_index in range(depth):
-                op = pick(choices.operations, key=OPERATION_COST_RANK.get)
+                op = pick(choices.operations, key=_cost_rank)
                 op = fixed.get((stage_index, block_index), op)
-                extra: dict = {}
-                if op == "mbconv":
-                    extra = {"expansion": pick(choices.expansions), "squeeze_excite": pick(self.squeeze_excite)}
-                elif op == "scc":
-                    extra = {"groups": rng.choice(self.scc_groups), "overlap": rng.choice(self.scc_overlaps)}
+                extra = block_kind(op).sample_choices(pick, rng, self, choices)
                 blocks.append(BlockSpec(op=op, kernel=pick(choices.kernels), width=pick(choices.widths), **extra))
             stages.append(StageSpec(tuple(blocks)))
         return ArchSpec(self.name, tuple(stages), stem_width=pick(self.stem_widths), head_width=pick(self.head_widths))
@@ -336,3 +252,27 @@ def _check_choice(name: str, value, allowed) -> None:
     if value not in allowed:
         shown = ", ".join(str(option) for option in allowed)
         raise UserError(f"{name}={value!r} is outside the space; allowed: {shown}")
+
+
+def _cost_rank(op: str) -> int:
+    """Sort key of ops for biased sampling: the op's typical cost rank."""
+    return block_kind(op).cost_rank
+
+
+def _check_channels(block: BlockSpec, in_channels: int, where: str) -> None:
+    check = block_kind(block.op).check_channels
+    problem = None if check is None else check(block, in_channels)
+    if problem is not None:
+        raise UserError(f"{where}: {problem}")
+
+
+__all__ = [
+    "WIDTH_RATIOS",
+    "ResolvedBlock",
+    "ResolvedNetwork",
+    "SearchSpace",
+    "StageChoices",
+    "has_residual",
+    "hidden_channels",
+    "scaled_channels",
+]

@@ -8,134 +8,20 @@ init, for training from scratch or for loading an exported ``model.pt``), and
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from nas_search.spaces.scc.conv import SlidingChannelConv2d
-from nas_search.spaces.space import ResolvedBlock, ResolvedNetwork
+from nas_search.spaces.ops import KindTable, block_kind
+from nas_search.spaces.ops.dsc import SeparableBlock
+from nas_search.spaces.ops.mbconv import InvertedResidual, SqueezeExcite
+from nas_search.spaces.ops.slim import SlimModule, SqueezeExpand
+from nas_search.spaces.resolved import ResolvedBlock, ResolvedNetwork
+from nas_search.spaces.static_blocks import Activation, conv_norm_activation
 
-Activation = nn.ReLU
-
-
-def conv_norm_activation(
-    in_channels: int,
-    out_channels: int,
-    kernel: int = 1,
-    stride: int = 1,
-    groups: int = 1,
-    activation: bool = True,
-) -> nn.Sequential:
-    """Conv (no bias) -> BatchNorm -> optional ReLU, with 'same' padding."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_channels),
-    ]
-    if activation:
-        layers.append(Activation(inplace=True))
-    return nn.Sequential(*layers)
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excite: global pool -> 1x1 reduce -> ReLU -> 1x1 expand -> hard-sigmoid
-    gate, multiplied onto the input."""
-
-    def __init__(self, channels: int, reduced: int) -> None:
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.reduce = nn.Conv2d(channels, reduced, 1)
-        self.activation = nn.ReLU(inplace=True)
-        self.expand = nn.Conv2d(reduced, channels, 1)
-        self.gate = nn.Hardsigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(self.expand(self.activation(self.reduce(self.pool(x)))))
-
-
-class InvertedResidual(nn.Module):
-    """MBConv: 1x1 expand -> depthwise kxk -> [squeeze-excite] -> 1x1 linear project."""
-
-    def __init__(self, block: ResolvedBlock) -> None:
-        super().__init__()
-        hidden = block.hidden_channels
-        self.expand = conv_norm_activation(block.in_channels, hidden)
-        self.depthwise = conv_norm_activation(hidden, hidden, block.spec.kernel, block.stride, groups=hidden)
-        self.squeeze_excite = (
-            SqueezeExcite(hidden, block.squeeze_excite_channels) if block.squeeze_excite_channels else nn.Identity()
-        )
-        self.project = conv_norm_activation(hidden, block.out_channels, activation=False)
-        self.residual = block.residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(self.squeeze_excite(self.depthwise(self.expand(x))))
-        return out + x if self.residual else out
-
-
-class SeparableBlock(nn.Module):
-    """Depthwise kxk -> pointwise (dense 1x1 for ``dsc``, sliding-channel for ``scc``)."""
-
-    def __init__(self, block: ResolvedBlock) -> None:
-        super().__init__()
-        channels = block.in_channels
-        self.depthwise = conv_norm_activation(channels, channels, block.spec.kernel, block.stride, groups=channels)
-        if block.spec.op == "scc":
-            pointwise: nn.Module = SlidingChannelConv2d(
-                channels, block.out_channels, block.spec.groups, block.spec.overlap
-            )
-        else:
-            pointwise = nn.Conv2d(channels, block.out_channels, 1, bias=False)
-        self.pointwise = nn.Sequential(pointwise, nn.BatchNorm2d(block.out_channels), Activation(inplace=True))
-        self.residual = block.residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.pointwise(self.depthwise(x))
-        return out + x if self.residual else out
-
-
-class SqueezeExpand(nn.Module):
-    """Slim-CNN SSE block: 1x1 squeeze to f, then two parallel expand branches to 4f each
-    (a 1x1 conv and a depthwise-separable 3x3), concatenated to 8f."""
-
-    def __init__(self, in_channels: int, squeeze: int) -> None:
-        super().__init__()
-        self.squeeze = conv_norm_activation(in_channels, squeeze)
-        self.expand_pointwise = conv_norm_activation(squeeze, 4 * squeeze)
-        self.expand_separable = nn.Sequential(
-            conv_norm_activation(squeeze, squeeze, 3, groups=squeeze),
-            conv_norm_activation(squeeze, 4 * squeeze),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        squeezed = self.squeeze(x)
-        return torch.cat([self.expand_pointwise(squeezed), self.expand_separable(squeezed)], dim=1)
-
-
-class SlimModule(nn.Module):
-    """Slim-CNN slim module: two SSE blocks plus a projected 1x1 skip from the input, then
-    a depthwise-separable kxk conv (which carries the stride)."""
-
-    def __init__(self, block: ResolvedBlock) -> None:
-        super().__init__()
-        squeeze, out_channels = block.hidden_channels, block.out_channels
-        self.first = SqueezeExpand(block.in_channels, squeeze)
-        self.second = SqueezeExpand(8 * squeeze, squeeze)
-        self.skip = conv_norm_activation(block.in_channels, out_channels, activation=False)
-        self.depthwise = conv_norm_activation(out_channels, out_channels, block.spec.kernel, block.stride, groups=out_channels)
-        self.pointwise = conv_norm_activation(out_channels, out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.second(self.first(x)) + self.skip(x)
-        return self.pointwise(self.depthwise(out))
-
-
-#: Static block class for each op.
-STATIC_BLOCKS: dict[str, Callable[[ResolvedBlock], nn.Module]] = {
-    "mbconv": InvertedResidual,
-    "dsc": SeparableBlock,
-    "scc": SeparableBlock,
-    "slim": SlimModule,
-}
+#: Static block class for each op: a live view of ``BLOCK_KINDS[op].static_block``.
+STATIC_BLOCKS: KindTable[Callable[[ResolvedBlock], nn.Module]] = KindTable("static_block")
 
 
 class StaticNetwork(nn.Module):
@@ -150,7 +36,7 @@ class StaticNetwork(nn.Module):
         super().__init__()
         self.stem = conv_norm_activation(network.input_channels, network.stem_channels, 3, network.stem_stride)
         self.stages = nn.ModuleList(
-            nn.Sequential(*(STATIC_BLOCKS[block.spec.op](block) for block in stage)) for stage in network.stages
+            nn.Sequential(*(block_kind(block.spec.op).static_block(block) for block in stage)) for stage in network.stages
         )
         self.head = conv_norm_activation(network.last_channels, network.head_channels)
         self.classifier = nn.Sequential(
@@ -199,3 +85,18 @@ def initialise_weights(model: nn.Module) -> None:
         elif isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, 0, 0.01)
             nn.init.zeros_(module.bias)
+
+
+__all__ = [
+    "Activation",
+    "InvertedResidual",
+    "STATIC_BLOCKS",
+    "SeparableBlock",
+    "SlimModule",
+    "SqueezeExcite",
+    "SqueezeExpand",
+    "StaticNetwork",
+    "build_static_model",
+    "conv_norm_activation",
+    "initialise_weights",
+]

@@ -3,7 +3,7 @@
 Every block position of every stage holds one elastic block per allowed op (slim module,
 depthwise-separable, sliding-channel, inverted residual); each is elastic in kernel and
 width. The sliding-channel block of a position is the depthwise-separable block with its
-1x1 pruned to windows: the two share every weight (``blocks.SHARED_BLOCK_WEIGHTS``).
+1x1 pruned to windows: the two share every weight (``BlockKind.shares_weights_with``).
 :meth:`Supernet.activate` selects a subnet by its :class:`ArchSpec`, ``forward`` runs it,
 and :meth:`Supernet.extract` returns a standalone static network holding copies of the
 active weights.
@@ -24,11 +24,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_search.spaces.blocks import ElasticInvertedResidual, ElasticSeparable, ElasticSlimModule, elastic_block_choices
-from nas_search.spaces.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticConvNormActivation, ElasticLinear
+from nas_search.spaces.elastic import ElasticConvNormActivation, ElasticLinear
+from nas_search.spaces.ops import block_kind
+from nas_search.spaces.ops.base import ChannelOrder, permute_conv_input
 from nas_search.spaces.space import ResolvedNetwork, SearchSpace
 from nas_search.spaces.static import StaticNetwork
 from nas_search.spec import ArchSpec
+
+
+def elastic_block_choices(
+    operations: tuple[str, ...], max_in: int, max_out: int, stride: int, max_kernel: int, max_expansion: float
+) -> nn.ModuleDict:
+    """The elastic blocks of one supernet position, one per allowed op (``BlockKind.elastic_block``),
+    each op built on the weights of the op it shares them with (``BlockKind.shares_weights_with``)
+    when that op is allowed too: a sliding-channel block is a depthwise-separable block whose
+    1x1 keeps only its windows, so ``scc`` and ``dsc`` train one depthwise, norm and 1x1
+    weight. Without this, every op of a position is a separate network, and a subnet that
+    mixes ops inherits weights that were never trained together (see benchmarks/RESULTS.md)."""
+    blocks = {op: block_kind(op).elastic_block(max_in, max_out, stride, max_kernel, max_expansion) for op in operations}
+    for op, block in blocks.items():
+        base = block_kind(op).shares_weights_with
+        if base is not None and base in blocks:
+            block.share_weights_with(blocks[base])
+    return nn.ModuleDict(blocks)
 
 
 class Supernet(nn.Module):
@@ -113,20 +131,22 @@ class Supernet(nn.Module):
         """Reorder channels by importance so that the first k are the best k (OFA's
         channel sorting). The function of the full network is unchanged.
 
-        Sorted: the hidden channels of every inverted residual (importance: L1 norm of the
-        projection weights that read them) and the output channels of every stage whose
-        blocks, and whose consumers, are all permutation-safe (importance: mean |gamma|
-        of the producing BNs). Stages holding a sliding-channel block are left alone,
-        because an SCC's windows depend on channel positions. Returns the number of
-        channel groups sorted.
+        Sorted, through each op's ``BlockKind.channel_order``: the hidden channels of
+        every block whose op sorts them (the inverted residual: importance is the L1 norm
+        of the projection weights that read them) and the output channels of every stage
+        whose blocks, and whose consumers, can all be permuted (importance: mean |gamma| of
+        the producing BNs). Stages holding an op without a channel order (the
+        sliding-channel block, whose windows depend on channel positions) are left
+        alone. Returns the number of channel groups sorted.
         """
         sorted_groups = 0
         for stage in self.stages:
             for choices in stage:
-                block = choices["mbconv"] if "mbconv" in choices else None
-                if isinstance(block, ElasticInvertedResidual):
-                    _sort_hidden(block)
-                    sorted_groups += 1
+                for op, block in choices.items():
+                    order = block_kind(op).channel_order
+                    if order is not None and order.sort_hidden is not None:
+                        order.sort_hidden(block)
+                        sorted_groups += 1
         for stage_index in range(len(self.stages)):
             if self._sort_stage_outputs(stage_index):
                 sorted_groups += 1
@@ -135,77 +155,24 @@ class Supernet(nn.Module):
     def _sort_stage_outputs(self, stage_index: int) -> bool:
         stage = self.stages[stage_index]
         next_stage = self.stages[stage_index + 1] if stage_index + 1 < len(self.stages) else None
-        members = [block for choices in stage for block in choices.values()]
-        consumers_of_next = list(next_stage[0].values()) if next_stage is not None else []
-        if any(isinstance(block, ElasticSeparable) and block.sliding for block in members + consumers_of_next):
+        members = [pair for choices in stage for pair in _channel_orders(choices)]
+        consumers_of_next = _channel_orders(next_stage[0]) if next_stage is not None else []
+        if any(order is None for _, order in members + consumers_of_next):
             return False
-        producers = [_output_norm(block) for block in members]
+        producers = [order.output_norm(block) for block, order in members]
         importance = torch.stack([norm.weight.abs() / (norm.weight.abs().mean() + 1e-12) for norm in producers]).mean(0)
-        order = torch.argsort(importance, descending=True)
-        for block in members:
-            _permute_output(block, order)
-        for block in members[len(stage[0]) :]:  # blocks after the first read this stage's channels
-            _permute_input(block, order)
-        if next_stage is not None:
-            for block in consumers_of_next:
-                _permute_input(block, order)
-        else:
-            _permute_conv_input(self.head.conv, order)
+        permutation = torch.argsort(importance, descending=True)
+        for block, order in members:
+            order.permute_output(block, permutation)
+        for block, order in members[len(stage[0]) :]:  # blocks after the first read this stage's channels
+            order.permute_input(block, permutation)
+        for block, order in consumers_of_next:
+            order.permute_input(block, permutation)
+        if next_stage is None:
+            permute_conv_input(self.head.conv, permutation)
         return True
 
 
-def _permute_rows(tensor: torch.Tensor, order: torch.Tensor, dim: int = 0) -> None:
-    tensor.copy_(tensor.index_select(dim, order))
-
-
-def _permute_norm(norm: ElasticBatchNorm2d, order: torch.Tensor) -> None:
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        _permute_rows(getattr(norm, name), order)
-
-
-def _permute_conv_input(conv: ElasticConv2d, order: torch.Tensor) -> None:
-    _permute_rows(conv.weight, order, dim=1)
-
-
-def _sort_hidden(block: ElasticInvertedResidual) -> None:
-    importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
-    order = torch.argsort(importance, descending=True)
-    _permute_rows(block.expand.conv.weight, order)
-    _permute_norm(block.expand.norm, order)
-    _permute_rows(block.depthwise.conv.weight, order)
-    _permute_norm(block.depthwise.norm, order)
-    _permute_conv_input(block.squeeze_excite.reduce, order)
-    _permute_rows(block.squeeze_excite.expand.weight, order)
-    _permute_rows(block.squeeze_excite.expand.bias, order)
-    _permute_conv_input(block.project.conv, order)
-
-
-def _output_norm(block: nn.Module) -> ElasticBatchNorm2d:
-    table = {
-        ElasticInvertedResidual: lambda: block.project.norm,
-        ElasticSeparable: lambda: block.norm,
-        ElasticSlimModule: lambda: block.pointwise.norm,
-    }
-    return table[type(block)]()
-
-
-def _permute_output(block: nn.Module, order: torch.Tensor) -> None:
-    if isinstance(block, ElasticInvertedResidual):
-        _permute_rows(block.project.conv.weight, order)
-    elif isinstance(block, ElasticSeparable):
-        _permute_rows(block.pointwise.weight, order)
-    else:
-        _permute_rows(block.pointwise.conv.weight, order)
-    _permute_norm(_output_norm(block), order)
-
-
-def _permute_input(block: nn.Module, order: torch.Tensor) -> None:
-    if isinstance(block, ElasticInvertedResidual):
-        _permute_conv_input(block.expand.conv, order)
-    elif isinstance(block, ElasticSeparable):
-        _permute_rows(block.depthwise.conv.weight, order)
-        _permute_norm(block.depthwise.norm, order)
-        _permute_conv_input(block.pointwise, order)
-    else:
-        _permute_conv_input(block.first.squeeze.conv, order)
-        _permute_conv_input(block.skip.conv, order)
+def _channel_orders(blocks: nn.ModuleDict) -> list[tuple[nn.Module, ChannelOrder | None]]:
+    """Each elastic block of a position with its op's channel order."""
+    return [(block, block_kind(op).channel_order) for op, block in blocks.items()]

@@ -12,9 +12,10 @@ user attributes too; the study attribute ``score_name`` says what the score is.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -114,6 +115,68 @@ FinalistTrainer = Callable[[ArchSpec, str, int], dict[str, float]]
 
 
 @dataclass(frozen=True)
+class ExportRequest:
+    """One trial to export (``nas-search export``).
+
+    Attributes:
+        spec: the trial's architecture.
+        checkpoint: the study's supernet (its inherited weights are exported).
+        study_attributes: the study's user attributes (``input_size``, ``data`` ...).
+        trial_attributes: the trial's user attributes (its recorded scores).
+        epochs: the epochs written into ``train.yaml``.
+    """
+
+    spec: ArchSpec
+    checkpoint: Path
+    study_attributes: Mapping[str, Any]
+    trial_attributes: Mapping[str, Any]
+    epochs: int
+
+
+@dataclass
+class ExportedModel:
+    """What a task's exporter produces before the files are written.
+
+    Attributes:
+        model: the standalone model (``state_dict`` goes to ``model.pt``).
+        onnx_module: the module exported to ``model.onnx`` (the classifier; for a detector,
+            the network without transform and post-processing).
+        output_names: ONNX output names.
+        train_config: the contents of ``train.yaml``.
+        meta: task-specific entries of ``meta.json``.
+        flops, params: analytic costs at the deployment size.
+        log_outputs: exp-coded outputs that the ONNX check compares as logs (see
+            :func:`nas_search.export.export_onnx`).
+        train_notes: task-specific comment lines of ``train.yaml`` (each ending in a newline).
+    """
+
+    model: nn.Module
+    onnx_module: nn.Module
+    output_names: tuple[str, ...]
+    train_config: dict[str, Any]
+    meta: dict[str, Any]
+    flops: int
+    params: int
+    log_outputs: tuple[str, ...] = ()
+    train_notes: str = ""
+
+
+def training_size(data: str | None, proxy_size: int, deployment_size: int) -> int:
+    """The ``input_size`` an exported ``train.yaml`` trains at: the deployment size on real
+    data (the network is trained where it will run), the proxy size on a built-in demo
+    (its images are rendered small; upsampling them teaches nothing and costs
+    ``(deployment / proxy)^2`` times the compute). ``nas-search train --input-size`` overrides."""
+    return deployment_size if data is not None else proxy_size
+
+
+def exported_data_path(attributes: Mapping[str, Any], metadata: Mapping[str, Any]) -> str | None:
+    """The training data of an export as an absolute path (the study's, else the
+    supernet's), so ``train.yaml`` works from any folder; None for a built-in demo."""
+    data = attributes.get("data") or metadata.get("data")
+    return None if data is None else str(Path(data).expanduser().resolve())
+
+
+@dataclass(frozen=True)
 class Task:
     """The main job's task-specific parts.
 
@@ -134,6 +197,10 @@ class Task:
             :data:`FinalistTrainer`.
         reference_model: the plain standalone network of an architecture (randomly
             initialised), the module fvcore counts.
+        export_model: builds the exported network and its ``train.yaml`` and ``meta.json``
+            entries for an :class:`ExportRequest`.
+        load_exported: rebuilds an exported network (weights not loaded) from its
+            architecture, its space and its ``meta.json``.
     """
 
     name: str
@@ -148,12 +215,16 @@ class Task:
     load_evaluator: Callable[[Path, ScoringSettings], TaskEvaluation]
     finalist_trainer: Callable[[Path, ScoringSettings, FinalistJob], FinalistTrainer]
     reference_model: Callable[[ArchSpec, SearchSpace, int | None], nn.Module]
+    export_model: Callable[[ExportRequest], ExportedModel]
+    load_exported: Callable[[ArchSpec, SearchSpace, dict[str, Any]], nn.Module]
     finalist_size_multiple: int = 1
 
 
 __all__ = [
     "REAL_DATA_EPOCHS",
     "DemoDefaults",
+    "ExportRequest",
+    "ExportedModel",
     "FinalistDefaults",
     "FinalistJob",
     "FinalistTrainer",
@@ -161,4 +232,6 @@ __all__ = [
     "SupernetJob",
     "Task",
     "TaskEvaluation",
+    "exported_data_path",
+    "training_size",
 ]

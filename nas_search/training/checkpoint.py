@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,12 @@ def load_checkpoint(path: str | Path, expected_format: str = SUPERNET_FORMAT, sp
             f"version; this one reads {required}: train the supernet again"
         )
     entries = {**REQUIRED_ENTRIES, **(SUPERNET_ENTRIES if expected_format in FORMAT_VERSIONS else {})}
-    for key, kind in entries.items():
+    for key, expected_type in entries.items():
         value = payload.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, expected_type) or isinstance(value, bool):
             found = "missing" if key not in payload else f"a {type(value).__name__}"
-            raise UserError(f"checkpoint {path} is damaged: its {key!r} entry is {found}, not a "
-                            f"{kind.__name__ if isinstance(kind, type) else kind}; train it again")
+            type_name = expected_type.__name__ if isinstance(expected_type, type) else expected_type
+            raise UserError(f"checkpoint {path} is damaged: its {key!r} entry is {found}, not a {type_name}; train it again")
     if space is not None:
         check_checkpoint_space(payload, path, space)
     return payload
@@ -108,3 +109,75 @@ def check_steps_per_epoch(payload: dict, steps: int, path: str | Path) -> None:
             "images, batch size or torchrun processes); continue it with the same --max-train, batch size and "
             "processes, or start a new checkpoint (train: without --resume; run: another --study)"
         )
+
+
+#: One name per concept: the typed view's field, then the keys that hold it on disk, in the
+#: order they are looked up (detection supernets write ``image_size`` and ``classes``).
+CHECKPOINT_KEY_NAMES: dict[str, tuple[str, ...]] = {
+    "input_size": ("input_size", "image_size"),
+    "class_names": ("class_names", "classes"),
+}
+
+#: The states a checkpoint holds besides its metadata.
+STATE_ENTRIES: tuple[str, ...] = ("model", "optimizer", "scheduler", "scaler", "random_states")
+
+
+def _entry(payload: dict[str, Any], name: str, default: Any = None) -> Any:
+    """The value of a typed-view field, under whichever of its on-disk keys is present."""
+    for key in CHECKPOINT_KEY_NAMES.get(name, (name,)):
+        if key in payload:
+            return payload[key]
+    return default
+
+
+@dataclass(frozen=True)
+class SupernetCheckpoint:
+    """Typed view of a supernet checkpoint (classification or detection), read from a
+    loaded payload with one name per concept: ``input_size`` is the proxy training size
+    (``image_size`` in detection checkpoints), ``class_names`` the class names
+    (``classes`` there). Files written before the view existed read the same way.
+
+    ``payload`` is the loaded dict itself, for the model and optimizer states."""
+
+    format: str
+    space: str
+    num_classes: int
+    epoch: int
+    input_size: int | None = None
+    class_names: tuple[str, ...] = ()
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
+    resize: str | None = None
+    dataset: str | None = None
+    data: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    history: tuple[dict, ...] = ()
+    payload: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> SupernetCheckpoint:
+        """The typed view of a payload checked by :func:`load_checkpoint`."""
+        size = _entry(payload, "input_size")
+        return cls(
+            format=payload["format"], space=payload["space"], num_classes=int(payload["num_classes"]),
+            epoch=int(payload["epoch"]), input_size=None if size is None else int(size),
+            class_names=tuple(_entry(payload, "class_names", ())), epochs=payload.get("epochs"),
+            steps_per_epoch=payload.get("steps_per_epoch"), resize=payload.get("resize"),
+            dataset=payload.get("dataset"), data=payload.get("data"), config=dict(payload.get("config") or {}),
+            history=tuple(payload.get("history", ())), payload=payload,
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        """The payload without its states, plus every concept under its typed name (a
+        detection checkpoint's ``image_size`` also as ``input_size``)."""
+        metadata = {key: value for key, value in self.payload.items() if key not in STATE_ENTRIES}
+        for name, keys in CHECKPOINT_KEY_NAMES.items():
+            if name not in metadata and any(key in metadata for key in keys):
+                metadata[name] = _entry(metadata, name)
+        return metadata
+
+
+def read_supernet_checkpoint(path: str | Path, expected_format: str = SUPERNET_FORMAT,
+                             space: str | None = None) -> SupernetCheckpoint:
+    """Load a supernet checkpoint as :func:`load_checkpoint` does and return its typed view."""
+    return SupernetCheckpoint.from_payload(load_checkpoint(path, expected_format, space))

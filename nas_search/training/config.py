@@ -1,8 +1,34 @@
-"""Every default of one-shot supernet training, in one dataclass."""
+"""Every default of one-shot supernet training, in one dataclass, with the defaults that
+depend on another option (the learning rate, by optimizer) resolved in the library, and
+the data folder a training yaml names."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+#: Learning rate of a classifier supernet's optimizer when none is given: SGD with
+#: Nesterov momentum at 0.05, AdamW at 2e-3 (``benchmarks/supernet_quality.py``).
+SUPERNET_LEARNING_RATES: dict[str, float] = {"sgd": 0.05, "adamw": 2e-3}
+
+Config = TypeVar("Config")
+
+
+def default_learning_rate(optimizer: str, defaults: Mapping[str, float]) -> float | None:
+    """The learning rate ``defaults`` give ``optimizer``; None for an unknown optimizer
+    (refused with its own message when the optimizer is built)."""
+    return defaults.get(optimizer)
+
+
+def with_learning_rate(config: Config, defaults: Mapping[str, float]) -> Config:
+    """``config`` with ``learning_rate`` set: as given, else its optimizer's default from
+    ``defaults`` (a copy; the caller's config is not changed)."""
+    options: Any = config
+    if options.learning_rate is not None:
+        return config
+    return cast(Config, replace(options, learning_rate=default_learning_rate(options.optimizer, defaults)))
 
 
 @dataclass
@@ -20,7 +46,7 @@ class SupernetTrainConfig:
     input_size: int | None = None      # proxy training size; None = the space's default
     batch_size: int = 64
     optimizer: str = "sgd"             # sgd | adamw
-    learning_rate: float = 0.05
+    learning_rate: float | None = None  # None = the optimizer's (SUPERNET_LEARNING_RATES: sgd 0.05, adamw 2e-3)
     momentum: float = 0.9
     weight_decay: float = 4e-5
     warmup_epochs: float = 0.5
@@ -47,3 +73,12 @@ class SupernetTrainConfig:
     out: str = "runs/supernet.pt"
     resume: bool = False
     progress: bool = True
+
+
+def resolve_data_folder(data: str | None, base: Path) -> str | None:
+    """The data folder a training yaml names: absolute as given, else relative to the yaml's
+    folder ``base``, else (when only that exists) relative to the working directory."""
+    if data is None or Path(data).is_absolute():
+        return data
+    beside = (base / data).resolve()
+    return data if not beside.exists() and Path(data).exists() else str(beside)

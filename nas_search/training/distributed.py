@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from nas_search.errors import UserError
 
@@ -67,3 +68,13 @@ def shutdown_distributed(context: DistributedContext) -> None:
     """Leave the process group."""
     if context.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def distributed_step_module(step_module: nn.Module, context: DistributedContext, device: torch.device) -> nn.Module:
+    """A sandwich step module wrapped in ``DistributedDataParallel`` under ``torchrun``
+    (``find_unused_parameters``: no subnet of a step uses every branch); as it is otherwise."""
+    if not context.enabled:
+        return step_module
+    return nn.parallel.DistributedDataParallel(
+        step_module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+    )

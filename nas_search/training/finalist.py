@@ -18,12 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
 
-import torch
 from torch import nn
 
-from nas_search.training.loop import build_optimizer, warmup_cosine
+from nas_search.training.loop import build_optimizer, seed_epoch, step_schedule
 
 #: Bootstrap resamples behind a detection finalist's standard error (about 0.1 s each on
 #: 32 validation images here).
@@ -61,16 +59,7 @@ def finalist_optimizer(model: nn.Module, recipe: FinalistRecipe, steps_per_epoch
     """The recipe's optimizer and its warm-up-then-cosine schedule (stepped per batch)."""
     optimizer = build_optimizer(model, SimpleNamespace(
         optimizer=recipe.optimizer, learning_rate=recipe.learning_rate, momentum=0.9, weight_decay=recipe.weight_decay))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(steps_per_epoch * epochs, int(recipe.warmup_epochs * steps_per_epoch)))
-    return optimizer, scheduler
-
-
-def seed_epoch(loader: Any, seed: int, epoch: int) -> None:
-    """Seed torch and the loader's shuffling for one epoch, so that a run is reproducible."""
-    torch.manual_seed(seed + 1000 * epoch)
-    if getattr(loader, "generator", None) is not None:
-        loader.generator.manual_seed(seed + epoch)
+    return optimizer, step_schedule(optimizer, steps_per_epoch, epochs, recipe.warmup_epochs)
 
 
 __all__ = [
@@ -79,5 +68,5 @@ __all__ = [
     "FINALIST_RECIPES",
     "FinalistRecipe",
     "finalist_optimizer",
-    "seed_epoch",
+    "seed_epoch",  # from training.loop, where every trainer seeds its epochs
 ]

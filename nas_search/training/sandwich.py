@@ -25,7 +25,8 @@ budget tight enough that a plan's dear kinds cannot fit, that subnet's ops are d
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from nas_search.errors import UserError
 

@@ -68,10 +68,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from functools import lru_cache
-from typing import Callable
+from functools import cache, lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -116,7 +116,7 @@ def overlap_fraction(overlap: float | Fraction) -> Fraction:
     return _simplest_fraction(round(overlap * 100))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _simplest_fraction(hundredths: int) -> Fraction:
     target = Fraction(hundredths, 100)
     denominator = 1

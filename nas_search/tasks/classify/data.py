@@ -39,8 +39,9 @@ import dataclasses
 import logging
 import os
 import struct
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,8 +50,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.transforms import v2
 
-from nas_search.tasks.classify import demo_data as demo
 from nas_search.errors import UserError
+from nas_search.tasks.classify import demo_data as demo
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class ImageFileDataset(Dataset):
 
     in_memory = False
 
-    def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable[[object], torch.Tensor]) -> None:
+    def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable[[Image.Image], torch.Tensor]) -> None:
         self.samples = list(samples)
         self.transform = transform
 
@@ -160,7 +161,7 @@ class ImageFileDataset(Dataset):
         path, label = self.samples[index]
         return self.transform(_load_rgb(path)), label
 
-    def subset(self, indices: Sequence[int]) -> "ImageFileDataset":
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageFileDataset:
         """A dataset holding the given items, with the same transform."""
         return ImageFileDataset([self.samples[index] for index in indices], self.transform)
 
@@ -190,7 +191,7 @@ class ImageTensorDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.images[index]), int(self.labels[index])
 
-    def subset(self, indices: Sequence[int]) -> "ImageTensorDataset":
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageTensorDataset:
         """A dataset holding the given items, with the same transform."""
         index_tensor = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         return ImageTensorDataset(self.images[index_tensor], self.labels[index_tensor], self.transform)
@@ -234,13 +235,14 @@ class ToUint8Tensor:
 class TransformPipeline:
     """Apply transforms in order (a lean ``Compose``)."""
 
-    def __init__(self, steps: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> None:
+    def __init__(self, steps: Sequence[Callable[[Any], torch.Tensor]]) -> None:
         self.steps = list(steps)
 
     def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        result: Any = image
         for step in self.steps:
-            image = step(image)
-        return image
+            result = step(result)
+        return result
 
     def __repr__(self) -> str:
         return f"TransformPipeline({', '.join(type(step).__name__ for step in self.steps)})"
@@ -472,6 +474,47 @@ def _subset_note(dataset_size: int, full_size: int) -> str:
     return f"{dataset_size}" if dataset_size == full_size else f"{dataset_size} of {full_size}"
 
 
+def _resolve_data_root(data_dir: str | Path) -> Path:
+    """The data folder ``data_dir`` as a path; :class:`UserError` unless it is an existing folder."""
+    if not isinstance(data_dir, (str, Path)):
+        raise UserError(f"data_dir={data_dir!r} is invalid; expected a folder path or None for the demo dataset")
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        raise UserError(f"data folder {root} does not exist; expected {EXPECTED_LAYOUT}")
+    if not root.is_dir():
+        raise UserError(f"data path {root} is a file, not a folder; expected {EXPECTED_LAYOUT}")
+    return root
+
+
+def _read_samples(
+    root: Path, check: Callable[[str], None], val_fraction: float, seed: int
+) -> tuple[_ScannedFolder, list[tuple[str, int]], list[tuple[str, int]], list[str], str]:
+    """Scan a data folder in either layout: ``(scan naming the classes, train samples, val
+    samples, skipped files, a note on the layout)``."""
+    validation_folder = _validation_folder(root)
+    if validation_folder is not None:
+        train_scan = _scan_folder(root / TRAIN_FOLDER, check)
+        val_scan = _scan_folder(validation_folder, check)
+        _check_same_classes(train_scan, val_scan)
+        train_samples, val_samples = train_scan.samples, val_scan.samples
+        skipped = train_scan.skipped + val_scan.skipped
+        layout = f"{TRAIN_FOLDER}/ and {validation_folder.name}/"
+    elif (root / TRAIN_FOLDER).is_dir():
+        raise UserError(
+            f"data folder {root} has {TRAIN_FOLDER}/ but no {' or '.join(name + '/' for name in VALIDATION_FOLDERS)}; "
+            f"add one, or pass {root / TRAIN_FOLDER} to split it by val_fraction"
+        )
+    else:
+        scan = _scan_folder(root, check)
+        train_scan = scan
+        train_indices, val_indices = stratified_split([label for _, label in scan.samples], val_fraction, seed)
+        train_samples = [scan.samples[index] for index in train_indices]
+        val_samples = [scan.samples[index] for index in val_indices]
+        skipped = scan.skipped
+        layout = f"one folder split {1 - val_fraction:.0%}/{val_fraction:.0%} by seed {seed}"
+    return train_scan, train_samples, val_samples, skipped, layout
+
+
 def load_classification_data(
     data_dir: str | Path | None,
     *,
@@ -497,36 +540,10 @@ def load_classification_data(
     _validate_options(input_size, val_fraction, max_train, max_val, image_check)
     if data_dir is None:
         return _load_demo(input_size=input_size, augment=augment, max_train=max_train, max_val=max_val)
-    if not isinstance(data_dir, (str, Path)):
-        raise UserError(f"data_dir={data_dir!r} is invalid; expected a folder path or None for the demo dataset")
-    root = Path(data_dir).expanduser()
-    if not root.exists():
-        raise UserError(f"data folder {root} does not exist; expected {EXPECTED_LAYOUT}")
-    if not root.is_dir():
-        raise UserError(f"data path {root} is a file, not a folder; expected {EXPECTED_LAYOUT}")
-
-    check = IMAGE_CHECKS[image_check]
-    validation_folder = _validation_folder(root)
-    if validation_folder is not None:
-        train_scan = _scan_folder(root / TRAIN_FOLDER, check)
-        val_scan = _scan_folder(validation_folder, check)
-        _check_same_classes(train_scan, val_scan)
-        train_samples, val_samples = train_scan.samples, val_scan.samples
-        skipped = train_scan.skipped + val_scan.skipped
-        layout = f"{TRAIN_FOLDER}/ and {validation_folder.name}/"
-    elif (root / TRAIN_FOLDER).is_dir():
-        raise UserError(
-            f"data folder {root} has {TRAIN_FOLDER}/ but no {' or '.join(name + '/' for name in VALIDATION_FOLDERS)}; "
-            f"add one, or pass {root / TRAIN_FOLDER} to split it by val_fraction"
-        )
-    else:
-        scan = _scan_folder(root, check)
-        train_scan = scan
-        train_indices, val_indices = stratified_split([label for _, label in scan.samples], val_fraction, seed)
-        train_samples = [scan.samples[index] for index in train_indices]
-        val_samples = [scan.samples[index] for index in val_indices]
-        skipped = scan.skipped
-        layout = f"one folder split {1 - val_fraction:.0%}/{val_fraction:.0%} by seed {seed}"
+    root = _resolve_data_root(data_dir)
+    train_scan, train_samples, val_samples, skipped, layout = _read_samples(
+        root, IMAGE_CHECKS[image_check], val_fraction, seed
+    )
     if skipped and (str(root), len(skipped)) not in _WARNED_SKIPS:  # once per folder, not per load
         _WARNED_SKIPS.add((str(root), len(skipped)))
         logger.warning(
@@ -652,7 +669,7 @@ def make_loader(
     workers = default_num_workers(dataset) if num_workers is None else num_workers
     generator = torch.Generator()
     generator.manual_seed(seed)
-    sampler = None
+    sampler: torch.utils.data.DistributedSampler[Any] | None = None
     if distributed:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             raise RuntimeError("make_loader(distributed=True) needs an initialised torch.distributed process group")

@@ -51,7 +51,7 @@ import dataclasses
 import functools
 import math
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -320,29 +320,19 @@ def _local_coordinates(
     return horizontal * stretch, vertical / stretch
 
 
-def render_shapes(
-    count: int, *, size: int, seed: int = 0, split: str = "train", nuisances: Nuisances = DEFAULT_NUISANCES
-) -> tuple[np.ndarray, np.ndarray]:
-    """Render ``count`` images of ``shapes10``.
-
-    Returns ``(images, labels)``: images are ``uint8`` of shape ``(count, size, size, 3)``
-    and labels ``int64`` of shape ``(count,)`` indexing :data:`SHAPE_CLASSES`. The result
-    depends only on the arguments; image ``i`` is the same for any ``count > i``.
-    """
+def _check_render_options(count: int, size: int, split: str) -> None:
     if not isinstance(count, int) or count < 1:
         raise UserError(f"demo image count {count!r} is invalid; expected a positive integer")
     if not isinstance(size, int) or size < 8:
         raise UserError(f"demo image size {size!r} is invalid; expected an integer of at least 8 pixels")
     if split not in SPLIT_CODES:
         raise UserError(f"demo split {split!r} is unknown; expected one of {', '.join(SPLIT_CODES)}")
-    streams = _Streams(seed, split, count)
-    labels = _balanced_labels(streams, count)
 
-    pixel = 2.0 / size
-    axis = (np.arange(size, dtype=np.float32) + 0.5) * pixel - 1.0
-    grid_y, grid_x = np.meshgrid(axis, axis, indexing="ij")
 
-    # Background: a linear gradient across a random middle colour, in a random direction.
+def _background(
+    streams: _Streams, nuisances: Nuisances, grid_x: np.ndarray, grid_y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(canvas, middle colour)``: a linear gradient across a random middle colour, in a random direction."""
     background_middle = streams.uniform("background_middle", 3, low=0.15, high=0.85)
     gradient_direction = _unit_vectors(streams.normal("background_gradient_direction", 3))
     gradient_strength = streams.uniform("background_gradient_strength", high=nuisances.background_gradient)
@@ -352,32 +342,37 @@ def render_shapes(
     )  # -1.4 .. 1.4 across the image
     gradient = gradient_direction * gradient_strength[:, None]
     canvas = background_middle[:, None, None, :] + ramp[..., None] * (0.5 * gradient)[:, None, None, :]
+    return canvas, background_middle
 
-    def draw_distractors(group: str, slots: int) -> None:
-        present = streams.uniform(f"{group}_present", slots) < nuisances.distractor_probability
-        kinds = streams.choice(f"{group}_kind", len(DISTRACTOR_DISTANCES), slots)
-        centres_x = streams.uniform(f"{group}_x", slots, low=-1.0, high=1.0)
-        centres_y = streams.uniform(f"{group}_y", slots, low=-1.0, high=1.0)
-        angles = streams.uniform(f"{group}_angle", slots, high=2.0 * math.pi)
-        scales = streams.uniform(f"{group}_scale", slots, low=nuisances.distractor_scale[0], high=nuisances.distractor_scale[1])
-        colours = streams.uniform(f"{group}_colour", slots, 3)
-        for slot in range(slots):
-            for kind, distance_function in enumerate(DISTRACTOR_DISTANCES):
-                chosen = np.flatnonzero(present[:, slot] & (kinds[:, slot] == kind))
-                if chosen.size == 0:
-                    continue
-                horizontal, vertical = _local_coordinates(
-                    grid_x, grid_y, centres_x[chosen, slot], centres_y[chosen, slot],
-                    angles[chosen, slot], scales[chosen, slot],
-                )
-                distance = distance_function(horizontal, vertical) * scales[chosen, slot][:, None, None]
-                blended = canvas[chosen]
-                _composite(blended, _coverage(distance, pixel), colours[chosen, slot][:, None, None, :])
-                canvas[chosen] = blended
 
-    draw_distractors("behind", nuisances.distractors_behind)
+def _draw_distractors(canvas: np.ndarray, streams: _Streams, nuisances: Nuisances, group: str, slots: int,
+                      grid_x: np.ndarray, grid_y: np.ndarray, pixel: float) -> None:
+    """Draw up to ``slots`` distractors per image onto ``canvas`` (in place)."""
+    present = streams.uniform(f"{group}_present", slots) < nuisances.distractor_probability
+    kinds = streams.choice(f"{group}_kind", len(DISTRACTOR_DISTANCES), slots)
+    centres_x = streams.uniform(f"{group}_x", slots, low=-1.0, high=1.0)
+    centres_y = streams.uniform(f"{group}_y", slots, low=-1.0, high=1.0)
+    angles = streams.uniform(f"{group}_angle", slots, high=2.0 * math.pi)
+    scales = streams.uniform(f"{group}_scale", slots, low=nuisances.distractor_scale[0], high=nuisances.distractor_scale[1])
+    colours = streams.uniform(f"{group}_colour", slots, 3)
+    for slot in range(slots):
+        for kind, distance_function in enumerate(DISTRACTOR_DISTANCES):
+            chosen = np.flatnonzero(present[:, slot] & (kinds[:, slot] == kind))
+            if chosen.size == 0:
+                continue
+            horizontal, vertical = _local_coordinates(
+                grid_x, grid_y, centres_x[chosen, slot], centres_y[chosen, slot],
+                angles[chosen, slot], scales[chosen, slot],
+            )
+            distance = distance_function(horizontal, vertical) * scales[chosen, slot][:, None, None]
+            blended = canvas[chosen]
+            _composite(blended, _coverage(distance, pixel), colours[chosen, slot][:, None, None, :])
+            canvas[chosen] = blended
 
-    # The foreground shape.
+
+def _draw_shapes(canvas: np.ndarray, streams: _Streams, nuisances: Nuisances, labels: np.ndarray,
+                 background_middle: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray, pixel: float) -> None:
+    """Draw each image's foreground shape of class ``labels[i]`` onto ``canvas`` (in place)."""
     offset = nuisances.shape_offset
     centre_x = streams.uniform("shape_x", low=-offset, high=offset)
     centre_y = streams.uniform("shape_y", low=-offset, high=offset)
@@ -411,7 +406,28 @@ def render_shapes(
         _composite(blended, alpha, fill)
         canvas[chosen] = blended
 
-    draw_distractors("front", nuisances.distractors_in_front)
+
+def render_shapes(
+    count: int, *, size: int, seed: int = 0, split: str = "train", nuisances: Nuisances = DEFAULT_NUISANCES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render ``count`` images of ``shapes10``.
+
+    Returns ``(images, labels)``: images are ``uint8`` of shape ``(count, size, size, 3)``
+    and labels ``int64`` of shape ``(count,)`` indexing :data:`SHAPE_CLASSES`. The result
+    depends only on the arguments; image ``i`` is the same for any ``count > i``.
+    """
+    _check_render_options(count, size, split)
+    streams = _Streams(seed, split, count)
+    labels = _balanced_labels(streams, count)
+
+    pixel = 2.0 / size
+    axis = (np.arange(size, dtype=np.float32) + 0.5) * pixel - 1.0
+    grid_y, grid_x = np.meshgrid(axis, axis, indexing="ij")
+
+    canvas, background_middle = _background(streams, nuisances, grid_x, grid_y)
+    _draw_distractors(canvas, streams, nuisances, "behind", nuisances.distractors_behind, grid_x, grid_y, pixel)
+    _draw_shapes(canvas, streams, nuisances, labels, background_middle, grid_x, grid_y, pixel)
+    _draw_distractors(canvas, streams, nuisances, "front", nuisances.distractors_in_front, grid_x, grid_y, pixel)
 
     noise_strength = streams.uniform("noise_strength", low=nuisances.noise[0], high=nuisances.noise[1])
     canvas += streams.normal("noise", size, size, 3) * noise_strength[:, None, None, None]

@@ -2,60 +2,31 @@
 
 The subnet is extracted from the supernet (a copy), its BN statistics are re-estimated on
 a few hundred calibration images, and it is evaluated. The supernet is not modified.
-BN recalibration follows fvcore's ``precise_bn``: forward hooks collect every batch's
-per-channel mean and variance, the running statistics are set to their averages, and
-the hooks are removed and momentum and train/eval mode restored afterwards.
+BN recalibration is the package's one precise-BN routine
+(:mod:`nas_search.evaluators.batchnorm`, after fvcore's ``precise_bn``), shared with the
+detection task.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 from torch import nn
 
+from nas_search.evaluators.batchnorm import precise_batch_norm
 from nas_search.spaces.supernet import Supernet
 from nas_search.spec import ArchSpec
 
 
-@torch.no_grad()
 def recalibrate_batch_norm(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device | str = "cpu") -> int:
     """Re-estimate every BN's running mean and variance as the average over ``batches``
-    of the batch statistics. Returns the number of batches used. The model's train/eval
-    mode and BN momenta are restored; the hooks are removed."""
-    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return 0
-    sums = {id(norm): [torch.zeros_like(norm.running_mean), torch.zeros_like(norm.running_var)] for norm in norms}
-
-    def collect(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        x = inputs[0].float()
-        dims = [0, 2, 3] if x.dim() == 4 else [0]
-        sums[id(module)][0] += x.mean(dims)
-        sums[id(module)][1] += x.var(dims, unbiased=True)
-
-    was_training = model.training
-    momenta = {id(norm): norm.momentum for norm in norms}
-    handles = [norm.register_forward_hook(collect) for norm in norms]
-    count = 0
-    try:
-        model.train()
-        for images in batches:
-            model(images.to(device))
-            count += 1
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-        for norm in norms:
-            norm.momentum = momenta[id(norm)]
-    if count:
-        for norm in norms:
-            mean, variance = sums[id(norm)]
-            norm.running_mean.copy_(mean / count)
-            norm.running_var.copy_(variance / count)
-    return count
+    (image tensors) of the batch statistics, with
+    :func:`nas_search.evaluators.batchnorm.precise_batch_norm`. Returns the number of
+    batches used. Nothing but the running statistics changes: the hooks are removed and
+    every module's train/eval mode, the BN momenta and ``num_batches_tracked`` restored."""
+    return precise_batch_norm(model, batches, lambda network, images: network(images.to(device)))
 
 
 @torch.no_grad()
@@ -139,10 +110,10 @@ def evaluate_checkpoint(
 ) -> dict:
     """Accuracy (inherited weights, recalibrated BN), FLOPs and params of ``arch`` in a
     supernet checkpoint; the data defaults to what the supernet was trained on."""
-    from nas_search.tasks.classify.data import load_classification_data, make_loader
     from nas_search.errors import UserError
     from nas_search.hw_models.flops import count_flops
     from nas_search.spec import load_arch
+    from nas_search.tasks.classify.data import load_classification_data, make_loader
     from nas_search.tasks.classify.supernet_training import load_supernet
 
     spec = arch if isinstance(arch, ArchSpec) else load_arch(arch)

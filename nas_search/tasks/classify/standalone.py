@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -17,8 +18,6 @@ import torch.nn.functional as F
 
 from nas_search.config import FieldCheck, check_fields, config_from_dict, config_to_dict, load_yaml_file, positive_or_none
 from nas_search.errors import UserError
-from nas_search.units import INPUT_SIZE_FORMS, valid_input_size
-from nas_search.utils import check_output_path
 from nas_search.spaces.builtin import BACKBONE_SPACES
 from nas_search.spaces.static import build_static_model
 from nas_search.spec import ArchSpec
@@ -29,12 +28,27 @@ from nas_search.training.checkpoint import (
     refuse_to_overwrite,
     save_checkpoint,
 )
+from nas_search.training.config import resolve_data_folder
 from nas_search.training.distributed import DEVICES
+from nas_search.training.loop import (
+    EpochLoop,
+    EpochTally,
+    TrainingState,
+    announce_resume,
+    build_optimizer,
+    check_epochs_left,
+    count_steps,
+    optimizer_step,
+    run_epochs,
+    step_schedule,
+)
+from nas_search.units import INPUT_SIZE_FORMS, valid_input_size
+from nas_search.utils import check_output_path
 
 INITIALISATIONS = ("inherited", "scratch")
 #: Learning-rate schedules of ``train.yaml`` (warm-up, then this).
 SCHEDULES = ("cosine",)
-OPTIMIZERS = ("sgd", "adamw")  # as in supernet_training.build_optimizer
+OPTIMIZERS = ("sgd", "adamw")  # as in training.loop.build_optimizer
 
 
 def _input_size_or_none(value: int | None) -> bool:
@@ -96,10 +110,7 @@ def train_epoch(model, loader, optimizer, scheduler, label_smoothing: float, dev
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(loss, optimizer, scheduler)
         yield loss.item(), labels.size(0)
 
 
@@ -114,26 +125,53 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     return config, path.parent
 
 
+def _load_weights(model: torch.nn.Module, weights: Path, source: str | Path, spec: ArchSpec) -> None:
+    """Load the exported (inherited) weights into ``model``; one-line errors."""
+    if not weights.is_file():
+        raise UserError(f"{source}: init is 'inherited' but the weights file {weights} does not exist")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as error:
+        raise UserError(f"{weights} does not fit architecture {spec}: {str(error).splitlines()[0][:160]}") from None
+
+
+def _resume(state: TrainingState, checkpoint_path: Path, spec: ArchSpec, config: StandaloneTrainConfig,
+            steps: int) -> tuple[int, list[dict]]:
+    """Continue from ``checkpoint_path``: checks that it fits this run, restores its states;
+    returns its trained epochs and history."""
+    payload = load_checkpoint(checkpoint_path, MODEL_FORMAT)
+    if payload.get("arch") != spec.key:
+        raise UserError(f"checkpoint {checkpoint_path} is for another architecture ({payload.get('arch')})")
+    trained_size = (payload.get("config") or {}).get("input_size", config.input_size)
+    if trained_size != config.input_size:
+        raise UserError(f"checkpoint {checkpoint_path} was trained at input_size {trained_size}, not "
+                        f"{config.input_size}; resume at {trained_size} or train without --resume")
+    check_steps_per_epoch(payload, steps, checkpoint_path)
+    start_epoch, history = state.restore(payload)
+    check_epochs_left(checkpoint_path, start_epoch, config.epochs)
+    announce_resume(checkpoint_path, start_epoch, config.epochs)
+    return start_epoch, history
+
+
 def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True) -> dict:
     """Train the architecture of a ``train.yaml``; returns the final accuracy and paths."""
+    from nas_search.progress import progress_bar
     from nas_search.tasks.classify.data import load_classification_data, make_loader
     from nas_search.tasks.classify.evaluate import top1_accuracy
-    from nas_search.progress import progress_bar
     from nas_search.training.distributed import resolve_device
-    from nas_search.training.loop import build_optimizer, warmup_cosine
 
     config, base = load_train_config(path, overrides)
     device = resolve_device(config.device)
-    check_output_path(base / config.out, "out (--out)", kind="folder")
-    refuse_to_overwrite(base / config.out / "checkpoint.pt", resume, "--out DIR")
+    out_dir, checkpoint_path = base / config.out, base / config.out / "checkpoint.pt"
+    check_output_path(out_dir, "out (--out)", kind="folder")
+    refuse_to_overwrite(checkpoint_path, resume, "--out DIR")
     try:
         spec = ArchSpec.from_dict(config.arch)
     except UserError as error:
         raise UserError(f"{path}: arch: {error}") from None
     space = BACKBONE_SPACES.get(spec.space)
-    data_dir = config.data if config.data is None or Path(config.data).is_absolute() else str((base / config.data).resolve())
-    if config.data is not None and not Path(data_dir).exists() and Path(config.data).exists():
-        data_dir = config.data
+    data_dir = resolve_data_folder(config.data, base)
     torch.manual_seed(config.seed)
     data = load_classification_data(data_dir, input_size=config.input_size, seed=config.seed, max_train=config.max_train, max_val=config.max_val)
     num_classes = config.num_classes or data.num_classes
@@ -141,78 +179,40 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
         raise UserError(f"{path}: num_classes={num_classes} but the data has {data.num_classes} classes")
     model = build_static_model(space.resolve(spec, num_classes=num_classes))
     if config.init == "inherited":
-        weights = base / (config.weights or "model.pt")
-        if not weights.is_file():
-            raise UserError(f"{path}: init is 'inherited' but the weights file {weights} does not exist")
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-        except Exception as error:
-            raise UserError(f"{weights} does not fit architecture {spec}: {str(error).splitlines()[0][:160]}") from None
+        _load_weights(model, base / (config.weights or "model.pt"), path, spec)
     model.to(device)
-    out_dir = base / config.out
-    checkpoint_path = out_dir / "checkpoint.pt"
-    optimizer_options = type("Options", (), {
-        "optimizer": config.optimizer, "learning_rate": config.learning_rate, "momentum": 0.9,
-        "weight_decay": config.weight_decay,
-    })()
-    optimizer = build_optimizer(model, optimizer_options)
+    optimizer = build_optimizer(model, SimpleNamespace(
+        optimizer=config.optimizer, learning_rate=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay))
     loader = make_loader(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
                          num_workers=config.workers, drop_last=True)
     val_loader = make_loader(data.val, batch_size=128, shuffle=False, seed=config.seed, num_workers=0)
-    steps = len(loader)
-    if steps == 0:
-        raise UserError(f"batch_size {config.batch_size} is larger than the {len(data.train)} training images")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps * config.epochs, int(config.warmup_epochs * steps)))
-    start_epoch, history = 0, []
-    if resume and checkpoint_path.exists():
-        payload = load_checkpoint(checkpoint_path, MODEL_FORMAT)
-        if payload.get("arch") != spec.key:
-            raise UserError(f"checkpoint {checkpoint_path} is for another architecture ({payload.get('arch')})")
-        trained_size = (payload.get("config") or {}).get("input_size", config.input_size)
-        if trained_size != config.input_size:
-            raise UserError(f"checkpoint {checkpoint_path} was trained at input_size {trained_size}, not "
-                            f"{config.input_size}; resume at {trained_size} or train without --resume")
-        check_steps_per_epoch(payload, steps, checkpoint_path)
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        start_epoch, history = int(payload["epoch"]), list(payload["history"])
-        if start_epoch > config.epochs:
-            raise UserError(f"checkpoint {checkpoint_path} holds {start_epoch} trained epochs, more than epochs "
-                            f"{config.epochs}; accepted: --epochs {start_epoch} or more")
-        print(f"resuming {checkpoint_path} after epoch {start_epoch}/{config.epochs}")
+    steps = count_steps(loader, f"batch_size {config.batch_size} is larger than the {len(data.train)} training images")
+    state = TrainingState(model, optimizer, step_schedule(optimizer, steps, config.epochs, config.warmup_epochs))
+    start_epoch, history = (_resume(state, checkpoint_path, spec, config, steps)
+                            if resume and checkpoint_path.exists() else (0, []))
     initial_accuracy = top1_accuracy(model, val_loader, device) if start_epoch == 0 else None
-    for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(config.seed + 1000 * epoch)
-        if getattr(loader, "generator", None) is not None:
-            loader.generator.manual_seed(config.seed + epoch)
+
+    def train(epoch: int, bar: Any, tally: EpochTally) -> None:
         model.train()
-        bar = progress_bar(steps * config.batch_size, f"train epoch {epoch + 1}/{config.epochs}", "img", progress)
-        started, loss_sum, seen = time.perf_counter(), 0.0, 0
-        for loss, count in train_epoch(model, loader, optimizer, scheduler, config.label_smoothing, device):
-            loss_sum += loss * count
-            seen += count
+        for loss, count in train_epoch(model, loader, optimizer, state.scheduler, config.label_smoothing, device):
+            tally.add(count, loss=loss)
             bar.update(count)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-        bar.close()
+            bar.set_postfix(loss=f"{tally.mean('loss'):.3f}")
+
+    def record(epoch: int, tally: EpochTally) -> dict:
         accuracy = top1_accuracy(model, val_loader, device)
-        history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "accuracy": accuracy,
-                        "seconds": time.perf_counter() - started})
-        save_checkpoint({
-            "format": MODEL_FORMAT, "arch": spec.key, "epoch": epoch + 1, "history": history, "steps_per_epoch": steps,
-            "config": config_to_dict(config), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        }, checkpoint_path)
+        return {"epoch": epoch + 1, "loss": tally.mean("loss"), "accuracy": accuracy,
+                "seconds": time.perf_counter() - tally.started}
+
+    def save(epoch: int) -> None:
+        save_checkpoint({"format": MODEL_FORMAT, "arch": spec.key, "epoch": epoch + 1, "history": history,
+                         "steps_per_epoch": steps, "config": config_to_dict(config), **state.state_dicts()},
+                        checkpoint_path)
+
+    loop = EpochLoop(loader, config.seed, config.epochs, "train epoch", steps * config.batch_size, progress_bar, progress)
+    run_epochs(loop, start_epoch, config.epochs, history, train, record, save)
     final = history[-1]["accuracy"] if history else top1_accuracy(model, val_loader, device)
     torch.save({name: value.cpu() for name, value in model.state_dict().items()}, out_dir / "model.pt.tmp")
     (out_dir / "model.pt.tmp").replace(out_dir / "model.pt")
-    return {
-        "accuracy": final,
-        "initial_accuracy": initial_accuracy,
-        "epochs": config.epochs,
-        "checkpoint": str(checkpoint_path),
-        "weights": str(out_dir / "model.pt"),
-        "history": history,
-        "arch": str(spec),
-    }
+    return {"accuracy": final, "initial_accuracy": initial_accuracy, "epochs": config.epochs,
+            "checkpoint": str(checkpoint_path), "weights": str(out_dir / "model.pt"), "history": history, "arch": str(spec)}

@@ -14,9 +14,10 @@ resumed run reproduces an uninterrupted one.
 
 from __future__ import annotations
 
-import time
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,18 +25,39 @@ from torch import nn
 
 from nas_search.config import config_to_dict
 from nas_search.errors import UserError
-from nas_search.units import INPUT_SIZE_FORMS, valid_input_size
 from nas_search.spaces.builtin import BACKBONE_SPACES
 from nas_search.spaces.supernet import Supernet
 from nas_search.spec import ArchSpec
 from nas_search.training.checkpoint import (
-    FORMAT_VERSIONS, SUPERNET_FORMAT, check_steps_per_epoch, load_checkpoint, refuse_to_overwrite, save_checkpoint,
+    FORMAT_VERSIONS,
+    SUPERNET_FORMAT,
+    check_steps_per_epoch,
+    read_supernet_checkpoint,
+    refuse_to_overwrite,
+    save_checkpoint,
 )
-from nas_search.training.config import SupernetTrainConfig
-from nas_search.training.loop import build_optimizer, warmup_cosine
-from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
+from nas_search.training.config import SUPERNET_LEARNING_RATES, SupernetTrainConfig, with_learning_rate
+from nas_search.training.distributed import (
+    DistributedContext,
+    distributed_step_module,
+    init_distributed,
+    resolve_device,
+    shutdown_distributed,
+)
+from nas_search.training.loop import (
+    EpochLoop,
+    EpochTally,
+    TrainingState,
+    announce_resume,
+    build_optimizer,
+    count_steps,
+    optimizer_step,
+    run_epochs,
+    step_schedule,
+)
 from nas_search.training.sandwich import TEACHER_RULES, budget_extremes, budget_flops_model, sandwich_specs
 from nas_search.training.techniques import BatchBridgeout, attach_bridgeout, count_collapsed_channels, regenerate_channels
+from nas_search.units import INPUT_SIZE_FORMS, valid_input_size
 
 
 class SandwichStep(nn.Module):
@@ -79,7 +101,8 @@ def _validate_config(config: SupernetTrainConfig) -> None:
     checks = [
         (config.epochs >= 1, f"epochs={config.epochs}; accepted: 1 or more"),
         (config.batch_size >= 1, f"batch_size={config.batch_size}; accepted: 1 or more"),
-        (config.learning_rate > 0, f"learning_rate={config.learning_rate}; accepted: > 0"),
+        # None only for an unknown optimizer, which build_optimizer refuses by name
+        (config.learning_rate is None or config.learning_rate > 0, f"learning_rate={config.learning_rate}; accepted: > 0"),
         (config.random_subnets >= 0, f"random_subnets={config.random_subnets}; accepted: 0 or more"),
         (config.budget_teacher in TEACHER_RULES,
          f"budget_teacher={config.budget_teacher!r}; accepted: {', '.join(TEACHER_RULES)}"),
@@ -101,14 +124,17 @@ def _validate_config(config: SupernetTrainConfig) -> None:
 
 
 def train_supernet(config: SupernetTrainConfig) -> SupernetTrainResult:
-    """Train (or resume training) a supernet and write its checkpoint to ``config.out``."""
-    from nas_search.tasks.classify.data import load_classification_data, make_loader
-    from nas_search.progress import progress_bar
+    """Train (or resume training) a supernet and write its checkpoint to ``config.out``.
 
+    ``learning_rate=None`` takes the optimizer's default (:data:`SUPERNET_LEARNING_RATES`)."""
+    from nas_search.progress import progress_bar
+    from nas_search.tasks.classify.data import load_classification_data, make_loader
+
+    config = with_learning_rate(config, SUPERNET_LEARNING_RATES)
     _validate_config(config)
     refuse_to_overwrite(config.out, config.resume, "another --out")
     space = BACKBONE_SPACES.get(config.space)
-    device = resolve_device(config.device, int(__import__("os").environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     context = init_distributed(device)
     try:
         return _train(config, space, device, context, load_classification_data, make_loader, progress_bar)
@@ -116,13 +142,108 @@ def train_supernet(config: SupernetTrainConfig) -> SupernetTrainResult:
         shutdown_distributed(context)
 
 
+@dataclass
+class _SupernetRun:
+    """One classifier supernet training run: its set-up, and what each epoch does."""
+
+    config: SupernetTrainConfig
+    space: Any
+    data: Any
+    supernet: Supernet
+    device: torch.device
+    context: DistributedContext
+    state: TrainingState
+    scaler: torch.amp.GradScaler
+    loader: Any
+    steps_per_epoch: int
+    input_size: int
+    step_module: nn.Module
+    extremes: Any
+    flops_model: Any
+    bridgeout: BatchBridgeout | None
+
+    def before_epoch(self, epoch: int) -> None:
+        """Seed Batch Bridgeout; at their epochs, sort channels (OFA) or regenerate them."""
+        config, supernet = self.config, self.supernet
+        if self.bridgeout is not None:
+            self.bridgeout.generator.manual_seed(config.seed + 17 * epoch)
+        if config.full_width_warmup_epochs and epoch == config.full_width_warmup_epochs:
+            supernet.sort_channels()
+            self.state.optimizer.state.clear()  # momentum buffers refer to the old channel order
+        if config.channel_regeneration_epoch is not None and epoch == config.channel_regeneration_epoch:
+            report = regenerate_channels(supernet, config.regeneration_threshold)
+            if self.context.is_main:
+                print(f"channel regeneration: {report.regenerated} of {report.channels} BN channels re-initialised")
+
+    def train_epoch(self, epoch: int, bar: Any, tally: EpochTally) -> None:
+        """One epoch of sandwich-rule steps (only the largest subnet during full-width warm-up)."""
+        config, state, use_cuda = self.config, self.state, self.device.type == "cuda"
+        self.supernet.train()
+        full_width_only = epoch < config.full_width_warmup_epochs
+        for step_in_epoch, (images, labels) in enumerate(self.loader):
+            global_step = epoch * self.steps_per_epoch + step_in_epoch
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            specs = (
+                [self.extremes[0]] if full_width_only
+                else sandwich_specs(self.space, config.random_subnets, config.seed, global_step, self.extremes,
+                                    config.max_flops, self.flops_model, config.fair_operations)
+            )
+            with torch.autocast(device_type=self.device.type, enabled=use_cuda and config.amp):
+                loss, teacher_logits = self.step_module(images, labels, specs)
+            optimizer_step(loss, state.optimizer, state.scheduler, scaler=self.scaler,
+                           parameters=self.supernet.parameters(), clip_grad_norm=5.0)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"training diverged at epoch {epoch + 1} step {step_in_epoch} (loss {loss.item()})")
+            tally.add(labels.size(0), loss=loss.item())
+            tally.count("correct", int((teacher_logits.argmax(1) == labels).sum()))
+            bar.update(labels.size(0) * self.context.world_size)
+            bar.set_postfix(loss=f"{tally.mean('loss'):.3f}", lr=f"{state.scheduler.get_last_lr()[0]:.4f}")
+
+    def record(self, epoch: int, tally: EpochTally) -> dict:
+        """The epoch's history record."""
+        return {
+            "epoch": epoch + 1,
+            "loss": tally.mean("loss"),
+            "largest_train_accuracy": tally.mean("correct"),
+            "images_per_second": tally.images * self.context.world_size / max(tally.seconds, 1e-9),
+            "collapsed_channels": count_collapsed_channels(self.supernet, self.config.regeneration_threshold),
+        }
+
+    def save(self, epoch: int, history: list[dict]) -> None:
+        """Write the checkpoint after ``epoch`` (atomically)."""
+        config, data = self.config, self.data
+        save_checkpoint({
+            "format": SUPERNET_FORMAT, "format_version": FORMAT_VERSIONS[SUPERNET_FORMAT], "space": self.space.name,
+            "num_classes": data.num_classes, "class_names": list(data.class_names), "input_size": self.input_size,
+            "dataset": data.description, "data": config.data, "epoch": epoch + 1, "epochs": config.epochs,
+            "steps_per_epoch": self.steps_per_epoch, "config": config_to_dict(config), "history": history,
+            **self.state.state_dicts(),
+        }, config.out)
+
+
+def _resume(config: SupernetTrainConfig, space: Any, data: Any, state: TrainingState, steps_per_epoch: int,
+            context: DistributedContext) -> tuple[int, list[dict]]:
+    """The epochs done and history of the checkpoint to continue (none: 0 and [])."""
+    out = Path(config.out)
+    if not (config.resume and out.exists()):
+        return 0, []
+    checkpoint = read_supernet_checkpoint(out, SUPERNET_FORMAT, space=space.name)
+    if checkpoint.num_classes != data.num_classes:
+        raise UserError(f"checkpoint {out} has {checkpoint.num_classes} classes, the data has {data.num_classes}")
+    check_steps_per_epoch(checkpoint.payload, steps_per_epoch, out)
+    start_epoch, history = state.restore(checkpoint.payload)
+    announce_resume(out, start_epoch, config.epochs, context.is_main)
+    return start_epoch, history
+
+
 def _train(config, space, device, context: DistributedContext, load_data, make_loader, progress_bar) -> SupernetTrainResult:
     input_size = config.input_size or space.train_input_size
     data = load_data(config.data, input_size=input_size, seed=config.seed, max_train=config.max_train, max_val=config.max_val)
-    out = Path(config.out)
     torch.manual_seed(config.seed)
     supernet = Supernet(space, num_classes=data.num_classes).to(device)
-    use_cuda = device.type == "cuda"
     if config.channels_last:  # also on CPU: depthwise backward is several times faster
         supernet = supernet.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(supernet, config)
@@ -130,28 +251,12 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
         data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
         num_workers=config.workers, drop_last=True, distributed=context.enabled,
     )
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise UserError(f"batch size {config.batch_size} is larger than the {len(data.train)} training images")
-    total_steps = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total_steps, int(config.warmup_epochs * steps_per_epoch))
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and config.amp)
-    history: list[dict] = []
-    start_epoch = 0
-    if config.resume and out.exists():
-        payload = load_checkpoint(out, SUPERNET_FORMAT, space=space.name)
-        if payload["num_classes"] != data.num_classes:
-            raise UserError(f"checkpoint {out} has {payload['num_classes']} classes, the data has {data.num_classes}")
-        check_steps_per_epoch(payload, steps_per_epoch, out)
-        supernet.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        history = list(payload.get("history", []))
-        start_epoch = int(payload["epoch"])
-        if context.is_main:
-            print(f"resuming {out} after epoch {start_epoch}/{config.epochs}")
+    steps_per_epoch = count_steps(
+        loader, f"batch size {config.batch_size} is larger than the {len(data.train)} training images")
+    scheduler = step_schedule(optimizer, steps_per_epoch, config.epochs, config.warmup_epochs)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp)
+    state = TrainingState(supernet, optimizer, scheduler)  # a classifier checkpoint keeps no scaler state
+    start_epoch, history = _resume(config, space, data, state, steps_per_epoch, context)
     bridgeout = None
     if config.bridgeout_probability > 0:
         bridgeout = BatchBridgeout(1 - config.bridgeout_probability, config.bridgeout_exponent,
@@ -159,116 +264,30 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
         attach_bridgeout(supernet, bridgeout)
     flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, data.num_classes)
     extremes = budget_extremes(space, config.max_flops, flops_model, config.budget_teacher)
-    step_module: nn.Module = SandwichStep(supernet, config.label_smoothing, config.distill, config.distill_temperature)
-    if context.enabled:
-        step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[device.index] if use_cuda else None, find_unused_parameters=True
-        )
-    images_seen, seconds = 0, 0.0
-    for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(config.seed + 1000 * epoch)
-        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        if hasattr(loader, "generator") and loader.generator is not None:
-            loader.generator.manual_seed(config.seed + epoch)
-        if bridgeout is not None:
-            bridgeout.generator.manual_seed(config.seed + 17 * epoch)
-        full_width_only = epoch < config.full_width_warmup_epochs
-        if config.full_width_warmup_epochs and epoch == config.full_width_warmup_epochs:
-            supernet.sort_channels()
-            optimizer.state.clear()  # momentum buffers refer to the old channel order
-        if config.channel_regeneration_epoch is not None and epoch == config.channel_regeneration_epoch:
-            report = regenerate_channels(supernet, config.regeneration_threshold)
-            if context.is_main:
-                print(f"channel regeneration: {report.regenerated} of {report.channels} BN channels re-initialised")
-        supernet.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        started = time.perf_counter()
-        bar = progress_bar(
-            total=steps_per_epoch * config.batch_size * context.world_size,
-            description=f"supernet epoch {epoch + 1}/{config.epochs}", unit="img", enabled=context.is_main and config.progress,
-        )
-        for step_in_epoch, (images, labels) in enumerate(loader):
-            global_step = epoch * steps_per_epoch + step_in_epoch
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            specs = (
-                [extremes[0]] if full_width_only
-                else sandwich_specs(space, config.random_subnets, config.seed, global_step, extremes, config.max_flops,
-                                    flops_model, config.fair_operations)
-            )
-            with torch.autocast(device_type=device.type, enabled=use_cuda and config.amp):
-                loss, teacher_logits = step_module(images, labels, specs)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(supernet.parameters(), 5.0)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"training diverged at epoch {epoch + 1} step {step_in_epoch} (loss {loss.item()})")
-            loss_sum += loss.item() * labels.size(0)
-            correct += int((teacher_logits.argmax(1) == labels).sum())
-            seen += labels.size(0)
-            bar.update(labels.size(0) * context.world_size)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
-        bar.close()
-        elapsed = time.perf_counter() - started
-        images_seen += seen * context.world_size
-        seconds += elapsed
-        record = {
-            "epoch": epoch + 1,
-            "loss": loss_sum / max(seen, 1),
-            "largest_train_accuracy": correct / max(seen, 1),
-            "images_per_second": seen * context.world_size / max(elapsed, 1e-9),
-            "collapsed_channels": count_collapsed_channels(supernet, config.regeneration_threshold),
-        }
-        history.append(record)
-        if context.is_main:
-            save_checkpoint(
-                {
-                    "format": SUPERNET_FORMAT,
-                    "format_version": FORMAT_VERSIONS[SUPERNET_FORMAT],
-                    "space": space.name,
-                    "num_classes": data.num_classes,
-                    "class_names": list(data.class_names),
-                    "input_size": input_size,
-                    "dataset": data.description,
-                    "data": config.data,
-                    "epoch": epoch + 1,
-                    "epochs": config.epochs,
-                    "steps_per_epoch": steps_per_epoch,
-                    "config": config_to_dict(config),
-                    "history": history,
-                    "model": supernet.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                },
-                out,
-            )
-        context.barrier()
+    step_module = distributed_step_module(
+        SandwichStep(supernet, config.label_smoothing, config.distill, config.distill_temperature), context, device)
+    run = _SupernetRun(config, space, data, supernet, device, context, state, scaler, loader, steps_per_epoch, input_size,
+                       step_module, extremes, flops_model, bridgeout)
+    loop = EpochLoop(loader, config.seed, config.epochs, "supernet epoch", steps_per_epoch * config.batch_size * context.world_size,
+                     progress_bar, context.is_main and config.progress, world_size=context.world_size,
+                     is_main=context.is_main, barrier=context.barrier)
+    throughput = run_epochs(loop, start_epoch, config.epochs, history, run.train_epoch, run.record,
+                            lambda epoch: run.save(epoch, history), run.before_epoch)
     if bridgeout is not None:
         attach_bridgeout(supernet, None)
     return SupernetTrainResult(
-        checkpoint=out,
-        epochs=config.epochs,
-        history=history,
-        images_per_second=images_seen / seconds if seconds else 0.0,
-        resumed_from_epoch=start_epoch,
-        collapsed_channels=history[-1]["collapsed_channels"] if history else 0,
+        checkpoint=Path(config.out), epochs=config.epochs, history=history, images_per_second=throughput.images_per_second,
+        resumed_from_epoch=start_epoch, collapsed_channels=history[-1]["collapsed_channels"] if history else 0,
     )
 
 
 def load_supernet(path: str | Path, space: str | None = None, device: str | torch.device = "cpu") -> tuple[Supernet, dict]:
-    """A supernet with weights from a checkpoint, plus the checkpoint's metadata."""
-    payload = load_checkpoint(path, SUPERNET_FORMAT, space=space)
-    supernet = Supernet(BACKBONE_SPACES.get(payload["space"]), num_classes=payload["num_classes"])
+    """A supernet with weights from a checkpoint, plus the checkpoint's metadata (see
+    :meth:`SupernetCheckpoint.metadata`)."""
+    checkpoint = read_supernet_checkpoint(path, SUPERNET_FORMAT, space=space)
+    supernet = Supernet(BACKBONE_SPACES.get(checkpoint.space), num_classes=checkpoint.num_classes)
     try:
-        supernet.load_state_dict(payload["model"])
+        supernet.load_state_dict(checkpoint.payload["model"])
     except RuntimeError as error:
-        raise UserError(f"checkpoint {path} does not match space {payload['space']!r}: {str(error).splitlines()[0]}") from None
-    metadata = {key: value for key, value in payload.items() if key not in ("model", "optimizer", "scheduler")}
-    return supernet.to(device).eval(), metadata
+        raise UserError(f"checkpoint {path} does not match space {checkpoint.space!r}: {str(error).splitlines()[0]}") from None
+    return supernet.to(device).eval(), checkpoint.metadata()

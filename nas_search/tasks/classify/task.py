@@ -19,6 +19,7 @@ from nas_search.tasks.base import (
     Task,
     TaskEvaluation,
 )
+from nas_search.tasks.classify.export import export_classifier, load_exported_classifier
 from nas_search.training.checkpoint import SUPERNET_FORMAT
 
 
@@ -112,4 +113,6 @@ CLASSIFY = Task(
     load_evaluator=load_classifier_evaluator,
     finalist_trainer=classifier_finalist_trainer,
     reference_model=classifier_reference,
+    export_model=export_classifier,
+    load_exported=load_exported_classifier,
 )

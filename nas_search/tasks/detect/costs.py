@@ -7,17 +7,25 @@ from dataclasses import dataclass
 
 from nas_search.hw_models.features import LayerCost
 from nas_search.hw_models.flops import CostBreakdown
+from nas_search.hw_models.latency.parts import TableTask
 from nas_search.hw_models.memory import TensorProgram
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec
 from nas_search.tasks.detect.cost import count_detection
 from nas_search.tasks.detect.hardware import detector_layers, detector_program
+from nas_search.tasks.detect.latency import DETECTOR_TABLE_TASK
 from nas_search.tasks.detect.resolved import ResolvedDetector
 
 
 @dataclass(frozen=True)
 class DetectorCosts:
-    """Exact FLOPs and params, the tensor program and the kernel listing of a detector."""
+    """Exact FLOPs and params, the tensor program, the kernel listing and the latency-table
+    parts of a detector."""
+
+    @property
+    def latency_table(self) -> TableTask:
+        """How latency tables cut a detector into parts (backbone, neck and head kinds)."""
+        return DETECTOR_TABLE_TASK
 
     def count(self, spec: ArchSpec, space: SearchSpace, input_size: int, num_classes: int | None) -> CostBreakdown:
         """Backbone, neck and head FLOPs and params (``num_classes`` = C, no background)."""

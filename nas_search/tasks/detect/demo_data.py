@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -154,6 +155,11 @@ def _polygon_distance(vertices: np.ndarray, columns: np.ndarray, rows: np.ndarra
         normal = np.array([edge[1], -edge[0]]) / math.hypot(edge[0], edge[1])  # outward for CCW in y-down
         distance = np.maximum(distance, (columns - start[0]) * normal[0] + (rows - start[1]) * normal[1])
     return distance
+
+
+def _circle_distance(columns: np.ndarray, rows: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
+    """Signed distance of pixel centres to a circle (negative inside)."""
+    return np.hypot(columns - centre[0], rows - centre[1]) - radius
 
 
 def _circle_shape(rng: np.random.Generator, box_side: float) -> np.ndarray | None:
@@ -282,12 +288,11 @@ def _render_image(
                 break
         else:
             continue
+        distance: Callable[[np.ndarray, np.ndarray], np.ndarray]
         if vertices is None:
-            def distance(columns: np.ndarray, rows: np.ndarray, centre=centre, radius=side / 2.0) -> np.ndarray:
-                return np.hypot(columns - centre[0], rows - centre[1]) - radius
+            distance = functools.partial(_circle_distance, centre=centre, radius=side / 2.0)
         else:
-            def distance(columns: np.ndarray, rows: np.ndarray, placed=vertices + centre) -> np.ndarray:
-                return _polygon_distance(placed, columns, rows)
+            distance = functools.partial(_polygon_distance, vertices + centre)
         _blend(canvas, tuple(box), distance, colour)
         boxes.append(box)
         labels.append(int(class_index) + 1)

@@ -6,24 +6,25 @@ BN statistics are re-estimated on a few hundred calibration images, and it is sc
 COCO mAP (torchmetrics ``MeanAveragePrecision``, pycocotools backend). The supernet is not
 modified.
 
-BN recalibration follows fvcore's ``precise_bn``: forward hooks collect every batch's
-per-channel mean and variance while the network runs in train mode, the running
-statistics are set to their averages over the batches, and afterwards the hooks are
-removed and the momenta, ``num_batches_tracked`` and every module's own train/eval flag
-are restored. A torchvision detector cannot run its full forward in train mode without
-targets, so recalibration runs its trunk instead: ``transform`` (resize, normalise, pad),
-``backbone`` (with the neck) and ``head``; that is where all its BN layers sit.
+BN recalibration is the package's one precise-BN routine
+(:mod:`nas_search.evaluators.batchnorm`, after fvcore's ``precise_bn``, shared with the
+classification task): nothing but the BN running statistics changes. A torchvision
+detector cannot run its full forward in train mode without targets, so recalibration
+runs its trunk instead: ``transform`` (resize, normalise, pad), ``backbone`` (with the
+neck) and ``head``; that is where all its BN layers sit.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from nas_search.evaluators.batchnorm import precise_batch_norm
 from nas_search.spec import ArchSpec
 
 DetectorForward = Callable[[nn.Module, list[torch.Tensor]], Any]
@@ -52,7 +53,6 @@ def run_detector_trunk(model: nn.Module, images: list[torch.Tensor]) -> Any:
     return head(list(features.values())) if head is not None else features
 
 
-@torch.no_grad()
 def recalibrate_detection_batch_norm(
     model: nn.Module,
     batches: Iterable[Sequence[torch.Tensor]],
@@ -60,7 +60,8 @@ def recalibrate_detection_batch_norm(
     forward: DetectorForward = run_detector_trunk,
 ) -> int:
     """Re-estimate every BN layer's running mean and variance of a detector as the average,
-    over ``batches`` (each a list of image tensors [3, H, W]), of the batch statistics.
+    over ``batches`` (each a list of image tensors [3, H, W]), of the batch statistics,
+    with :func:`nas_search.evaluators.batchnorm.precise_batch_norm`.
 
     ``forward(model, images)`` runs the network (default: :func:`run_detector_trunk`).
     Nothing but ``running_mean`` and ``running_var`` changes: the hooks are removed and the
@@ -68,48 +69,7 @@ def recalibrate_detection_batch_norm(
     when ``forward`` raises). Returns the number of batches used (0 leaves the model as it
     was).
     """
-    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return 0
-    sums = {id(norm): [torch.zeros_like(norm.running_mean), torch.zeros_like(norm.running_var)] for norm in norms}
-
-    def collect(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        x = inputs[0].float()
-        dimensions = [0] + list(range(2, x.dim()))
-        sums[id(module)][0] += x.mean(dimensions)
-        sums[id(module)][1] += x.var(dimensions, unbiased=True)
-
-    modes = [(module, module.training) for module in model.modules()]
-    saved = {
-        id(norm): (norm.momentum, norm.running_mean.clone(), norm.running_var.clone(),
-                   None if norm.num_batches_tracked is None else norm.num_batches_tracked.clone())
-        for norm in norms
-    }
-    handles = [norm.register_forward_hook(collect) for norm in norms]
-    count = 0
-    try:
-        model.train()
-        for images in batches:
-            forward(model, [image.to(device) for image in images])
-            count += 1
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, training in modes:
-            module.training = training
-        for norm in norms:
-            momentum, mean, variance, tracked = saved[id(norm)]
-            norm.momentum = momentum
-            norm.running_mean.copy_(mean)
-            norm.running_var.copy_(variance)
-            if tracked is not None:
-                norm.num_batches_tracked.copy_(tracked)
-    if count:
-        for norm in norms:
-            mean, variance = sums[id(norm)]
-            norm.running_mean.copy_(mean / count)
-            norm.running_var.copy_(variance / count)
-    return count
+    return precise_batch_norm(model, batches, lambda network, images: forward(network, [image.to(device) for image in images]))
 
 
 def _plain_target(target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -271,9 +231,9 @@ def evaluate_detector_checkpoint(
     checkpoint, scored at the checkpoint's training image size (``eval_input_size``), with
     its FLOPs and params counted at the space's deployment size (``input_size``); the data
     defaults to what the supernet was trained on."""
-    from nas_search.tasks.detect.data import load_detection_data, make_detection_loader
     from nas_search.errors import UserError
     from nas_search.spec import load_arch
+    from nas_search.tasks.detect.data import load_detection_data, make_detection_loader
     from nas_search.tasks.detect.supernet_training import load_detection_supernet
 
     spec = arch if isinstance(arch, ArchSpec) else load_arch(arch)

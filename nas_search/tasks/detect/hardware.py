@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from nas_search.tasks.detect.cost import SEPARABLE_KERNEL, extra_level_sizes
 from nas_search.tasks.detect.resolved import ResolvedDetector
-from nas_search.hw_models.analytic import BLOCK_LAYERS
 from nas_search.hw_models.features import LayerCost, convolution, elementwise
 from nas_search.hw_models.flops import output_size
 from nas_search.hw_models.memory import INPUT_TENSOR, TensorProgram, block_program
+from nas_search.spaces.ops import block_kind
 
 #: Outputs of one level's predictors in ``HEAD_OUTPUTS`` order: (name, channels or None
 #: for the class count).
@@ -219,7 +219,7 @@ def detector_layers(detector: ResolvedDetector, input_size: int) -> list[LayerCo
     _convolution(layers, 0, backbone.input_channels, backbone.stem_channels, 3, input_size, backbone.stem_stride)
     for stage_index, stage in enumerate(backbone.stages[: detector.used_stages], start=1):
         for block in stage:
-            block_layers, size = BLOCK_LAYERS[block.spec.op](block, stage_index, size)
+            block_layers, size = block_kind(block.spec.op).layers(block, stage_index, size)
             layers.extend(block_layers)
     sizes = level_sizes(detector, input_size)
     neck_stage, head_stage = len(backbone.stages) + 1, len(backbone.stages) + 2

@@ -22,38 +22,42 @@ the same per-part kernel listings as the analytic devices
 (:mod:`nas_search.tasks.detect.hardware`), and every part is built from the modules of
 :mod:`nas_search.tasks.detect.static`, so a part times exactly what the detector runs.
 
-Importing this module registers the part kinds and the ``detect`` task with
-:mod:`nas_search.hw_models.latency`.
+Nothing is registered: :data:`DETECTOR_TABLE_TASK` (the part kinds with their builders
+and features, the parts of a detector, its distinct parts, the whole module, the final
+joins' features and the input-size rule) reaches :mod:`nas_search.hw_models.latency`
+through ``space.network_costs.latency_table``
+(:class:`~nas_search.tasks.detect.costs.DetectorCosts`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from nas_search.hw_models.features import LayerCost
+from nas_search.hw_models.flops import Cost, output_size
+from nas_search.hw_models.latency.parts import (
+    BACKBONE_PART_KINDS,
+    BlockConfig,
+    PartKind,
+    TableTask,
+    backbone_parts,
+    distinct_backbone_parts,
+)
+from nas_search.spaces.resolved import scaled_channels
+from nas_search.spec import ArchSpec
 from nas_search.tasks.detect.cost import SEPARABLE_KERNEL
 from nas_search.tasks.detect.hardware import (
-    level_sizes,
     extra_level_layers,
     fuse_layers,
     join_layers,
     lateral_layers,
+    level_sizes,
     neck_block_layers,
     predictor_layers,
     tower_layer_layers,
 )
 from nas_search.tasks.detect.resolved import ResolvedDetector
-from nas_search.hw_models.features import LayerCost
-from nas_search.hw_models.flops import Cost, output_size
-from nas_search.hw_models.latency import (
-    BlockConfig,
-    TableTask,
-    backbone_parts,
-    distinct_backbone_parts,
-    register_part_kind,
-    register_table_task,
-)
-from nas_search.spaces.space import SearchSpace, scaled_channels
-from nas_search.spec import ArchSpec
 
 #: Bytes per activation element (fp32), as in the classifier parts' traffic.
 BYTES_PER_ELEMENT = 4
@@ -226,9 +230,9 @@ def join_features(detector: ResolvedDetector, input_size: int) -> tuple[int, int
     return cost.flops, cost.params, traffic, kernels
 
 
-def distinct_detector_parts(space: SearchSpace, input_size: int, channel_divisor: int, classes: int) -> list[BlockConfig]:
-    """Every distinct part of any detector of ``space`` at ``input_size`` (``classes``
-    object classes, background excluded)."""
+def distinct_detector_parts(space: Any, input_size: int, channel_divisor: int, classes: int) -> list[BlockConfig]:
+    """Every distinct part of any detector of ``space`` (a ``DetectionSpace``) at
+    ``input_size`` (``classes`` object classes, background excluded)."""
     feature_stages = [index for index, stage in enumerate(space.stages) if stage.feature]
     parts, stage_outputs = distinct_backbone_parts(space, input_size, channel_divisor, max(feature_stages) + 1)
     choices = space.detector
@@ -254,26 +258,47 @@ def distinct_detector_parts(space: SearchSpace, input_size: int, channel_divisor
     return parts
 
 
-def _build_detector_core(space: SearchSpace, spec: ArchSpec, num_classes: int | None, input_size: int):
-    from nas_search.tasks.detect.static import build_detector
+def _build_detector_core(space: Any, spec: ArchSpec, num_classes: int | None, input_size: int) -> Any:
+    """The whole detector as a deployment runtime runs it (no pre- and post-processing),
+    built from ``space`` itself (what ``build_detector`` makes, without a space lookup)."""
+    from nas_search.tasks.detect.static import StaticDetector, initialise_detector
 
     classes = space.num_classes if num_classes is None else num_classes
-    return build_detector(spec, classes, input_size).eval().core()
+    model = StaticDetector(space.resolve(spec, num_classes=classes), input_size)
+    initialise_detector(model)
+    return model.eval().core()
 
 
-for _kind, _module in PART_MODULES.items():
-    register_part_kind(_kind, _module, lambda config: _listing_features(PART_LISTINGS[config.op](config)),
-                       _fuse_example if _kind == "fuse" else None)
 def _check_input_size(size: int) -> None:
     from nas_search.tasks.detect.static import check_image_size
 
     check_image_size(size)
 
 
-register_table_task("detect", TableTask(parts=detector_parts, distinct=distinct_detector_parts, build=_build_detector_core,
-                                        extra_features=join_features, check_input_size=_check_input_size))
+def _part_cost(config: BlockConfig) -> tuple[Cost, int, int]:
+    return _listing_features(PART_LISTINGS[config.op](config))
+
+
+#: How each detector part kind that takes more than one tensor is given its example inputs.
+PART_EXAMPLES: dict[str, Callable[[BlockConfig], Any]] = {"fuse": _fuse_example}
+
+#: Every kind of part a detector is cut into: the backbone's, then the neck's and head's.
+DETECTOR_PART_KINDS = BACKBONE_PART_KINDS.with_kinds(
+    {kind: PartKind(build, _part_cost, PART_EXAMPLES.get(kind)) for kind, build in PART_MODULES.items()}
+)
+
+#: How latency tables handle detectors; carried by every detection space's
+#: ``network_costs`` (:attr:`~nas_search.tasks.detect.costs.DetectorCosts.latency_table`).
+DETECTOR_TABLE_TASK = TableTask(
+    part_kinds=DETECTOR_PART_KINDS, parts=detector_parts, distinct=distinct_detector_parts, build=_build_detector_core,
+    extra_features=join_features, check_input_size=_check_input_size,
+)
+
 
 __all__ = [
+    "DETECTOR_PART_KINDS",
+    "DETECTOR_TABLE_TASK",
+    "PART_EXAMPLES",
     "PART_LISTINGS",
     "PART_MODULES",
     "coarse_size",

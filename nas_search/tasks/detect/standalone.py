@@ -38,16 +38,28 @@ import torch
 
 from nas_search.config import FieldCheck, check_fields, config_from_dict, config_to_dict, load_yaml_file, positive_or_none
 from nas_search.errors import UserError
-from nas_search.utils import check_output_path
 from nas_search.spec import ArchSpec
 from nas_search.training.checkpoint import check_steps_per_epoch, load_checkpoint, refuse_to_overwrite, save_checkpoint
+from nas_search.training.config import resolve_data_folder
 from nas_search.training.distributed import DEVICES
+from nas_search.training.loop import (
+    EpochLoop,
+    EpochTally,
+    TrainingState,
+    announce_resume,
+    build_optimizer,
+    check_epochs_left,
+    count_steps,
+    run_epochs,
+    step_schedule,
+)
+from nas_search.utils import check_output_path
 
 #: Format string of the checkpoints written by :func:`train_detection_standalone`.
 DETECTION_MODEL_FORMAT = "nas-search-detection-model"
 
 INITIALISATIONS = ("inherited", "scratch")
-OPTIMIZERS = ("adamw", "sgd")  # as in supernet_training.build_optimizer
+OPTIMIZERS = ("adamw", "sgd")  # as in training.loop.build_optimizer
 
 #: Batch size of the val loader (evaluation only; does not change the result).
 EVALUATION_BATCH_SIZE = 16
@@ -159,15 +171,6 @@ def load_detection_train_config(path: str | Path, overrides: dict[str, Any] | No
     return config, path.parent
 
 
-def _data_folder(config: DetectionTrainConfig, base: Path) -> str | None:
-    """The data folder: absolute as given, else relative to the yaml's folder, else (when
-    only that exists) relative to the working directory."""
-    if config.data is None or Path(config.data).is_absolute():
-        return config.data
-    beside = (base / config.data).resolve()
-    return config.data if not beside.exists() and Path(config.data).exists() else str(beside)
-
-
 def _load_weights(model: torch.nn.Module, weights: Path, source: Path, spec: ArchSpec) -> None:
     if not weights.is_file():
         raise UserError(f"{source}: init is 'inherited' but the weights file {weights} does not exist; "
@@ -187,6 +190,76 @@ def _evaluate(model: torch.nn.Module, loader, device: torch.device) -> dict[str,
     return {"map50": float(scores["map50"]), "map": float(scores["map"])}
 
 
+def _resume(state: TrainingState, checkpoint_path: Path, spec: ArchSpec, config: DetectionTrainConfig,
+            num_classes: int, steps: int) -> tuple[int, list[dict]]:
+    """Continue from ``checkpoint_path``: checks that it fits this run, restores its states;
+    returns its trained epochs and history."""
+    from nas_search.tasks.detect.static import LEGACY_RESIZE
+
+    payload = load_checkpoint(checkpoint_path, DETECTION_MODEL_FORMAT)
+    if payload.get("arch") != spec.key:
+        raise UserError(f"checkpoint {checkpoint_path} is for another architecture ({payload.get('arch')}); "
+                        "remove it or train without --resume")
+    if payload.get("num_classes") != num_classes or payload.get("input_size") != config.input_size:
+        raise UserError(f"checkpoint {checkpoint_path} was trained with num_classes={payload.get('num_classes')} "
+                        f"at input_size={payload.get('input_size')}, not {num_classes} at {config.input_size}")
+    trained_resize = (payload.get("config") or {}).get("resize", LEGACY_RESIZE)
+    if trained_resize != config.resize:
+        raise UserError(f"checkpoint {checkpoint_path} was trained with resize={trained_resize!r}, not "
+                        f"{config.resize!r}; accepted: resize: {trained_resize} in the yaml, or another --out")
+    check_steps_per_epoch(payload, steps, checkpoint_path)
+    start_epoch, history = state.restore(payload)
+    check_epochs_left(checkpoint_path, start_epoch, config.epochs)
+    announce_resume(checkpoint_path, start_epoch, config.epochs)
+    return start_epoch, history
+
+
+@dataclass
+class _DetectorRun:
+    """One standalone detector training run: what each epoch does and writes."""
+
+    config: DetectionTrainConfig
+    spec: ArchSpec
+    classes: list[str]
+    num_classes: int
+    state: TrainingState
+    loader: Any
+    val_loader: Any
+    device: torch.device
+    steps: int
+    checkpoint_path: Path
+    progress: bool
+    history: list[dict] = field(default_factory=list)
+    epoch_record: dict = field(default_factory=dict)
+
+    def train(self, epoch: int, bar: Any, tally: EpochTally) -> None:
+        """One epoch of supervised training (:func:`train_detection_epoch`)."""
+        from nas_search.tasks.detect.supernet_training import train_detection_epoch
+
+        self.epoch_record = train_detection_epoch(self.state.model, self.loader, self.state.optimizer,
+                                                  self.state.scheduler, self.device, bar,
+                                                  clip_grad_norm=self.config.clip_grad_norm)
+
+    def record(self, epoch: int, tally: EpochTally) -> dict:
+        """The epoch's losses, mAPs on the val split, timing and learning rate."""
+        record, scores = self.epoch_record, _evaluate(self.state.model, self.val_loader, self.device)
+        if self.progress:
+            print(f"epoch {epoch + 1}/{self.config.epochs}: loss {record['loss']:.4f}, mAP@0.5 {scores['map50']:.4f}, "
+                  f"mAP@[.5:.95] {scores['map']:.4f} ({record['images_per_second']:.1f} img/s)", file=sys.stderr)
+        return {"epoch": epoch + 1, **{key: value for key, value in record.items() if key not in ("images", "steps")},
+                **scores, "learning_rate": self.state.scheduler.get_last_lr()[0]}
+
+    def save(self, epoch: int) -> None:
+        """Write the checkpoint after ``epoch`` (atomically)."""
+        config = self.config
+        save_checkpoint({
+            "format": DETECTION_MODEL_FORMAT, "arch": self.spec.key, "epoch": epoch + 1, "epochs": config.epochs,
+            "steps_per_epoch": self.steps, "num_classes": self.num_classes, "classes": list(self.classes),
+            "input_size": config.input_size, "history": self.history, "config": config_to_dict(config),
+            **self.state.state_dicts(),
+        }, self.checkpoint_path)
+
+
 def train_detection_standalone(path: str | Path, *, resume: bool = False, overrides: dict[str, Any] | None = None,
                                progress: bool = True) -> dict:
     """Train the detector of a ``train.yaml`` (see the module docstring).
@@ -197,12 +270,10 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
     per second), ``arch`` (the compact string), ``task``, ``input_size``,
     ``deployment_input_size``, ``classes`` and ``data`` (the dataset in words).
     """
-    from nas_search.tasks.detect.data import load_detection_data, make_detection_loader
-    from nas_search.tasks.detect.static import LEGACY_RESIZE, build_detector
     from nas_search.progress import progress_bar
-    from nas_search.tasks.detect.supernet_training import train_detection_epoch
+    from nas_search.tasks.detect.data import load_detection_data, make_detection_loader
+    from nas_search.tasks.detect.static import build_detector
     from nas_search.training.distributed import resolve_device
-    from nas_search.training.loop import build_optimizer, warmup_cosine
 
     path = Path(path)
     config, base = load_detection_train_config(path, overrides)
@@ -211,10 +282,11 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
     except UserError as error:
         raise UserError(f"{path}: arch: {error}") from None
     device = resolve_device(config.device)
-    check_output_path(base / config.out, "out (--out)", kind="folder")
-    refuse_to_overwrite(base / config.out / "checkpoint.pt", resume, "--out DIR")
+    out_dir, checkpoint_path = base / config.out, base / config.out / "checkpoint.pt"
+    check_output_path(out_dir, "out (--out)", kind="folder")
+    refuse_to_overwrite(checkpoint_path, resume, "--out DIR")
     data = load_detection_data(
-        _data_folder(config, base), input_size=config.input_size, seed=config.seed, max_train=config.max_train,
+        resolve_data_folder(config.data, base), input_size=config.input_size, seed=config.seed, max_train=config.max_train,
         max_val=config.max_val, classes=list(config.classes) if config.classes else None, resize=config.resize,
     )
     num_classes = config.num_classes or data.num_classes
@@ -233,82 +305,30 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
     loader = make_detection_loader(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
                                    num_workers=config.workers or 0, drop_last=True)
     val_loader = make_detection_loader(data.val, batch_size=EVALUATION_BATCH_SIZE, shuffle=False, seed=config.seed)
-    steps = len(loader)
-    if steps == 0:
-        raise UserError(f"{path}: batch_size={config.batch_size} is larger than the {len(data.train)} training images; "
-                        f"accepted: at most {len(data.train)}")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(steps * config.epochs, int(config.warmup_epochs * steps)))
-    out_dir = base / config.out
-    checkpoint_path = out_dir / "checkpoint.pt"
-    start_epoch, history = 0, []
+    steps = count_steps(loader, f"{path}: batch_size={config.batch_size} is larger than the {len(data.train)} training "
+                                f"images; accepted: at most {len(data.train)}")
+    state = TrainingState(model, optimizer, step_schedule(optimizer, steps, config.epochs, config.warmup_epochs))
+    run = _DetectorRun(config, spec, list(data.classes), num_classes, state, loader, val_loader, device, steps,
+                       checkpoint_path, progress)
     if resume and checkpoint_path.exists():
-        payload = load_checkpoint(checkpoint_path, DETECTION_MODEL_FORMAT)
-        if payload.get("arch") != spec.key:
-            raise UserError(f"checkpoint {checkpoint_path} is for another architecture ({payload.get('arch')}); "
-                            "remove it or train without --resume")
-        if payload.get("num_classes") != num_classes or payload.get("input_size") != config.input_size:
-            raise UserError(f"checkpoint {checkpoint_path} was trained with num_classes={payload.get('num_classes')} "
-                            f"at input_size={payload.get('input_size')}, not {num_classes} at {config.input_size}")
-        trained_resize = (payload.get("config") or {}).get("resize", LEGACY_RESIZE)
-        if trained_resize != config.resize:
-            raise UserError(f"checkpoint {checkpoint_path} was trained with resize={trained_resize!r}, not "
-                            f"{config.resize!r}; accepted: resize: {trained_resize} in the yaml, or another --out")
-        check_steps_per_epoch(payload, steps, checkpoint_path)
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        start_epoch, history = int(payload["epoch"]), list(payload["history"])
-        if start_epoch > config.epochs:
-            raise UserError(f"checkpoint {checkpoint_path} holds {start_epoch} trained epochs, more than epochs "
-                            f"{config.epochs}; accepted: --epochs {start_epoch} or more")
-        print(f"resuming {checkpoint_path} after epoch {start_epoch}/{config.epochs}")
-    elif resume:
-        print(f"no checkpoint at {checkpoint_path}; starting from epoch 1")
+        start_epoch, run.history = _resume(state, checkpoint_path, spec, config, num_classes, steps)
+    else:
+        start_epoch = 0
+        if resume:
+            print(f"no checkpoint at {checkpoint_path}; starting from epoch 1")
     initial = _evaluate(model, val_loader, device) if start_epoch == 0 else None
-    for epoch in range(start_epoch, config.epochs):
-        # Reseeded per epoch (not carried over), so a resumed run repeats an uninterrupted one.
-        torch.manual_seed(config.seed + 1000 * epoch)
-        loader.generator.manual_seed(config.seed + epoch)
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        bar = progress_bar(steps * config.batch_size, f"train epoch {epoch + 1}/{config.epochs}", "img", progress)
-        try:
-            record = train_detection_epoch(model, loader, optimizer, scheduler, device, bar,
-                                           clip_grad_norm=config.clip_grad_norm)
-        finally:
-            bar.close()
-        scores = _evaluate(model, val_loader, device)
-        history.append({"epoch": epoch + 1, **{key: value for key, value in record.items() if key not in ("images", "steps")},
-                        **scores, "learning_rate": scheduler.get_last_lr()[0]})
-        if progress:
-            print(f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f}, mAP@0.5 {scores['map50']:.4f}, "
-                  f"mAP@[.5:.95] {scores['map']:.4f} ({record['images_per_second']:.1f} img/s)", file=sys.stderr)
-        save_checkpoint({
-            "format": DETECTION_MODEL_FORMAT, "arch": spec.key, "epoch": epoch + 1, "epochs": config.epochs,
-            "steps_per_epoch": steps,
-            "num_classes": num_classes, "classes": list(data.classes), "input_size": config.input_size,
-            "history": history, "config": config_to_dict(config), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        }, checkpoint_path)
-    final = history[-1] if history else _evaluate(model, val_loader, device)
+    loop = EpochLoop(loader, config.seed, config.epochs, "train epoch", steps * config.batch_size, progress_bar, progress)
+    run_epochs(loop, start_epoch, config.epochs, run.history, run.train, run.record, run.save)
+    final = run.history[-1] if run.history else _evaluate(model, val_loader, device)
     weights_path = out_dir / "model.pt"
     save_checkpoint({name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, weights_path)
     return {
-        "task": "detect",
-        "map50": final["map50"],
-        "map": final["map"],
+        "task": "detect", "map50": final["map50"], "map": final["map"],
         "initial_map50": None if initial is None else initial["map50"],
         "initial_map": None if initial is None else initial["map"],
-        "epochs": config.epochs,
-        "checkpoint": str(checkpoint_path),
-        "weights": str(weights_path),
-        "history": history,
-        "arch": str(spec),
-        "input_size": config.input_size,
-        "deployment_input_size": config.deployment_input_size,
-        "classes": list(data.classes),
-        "data": data.description,
+        "epochs": config.epochs, "checkpoint": str(checkpoint_path), "weights": str(weights_path),
+        "history": run.history, "arch": str(spec), "input_size": config.input_size,
+        "deployment_input_size": config.deployment_input_size, "classes": list(data.classes), "data": data.description,
     }
 
 

@@ -40,7 +40,8 @@ from torchvision.models.detection.fcos import FCOSHead
 from nas_search.tasks.detect.space import DetectionSpace, ResolvedDetector, ResolvedHead, ResolvedNeck
 from nas_search.errors import UserError
 from nas_search.spaces.space import ResolvedNetwork
-from nas_search.spaces.static import STATIC_BLOCKS, conv_norm_activation, initialise_weights
+from nas_search.spaces.ops import block_kind
+from nas_search.spaces.static import conv_norm_activation, initialise_weights
 from nas_search.spec import ArchSpec
 
 #: Names of the raw head outputs, in :class:`DetectorCore`'s output order.
@@ -175,7 +176,8 @@ class Body(nn.Module):
         super().__init__()
         self.stem = conv_norm_activation(network.input_channels, network.stem_channels, 3, network.stem_stride)
         self.stages = nn.ModuleList(
-            nn.Sequential(*(STATIC_BLOCKS[block.spec.op](block) for block in stage)) for stage in network.stages[:used_stages]
+            nn.Sequential(*(block_kind(block.spec.op).static_block(block) for block in stage))
+            for stage in network.stages[:used_stages]
         )
         self.feature_stages = tuple(network.feature_stages)
 

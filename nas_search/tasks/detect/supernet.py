@@ -50,9 +50,9 @@ from nas_search.tasks.detect.static import (
     make_anchor_generator,
 )
 from nas_search.errors import UserError
-from nas_search.spaces.blocks import elastic_block_choices
 from nas_search.spaces.elastic import ElasticConvNormActivation
 from nas_search.spaces.space import ResolvedNetwork
+from nas_search.spaces.supernet import elastic_block_choices
 from nas_search.spec import ArchSpec
 from nas_search.utils import round_channels
 

@@ -26,9 +26,10 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,15 +38,41 @@ from torch import nn
 from nas_search.config import config_to_dict
 from nas_search.errors import UserError
 from nas_search.training.checkpoint import (
-    DETECTION_SUPERNET_FORMAT, FORMAT_VERSIONS, check_steps_per_epoch, load_checkpoint, refuse_to_overwrite,
+    DETECTION_SUPERNET_FORMAT,
+    FORMAT_VERSIONS,
+    SupernetCheckpoint,
+    check_steps_per_epoch,
+    read_supernet_checkpoint,
+    refuse_to_overwrite,
     save_checkpoint,
 )
-from nas_search.training.distributed import DistributedContext, init_distributed, resolve_device, shutdown_distributed
+from nas_search.training.config import with_learning_rate
+from nas_search.training.distributed import (
+    DistributedContext,
+    distributed_step_module,
+    init_distributed,
+    resolve_device,
+    shutdown_distributed,
+)
+from nas_search.training.loop import (
+    EpochLoop,
+    EpochTally,
+    TrainingState,
+    announce_resume,
+    build_optimizer,
+    count_steps,
+    optimizer_step,
+    run_epochs,
+    step_schedule,
+)
 from nas_search.training.sandwich import TEACHER_RULES, budget_extremes, budget_flops_model, sandwich_specs
-from nas_search.training.loop import build_optimizer, warmup_cosine
 
 DETECTION_SUPERNET_FORMAT_VERSION = FORMAT_VERSIONS[DETECTION_SUPERNET_FORMAT]
-OPTIMIZERS = ("sgd", "adamw")  # as in supernet_training.build_optimizer
+OPTIMIZERS = ("sgd", "adamw")  # as in training.loop.build_optimizer
+
+#: Learning rate of a detection supernet's optimizer when none is given: SGD at 0.01;
+#: AdamW at 5e-4, which trains FCOS from scratch on small data (``benchmarks/RESULTS.md``).
+DETECTION_SUPERNET_LEARNING_RATES: dict[str, float] = {"sgd": 0.01, "adamw": 5e-4}
 
 
 # ----------------------------------------------------------------------------- standalone
@@ -80,9 +107,8 @@ def train_detection_epoch(
     ``images``, ``steps``, ``seconds`` and ``images_per_second``.
     """
     model.train()
-    sums: dict[str, float] = {}
-    images_seen = steps = 0
-    started = time.perf_counter()
+    tally = EpochTally()
+    steps = 0
     for images, targets in loader:
         images, targets = _to_device(images, targets, device)
         losses = model(images, targets)
@@ -90,24 +116,16 @@ def train_detection_epoch(
         if not torch.isfinite(loss):
             terms = ", ".join(f"{name}={value.item():.4g}" for name, value in losses.items())
             raise RuntimeError(f"detection training diverged at step {steps} (loss {loss.item()}: {terms})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_grad_norm is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        count = len(images)
-        for name, value in [("loss", loss), *losses.items()]:
-            sums[name] = sums.get(name, 0.0) + value.item() * count
-        images_seen += count
+        optimizer_step(loss, optimizer, scheduler, parameters=model.parameters(), clip_grad_norm=clip_grad_norm)
+        tally.add(len(images), **{name: value.item() for name, value in [("loss", loss), *losses.items()]})
         steps += 1
         if progress is not None:
-            progress.update(count)
-            progress.set_postfix(loss=f"{sums['loss'] / images_seen:.3f}")
-    seconds = time.perf_counter() - started
-    record = {name: total / max(images_seen, 1) for name, total in sums.items()}
-    record.update(images=images_seen, steps=steps, seconds=seconds, images_per_second=images_seen / max(seconds, 1e-9))
+            progress.update(len(images))
+            progress.set_postfix(loss=f"{tally.mean('loss'):.3f}")
+    seconds = time.perf_counter() - tally.started
+    record = {name: tally.mean(name) for name in tally.sums}
+    record.update(images=tally.images, steps=steps, seconds=seconds,
+                  images_per_second=tally.images / max(seconds, 1e-9))
     return record
 
 
@@ -214,7 +232,7 @@ class DetectionSupernetTrainConfig:
     resize: str = "square"             # square | longer-side (detection.static.RESIZE_MODES)
     batch_size: int = 16
     optimizer: str = "sgd"             # sgd | adamw
-    learning_rate: float = 0.01
+    learning_rate: float | None = None  # None = the optimizer's (DETECTION_SUPERNET_LEARNING_RATES: sgd 0.01, adamw 5e-4)
     momentum: float = 0.9
     weight_decay: float = 4e-5
     warmup_epochs: float = 0.5
@@ -259,7 +277,8 @@ def _validate_config(config: DetectionSupernetTrainConfig) -> None:
         (config.batch_size >= 1, f"batch_size={config.batch_size}; accepted: 1 or more"),
         (config.image_size is None or (config.image_size >= 32 and config.image_size % 32 == 0),
          f"image_size={config.image_size}; accepted: a multiple of 32 (e.g. 160, 320, 416), or None"),
-        (config.learning_rate > 0, f"learning_rate={config.learning_rate}; accepted: > 0"),
+        # None only for an unknown optimizer, refused below by name
+        (config.learning_rate is None or config.learning_rate > 0, f"learning_rate={config.learning_rate}; accepted: > 0"),
         (config.random_subnets >= 0, f"random_subnets={config.random_subnets}; accepted: 0 or more"),
         (config.budget_teacher in TEACHER_RULES,
          f"budget_teacher={config.budget_teacher!r}; accepted: {', '.join(TEACHER_RULES)}"),
@@ -277,11 +296,13 @@ def _validate_config(config: DetectionSupernetTrainConfig) -> None:
 
 def train_detection_supernet(config: DetectionSupernetTrainConfig) -> DetectionSupernetTrainResult:
     """Train (or resume training) a detection supernet and write its checkpoint to
-    ``config.out`` after every epoch (see the module docstring)."""
+    ``config.out`` after every epoch (see the module docstring). ``learning_rate=None``
+    takes the optimizer's default (:data:`DETECTION_SUPERNET_LEARNING_RATES`)."""
+    config = with_learning_rate(config, DETECTION_SUPERNET_LEARNING_RATES)
     _validate_config(config)
     refuse_to_overwrite(config.out, config.resume, "another --out")
-    from nas_search.tasks.detect.data import load_detection_data, make_detection_loader
     from nas_search.progress import progress_bar
+    from nas_search.tasks.detect.data import load_detection_data, make_detection_loader
 
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     context = init_distributed(device)
@@ -304,20 +325,96 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(item) for item in value) if isinstance(value, (list, tuple)) else value
 
 
+@dataclass
+class _DetectionSupernetRun:
+    """One detection supernet training run: its set-up, and what each epoch does."""
+
+    config: DetectionSupernetTrainConfig
+    space: Any
+    data: Any
+    supernet: nn.Module
+    device: torch.device
+    context: DistributedContext
+    state: TrainingState
+    loader: Any
+    steps_per_epoch: int
+    image_size: int
+    extremes: Any
+    flops_model: Any
+    step_module: nn.Module
+
+    def train_epoch(self, epoch: int, bar: Any, tally: EpochTally) -> None:
+        """One epoch of sandwich-rule steps."""
+        config, state, use_cuda = self.config, self.state, self.device.type == "cuda"
+        self.supernet.train()
+        for name in ("loss", "largest", "subnets", "distill"):
+            tally.sums[name] = 0.0
+        for step_in_epoch, (images, targets) in enumerate(self.loader):
+            global_step = epoch * self.steps_per_epoch + step_in_epoch
+            images, targets = _to_device(images, targets, self.device)
+            specs = sandwich_specs(self.space, config.random_subnets, config.seed, global_step, self.extremes,
+                                   config.max_flops, self.flops_model, config.fair_operations)
+            with torch.autocast(device_type=self.device.type, enabled=use_cuda and config.amp):
+                loss, parts = self.step_module(images, targets, specs)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"detection supernet training diverged at epoch {epoch + 1} step {step_in_epoch} "
+                                   f"(loss {loss.item()})")
+            optimizer_step(loss, state.optimizer, state.scheduler, scaler=state.scaler,
+                           parameters=self.supernet.parameters(), clip_grad_norm=config.clip_grad_norm)
+            tally.add(len(images), loss=loss.item(), **{name: value.item() for name, value in parts.items()})
+            bar.update(len(images) * self.context.world_size)
+            bar.set_postfix(loss=f"{tally.mean('loss'):.3f}", largest=f"{tally.mean('largest'):.3f}",
+                            lr=f"{state.scheduler.get_last_lr()[0]:.4f}")
+
+    def record(self, epoch: int, tally: EpochTally) -> dict:
+        """The epoch's history record."""
+        return {"epoch": epoch + 1, **{name: tally.mean(name) for name in tally.sums},
+                "images_per_second": tally.images * self.context.world_size / max(tally.seconds, 1e-9)}
+
+    def save(self, epoch: int, history: list[dict]) -> None:
+        """Write the checkpoint after ``epoch`` (atomically), with the random states."""
+        config, data = self.config, self.data
+        save_checkpoint({
+            "format": DETECTION_SUPERNET_FORMAT, "format_version": DETECTION_SUPERNET_FORMAT_VERSION,
+            "space": self.space.name, "num_classes": len(data.classes), "classes": list(data.classes),
+            "image_size": self.image_size, "resize": self.supernet.resize, "dataset": data.description,
+            "data": config.data, "epoch": epoch + 1, "epochs": config.epochs, "steps_per_epoch": self.steps_per_epoch,
+            "config": config_to_dict(config), "history": history, **self.state.state_dicts(),
+            "random_states": _random_states(),
+        }, config.out)
+
+
+def _resume(checkpoint: SupernetCheckpoint | None, out: Path, state: TrainingState, num_classes: int, image_size: int,
+            steps_per_epoch: int, epochs: int, is_main: bool) -> tuple[int, list[dict]]:
+    """The epochs done and history of the checkpoint to continue (none: 0 and [])."""
+    if checkpoint is None:
+        return 0, []
+    if checkpoint.num_classes != num_classes:
+        raise UserError(f"checkpoint {out} has {checkpoint.num_classes} classes, the data has {num_classes}")
+    if checkpoint.input_size != image_size:
+        raise UserError(f"checkpoint {out} was trained at image_size {checkpoint.input_size}, not {image_size}")
+    check_steps_per_epoch(checkpoint.payload, steps_per_epoch, out)
+    start_epoch, history = state.restore(checkpoint.payload)
+    _set_random_states(checkpoint.payload["random_states"])
+    announce_resume(out, start_epoch, epochs, is_main)
+    return start_epoch, history
+
+
 def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: DistributedContext,
            load_data, make_detection_loader, progress_bar) -> DetectionSupernetTrainResult:
-    from nas_search.tasks.detect.supernet import DetectionSupernet
-    from nas_search.tasks.detect.static import check_resize
     from nas_search.tasks.detect.space import detection_space
+    from nas_search.tasks.detect.static import check_resize
+    from nas_search.tasks.detect.supernet import DetectionSupernet
 
     space = detection_space(config.space)
     if getattr(space, "task", None) != "detect":
         raise UserError(f"space {config.space!r} is not a detection space; use 'detect'")
     image_size = config.image_size or space.train_input_size
     out = Path(config.out)
-    payload = load_checkpoint(out, DETECTION_SUPERNET_FORMAT, space=space.name) if config.resume and out.exists() else None
+    checkpoint = (read_supernet_checkpoint(out, DETECTION_SUPERNET_FORMAT, space=space.name)
+                  if config.resume and out.exists() else None)
     # a resumed supernet keeps the resize mode it was trained with
-    resize = check_resize(config.resize) if payload is None else checkpoint_resize(payload, out)
+    resize = check_resize(config.resize) if checkpoint is None else checkpoint_resize(checkpoint.payload, out)
     data = load_data(config.data, input_size=image_size, seed=config.seed, max_train=config.max_train,
                      max_val=config.max_val, resize=resize)
     num_classes = len(data.classes)
@@ -325,120 +422,30 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
     supernet = DetectionSupernet(space, num_classes, image_size=image_size, resize=resize).to(device)
     flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, num_classes)
     extremes = budget_extremes(space, config.max_flops, flops_model, config.budget_teacher)
-    use_cuda = device.type == "cuda"
     optimizer = build_optimizer(supernet, config)
     loader = make_detection_loader(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
                                    num_workers=config.workers or 0, drop_last=True, distributed=context.enabled)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise UserError(f"batch size {config.batch_size} is larger than the {len(data.train)} training images")
-    total_steps = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, int(config.warmup_epochs * steps_per_epoch)))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and config.amp)
-    history: list[dict] = []
-    start_epoch = 0
-    if payload is not None:
-        if payload["num_classes"] != num_classes:
-            raise UserError(f"checkpoint {out} has {payload['num_classes']} classes, the data has {num_classes}")
-        if payload["image_size"] != image_size:
-            raise UserError(f"checkpoint {out} was trained at image_size {payload['image_size']}, not {image_size}")
-        check_steps_per_epoch(payload, steps_per_epoch, out)
-        supernet.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        if "scaler" in payload and payload["scaler"]:
-            scaler.load_state_dict(payload["scaler"])
-        _set_random_states(payload["random_states"])
-        history = list(payload.get("history", []))
-        start_epoch = int(payload["epoch"])
-        if context.is_main:
-            print(f"resuming {out} after epoch {start_epoch}/{config.epochs}")
-    step_module: nn.Module = DetectionSandwichStep(supernet, config.distill, config.distill_weight)
-    if context.enabled:
-        step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[device.index] if use_cuda else None, find_unused_parameters=True
-        )
-    images_seen, seconds = 0, 0.0
+    steps_per_epoch = count_steps(
+        loader, f"batch size {config.batch_size} is larger than the {len(data.train)} training images")
+    state = TrainingState(supernet, optimizer, step_schedule(optimizer, steps_per_epoch, config.epochs, config.warmup_epochs),
+                          torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp))
+    start_epoch, history = _resume(checkpoint, out, state, num_classes, image_size, steps_per_epoch, config.epochs,
+                                   context.is_main)
+    step_module = distributed_step_module(DetectionSandwichStep(supernet, config.distill, config.distill_weight),
+                                          context, device)
+    run = _DetectionSupernetRun(config, space, data, supernet, device, context, state, loader, steps_per_epoch,
+                                image_size, extremes, flops_model, step_module)
     end_epoch = config.epochs if config.stop_after_epochs is None else min(config.epochs, start_epoch + config.stop_after_epochs)
-    for epoch in range(start_epoch, end_epoch):
-        # Reseeded per epoch (not carried over), so a resumed run repeats an uninterrupted one.
-        torch.manual_seed(config.seed + 1000 * epoch)
-        random.seed(config.seed + 1000 * epoch)
-        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        if getattr(loader, "generator", None) is not None:
-            loader.generator.manual_seed(config.seed + epoch)
-        supernet.train()
-        sums = {"loss": 0.0, "largest": 0.0, "subnets": 0.0, "distill": 0.0}
-        seen = 0
-        started = time.perf_counter()
-        bar = progress_bar(
-            total=steps_per_epoch * config.batch_size * context.world_size,
-            description=f"detection supernet epoch {epoch + 1}/{config.epochs}", unit="img",
-            enabled=context.is_main and config.progress,
-        )
-        for step_in_epoch, (images, targets) in enumerate(loader):
-            global_step = epoch * steps_per_epoch + step_in_epoch
-            images, targets = _to_device(images, targets, device)
-            specs = sandwich_specs(space, config.random_subnets, config.seed, global_step, extremes,
-                                   config.max_flops, flops_model, config.fair_operations)
-            with torch.autocast(device_type=device.type, enabled=use_cuda and config.amp):
-                loss, parts = step_module(images, targets, specs)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"detection supernet training diverged at epoch {epoch + 1} step {step_in_epoch} "
-                                   f"(loss {loss.item()})")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(supernet.parameters(), config.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            count = len(images)
-            sums["loss"] += loss.item() * count
-            for name, value in parts.items():
-                sums[name] += value.item() * count
-            seen += count
-            bar.update(count * context.world_size)
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", largest=f"{sums['largest'] / seen:.3f}",
-                            lr=f"{scheduler.get_last_lr()[0]:.4f}")
-        bar.close()
-        elapsed = time.perf_counter() - started
-        images_seen += seen * context.world_size
-        seconds += elapsed
-        record = {"epoch": epoch + 1, **{name: total / max(seen, 1) for name, total in sums.items()},
-                  "images_per_second": seen * context.world_size / max(elapsed, 1e-9)}
-        history.append(record)
-        if context.is_main:
-            save_checkpoint(
-                {
-                    "format": DETECTION_SUPERNET_FORMAT,
-                    "format_version": DETECTION_SUPERNET_FORMAT_VERSION,
-                    "space": space.name,
-                    "num_classes": num_classes,
-                    "classes": list(data.classes),
-                    "image_size": image_size,
-                    "resize": supernet.resize,
-                    "dataset": data.description,
-                    "data": config.data,
-                    "epoch": epoch + 1,
-                    "epochs": config.epochs,
-                    "steps_per_epoch": steps_per_epoch,
-                    "config": config_to_dict(config),
-                    "history": history,
-                    "model": supernet.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                    "random_states": _random_states(),
-                },
-                out,
-            )
-        context.barrier()
+    # Reseeded per epoch, Python's generator too (not carried over), so a resumed run repeats an uninterrupted one.
+    loop = EpochLoop(loader, config.seed, config.epochs, "detection supernet epoch",
+                     steps_per_epoch * config.batch_size * context.world_size, progress_bar,
+                     context.is_main and config.progress, python_random=True, world_size=context.world_size,
+                     is_main=context.is_main, barrier=context.barrier)
+    throughput = run_epochs(loop, start_epoch, end_epoch, history, run.train_epoch, run.record,
+                            lambda epoch: run.save(epoch, history))
     return DetectionSupernetTrainResult(
-        checkpoint=out, epochs=config.epochs, history=history,
-        images_per_second=images_seen / seconds if seconds else 0.0, resumed_from_epoch=start_epoch,
-        completed_epochs=history[-1]["epoch"] if history else start_epoch,
+        checkpoint=out, epochs=config.epochs, history=history, images_per_second=throughput.images_per_second,
+        resumed_from_epoch=start_epoch, completed_epochs=history[-1]["epoch"] if history else start_epoch,
     )
 
 
@@ -457,17 +464,16 @@ def checkpoint_resize(payload: dict, path: str | Path) -> str:
 def load_detection_supernet(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """A ``DetectionSupernet`` with weights from a checkpoint (loaded with
     ``weights_only=True``), set to its training image size and in eval mode, plus the
-    checkpoint's metadata (everything but the model, optimizer and scheduler states)."""
-    payload = load_checkpoint(path, DETECTION_SUPERNET_FORMAT)
-    from nas_search.tasks.detect.supernet import DetectionSupernet
+    checkpoint's metadata (everything but the model, optimizer and scheduler states; the
+    training size under both ``image_size`` and ``input_size``)."""
+    checkpoint = read_supernet_checkpoint(path, DETECTION_SUPERNET_FORMAT)
     from nas_search.tasks.detect.space import detection_space
+    from nas_search.tasks.detect.supernet import DetectionSupernet
 
-    supernet = DetectionSupernet(detection_space(payload["space"]), payload["num_classes"], image_size=payload["image_size"],
-                                 resize=checkpoint_resize(payload, path))
+    supernet = DetectionSupernet(detection_space(checkpoint.space), checkpoint.num_classes,
+                                 image_size=checkpoint.input_size, resize=checkpoint_resize(checkpoint.payload, path))
     try:
-        supernet.load_state_dict(payload["model"])
+        supernet.load_state_dict(checkpoint.payload["model"])
     except RuntimeError as error:
-        raise UserError(f"checkpoint {path} does not match space {payload['space']!r}: {str(error).splitlines()[0]}") from None
-    metadata = {key: value for key, value in payload.items()
-                if key not in ("model", "optimizer", "scheduler", "scaler", "random_states")}
-    return supernet.to(device).eval(), metadata
+        raise UserError(f"checkpoint {path} does not match space {checkpoint.space!r}: {str(error).splitlines()[0]}") from None
+    return supernet.to(device).eval(), checkpoint.metadata()

@@ -19,6 +19,7 @@ from nas_search.tasks.base import (
     Task,
     TaskEvaluation,
 )
+from nas_search.tasks.detect.export import export_detector, load_exported_detector
 from nas_search.training.checkpoint import DETECTION_SUPERNET_FORMAT
 
 
@@ -121,5 +122,7 @@ DETECT = Task(
     load_evaluator=load_detector_evaluator,
     finalist_trainer=detector_finalist_trainer,
     reference_model=detector_reference,
+    export_model=export_detector,
+    load_exported=load_exported_detector,
     finalist_size_multiple=32,
 )

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -162,7 +163,7 @@ class NasBench201Table:
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def from_csv(cls, path: str | Path) -> "NasBench201Table":
+    def from_csv(cls, path: str | Path) -> NasBench201Table:
         """Read the table from a CSV (see the module docstring for its columns).
 
         Raises:
@@ -303,7 +304,7 @@ class NasBench201Table:
         view.flags.writeable = False
         return view
 
-    def suggest(self, trial: "optuna.Trial") -> str:
+    def suggest(self, trial: optuna.Trial) -> str:
         """Sample one cell: one categorical parameter per edge, named ``edge_<to><-<from>``."""
         return format_arch([trial.suggest_categorical(name, OPERATIONS) for name in EDGE_PARAMETERS])
 
@@ -332,7 +333,7 @@ class NasBench201Table:
 
     def make_objective(
         self, dataset: str, device: str, latency_budget_ms: float
-    ) -> Callable[["optuna.Trial"], float]:
+    ) -> Callable[[optuna.Trial], float]:
         """An Optuna objective: one trial is one table query.
 
         The objective samples a cell, returns its accuracy (maximise), sets the constraint
@@ -348,7 +349,7 @@ class NasBench201Table:
         latency = self._latency[device_name]
         budget = float(latency_budget_ms)
 
-        def objective(trial: "optuna.Trial") -> float:
+        def objective(trial: optuna.Trial) -> float:
             arch = self.suggest(trial)
             row = self._row_of[arch]
             trial.set_user_attr("arch_str", arch)
