@@ -59,13 +59,21 @@ def main() -> None:
             exact += int(analytic == reference)
         analytic_time, fvcore_time = statistics.median(analytic_times), statistics.median(fvcore_times)
         results[name] = {
-            "exact": exact, "total": count, "speedup_vs_fvcore": fvcore_time / analytic_time,
-            "analytic_us": analytic_time * 1e6, "fvcore_ms": fvcore_time * 1e3, "input_size": space.input_size,
+            "exact": exact,
+            "total": count,
+            "speedup_vs_fvcore": fvcore_time / analytic_time,
+            "analytic_us": analytic_time * 1e6,
+            "fvcore_ms": fvcore_time * 1e3,
+            "input_size": space.input_size,
         }
-        print(f"{name:<8} {count:>5} {exact:>5} {analytic_time * 1e6:>12.1f} {fvcore_time * 1e3:>10.1f} "
-              f"{fvcore_time / analytic_time:>8.0f}x")
-    print(f"analytic = resolve spec + count (pure Python); fvcore = FlopCountAnalysis on the built model "
-          f"(model construction excluded). {platform.processor() or platform.machine()}, {date.today()}")
+        print(
+            f"{name:<8} {count:>5} {exact:>5} {analytic_time * 1e6:>12.1f} {fvcore_time * 1e3:>10.1f} "
+            f"{fvcore_time / analytic_time:>8.0f}x"
+        )
+    print(
+        f"analytic = resolve spec + count (pure Python); fvcore = FlopCountAnalysis on the built model "
+        f"(model construction excluded). {platform.processor() or platform.machine()}, {date.today()}"
+    )
     if arguments.json:
         Path(arguments.json).write_text(json.dumps({"spaces": results, "date": date.today().isoformat()}, indent=2) + "\n")
 

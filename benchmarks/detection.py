@@ -62,9 +62,9 @@ from nas_search.search.config import SearchConfig  # noqa: E402
 from nas_search.search.runner import run_search  # noqa: E402
 from nas_search.spec import ArchSpec  # noqa: E402
 from nas_search.tasks import get_space  # noqa: E402
+from nas_search.tasks.detect.build import build_detector  # noqa: E402
 from nas_search.tasks.detect.data import load_detection_data, make_detection_loader, read_detection_annotations  # noqa: E402
 from nas_search.tasks.detect.evaluate import mean_average_precision  # noqa: E402
-from nas_search.tasks.detect.static import build_detector  # noqa: E402
 from nas_search.tasks.detect.supernet_training import train_detection_epoch  # noqa: E402
 from nas_search.training.distributed import resolve_device  # noqa: E402
 from nas_search.training.loop import build_optimizer, warmup_cosine  # noqa: E402
@@ -108,16 +108,36 @@ class SearchBudget:
     finalist_seeds: int = 1
 
 
-QUICK = (SearchBudget(proxy_size=96, supernet_epochs=1, trials=4, startup_trials=4, finalists=2, finalist_epochs=1,
-                      finalist_size=128, finalist_init="scratch"),
-         Recipe(epochs=3, input_size=128, eval_every=3))
+QUICK = (
+    SearchBudget(
+        proxy_size=96,
+        supernet_epochs=1,
+        trials=4,
+        startup_trials=4,
+        finalists=2,
+        finalist_epochs=1,
+        finalist_size=128,
+        finalist_init="scratch",
+    ),
+    Recipe(epochs=3, input_size=128, eval_every=3),
+)
 #: Sized for about 50 minutes on the 2-core CPU: a from-scratch FCOS needs some 80 steps
 #: before its box loss leaves 1.0, so supernet epochs are bought with a small proxy size.
 #: The finalists replay the final recipe (from scratch, 12 epochs at 320 px) on the
 #: search's split: the supernet's proxy mAPs at 96 px did not pick well (RESULTS.md).
-FULL = (SearchBudget(proxy_size=96, supernet_epochs=10, trials=12, startup_trials=6, finalists=4, finalist_epochs=12,
-                     finalist_size=320, finalist_init="scratch"),
-        Recipe(epochs=12, input_size=320, eval_every=4))
+FULL = (
+    SearchBudget(
+        proxy_size=96,
+        supernet_epochs=10,
+        trials=12,
+        startup_trials=6,
+        finalists=4,
+        finalist_epochs=12,
+        finalist_size=320,
+        finalist_init="scratch",
+    ),
+    Recipe(epochs=12, input_size=320, eval_every=4),
+)
 
 
 # ------------------------------------------------------------------------------ models
@@ -178,12 +198,25 @@ def train_split_copy(data_dir: Path, seed: int, out: Path) -> Path:
 def search_ours(search_data: Path, budget_flops: int, budget: SearchBudget, workdir: Path, device: str, seed: int) -> dict:
     """Our real search under the FLOPs budget; returns its summary."""
     config = SearchConfig(
-        task="detect", data=str(search_data), budget=str(budget_flops), input_size=DEPLOYMENT_SIZE,
-        train_input_size=budget.proxy_size, trials=budget.trials, startup_trials=budget.startup_trials,
-        supernet_epochs=budget.supernet_epochs, study="detection-benchmark", finalists=budget.finalists,
-        finalist_epochs=budget.finalist_epochs, finalist_input_size=budget.finalist_size, finalist_init=budget.finalist_init,
-        finalist_seeds=budget.finalist_seeds, storage=f"sqlite:///{workdir / 'detection-benchmark.db'}",
-        studies_dir=str(workdir), seed=seed, training_device=device, progress=True,
+        task="detect",
+        data=str(search_data),
+        budget=str(budget_flops),
+        input_size=DEPLOYMENT_SIZE,
+        train_input_size=budget.proxy_size,
+        trials=budget.trials,
+        startup_trials=budget.startup_trials,
+        supernet_epochs=budget.supernet_epochs,
+        study="detection-benchmark",
+        finalists=budget.finalists,
+        finalist_epochs=budget.finalist_epochs,
+        finalist_input_size=budget.finalist_size,
+        finalist_init=budget.finalist_init,
+        finalist_seeds=budget.finalist_seeds,
+        storage=f"sqlite:///{workdir / 'detection-benchmark.db'}",
+        studies_dir=str(workdir),
+        seed=seed,
+        training_device=device,
+        progress=True,
     )
     summary = run_search(config)
     if not summary.get("best"):
@@ -196,13 +229,18 @@ def train_from_scratch(name: str, model: nn.Module, data, recipe: Recipe, device
     """Train ``model`` with the shared recipe; mAP on the val split every ``eval_every``
     epochs and at the end."""
     model.to(device)
-    optimizer = build_optimizer(model, SimpleNamespace(
-        optimizer=recipe.optimizer, learning_rate=recipe.learning_rate, momentum=0.9, weight_decay=recipe.weight_decay))
+    optimizer = build_optimizer(
+        model,
+        SimpleNamespace(
+            optimizer=recipe.optimizer, learning_rate=recipe.learning_rate, momentum=0.9, weight_decay=recipe.weight_decay
+        ),
+    )
     loader = make_detection_loader(data.train, batch_size=recipe.batch_size, shuffle=True, seed=recipe.seed, drop_last=True)
     val_loader = make_detection_loader(data.val, batch_size=16, shuffle=False, seed=recipe.seed)
     steps = len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(steps * recipe.epochs, int(recipe.warmup_epochs * steps)))
+        optimizer, warmup_cosine(steps * recipe.epochs, int(recipe.warmup_epochs * steps))
+    )
     history, started = [], time.perf_counter()
     for epoch in range(recipe.epochs):
         torch.manual_seed(recipe.seed + 1000 * epoch)
@@ -211,8 +249,9 @@ def train_from_scratch(name: str, model: nn.Module, data, recipe: Recipe, device
             loader.sampler.set_epoch(epoch)
         bar = progress_bar(steps * recipe.batch_size, f"{name} epoch {epoch + 1}/{recipe.epochs}", "img")
         try:
-            record = train_detection_epoch(model, loader, optimizer, scheduler, device, bar,
-                                           clip_grad_norm=recipe.clip_grad_norm)
+            record = train_detection_epoch(
+                model, loader, optimizer, scheduler, device, bar, clip_grad_norm=recipe.clip_grad_norm
+            )
         finally:
             bar.close()
         entry = {"epoch": epoch + 1, "loss": record["loss"], "images_per_second": record["images_per_second"]}
@@ -221,8 +260,12 @@ def train_from_scratch(name: str, model: nn.Module, data, recipe: Recipe, device
             entry.update(map50=scores["map50"], map=scores["map"])
             print(f"{name} epoch {epoch + 1}: loss {record['loss']:.4f}, mAP@0.5 {scores['map50']:.4f}", flush=True)
         history.append(entry)
-    return {"map50": history[-1]["map50"], "map": history[-1]["map"], "history": history,
-            "train_seconds": time.perf_counter() - started}
+    return {
+        "map50": history[-1]["map50"],
+        "map": history[-1]["map"],
+        "history": history,
+        "train_seconds": time.perf_counter() - started,
+    }
 
 
 class FinishedRuns:
@@ -321,8 +364,10 @@ def print_table(result: dict) -> None:
     for label, key, show in rows:
         ours, anchor = result["ours"].get(key), result["ssdlite"].get(key)
         quotient = ratio(ours, anchor)
-        print(f"{label:36} {show(ours) if ours is not None else '-':>10} {show(anchor) if anchor is not None else '-':>10} "
-              f"{f'{quotient:.2f}x' if quotient is not None else '-':>13}")
+        print(
+            f"{label:36} {show(ours) if ours is not None else '-':>10} {show(anchor) if anchor is not None else '-':>10} "
+            f"{f'{quotient:.2f}x' if quotient is not None else '-':>13}"
+        )
 
 
 # ------------------------------------------------------------------------------ main
@@ -339,38 +384,57 @@ def main() -> None:
     parser.add_argument("--proxy-size", type=int, help="supernet training and scoring size of the search")
     parser.add_argument("--finalists", type=int, help="best trials re-ranked by training (0: off; default 4, quick 2)")
     parser.add_argument("--finalist-epochs", type=int, help="training epochs per finalist (default: the recipe's)")
-    parser.add_argument("--finalist-init", choices=("scratch", "inherited"), help="finalists start from scratch (default) "
-                        "or from their supernet weights")
-    parser.add_argument("--finalist-seeds", type=int,
-                        help="training runs per finalist, averaged (the search's --finalist-seeds; default 1)")
+    parser.add_argument(
+        "--finalist-init",
+        choices=("scratch", "inherited"),
+        help="finalists start from scratch (default) or from their supernet weights",
+    )
+    parser.add_argument(
+        "--finalist-seeds", type=int, help="training runs per finalist, averaged (the search's --finalist-seeds; default 1)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training (latency always uses 1)")
     parser.add_argument("--device", default="cpu", help="training device: cpu, cuda or auto (latency is always CPU)")
     parser.add_argument("--workdir", help="folder for the study and the supernet (default: a new temporary folder)")
     parser.add_argument("--repeats", type=int, default=15, help="latency samples per model")
-    parser.add_argument("--seeds", type=int, help="from-scratch trainings per detector, mAPs averaged "
-                        "(default: 3, --quick 1)")
+    parser.add_argument("--seeds", type=int, help="from-scratch trainings per detector, mAPs averaged (default: 3, --quick 1)")
     arguments = parser.parse_args()
     started = time.perf_counter()
     torch.set_num_threads(arguments.threads)
     budget, recipe = QUICK if arguments.quick else FULL
     arguments.seeds = arguments.seeds or (1 if arguments.quick else 3)
     budget = SearchBudget(
-        proxy_size=arguments.proxy_size or budget.proxy_size, supernet_epochs=arguments.supernet_epochs or budget.supernet_epochs,
-        trials=arguments.trials or budget.trials, startup_trials=min(budget.startup_trials, arguments.trials or budget.trials),
+        proxy_size=arguments.proxy_size or budget.proxy_size,
+        supernet_epochs=arguments.supernet_epochs or budget.supernet_epochs,
+        trials=arguments.trials or budget.trials,
+        startup_trials=min(budget.startup_trials, arguments.trials or budget.trials),
         finalists=budget.finalists if arguments.finalists is None else arguments.finalists,
         finalist_epochs=arguments.finalist_epochs or arguments.epochs or budget.finalist_epochs,
         finalist_size=arguments.train_size or budget.finalist_size,
         finalist_init=arguments.finalist_init or budget.finalist_init,
         finalist_seeds=arguments.finalist_seeds or budget.finalist_seeds,
     )
-    recipe = Recipe(**{**asdict(recipe), **{key: value for key, value in (
-        ("epochs", arguments.epochs), ("input_size", arguments.train_size), ("batch_size", arguments.batch_size)) if value}})
+    recipe = Recipe(
+        **{
+            **asdict(recipe),
+            **{
+                key: value
+                for key, value in (
+                    ("epochs", arguments.epochs),
+                    ("input_size", arguments.train_size),
+                    ("batch_size", arguments.batch_size),
+                )
+                if value
+            },
+        }
+    )
     device = resolve_device(arguments.device)
     data_dir = Path(arguments.data)
     workdir = Path(arguments.workdir) if arguments.workdir else Path(tempfile.mkdtemp(prefix="detection-benchmark-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"torch threads: {torch.get_num_threads()} for training (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), "
-          f"1 for latency; training device {device}; work folder {workdir}")
+    print(
+        f"torch threads: {torch.get_num_threads()} for training (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), "
+        f"1 for latency; training device {device}; work folder {workdir}"
+    )
 
     # both detectors stretch images to the square input: load them at that square directly
     data = load_detection_data(data_dir, input_size=recipe.input_size, seed=recipe.seed, resize="square")
@@ -379,8 +443,10 @@ def main() -> None:
 
     torch.manual_seed(recipe.seed)
     ssdlite_flops = fvcore_flops(SSDCore(build_ssdlite(num_classes, DEPLOYMENT_SIZE)), DEPLOYMENT_SIZE)
-    print(f"SSDlite320-MobileNetV3-large ({num_classes + 1} outputs): {ssdlite_flops / 1e6:.1f} MFLOPs at "
-          f"{DEPLOYMENT_SIZE} (fvcore, 1 multiply-add = 1 FLOP): the search budget")
+    print(
+        f"SSDlite320-MobileNetV3-large ({num_classes + 1} outputs): {ssdlite_flops / 1e6:.1f} MFLOPs at "
+        f"{DEPLOYMENT_SIZE} (fvcore, 1 multiply-add = 1 FLOP): the search budget"
+    )
 
     search_started = time.perf_counter()
     search_data = train_split_copy(data_dir, recipe.seed, workdir / "search-data")
@@ -388,8 +454,10 @@ def main() -> None:
     search_seconds = time.perf_counter() - search_started
     spec = ArchSpec.from_dict(summary["best"]["arch"])
     trained = summary["best"].get("finalist_score")
-    print(f"searched in {search_seconds:.0f} s; best: {spec} (proxy mAP@0.5 {summary['best']['accuracy']:.4f}"
-          + (f", {trained:.4f} after the finalists' training on the search split)" if trained is not None else ")"))
+    print(
+        f"searched in {search_seconds:.0f} s; best: {spec} (proxy mAP@0.5 {summary['best']['accuracy']:.4f}"
+        + (f", {trained:.4f} after the finalists' training on the search split)" if trained is not None else ")")
+    )
 
     space = get_space(spec.space)
     analytic = count_flops(spec, space, DEPLOYMENT_SIZE, num_classes)
@@ -405,19 +473,28 @@ def main() -> None:
     finished = FinishedRuns(workdir)
     for offset in range(arguments.seeds):
         seeded = replace(recipe, seed=recipe.seed + offset)
-        for name, build in (("ours", lambda: build_ours(spec, num_classes, recipe.input_size)),
-                            ("ssdlite", lambda: build_ssdlite(num_classes, recipe.input_size))):
+        for name, build in (
+            ("ours", lambda: build_ours(spec, num_classes, recipe.input_size)),
+            ("ssdlite", lambda: build_ssdlite(num_classes, recipe.input_size)),
+        ):
             torch.manual_seed(seeded.seed)
             model = build()
-            key = finished.key(name, str(spec) if name == "ours" else "ssdlite320_mobilenet_v3_large", seeded,
-                               data.description, getattr(model, "resize", "fixed_size"))
+            key = finished.key(
+                name,
+                str(spec) if name == "ours" else "ssdlite320_mobilenet_v3_large",
+                seeded,
+                data.description,
+                getattr(model, "resize", "fixed_size"),
+            )
             run = finished.load(key, model)
             if run is None:
                 run = train_from_scratch(f"{name} (seed {seeded.seed})", model, data, seeded, device)
                 finished.store(key, model, run)
             else:
-                print(f"{name} (seed {seeded.seed}): reusing the finished run in {finished.folder} "
-                      f"(mAP@0.5 {run['map50']:.4f})", flush=True)
+                print(
+                    f"{name} (seed {seeded.seed}): reusing the finished run in {finished.folder} (mAP@0.5 {run['map50']:.4f})",
+                    flush=True,
+                )
             runs[name].append(run)
             models.setdefault(name, model)
     ours, ssdlite = models["ours"], models["ssdlite"]
@@ -425,64 +502,102 @@ def main() -> None:
 
     ours.cpu().set_image_size(DEPLOYMENT_SIZE)
     set_ssdlite_size(ssdlite.cpu(), DEPLOYMENT_SIZE)
-    image = load_detection_data(data_dir, input_size=DEPLOYMENT_SIZE, seed=recipe.seed, augment=False, max_val=1,
-                                resize="square").val[0][0]
-    timings = latencies({"ours": ours.core(), "ssdlite": SSDCore(ssdlite)}, {"ours": ours, "ssdlite": ssdlite},
-                        image, arguments.repeats)
+    image = load_detection_data(
+        data_dir, input_size=DEPLOYMENT_SIZE, seed=recipe.seed, augment=False, max_val=1, resize="square"
+    ).val[0][0]
+    timings = latencies(
+        {"ours": ours.core(), "ssdlite": SSDCore(ssdlite)}, {"ours": ours, "ssdlite": ssdlite}, image, arguments.repeats
+    )
     result = {
         "ours": {
-            "map50": ours_result["map50"], "flops": ours_core_flops, "params": parameter_count(ours),
-            **timings["ours"], "map": ours_result["map"], "flops_analytic": analytic.flops,
-            "params_analytic": analytic.params, "flops_match": analytic.flops == ours_core_flops, "arch": str(spec),
-            "arch_spec": spec.to_dict(), "resize": ours.resize, "proxy_map50": summary["best"]["accuracy"],
-            "finalist_map50": summary["best"].get("finalist_score"), "search_top": summary["top"],
-            "train_seconds": ours_result["train_seconds"], "history": ours_result["history"],
-            "map50_per_seed": ours_result["map50_per_seed"], "map_per_seed": ours_result["map_per_seed"],
+            "map50": ours_result["map50"],
+            "flops": ours_core_flops,
+            "params": parameter_count(ours),
+            **timings["ours"],
+            "map": ours_result["map"],
+            "flops_analytic": analytic.flops,
+            "params_analytic": analytic.params,
+            "flops_match": analytic.flops == ours_core_flops,
+            "arch": str(spec),
+            "arch_spec": spec.to_dict(),
+            "resize": ours.resize,
+            "proxy_map50": summary["best"]["accuracy"],
+            "finalist_map50": summary["best"].get("finalist_score"),
+            "search_top": summary["top"],
+            "train_seconds": ours_result["train_seconds"],
+            "history": ours_result["history"],
+            "map50_per_seed": ours_result["map50_per_seed"],
+            "map_per_seed": ours_result["map_per_seed"],
         },
         "ssdlite": {
-            "map50": ssdlite_result["map50"], "flops": ssdlite_flops, "params": parameter_count(ssdlite),
-            **timings["ssdlite"], "map": ssdlite_result["map"], "arch": "ssdlite320_mobilenet_v3_large",
-            "train_seconds": ssdlite_result["train_seconds"], "history": ssdlite_result["history"],
-            "map50_per_seed": ssdlite_result["map50_per_seed"], "map_per_seed": ssdlite_result["map_per_seed"],
+            "map50": ssdlite_result["map50"],
+            "flops": ssdlite_flops,
+            "params": parameter_count(ssdlite),
+            **timings["ssdlite"],
+            "map": ssdlite_result["map"],
+            "arch": "ssdlite320_mobilenet_v3_large",
+            "train_seconds": ssdlite_result["train_seconds"],
+            "history": ssdlite_result["history"],
+            "map50_per_seed": ssdlite_result["map50_per_seed"],
+            "map_per_seed": ssdlite_result["map_per_seed"],
         },
     }
-    result["ratios"] = {key: ratio(result["ours"].get(key), result["ssdlite"].get(key))
-                        for key in ("map50", "map", "flops", "params", "latency_ms", "latency_onnxruntime_ms", "latency_pipeline_ms")}
+    result["ratios"] = {
+        key: ratio(result["ours"].get(key), result["ssdlite"].get(key))
+        for key in ("map50", "map", "flops", "params", "latency_ms", "latency_onnxruntime_ms", "latency_pipeline_ms")
+    }
     result["map50_difference"] = seed_difference(result["ours"]["map50_per_seed"], result["ssdlite"]["map50_per_seed"])
-    result.update({
-        "recipe": asdict(recipe),
-        "seeds": arguments.seeds,
-        "search": {**asdict(budget), "budget_flops": ssdlite_flops, "deployment_size": DEPLOYMENT_SIZE,
-                   "trials_completed": summary["trials"], "feasible_fraction": summary["feasible_fraction"],
-                   "seconds": search_seconds, "search_data": "train split only (the search splits it 80/20 itself)"},
-        "data": data.description,
-        "postprocess": {"score_thresh": SCORE_THRESHOLD, "ours": "FCOS nms 0.6, 100 detections",
-                        "ssdlite": "nms 0.55, 300 detections (COCO mAP keeps the 100 best)"},
-        "flops_convention": "fvcore on the raw network at 320x320, no transform or post-processing; 1 multiply-add = 1 FLOP",
-        "latency": f"batch 1, {DEPLOYMENT_SIZE}x{DEPLOYMENT_SIZE}, 1 thread, median of {arguments.repeats} interleaved samples "
-                   "(thread CPU time); whole detector = transform + network + post-processing on one val image",
-        "machine": local_hardware(),
-        "platform": platform.platform(),
-        "threads": arguments.threads,
-        "load_average": list(os.getloadavg()),
-        "date": date.today().isoformat(),
-        "seconds": time.perf_counter() - started,
-        "quick": arguments.quick,
-        "workdir": str(workdir),
-    })
+    result.update(
+        {
+            "recipe": asdict(recipe),
+            "seeds": arguments.seeds,
+            "search": {
+                **asdict(budget),
+                "budget_flops": ssdlite_flops,
+                "deployment_size": DEPLOYMENT_SIZE,
+                "trials_completed": summary["trials"],
+                "feasible_fraction": summary["feasible_fraction"],
+                "seconds": search_seconds,
+                "search_data": "train split only (the search splits it 80/20 itself)",
+            },
+            "data": data.description,
+            "postprocess": {
+                "score_thresh": SCORE_THRESHOLD,
+                "ours": "FCOS nms 0.6, 100 detections",
+                "ssdlite": "nms 0.55, 300 detections (COCO mAP keeps the 100 best)",
+            },
+            "flops_convention": "fvcore on the raw network at 320x320, no transform or post-processing; 1 multiply-add = 1 FLOP",
+            "latency": f"batch 1, {DEPLOYMENT_SIZE}x{DEPLOYMENT_SIZE}, 1 thread, median of {arguments.repeats} interleaved samples "
+            "(thread CPU time); whole detector = transform + network + post-processing on one val image",
+            "machine": local_hardware(),
+            "platform": platform.platform(),
+            "threads": arguments.threads,
+            "load_average": list(os.getloadavg()),
+            "date": date.today().isoformat(),
+            "seconds": time.perf_counter() - started,
+            "quick": arguments.quick,
+            "workdir": str(workdir),
+        }
+    )
     print_table(result)
     for name in ("ours", "ssdlite"):
         print(f"{name} mAP@0.5 per seed: {', '.join(f'{value:.4f}' for value in result[name]['map50_per_seed'])}")
     difference = result["map50_difference"]
     if difference is not None:
-        print(f"mAP@0.5 ours - ssdlite: {difference['value']:+.4f} +- {difference['standard_error']:.4f} "
-              "(standard error over the seeds; a difference within about two of them is seed noise)")
+        print(
+            f"mAP@0.5 ours - ssdlite: {difference['value']:+.4f} +- {difference['standard_error']:.4f} "
+            "(standard error over the seeds; a difference within about two of them is seed noise)"
+        )
     print(f"\nours: {spec}")
-    print(f"FLOPs of ours: analytic {analytic.flops:,} vs fvcore {ours_core_flops:,} ({'equal' if result['ours']['flops_match'] else 'DIFFERENT'})")
-    print(f"recipe: {recipe.epochs} epochs at {recipe.input_size} px, batch {recipe.batch_size}, {recipe.optimizer} lr "
-          f"{recipe.learning_rate}, warm-up {recipe.warmup_epochs} epoch + cosine; search: {budget.supernet_epochs} supernet "
-          f"epochs at {budget.proxy_size} px, {budget.trials} trials; {arguments.seeds} seed(s); total {result['seconds'] / 60:.1f} min; "
-          f"{result['machine']}; load average {result['load_average'][0]:.2f}")
+    print(
+        f"FLOPs of ours: analytic {analytic.flops:,} vs fvcore {ours_core_flops:,} ({'equal' if result['ours']['flops_match'] else 'DIFFERENT'})"
+    )
+    print(
+        f"recipe: {recipe.epochs} epochs at {recipe.input_size} px, batch {recipe.batch_size}, {recipe.optimizer} lr "
+        f"{recipe.learning_rate}, warm-up {recipe.warmup_epochs} epoch + cosine; search: {budget.supernet_epochs} supernet "
+        f"epochs at {budget.proxy_size} px, {budget.trials} trials; {arguments.seeds} seed(s); total {result['seconds'] / 60:.1f} min; "
+        f"{result['machine']}; load average {result['load_average'][0]:.2f}"
+    )
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -175,7 +175,11 @@ def help_comparison(table: LatencyTable, table_index: int, seeds: int) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed; HELP's 4 devices on NAS-Bench-201, 2 devices of other tables (about a minute)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 seed; HELP's 4 devices on NAS-Bench-201, 2 devices of other tables (about a minute)",
+    )
     parser.add_argument("--json", type=Path, help="write the results as JSON to this path")
     parser.add_argument(
         "--data-dir",
@@ -256,11 +260,15 @@ def print_summary(summary: dict[str, object], comparison: dict[str, dict[str, fl
     if overall:
         mean = float(np.mean(overall))
         verdict = "meets" if mean >= TARGET_MEAN_SPEARMAN_AT_10 else "misses"
-        print(f"mean over files of the per-file mean rho at n=10: {mean:.3f} ({verdict} the {TARGET_MEAN_SPEARMAN_AT_10} target)")
+        print(
+            f"mean over files of the per-file mean rho at n=10: {mean:.3f} ({verdict} the {TARGET_MEAN_SPEARMAN_AT_10} target)"
+        )
         summary["mean_spearman_n10"] = mean
     if comparison:
         print("\n== NAS-Bench-201, n=10, against HELP (device = CSV column without 'lat_', same names as HELP's)")
-        print(f"{'device':14s} {'ours':>6s} {'other-hw':>8s} {'help-refs':>9s} {'layer':>6s} {'HELP':>6s} {'ours/HELP':>9s} {'FLOPs':>6s} {'HELP FLOPs':>10s}")
+        print(
+            f"{'device':14s} {'ours':>6s} {'other-hw':>8s} {'help-refs':>9s} {'layer':>6s} {'HELP':>6s} {'ours/HELP':>9s} {'FLOPs':>6s} {'HELP FLOPs':>10s}"
+        )
         for device, values in comparison.items():
             help_rho = HELP_NB201_SPEARMAN[device]
             print(
@@ -271,7 +279,13 @@ def print_summary(summary: dict[str, object], comparison: dict[str, dict[str, fl
             )
         means = {
             key: float(np.mean([values.get(key, float("nan")) for values in comparison.values()]))
-            for key in ("spearman", "other_hardware_spearman", "help_references_spearman", "layer_only_spearman", "flops_spearman")
+            for key in (
+                "spearman",
+                "other_hardware_spearman",
+                "help_references_spearman",
+                "layer_only_spearman",
+                "flops_spearman",
+            )
         }
         help_mean = float(np.mean(list(HELP_NB201_SPEARMAN.values())))
         print(

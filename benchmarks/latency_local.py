@@ -63,7 +63,13 @@ RUNTIMES = ("onnxruntime", "torch")
 
 
 def run_setting(
-    setting: Setting, runtime: str, threads: int, timing: TimingOptions, work_dir: Path, seed: int, progress: bool,
+    setting: Setting,
+    runtime: str,
+    threads: int,
+    timing: TimingOptions,
+    work_dir: Path,
+    seed: int,
+    progress: bool,
     repeat_check: int,
 ) -> dict:
     """Profile, fit and score one (space, runtime) pair."""
@@ -97,18 +103,34 @@ def run_setting(
         }
     # Repeatability: measure some held-out subnets again; how often does a second
     # measurement land within 10% of the first? No predictor can beat that by much.
-    again = measure_subnets(space, [item.spec for item in held_out[:repeat_check]], runtime, threads, setting.input_size, timing)
-    repeat = {
-        statistic: prediction_metrics([getattr(timing_, field) for timing_ in again],
-                                      [STATISTICS[statistic](item) for item in held_out[:repeat_check]])
-        for statistic, field in (("median", "median_ms"), ("min", "min_ms"))
-    } if repeat_check >= 3 else {}
+    again = measure_subnets(
+        space, [item.spec for item in held_out[:repeat_check]], runtime, threads, setting.input_size, timing
+    )
+    repeat = (
+        {
+            statistic: prediction_metrics(
+                [getattr(timing_, field) for timing_ in again],
+                [STATISTICS[statistic](item) for item in held_out[:repeat_check]],
+            )
+            for statistic, field in (("median", "median_ms"), ("min", "min_ms"))
+        }
+        if repeat_check >= 3
+        else {}
+    )
     truth = [item.latency_ms for item in held_out]
     return {
-        "space": setting.space, "input_size": setting.input_size, "runtime": runtime, "threads": threads,
-        "train_subnets": len(training), "test_subnets": len(held_out), "table_entries": len(parts),
-        "latency_ms_range": [min(truth), max(truth)], "seconds": time.perf_counter() - started,
-        "scores": scores, "repeatability": repeat, "repeat_check_subnets": min(repeat_check, len(held_out)),
+        "space": setting.space,
+        "input_size": setting.input_size,
+        "runtime": runtime,
+        "threads": threads,
+        "train_subnets": len(training),
+        "test_subnets": len(held_out),
+        "table_entries": len(parts),
+        "latency_ms_range": [min(truth), max(truth)],
+        "seconds": time.perf_counter() - started,
+        "scores": scores,
+        "repeatability": repeat,
+        "repeat_check_subnets": min(repeat_check, len(held_out)),
     }
 
 
@@ -123,8 +145,10 @@ def print_row(row: dict, statistic: str) -> None:
         )
     if row["repeatability"]:
         repeat = row["repeatability"][statistic]
-        print(f"{'':<25}{statistic:<7}{'re-measured':<15} {repeat['within_10pct'] * 100:>6.1f}% {repeat['rmse_pct']:>6.1f}% "
-              f"{repeat['spearman']:>6.3f}   ({row['repeat_check_subnets']} held-out subnets measured a second time)")
+        print(
+            f"{'':<25}{statistic:<7}{'re-measured':<15} {repeat['within_10pct'] * 100:>6.1f}% {repeat['rmse_pct']:>6.1f}% "
+            f"{repeat['spearman']:>6.3f}   ({row['repeat_check_subnets']} held-out subnets measured a second time)"
+        )
 
 
 def main() -> None:
@@ -135,13 +159,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="timed samples per module (default 11, quick 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", help="keep (and resume) the profiled tables here (default: a temporary folder)")
-    parser.add_argument("--spaces", default="cifar,mobile", help="comma-separated subset of cifar,mobile,detect "
-                        "(detect: whole detectors at 320 px, not part of the issue's default pair)")
+    parser.add_argument(
+        "--spaces",
+        default="cifar,mobile",
+        help="comma-separated subset of cifar,mobile,detect "
+        "(detect: whole detectors at 320 px, not part of the issue's default pair)",
+    )
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated subset of onnxruntime,torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--instances", type=int, default=3,
-                        help="independent instances (sessions, module copies) timed per module; median of their "
-                             "medians (default 3; 1 was the protocol before session 6)")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=3,
+        help="independent instances (sessions, module copies) timed per module; median of their "
+        "medians (default 3; 1 was the protocol before session 6)",
+    )
     arguments = parser.parse_args()
     settings = [setting for setting in (QUICK if arguments.quick else FULL) if setting.space in arguments.spaces.split(",")]
     timing = TimingOptions(warmup=2, repeats=arguments.repeats or (5 if arguments.quick else 11), instances=arguments.instances)
@@ -152,10 +184,22 @@ def main() -> None:
     rows = []
     for setting in settings:
         for runtime in arguments.runtimes.split(","):
-            rows.append(run_setting(setting, runtime, arguments.threads, timing, work_dir, arguments.seed,
-                                    not arguments.quiet, 4 if arguments.quick else 30))
-    print(f"\n{'space':<7}{'px':>4} {'runtime':<12} {'stat':<7}{'model':<15} {'±10%':>7} {'RMSE':>7} {'rho':>6}   "
-          f"train/test entries  measured")
+            rows.append(
+                run_setting(
+                    setting,
+                    runtime,
+                    arguments.threads,
+                    timing,
+                    work_dir,
+                    arguments.seed,
+                    not arguments.quiet,
+                    4 if arguments.quick else 30,
+                )
+            )
+    print(
+        f"\n{'space':<7}{'px':>4} {'runtime':<12} {'stat':<7}{'model':<15} {'±10%':>7} {'RMSE':>7} {'rho':>6}   "
+        f"train/test entries  measured"
+    )
     for statistic in STATISTICS:
         for row in rows:
             print_row(row, statistic)

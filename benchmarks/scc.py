@@ -158,9 +158,7 @@ def run(settings: Settings, groups: int, overlaps: tuple[float | Fraction, ...])
         for channels, size in SHAPES:
             for batch in BATCHES:
                 for overlap in overlaps:
-                    seconds, undisturbed = time_interleaved(
-                        build_candidates(channels, size, batch, groups, overlap), settings
-                    )
+                    seconds, undisturbed = time_interleaved(build_candidates(channels, size, batch, groups, overlap), settings)
                     rows.append(
                         {
                             "channels": channels,

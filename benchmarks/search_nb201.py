@@ -173,7 +173,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget-ms", type=float, help="latency budget (default: the device's median latency)")
     parser.add_argument("--seeds", type=int, help=f"seeds per sampler (default {FULL_RUN[0]})")
     parser.add_argument("--max-queries", type=int, help=f"query cap per study (default {FULL_RUN[1]})")
-    parser.add_argument("--target-regret", type=float, default=0.3, help="accuracy points from the optimum that count as reached")
+    parser.add_argument(
+        "--target-regret", type=float, default=0.3, help="accuracy points from the optimum that count as reached"
+    )
     parser.add_argument(
         "--samplers",
         default=",".join(DEFAULT_SAMPLERS),
@@ -239,10 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     near_optimum = int(np.sum(feasible & (accuracy >= optimum_accuracy - arguments.target_regret)))
     optimum_latency = table.lookup(optimum_arch).latency_ms[device]
 
-    mode = f"QUICK run ({seeds} seeds, cap {max_queries} queries)" if arguments.quick else f"full run ({seeds} seeds, cap {max_queries} queries)"
+    mode = (
+        f"QUICK run ({seeds} seeds, cap {max_queries} queries)"
+        if arguments.quick
+        else f"full run ({seeds} seeds, cap {max_queries} queries)"
+    )
     print(f"NAS-Bench-201 constrained search, {mode}")
-    print(f"device {device}, dataset {dataset}, budget {budget:.3f} ms ({'median latency' if arguments.budget_ms is None else 'given'})")
-    print(f"feasible cells {int(feasible.sum())}/{len(table)}; within {arguments.target_regret} points of the optimum: {near_optimum}")
+    print(
+        f"device {device}, dataset {dataset}, budget {budget:.3f} ms ({'median latency' if arguments.budget_ms is None else 'given'})"
+    )
+    print(
+        f"feasible cells {int(feasible.sum())}/{len(table)}; within {arguments.target_regret} points of the optimum: {near_optimum}"
+    )
     print(f"constrained optimum {optimum_accuracy:.3f}% at {optimum_latency:.3f} ms: {optimum_arch}")
     print(
         f"unconstrained optimum {accuracy[unconstrained_best]:.3f}% at {latency[unconstrained_best]:.3f} ms "
@@ -253,8 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in samplers:
         per_sampler[name] = [
             run_study(
-                table, name, seed, dataset=dataset, device=device, budget_ms=budget,
-                optimum_accuracy=optimum_accuracy, target_regret=arguments.target_regret, max_queries=max_queries,
+                table,
+                name,
+                seed,
+                dataset=dataset,
+                device=device,
+                budget_ms=budget,
+                optimum_accuracy=optimum_accuracy,
+                target_regret=arguments.target_regret,
+                max_queries=max_queries,
             )
             for seed in range(seeds)
         ]

@@ -38,7 +38,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
 from nas_search.hw_models.flops import count_flops  # noqa: E402
-from nas_search.spaces.sampling import sample_specs  # noqa: E402
+from nas_search.search.sampling import sample_specs  # noqa: E402
 from nas_search.spaces.static import build_static_model  # noqa: E402
 from nas_search.tasks import get_space  # noqa: E402
 from nas_search.tasks.classify.data import load_classification_data, make_loader  # noqa: E402
@@ -66,7 +66,9 @@ def train_from_scratch(spec, space, data, config: SupernetTrainConfig) -> float:
     torch.manual_seed(config.seed)
     model = build_static_model(space.resolve(spec, num_classes=data.num_classes), dropout=space.dropout)
     optimizer = build_optimizer(model, config)
-    loader = make_loader(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed, num_workers=config.workers, drop_last=True)
+    loader = make_loader(
+        data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed, num_workers=config.workers, drop_last=True
+    )
     steps = len(loader) * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, int(config.warmup_epochs * len(loader))))
     for epoch in range(config.epochs):
@@ -82,8 +84,9 @@ def fine_tuned_accuracy(supernet, spec, data, epochs: int, seed: int = 0) -> flo
     weights, with the finalists' recipe (as ``nas-search run`` re-ranks its best trials)."""
     torch.manual_seed(seed)
     model = supernet.extract(spec)
-    result = train_classifier_finalist(model, data, FINALIST_RECIPES[("classify", "inherited")], epochs, seed,
-                                       f"fine-tune {spec.key[:12]}", progress=False)
+    result = train_classifier_finalist(
+        model, data, FINALIST_RECIPES[("classify", "inherited")], epochs, seed, f"fine-tune {spec.key[:12]}", progress=False
+    )
     return result["accuracy"]
 
 
@@ -131,19 +134,35 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--subnets", type=int, default=None)
     parser.add_argument("--checkpoint", help="reuse a trained supernet checkpoint")
-    parser.add_argument("--budget", help="budget-aware supernet: train and compare only subnets within this many "
-                                         "FLOPs (e.g. 60MFLOPs); default: the whole cifar space (5 to 500 MFLOPs)")
+    parser.add_argument(
+        "--budget",
+        help="budget-aware supernet: train and compare only subnets within this many "
+        "FLOPs (e.g. 60MFLOPs); default: the whole cifar space (5 to 500 MFLOPs)",
+    )
     parser.add_argument("--optimizer", default="sgd", help="sgd (lr 0.05) or adamw (lr 2e-3), for both sides")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 leaves a core free on a 2-core machine)")
-    parser.add_argument("--random-subnets", type=int, default=None,
-                        help="random subnets per sandwich step (default: the training default)")
-    parser.add_argument("--teacher", choices=("widest", "projected"), default=None,
-                        help="largest subnet under --budget (default: the training default, widest)")
-    parser.add_argument("--fair-operations", action=argparse.BooleanOptionalAction, default=None,
-                        help="FairNAS op sampling of the random subnets (default: the training default, on)")
-    parser.add_argument("--finetune-epochs", type=int, default=None,
-                        help="also score each subnet after this many epochs of fine-tuning from its inherited weights "
-                             "(the search's finalist ranking; default 2, quick 0; 0 skips)")
+    parser.add_argument(
+        "--random-subnets", type=int, default=None, help="random subnets per sandwich step (default: the training default)"
+    )
+    parser.add_argument(
+        "--teacher",
+        choices=("widest", "projected"),
+        default=None,
+        help="largest subnet under --budget (default: the training default, widest)",
+    )
+    parser.add_argument(
+        "--fair-operations",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="FairNAS op sampling of the random subnets (default: the training default, on)",
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=None,
+        help="also score each subnet after this many epochs of fine-tuning from its inherited weights "
+        "(the search's finalist ranking; default 2, quick 0; 0 skips)",
+    )
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     epochs = arguments.epochs or (1 if arguments.quick else 6)
@@ -154,12 +173,25 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="supernet-quality-"))
     max_flops = parse_flops(arguments.budget) if arguments.budget else None
     config = SupernetTrainConfig(
-        space="cifar", data=arguments.data, epochs=epochs, batch_size=64, max_train=max_train, workers=2,
-        device="cpu", out=str(workdir / "supernet.pt"), progress=True, seed=0, max_flops=max_flops,
-        optimizer=arguments.optimizer, learning_rate=2e-3 if arguments.optimizer == "adamw" else 0.05,
+        space="cifar",
+        data=arguments.data,
+        epochs=epochs,
+        batch_size=64,
+        max_train=max_train,
+        workers=2,
+        device="cpu",
+        out=str(workdir / "supernet.pt"),
+        progress=True,
+        seed=0,
+        max_flops=max_flops,
+        optimizer=arguments.optimizer,
+        learning_rate=2e-3 if arguments.optimizer == "adamw" else 0.05,
     )
-    for name, value in (("random_subnets", arguments.random_subnets), ("budget_teacher", arguments.teacher),
-                        ("fair_operations", arguments.fair_operations)):
+    for name, value in (
+        ("random_subnets", arguments.random_subnets),
+        ("budget_teacher", arguments.teacher),
+        ("fair_operations", arguments.fair_operations),
+    ):
         if value is not None:
             setattr(config, name, value)
     started = time.perf_counter()
@@ -168,14 +200,18 @@ def main() -> None:
     supernet, metadata = load_supernet(checkpoint)
     trained = metadata.get("config", {})
     if arguments.checkpoint and (trained.get("epochs"), trained.get("max_flops")) != (epochs, max_flops):
-        raise SystemExit(f"--checkpoint {checkpoint} was trained for {trained.get('epochs')} epochs under budget "
-                         f"{trained.get('max_flops')}; pass the same --epochs and --budget so both sides match")
+        raise SystemExit(
+            f"--checkpoint {checkpoint} was trained for {trained.get('epochs')} epochs under budget "
+            f"{trained.get('max_flops')}; pass the same --epochs and --budget so both sides match"
+        )
     for name in ("random_subnets", "budget_teacher", "fair_operations"):  # report what the supernet was trained with
         setattr(config, name, trained.get(name, getattr(config, name)))
     data = load_classification_data(arguments.data, input_size=32, seed=0, max_train=max_train)
     plain = load_classification_data(arguments.data, input_size=32, seed=0, augment=False, max_train=max_train)
     evaluator = AccuracyEvaluator(
-        supernet, calibration_tensor(plain.train, 512), make_loader(plain.val, batch_size=256, shuffle=False, seed=0, num_workers=0)
+        supernet,
+        calibration_tensor(plain.train, 512),
+        make_loader(plain.val, batch_size=256, shuffle=False, seed=0, num_workers=0),
     )
     specs = pick_subnets(space, count, seed=1, max_flops=max_flops)
     rows = []
@@ -185,14 +221,29 @@ def main() -> None:
         started = time.perf_counter()
         scratch = train_from_scratch(spec, space, data, config)
         cost = count_flops(spec, space)
-        rows.append({"arch": str(spec), "flops": cost.flops, "params": cost.params, "inherited": inherited,
-                     "fine_tuned": fine_tuned, "scratch": scratch, "scratch_seconds": time.perf_counter() - started})
+        rows.append(
+            {
+                "arch": str(spec),
+                "flops": cost.flops,
+                "params": cost.params,
+                "inherited": inherited,
+                "fine_tuned": fine_tuned,
+                "scratch": scratch,
+                "scratch_seconds": time.perf_counter() - started,
+            }
+        )
         tuned_text = f"  fine-tuned {fine_tuned:.4f}" if fine_tuned is not None else ""
-        print(f"[{index + 1}/{len(specs)}] {cost.flops / 1e6:8.1f} MFLOPs  inherited {inherited:.4f}{tuned_text}  "
-              f"scratch {scratch:.4f}", flush=True)
+        print(
+            f"[{index + 1}/{len(specs)}] {cost.flops / 1e6:8.1f} MFLOPs  inherited {inherited:.4f}{tuned_text}  "
+            f"scratch {scratch:.4f}",
+            flush=True,
+        )
     tau = float(kendalltau([row["inherited"] for row in rows], [row["scratch"] for row in rows]).statistic)
-    tuned_tau = float(kendalltau([row["fine_tuned"] for row in rows], [row["scratch"] for row in rows]).statistic) \
-        if finetune_epochs else None
+    tuned_tau = (
+        float(kendalltau([row["fine_tuned"] for row in rows], [row["scratch"] for row in rows]).statistic)
+        if finetune_epochs
+        else None
+    )
     gap = statistics.mean(row["scratch"] - row["inherited"] for row in rows)
     ratios = step_time_ratio(supernet, specs)
     for row, ratio in zip(rows, ratios):
@@ -222,19 +273,27 @@ def main() -> None:
     print(f"{'MFLOPs':>9} {'inherited':>9} {'tuned':>8} {'scratch':>8} {'step x':>7}  architecture")
     for row in rows:
         tuned_cell = f"{row['fine_tuned']:8.4f}" if row["fine_tuned"] is not None else f"{'-':>8}"
-        print(f"{row['flops'] / 1e6:9.1f} {row['inherited']:9.4f} {tuned_cell} {row['scratch']:8.4f} "
-              f"{row['step_time_ratio']:7.2f}  {row['arch']}")
+        print(
+            f"{row['flops'] / 1e6:9.1f} {row['inherited']:9.4f} {tuned_cell} {row['scratch']:8.4f} "
+            f"{row['step_time_ratio']:7.2f}  {row['arch']}"
+        )
     print(f"\nKendall tau (inherited vs scratch ranking): {tau:.3f}   (target >= 0.6)")
     if tuned_tau is not None:
         print(f"Kendall tau (after {finetune_epochs} fine-tuning epochs, the finalists' ranking, vs scratch): {tuned_tau:.3f}")
     print(f"mean gap (scratch - inherited): {gap:+.4f}")
     print(f"training step, supernet / static subnet: median {result['step_time_ratio']:.2f}x   (target <= 1.2x)")
     scope = f"subnets within {arguments.budget}" if max_flops else "the whole space"
-    sampling = f"{config.random_subnets} random subnets/step, {'fair' if config.fair_operations else 'independent'} ops, " \
-               f"{config.budget_teacher} teacher"
-    trained_how = f"supernet from {arguments.checkpoint}" if arguments.checkpoint else f"supernet training took {supernet_seconds:.0f} s"
-    print(f"{epochs} epochs on {len(data.train)} images ({scope}, {arguments.optimizer}, {sampling}); {trained_how}; "
-          f"{result['machine']}")
+    sampling = (
+        f"{config.random_subnets} random subnets/step, {'fair' if config.fair_operations else 'independent'} ops, "
+        f"{config.budget_teacher} teacher"
+    )
+    trained_how = (
+        f"supernet from {arguments.checkpoint}" if arguments.checkpoint else f"supernet training took {supernet_seconds:.0f} s"
+    )
+    print(
+        f"{epochs} epochs on {len(data.train)} images ({scope}, {arguments.optimizer}, {sampling}); {trained_how}; "
+        f"{result['machine']}"
+    )
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(result, indent=2) + "\n")
 

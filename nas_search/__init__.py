@@ -167,8 +167,15 @@ def cost_report(
     from nas_search.cost import cost_report as report_cost
 
     report: dict[str, Any] = report_cost(
-        arch, space_name=space_name, input_size=input_size, num_classes=num_classes, check_fvcore=check_fvcore,
-        device=device, runtime=runtime, threads=threads, lut=lut,
+        arch,
+        space_name=space_name,
+        input_size=input_size,
+        num_classes=num_classes,
+        check_fvcore=check_fvcore,
+        device=device,
+        runtime=runtime,
+        threads=threads,
+        lut=lut,
     )
     return report
 

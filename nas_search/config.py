@@ -108,4 +108,3 @@ def check_fields(config: Any, checks: Iterable[FieldCheck], source: str) -> None
 def positive_or_none(value: int | None) -> bool:
     """1 or more, or None (unset)."""
     return value is None or value >= 1
-

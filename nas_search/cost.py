@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas_search.errors import UserError
-from nas_search.units import check_input_size
 from nas_search.hw_models.flops import count_flops
 from nas_search.spec import ArchSpec, load_arch
 from nas_search.tasks import get_space, get_task
+from nas_search.units import check_input_size
 
 
 def cost_report(
@@ -48,7 +48,14 @@ def cost_report(
         if device is None:
             raise UserError("--lut needs --device NAME (the device the table was profiled on)")
         report["device"] = device_cost(
-            spec, space, device, lut_path=lut, runtime=runtime, threads=threads, input_size=size, num_classes=num_classes,
+            spec,
+            space,
+            device,
+            lut_path=lut,
+            runtime=runtime,
+            threads=threads,
+            input_size=size,
+            num_classes=num_classes,
         )
     return report
 

@@ -21,4 +21,3 @@ def missing_file(path: str | os.PathLike[str]) -> str:
     from pathlib import Path
 
     return "is a folder, not a file" if Path(path).is_dir() else "not found"
-

@@ -33,12 +33,25 @@ from nas_search.utils import check_output_path
 EXPORT_FILES = ("arch.yaml", "train.yaml", "model.pt", "model.onnx", "meta.json")
 
 #: Kept importable from here: the exported model and its helpers live with the Task contract.
-__all__ = ["EXPORT_FILES", "ExportedModel", "export_onnx", "export_trial", "exported_data_path", "load_exported",
-           "onnxruntime_latency_ms", "training_size"]
+__all__ = [
+    "EXPORT_FILES",
+    "ExportedModel",
+    "export_onnx",
+    "export_trial",
+    "exported_data_path",
+    "load_exported",
+    "onnxruntime_latency_ms",
+    "training_size",
+]
 
 
-def export_onnx(model: torch.nn.Module, input_size: int, path: str | Path,
-                output_names: tuple[str, ...] = ("logits",), log_outputs: tuple[str, ...] = ()) -> float:
+def export_onnx(
+    model: torch.nn.Module,
+    input_size: int,
+    path: str | Path,
+    output_names: tuple[str, ...] = ("logits",),
+    log_outputs: tuple[str, ...] = (),
+) -> float:
     """Write ``model`` as ONNX (batch dimension dynamic), run it in onnxruntime and return
     the largest difference from PyTorch over all outputs, relative to the output's largest
     magnitude (absolute below 1); raise if they disagree.
@@ -52,9 +65,14 @@ def export_onnx(model: torch.nn.Module, input_size: int, path: str | Path,
     model = model.eval()
     example = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     torch.onnx.export(
-        model, (example,), str(path), input_names=["images"], output_names=list(output_names),
+        model,
+        (example,),
+        str(path),
+        input_names=["images"],
+        output_names=list(output_names),
         dynamic_axes={"images": {0: "batch"}, **{name: {0: "batch"} for name in output_names}},
-        opset_version=17, dynamo=False,
+        opset_version=17,
+        dynamo=False,
     )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
@@ -118,7 +136,9 @@ def _resolve_trial(study, trial: str | int):
     return frozen
 
 
-def export_trial(study_name: str, storage_url: str, trial: str | int, out_dir: str | Path, *, epochs: int = 20) -> dict[str, Any]:
+def export_trial(
+    study_name: str, storage_url: str, trial: str | int, out_dir: str | Path, *, epochs: int = 20
+) -> dict[str, Any]:
     """Export one trial of a nas-search study into ``out_dir``."""
     from nas_search.search.study import load_existing_study, open_storage
     from nas_search.training.checkpoint import checkpoint_checksum

@@ -24,6 +24,12 @@ def progress_bar(total: int, description: str, unit: str = "it", enabled: bool =
     from tqdm.auto import tqdm
 
     return tqdm(
-        total=total, desc=description, unit=unit, unit_scale=True, dynamic_ncols=True, file=sys.stderr,
-        mininterval=0.5, smoothing=0.1,
+        total=total,
+        desc=description,
+        unit=unit,
+        unit_scale=True,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        mininterval=0.5,
+        smoothing=0.1,
     )

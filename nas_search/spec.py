@@ -25,10 +25,11 @@ with ``SearchSpace.validate``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import yaml
 
@@ -89,20 +90,41 @@ class BlockRules:
 
 
 EXPANSION_FIELD = OpField(
-    "expansion", 1.0, "1", "only mbconv expands", lambda value: 1 <= value <= 8, "1 to 8 for mbconv",
+    "expansion",
+    1.0,
+    "1",
+    "only mbconv expands",
+    lambda value: 1 <= value <= 8,
+    "1 to 8 for mbconv",
     lambda value: f"e{_format_number(value)}",
 )
 SQUEEZE_EXCITE_FIELD = OpField(
-    "squeeze_excite", False, "false", "only mbconv", lambda value: True, "true or false",
-    lambda value: "se" if value else None, well_typed=lambda value: isinstance(value, bool),
+    "squeeze_excite",
+    False,
+    "false",
+    "only mbconv",
+    lambda value: True,
+    "true or false",
+    lambda value: "se" if value else None,
+    well_typed=lambda value: isinstance(value, bool),
 )
 GROUPS_FIELD = OpField(
-    "groups", 1, "1", "only scc has channel groups", lambda value: value in SCC_GROUPS,
-    ", ".join(map(str, SCC_GROUPS)), lambda value: f"g{value}",
+    "groups",
+    1,
+    "1",
+    "only scc has channel groups",
+    lambda value: value in SCC_GROUPS,
+    ", ".join(map(str, SCC_GROUPS)),
+    lambda value: f"g{value}",
 )
 OVERLAP_FIELD = OpField(
-    "overlap", 0.0, "0", "only scc has overlap", lambda value: value in SCC_OVERLAPS,
-    ", ".join(map(str, SCC_OVERLAPS)), lambda value: f"o{_format_number(value)}",
+    "overlap",
+    0.0,
+    "0",
+    "only scc has overlap",
+    lambda value: value in SCC_OVERLAPS,
+    ", ".join(map(str, SCC_OVERLAPS)),
+    lambda value: f"o{_format_number(value)}",
 )
 
 #: The spec-level rules of every block op, by name (see :class:`BlockRules`).
@@ -120,9 +142,7 @@ BLOCK_RULES: dict[str, BlockRules] = {
             "depthwise kxk -> sliding-channel pointwise (DSXplore), cg channel groups, co overlap",
             (GROUPS_FIELD, OVERLAP_FIELD),
         ),
-        BlockRules(
-            "slim", "Slim-CNN slim module: two SSE blocks with a projected skip, then a depthwise-separable conv"
-        ),
+        BlockRules("slim", "Slim-CNN slim module: two SSE blocks with a projected skip, then a depthwise-separable conv"),
     )
 }
 #: Every op field, in ``BlockSpec`` order (the order they are validated in).
@@ -212,8 +232,7 @@ class BlockSpec:
                 if not op_field.allowed(value):
                     _fail(name, op_field.name, value, op_field.allowed_text)
             elif value != op_field.unused:
-                _fail(name, op_field.name, value,
-                      f"{op_field.unused_text} for op {self.op!r} ({op_field.unused_reason})")
+                _fail(name, op_field.name, value, f"{op_field.unused_text} for op {self.op!r} ({op_field.unused_reason})")
 
     def __str__(self) -> str:
         parts = [self.op, f"k{self.kernel}"]
@@ -232,7 +251,7 @@ class BlockSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BlockSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> BlockSpec:
         """Build from :meth:`to_dict` output; unknown keys are refused."""
         _check_keys("BlockSpec", data, {f.name for f in fields(cls)})
         if "op" not in data:
@@ -268,13 +287,23 @@ class StageSpec:
         return {"blocks": [block.to_dict() for block in self.blocks]}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "StageSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> StageSpec:
         """Build from :meth:`to_dict` output."""
         _check_keys("StageSpec", data, {"blocks"})
         blocks = data.get("blocks")
         if not isinstance(blocks, list):
             raise UserError(f"StageSpec.blocks={blocks!r} is invalid; allowed: a list of blocks")
         return cls(tuple(BlockSpec.from_dict(_as_mapping("BlockSpec", block)) for block in blocks))
+
+
+#: Optuna parameter name of each :class:`DetectorSpec` field (``head_width`` would clash
+#: with the classifier head's parameter).
+DETECTOR_PARAMETERS: dict[str, str] = {
+    "neck_width": "neck_width",
+    "neck_depth": "neck_depth",
+    "head_width": "det_head_width",
+    "head_depth": "det_head_depth",
+}
 
 
 @dataclass(frozen=True)
@@ -322,7 +351,7 @@ class DetectorSpec:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DetectorSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> DetectorSpec:
         """Build from :meth:`to_dict` output; unknown or missing keys are refused."""
         allowed = {f.name for f in fields(cls)}
         _check_keys("DetectorSpec", data, allowed)
@@ -412,7 +441,7 @@ class ArchSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ArchSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> ArchSpec:
         """Build from :meth:`to_dict` output, refusing unknown keys and versions."""
         data = _as_mapping("ArchSpec", data)
         _check_keys(
@@ -432,7 +461,8 @@ class ArchSpec:
             stem_width=data.get("stem_width", 1.0),
             head_width=data.get("head_width", 1.0),
             channel_divisor=data.get("channel_divisor", 8),
-            detector=None if data.get("detector") is None
+            detector=None
+            if data.get("detector") is None
             else DetectorSpec.from_dict(_as_mapping("DetectorSpec", data["detector"])),
         )
 
@@ -441,7 +471,7 @@ class ArchSpec:
         return json.dumps(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "ArchSpec":
+    def from_json(cls, text: str) -> ArchSpec:
         """Parse :meth:`to_json` output."""
         try:
             data = json.loads(text)
@@ -454,7 +484,7 @@ class ArchSpec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, text: str) -> "ArchSpec":
+    def from_yaml(cls, text: str) -> ArchSpec:
         """Parse YAML (``yaml.safe_load``)."""
         try:
             data = yaml.safe_load(text)
@@ -485,8 +515,10 @@ def load_arch(path: str | Path) -> ArchSpec:
     try:
         data = yaml.safe_load(path.read_text())  # JSON is a subset of YAML
     except (yaml.YAMLError, UnicodeDecodeError):
-        raise UserError(f"architecture file {path} is not valid YAML or JSON (expected a .yaml or .json ArchSpec, "
-                        "such as an export's arch.yaml)") from None
+        raise UserError(
+            f"architecture file {path} is not valid YAML or JSON (expected a .yaml or .json ArchSpec, "
+            "such as an export's arch.yaml)"
+        ) from None
     except OSError as error:
         raise UserError(f"architecture file {path} cannot be read: {error.strerror or error}") from None
     if isinstance(data, Mapping) and "arch" in data and "stages" not in data:

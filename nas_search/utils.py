@@ -51,14 +51,16 @@ def check_output_path(path: str | Path, option: str, kind: str = "file") -> None
     while not nearest.exists():
         nearest = nearest.parent
     if not nearest.is_dir():
-        raise UserError(f"{option} {path}: {nearest} is a file, so nothing can be written there; accepted: a path in a "
-                        "writable folder")
+        raise UserError(
+            f"{option} {path}: {nearest} is a file, so nothing can be written there; accepted: a path in a writable folder"
+        )
     try:
         with tempfile.TemporaryFile(dir=nearest):
             pass
     except OSError as error:
-        raise UserError(f"{option} {path}: cannot write in {nearest} ({error.strerror}); accepted: a path in a "
-                        "writable folder") from None
+        raise UserError(
+            f"{option} {path}: cannot write in {nearest} ({error.strerror}); accepted: a path in a writable folder"
+        ) from None
 
 
 def _current_umask() -> int:

@@ -24,11 +24,15 @@ def main() -> None:
     atomic_write_text(arguments.out, json.dumps(constants, indent=1) + "\n")
     for device in constants["devices"]:
         errors = device["errors"]
-        in_space = ", ".join(f"{space}: {figures['within_10pct']:.0%} within 10%, rho {figures['spearman']:.2f}"
-                             for space, figures in errors["in_space"].items())
+        in_space = ", ".join(
+            f"{space}: {figures['within_10pct']:.0%} within 10%, rho {figures['spearman']:.2f}"
+            for space, figures in errors["in_space"].items()
+        )
         new = errors["new_space"]
-        print(f"{device['name']:<18} in-space [{in_space}] | new space: mean error {new['mean_abs_error']:.0%}, "
-              f"rho {new['spearman']:.2f}")
+        print(
+            f"{device['name']:<18} in-space [{in_space}] | new space: mean error {new['mean_abs_error']:.0%}, "
+            f"rho {new['spearman']:.2f}"
+        )
     print(f"wrote {arguments.out}")
 
 

@@ -10,8 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import Callable  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -46,7 +46,11 @@ def nas_cli() -> CliRunner:
 
     def run(cwd: Path, *arguments: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
-            cli_command(*arguments), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+            cli_command(*arguments),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             env=env or cli_environment(),
         )
 
@@ -59,8 +63,26 @@ def micro_supernet(tmp_path_factory: pytest.TempPathFactory, nas_cli: CliRunner)
     directory = tmp_path_factory.mktemp("micro-supernet")
     checkpoint = directory / "supernet.pt"
     result = nas_cli(
-        directory, "supernet", "train", "--space", "micro", "--epochs", "1", "--max-train", "128", "--batch-size", "32",
-        "--random-subnets", "1", "--workers", "0", "--device", "cpu", "--out", str(checkpoint), "--quiet",
+        directory,
+        "supernet",
+        "train",
+        "--space",
+        "micro",
+        "--epochs",
+        "1",
+        "--max-train",
+        "128",
+        "--batch-size",
+        "32",
+        "--random-subnets",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(checkpoint),
+        "--quiet",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert checkpoint.is_file()
@@ -87,10 +109,26 @@ class SearchedStudy:
 def micro_run_arguments(study: str, supernet: Path, trials: int = MICRO_TRIALS, *extra: str) -> tuple[str, ...]:
     """``run`` arguments for a quick micro search that reuses ``supernet``."""
     return (
-        "run", "--space", "micro", "--budget", MICRO_BUDGET_TEXT, "--supernet", str(supernet), "--max-val", "100",
-        "--trials", str(trials), "--startup-trials", "3", "--study", study, "--quiet",
+        "run",
+        "--space",
+        "micro",
+        "--budget",
+        MICRO_BUDGET_TEXT,
+        "--supernet",
+        str(supernet),
+        "--max-val",
+        "100",
+        "--trials",
+        str(trials),
+        "--startup-trials",
+        "3",
+        "--study",
+        study,
+        "--quiet",
         # no finalist re-ranking unless a test asks for it (``extra`` comes later and wins)
-        "--finalists", "0", *extra,
+        "--finalists",
+        "0",
+        *extra,
     )
 
 
@@ -128,8 +166,19 @@ def detect_latency_table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     for spec in specs:
         add(spec)
     rng = _random.Random(6)
-    kinds = {"stem", "mbconv", "dsc", "scc", "slim", "lateral", "fuse", "neck_block", "extra_level", "tower_layer",
-             "predictors"}
+    kinds = {
+        "stem",
+        "mbconv",
+        "dsc",
+        "scc",
+        "slim",
+        "lateral",
+        "fuse",
+        "neck_block",
+        "extra_level",
+        "tower_layer",
+        "predictors",
+    }
     while kinds - {config.op for config in parts.values()}:
         add(space.sample(rng, bias=0.0))
     path = tmp_path_factory.mktemp("detect-table") / "detect-416px_cpu_torch_1t.json"

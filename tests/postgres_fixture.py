@@ -15,10 +15,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 #: Users tried, in order, when the tests run as root.
 UNPRIVILEGED_USERS = ("postgres", "nobody")
@@ -116,12 +116,18 @@ def running_postgres(database: str = "nas_search_test") -> Iterator[PostgresServ
     try:
         subprocess.run(
             _as_user(user, [initdb, "-D", str(data_dir), "-U", role, "--auth=trust", "--no-sync", "-E", "UTF8"]),
-            check=True, capture_output=True, text=True, timeout=120,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
         subprocess.run(
             _as_user(user, [pg_ctl, "-D", str(data_dir), "-l", str(log), "-o", options, "-w", "-t", "60", "start"]),
-            check=True, capture_output=True, text=True, timeout=90,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=90,
         )
         connection = _connect(psycopg2, port, role, "postgres")
         connection.autocommit = True
@@ -131,8 +137,9 @@ def running_postgres(database: str = "nas_search_test") -> Iterator[PostgresServ
         yield PostgresServer(f"postgresql://{role}@127.0.0.1:{port}/{database}", port, data_dir, user or "")
     finally:
         if (data_dir / "postmaster.pid").exists():
-            subprocess.run(_as_user(user, [pg_ctl, "-D", str(data_dir), "-m", "immediate", "-w", "stop"]),
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                _as_user(user, [pg_ctl, "-D", str(data_dir), "-m", "immediate", "-w", "stop"]), capture_output=True, timeout=60
+            )
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -23,8 +23,9 @@ from nas_search.hw_models.analytic import (
 )
 from nas_search.hw_models.devices import device_names, latency_model_for
 from nas_search.hw_models.flops import count_network
-from nas_search.tasks import get_space
 from nas_search.spaces.static import build_static_model
+from nas_search.tasks import get_space
+
 from support import shared_data_path
 
 
@@ -46,8 +47,11 @@ def test_layer_macs_plus_norm_and_pool_equal_the_exact_count(space_name: str) ->
         def record(module, inputs, output):
             counted.append(2 * output.numel() if isinstance(module, torch.nn.BatchNorm2d) else inputs[0].numel())
 
-        hooks = [module.register_forward_hook(record) for module in model.modules()
-                 if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.AdaptiveAvgPool2d))]
+        hooks = [
+            module.register_forward_hook(record)
+            for module in model.modules()
+            if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.AdaptiveAvgPool2d))
+        ]
         with torch.no_grad():
             model(torch.zeros(1, 3, size, size))
         for hook in hooks:
@@ -68,7 +72,9 @@ def test_shipped_constants_are_reproducible_from_the_published_tables() -> None:
     for new, old in zip(fitted["devices"], shipped["devices"]):
         for name, value in old["coefficients"].items():
             assert new["coefficients"][name] == pytest.approx(value, rel=1e-6, abs=1e-15)
-        assert new["errors"]["new_space"]["mean_abs_error"] == pytest.approx(old["errors"]["new_space"]["mean_abs_error"], rel=1e-6)
+        assert new["errors"]["new_space"]["mean_abs_error"] == pytest.approx(
+            old["errors"]["new_space"]["mean_abs_error"], rel=1e-6
+        )
         # the stated in-space fit is a real fit: most held-out predictions within 20%
         for figures in new["errors"]["in_space"].values():
             assert figures["spearman"] > 0.5

@@ -41,10 +41,19 @@ def tiny_space(operations: tuple[str, ...]) -> SearchSpace:
     """A two-stage 32 px classifier space allowing ``operations`` everywhere."""
     stage = dict(operations=operations, kernels=(3, 5), expansions=(2.0, 3.0), widths=(0.5, 0.75, 1.0))
     return SearchSpace(
-        name="tiny", task="classify", description="contract-test space", input_size=INPUT_SIZE,
-        train_input_size=INPUT_SIZE, stem_channels=16, stem_stride=2, head_channels=64, num_classes=5,
-        stages=(StageChoices(max_channels=32, stride=1, depths=(1, 2), **stage),
-                StageChoices(max_channels=48, stride=2, depths=(1, 2), **stage)),
+        name="tiny",
+        task="classify",
+        description="contract-test space",
+        input_size=INPUT_SIZE,
+        train_input_size=INPUT_SIZE,
+        stem_channels=16,
+        stem_stride=2,
+        head_channels=64,
+        num_classes=5,
+        stages=(
+            StageChoices(max_channels=32, stride=1, depths=(1, 2), **stage),
+            StageChoices(max_channels=48, stride=2, depths=(1, 2), **stage),
+        ),
     )
 
 
@@ -121,8 +130,9 @@ def check_block_parts(stages, op: str) -> None:
             _, cost_size = kind.cost(block, size)
             _, layers_size = kind.layers(block, 1, size)
             program = TensorProgram()
-            _, program_size = kind.program(program, block, program.add_input("x", block.in_channels * size * size),
-                                           size, "block")
+            _, program_size = kind.program(
+                program, block, program.add_input("x", block.in_channels * size * size), size, "block"
+            )
             assert out.shape == (1, block.out_channels, cost_size, cost_size)
             assert cost_size == layers_size == program_size
             size = cost_size
@@ -209,8 +219,7 @@ def dense_cost(block: ResolvedBlock, size: int) -> tuple[Cost, int]:
 
 def dense_layers(block: ResolvedBlock, stage: int, size: int) -> tuple[list[LayerCost], int]:
     layers: list[LayerCost] = []
-    out_size = append_convolution(layers, stage, block.in_channels, block.out_channels, block.spec.kernel, size,
-                                  block.stride)
+    out_size = append_convolution(layers, stage, block.in_channels, block.out_channels, block.spec.kernel, size, block.stride)
     return layers, out_size
 
 
@@ -237,7 +246,9 @@ TOY = BlockKind(
     cost=dense_cost,
     layers=dense_layers,
     program=dense_program,
-    channel_order=ChannelOrder(lambda block: block.norm, _permute_output, lambda block, order: permute_conv_input(block, order)),
+    channel_order=ChannelOrder(
+        lambda block: block.norm, _permute_output, lambda block, order: permute_conv_input(block, order)
+    ),
 )
 
 

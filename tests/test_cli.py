@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from nas_search.cli.main import main
-from nas_search.tasks import get_space
 from nas_search.spec import save_arch
+from nas_search.tasks import get_space
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -72,20 +72,23 @@ def test_bad_input_is_one_line_and_exit_code_2(arguments, expected):
 
 
 def test_supernet_sampling_options_reach_both_training_configs():
-    from nas_search.cli.main import build_parser
     from nas_search.cli.commands import detection_training_config_from_arguments, training_config_from_arguments
+    from nas_search.cli.main import build_parser
 
     parser = build_parser()
     defaults = training_config_from_arguments(parser.parse_args(["supernet", "train"]))
     assert defaults.fair_operations and defaults.budget_teacher == "widest"
     chosen = training_config_from_arguments(
-        parser.parse_args(["supernet", "train", "--no-fair-operations", "--teacher", "projected", "--budget", "50MFLOPs"]))
+        parser.parse_args(["supernet", "train", "--no-fair-operations", "--teacher", "projected", "--budget", "50MFLOPs"])
+    )
     assert not chosen.fair_operations and chosen.budget_teacher == "projected"
     detection = detection_training_config_from_arguments(parser.parse_args(["supernet", "train", "--space", "detect"]))
     assert not detection.fair_operations and detection.budget_teacher == "projected"
     detection = detection_training_config_from_arguments(
-        parser.parse_args(["supernet", "train", "--space", "detect", "--fair-operations", "--teacher", "widest",
-                           "--budget", "2GFLOPs"]))
+        parser.parse_args(
+            ["supernet", "train", "--space", "detect", "--fair-operations", "--teacher", "widest", "--budget", "2GFLOPs"]
+        )
+    )
     assert detection.fair_operations and detection.budget_teacher == "widest"
 
 

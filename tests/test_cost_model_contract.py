@@ -56,8 +56,10 @@ def _with_widths(space: SearchSpace, spec: ArchSpec, choose) -> ArchSpec:
     narrowed = replace(spec, stages=stages, stem_width=choose(space.stem_widths), head_width=choose(space.head_widths))
     if spec.detector is not None:
         detector = space.detector  # type: ignore[attr-defined]
-        narrowed = replace(narrowed, detector=replace(spec.detector, neck_width=choose(detector.neck_widths),
-                                                      head_width=choose(detector.head_widths)))
+        narrowed = replace(
+            narrowed,
+            detector=replace(spec.detector, neck_width=choose(detector.neck_widths), head_width=choose(detector.head_widths)),
+        )
     return narrowed
 
 
@@ -89,15 +91,24 @@ def _linear_table(space: SearchSpace, specs: list[ArchSpec], measured: int = 0) 
     """A table of ``space`` holding every part of ``specs``, each part's latency a known
     linear function of its features, and ``measured`` whole subnets at 1.2 x their LUT sum
     plus 0.05 ms (what the learned correction is fitted on)."""
-    table = LatencyTable(space=space.name, device="cpu", hardware="contract", runtime="torch", threads=1,
-                         input_size=space.input_size, num_classes=space.num_classes)
+    table = LatencyTable(
+        space=space.name,
+        device="cpu",
+        hardware="contract",
+        runtime="torch",
+        threads=1,
+        input_size=space.input_size,
+        num_classes=space.num_classes,
+    )
     for spec in specs:
         for config in model_parts(space, space.resolve(spec), space.input_size):
             latency = _linear_latency(part_features(config, space))
             table.add_entry(config, Timing(latency, latency))
     for spec in specs[:measured]:
-        total = sum(_linear_latency(part_features(config, space))
-                    for config in model_parts(space, space.resolve(spec), space.input_size))
+        total = sum(
+            _linear_latency(part_features(config, space))
+            for config in model_parts(space, space.resolve(spec), space.input_size)
+        )
         table.add_subnet(spec, Timing(1.2 * total + 0.05, 1.2 * total + 0.05))
     return table
 
@@ -173,8 +184,7 @@ class CostModelContract:
             assert model(narrow) <= model(spec) <= model(wide)
         assert any(model(narrow) < model(wide) for narrow, _, wide in triples)
 
-    def test_widest_costs_at_least_the_narrowest(self, model: CostModel, space: SearchSpace,
-                                                 specs: list[ArchSpec]) -> None:
+    def test_widest_costs_at_least_the_narrowest(self, model: CostModel, space: SearchSpace, specs: list[ArchSpec]) -> None:
         """The widest version of an architecture (same ops, kernels and depths) costs at
         least as much as its narrowest."""
         if not self.widest_costs_most:
@@ -195,8 +205,9 @@ class CostModelContract:
         spec = space.largest()
         first = spec.stages[0]
         width = next(ratio for ratio in (0.3, 0.35, 0.45, 0.55, 0.65) if ratio not in space.stages[0].widths)
-        bad = replace(spec, stages=(replace(first, blocks=(replace(first.blocks[0], width=width), *first.blocks[1:])),
-                                    *spec.stages[1:]))
+        bad = replace(
+            spec, stages=(replace(first, blocks=(replace(first.blocks[0], width=width), *first.blocks[1:])), *spec.stages[1:])
+        )
         with pytest.raises(UserError) as caught:
             model(bad)
         assert "\n" not in str(caught.value) and "width" in str(caught.value) and str(width) in str(caught.value)
@@ -279,8 +290,7 @@ class TestFlopsProportionalModel(CostModelContract):
         measurements = [SubnetMeasurement(spec, 0.2 + 3e-9 * flops(spec), 0.2 + 3e-9 * flops(spec)) for spec in specs]
         return FlopsProportionalModel(space, measurements)
 
-    def test_recovers_a_linear_law(self, model: FlopsProportionalModel, space: SearchSpace,
-                                   specs: list[ArchSpec]) -> None:
+    def test_recovers_a_linear_law(self, model: FlopsProportionalModel, space: SearchSpace, specs: list[ArchSpec]) -> None:
         flops = FlopsModel(space)
         for spec in specs:
             assert model(spec) == pytest.approx(0.2 + 3e-9 * flops(spec), rel=1e-6)

@@ -10,11 +10,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from conftest import MICRO_TRIALS, SearchedStudy, cli_command, cli_environment
+
 from postgres_fixture import free_port
 from support import skip_or_fail
 
@@ -22,8 +23,14 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGUMENTS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 TIMEOUT_MS = 60_000
 
@@ -54,7 +61,11 @@ def dashboard(micro_study: SearchedStudy) -> Iterator[tuple[str, int]]:
     port = free_port()
     process = subprocess.Popen(
         cli_command("dashboard", "--study", micro_study.name, "--port", str(port), "--json"),
-        cwd=micro_study.directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_environment(),
+        cwd=micro_study.directory,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_environment(),
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -99,8 +110,8 @@ def test_study_list_and_study_page(page, dashboard: tuple[str, int], micro_study
     page.get_by_text("Study User Attributes").first.wait_for()
     # the attribute table fills in after its heading renders: wait for its rows, not just the heading
     page.wait_for_function(
-        "() => document.body.innerText.includes('space') && document.body.innerText.includes('micro')",
-        timeout=TIMEOUT_MS)
+        "() => document.body.innerText.includes('space') && document.body.innerText.includes('micro')", timeout=TIMEOUT_MS
+    )
     body = page.inner_text("body")
     assert "space" in body and "micro" in body
 
@@ -134,8 +145,14 @@ def test_study_note(page, dashboard: tuple[str, int], micro_study: SearchedStudy
 
 
 def test_dashboard_refuses_a_missing_study(tmp_path: Path) -> None:
-    result = subprocess.run(cli_command("dashboard", "--study", "never-run", "--port", "1"), cwd=tmp_path,
-                            capture_output=True, text=True, env=cli_environment(), timeout=120)
+    result = subprocess.run(
+        cli_command("dashboard", "--study", "never-run", "--port", "1"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=cli_environment(),
+        timeout=120,
+    )
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert "never-run" in result.stderr
     assert not (tmp_path / "studies").exists()

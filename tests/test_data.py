@@ -124,8 +124,7 @@ def test_single_folder_split_is_seeded_stratified_and_disjoint(tmp_path: Path) -
     same = load_classification_data(root, input_size=16, val_fraction=0.2, seed=1)
     assert _file_names(same.val) == _file_names(data.val)
     other_val_sets = {
-        tuple(_file_names(load_classification_data(root, input_size=16, val_fraction=0.2, seed=seed).val))
-        for seed in (2, 3, 4)
+        tuple(_file_names(load_classification_data(root, input_size=16, val_fraction=0.2, seed=seed).val)) for seed in (2, 3, 4)
     }
     assert tuple(_file_names(data.val)) not in other_val_sets
 
@@ -332,9 +331,7 @@ def test_demo_is_learnable_by_a_tiny_cnn() -> None:
             train_loader = make_loader(data.train, batch_size=64, shuffle=True, seed=0)
             val_loader = make_loader(data.val, batch_size=250, shuffle=False, seed=0)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=5e-4)
-            schedule = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=1e-2, total_steps=epochs * len(train_loader)
-            )
+            schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=epochs * len(train_loader))
             started, started_cpu = time.perf_counter(), time.process_time()
             model.train()
             for _ in range(epochs):
@@ -405,9 +402,7 @@ def test_distributed_loader_shards_and_reshuffles_per_epoch(tmp_path: Path) -> N
     dataset = TensorDataset(torch.arange(40))
     with pytest.raises(RuntimeError, match="process group"):
         make_loader(dataset, batch_size=8, shuffle=True, seed=0, distributed=True)
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
-    )
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
         loader = make_loader(dataset, batch_size=8, shuffle=True, seed=3, distributed=True)
         assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)

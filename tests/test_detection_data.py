@@ -28,8 +28,9 @@ from support import shared_data_path
 # Helpers: tiny images with a white rectangle, and annotation files written by hand.
 
 
-def write_image(path: Path, width: int, height: int, rectangle: tuple[int, int, int, int] | None = None,
-                exif_orientation: int | None = None) -> Path:
+def write_image(
+    path: Path, width: int, height: int, rectangle: tuple[int, int, int, int] | None = None, exif_orientation: int | None = None
+) -> Path:
     """A dark image with an optional white ``(x1, y1, x2, y2)`` rectangle (pixel edges)."""
     pixels = np.full((height, width, 3), 20, dtype=np.uint8)
     if rectangle is not None:
@@ -47,11 +48,15 @@ def write_image(path: Path, width: int, height: int, rectangle: tuple[int, int, 
 
 
 def voc_xml(filename: str, width: int, height: int, objects: list[tuple[str, tuple[float, float, float, float]]]) -> str:
-    parts = [f"<annotation><filename>{filename}</filename><size><width>{width}</width><height>{height}</height>"
-             "<depth>3</depth></size>"]
+    parts = [
+        f"<annotation><filename>{filename}</filename><size><width>{width}</width><height>{height}</height>"
+        "<depth>3</depth></size>"
+    ]
     for name, (x1, y1, x2, y2) in objects:
-        parts.append(f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
-                     f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>")
+        parts.append(
+            f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        )
     parts.append("</annotation>")
     return "".join(parts)
 
@@ -80,8 +85,11 @@ def match_boxes(first, second) -> float:
     used: set[int] = set()
     worst = 0.0
     for box, name in zip(first.boxes, first.class_names):
-        gaps = [(float(np.abs(other - box).max()), index) for index, (other, other_name)
-                in enumerate(zip(second.boxes, second.class_names)) if other_name == name and index not in used]
+        gaps = [
+            (float(np.abs(other - box).max()), index)
+            for index, (other, other_name) in enumerate(zip(second.boxes, second.class_names))
+            if other_name == name and index not in used
+        ]
         gap, index = min(gaps)
         used.add(index)
         worst = max(worst, gap)
@@ -139,8 +147,9 @@ def test_raccoon_reads_as_voc_with_its_csv_split() -> None:
             assert max(image.shape[1:]) == 64 and image.dtype == torch.float32
             assert target["labels"].tolist() == [1] * len(target["labels"])
             boxes = target["boxes"]
-            assert bool((boxes[:, :2] >= 0).all() and (boxes[:, 2] <= image.shape[2]).all()
-                        and (boxes[:, 3] <= image.shape[1]).all())
+            assert bool(
+                (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= image.shape[2]).all() and (boxes[:, 3] <= image.shape[1]).all()
+            )
     assert "160 train + 40 val" in data.description and "train_labels.csv" in data.description
 
 
@@ -149,16 +158,22 @@ def test_raccoon_reads_as_voc_with_its_csv_split() -> None:
 
 
 def test_voc_clips_drops_and_keeps_background_images(tmp_path: Path) -> None:
-    write_voc(tmp_path, "a", 40, 30, [
-        ("cat", (10, 5, 20, 15)),      # inside
-        ("cat", (-5, 2, 12, 40)),      # partly outside: clipped
-        ("dog", (45, 2, 60, 10)),      # entirely outside: dropped
-        ("dog", (20, 10, 12, 20)),     # inverted: dropped
-        ("dog", (5, 5, 5, 9)),         # zero width: dropped
-    ])
-    write_voc(tmp_path, "b", 40, 30, [])                       # no objects: background
+    write_voc(
+        tmp_path,
+        "a",
+        40,
+        30,
+        [
+            ("cat", (10, 5, 20, 15)),  # inside
+            ("cat", (-5, 2, 12, 40)),  # partly outside: clipped
+            ("dog", (45, 2, 60, 10)),  # entirely outside: dropped
+            ("dog", (20, 10, 12, 20)),  # inverted: dropped
+            ("dog", (5, 5, 5, 9)),  # zero width: dropped
+        ],
+    )
+    write_voc(tmp_path, "b", 40, 30, [])  # no objects: background
     write_image(tmp_path / "images" / "c.png", 30, 40)
-    (tmp_path / "annotations" / "c.xml").write_text("  \n")    # empty file: background
+    (tmp_path / "annotations" / "c.xml").write_text("  \n")  # empty file: background
     write_image(tmp_path / "images" / "unannotated.jpg", 10, 10)
     for name in ("d", "e"):
         write_voc(tmp_path, name, 40, 30, [("dog", (1, 1, 39, 29))])
@@ -187,8 +202,9 @@ def test_voc_boxes_scale_with_the_resized_pixels(tmp_path: Path) -> None:
         image, target = dataset[0]
         assert max(image.shape[1:]) == 120
         bright = (image.mean(dim=0) > 0.5).nonzero()
-        found = torch.tensor([bright[:, 1].min(), bright[:, 0].min(), bright[:, 1].max() + 1, bright[:, 0].max() + 1],
-                             dtype=torch.float32)
+        found = torch.tensor(
+            [bright[:, 1].min(), bright[:, 0].min(), bright[:, 1].max() + 1, bright[:, 0].max() + 1], dtype=torch.float32
+        )
         assert torch.allclose(found, target["boxes"][0], atol=1.5), (found, target["boxes"])
     shapes = sorted(tuple(dataset[0][0].shape) for dataset in (data.train, data.val))
     assert shapes == [(3, 60, 120), (3, 120, 60)]
@@ -204,8 +220,9 @@ def test_square_fit_stretches_pixels_and_boxes_per_axis(tmp_path: Path) -> None:
         image, target = dataset[0]
         assert tuple(image.shape) == (3, 120, 120)
         bright = (image.mean(dim=0) > 0.5).nonzero()
-        found = torch.tensor([bright[:, 1].min(), bright[:, 0].min(), bright[:, 1].max() + 1, bright[:, 0].max() + 1],
-                             dtype=torch.float32)
+        found = torch.tensor(
+            [bright[:, 1].min(), bright[:, 0].min(), bright[:, 1].max() + 1, bright[:, 0].max() + 1], dtype=torch.float32
+        )
         assert torch.allclose(found, target["boxes"][0], atol=2.5), (found, target["boxes"])
     expected = sorted([[30.0, 24.0, 90.0, 84.0], [12.0, 60.0, 84.0, 114.0]])
     assert sorted(dataset[0][1]["boxes"][0].tolist() for dataset in (data.train, data.val)) == expected
@@ -250,16 +267,18 @@ def test_coco_degenerate_boxes_crowd_and_background(tmp_path: Path) -> None:
     write_image(tmp_path / "images" / "two.jpg", 50, 40)
     write_image(tmp_path / "images" / "three.jpg", 50, 40)
     content = {
-        "images": [{"id": 7, "file_name": "one.jpg", "width": 50, "height": 40},
-                   {"id": 8, "file_name": "two.jpg", "width": 50, "height": 40},
-                   {"id": 9, "file_name": "three.jpg", "width": 50, "height": 40}],
+        "images": [
+            {"id": 7, "file_name": "one.jpg", "width": 50, "height": 40},
+            {"id": 8, "file_name": "two.jpg", "width": 50, "height": 40},
+            {"id": 9, "file_name": "three.jpg", "width": 50, "height": 40},
+        ],
         "categories": [{"id": 12, "name": "zebra"}, {"id": 3, "name": "apple"}],
         "annotations": [
             {"id": 1, "image_id": 7, "category_id": 12, "bbox": [10, 10, 10, 10], "iscrowd": 0},
-            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [40, 30, 20, 20], "iscrowd": 0},   # clipped
-            {"id": 3, "image_id": 7, "category_id": 3, "bbox": [60, 5, 5, 5], "iscrowd": 0},     # outside
-            {"id": 4, "image_id": 7, "category_id": 3, "bbox": [5, 5, 0, 5], "iscrowd": 0},      # zero width
-            {"id": 5, "image_id": 8, "category_id": 3, "bbox": [1, 1, 5, 5], "iscrowd": 1},      # crowd
+            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [40, 30, 20, 20], "iscrowd": 0},  # clipped
+            {"id": 3, "image_id": 7, "category_id": 3, "bbox": [60, 5, 5, 5], "iscrowd": 0},  # outside
+            {"id": 4, "image_id": 7, "category_id": 3, "bbox": [5, 5, 0, 5], "iscrowd": 0},  # zero width
+            {"id": 5, "image_id": 8, "category_id": 3, "bbox": [1, 1, 5, 5], "iscrowd": 1},  # crowd
         ],
     }
     (tmp_path / "annotations").mkdir()
@@ -277,9 +296,11 @@ def test_coco_train_and_val_files_give_the_split(tmp_path: Path) -> None:
     for split, names in (("train", ["a.jpg", "b.jpg", "c.jpg"]), ("val", ["d.jpg"])):
         for name in names:
             write_image(tmp_path / "images" / f"{split}2017" / name, 16, 16)
-        content = {"images": [{"id": index, "file_name": name, "width": 16, "height": 16} for index, name in enumerate(names)],
-                   "categories": [{"id": 1, "name": "thing"}],
-                   "annotations": [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [1, 1, 4, 4]}]}
+        content = {
+            "images": [{"id": index, "file_name": name, "width": 16, "height": 16} for index, name in enumerate(names)],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [1, 1, 4, 4]}],
+        }
         (tmp_path / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(content))
     data = load_detection_data(tmp_path, input_size=16)
     assert (len(data.train), len(data.val)) == (3, 1)
@@ -297,9 +318,9 @@ def write_yolo_dataset(root: Path) -> None:
     (root / "labels" / "train" / "a.txt").write_text(
         "0 0.5 0.5 0.5 0.5\n"
         "\n"
-        "1 0.95 0.5 0.2 0.4\n"     # right edge at 1.05: clipped
-        "1 1.5 0.5 0.2 0.2\n"      # entirely outside: dropped
-        "1 0 0 0 0.5 0.5 0.5\n"    # a segment: box (0, 0)-(0.5, 0.5)
+        "1 0.95 0.5 0.2 0.4\n"  # right edge at 1.05: clipped
+        "1 1.5 0.5 0.2 0.2\n"  # entirely outside: dropped
+        "1 0 0 0 0.5 0.5 0.5\n"  # a segment: box (0, 0)-(0.5, 0.5)
     )
     (root / "labels" / "train" / "b.txt").write_text("")  # empty: background
     # c.jpg has no label file: background
@@ -369,17 +390,35 @@ def test_yolo_follows_exif_orientation(tmp_path: Path) -> None:
     [
         ({"annotations/a.xml": "<annotation><object>"}, r"a\.xml is not valid XML"),
         ({"annotations/a.xml": "<root/>"}, r"a\.xml has root <root>"),
-        ({"annotations/a.xml": voc_xml("a.jpg", 8, 8, [("x", (1, 1, 4, 4))]).replace("<ymax>4</ymax>", "<ymax>four</ymax>")},
-         r"a\.xml: object 1 <bndbox><ymax> is 'four', not a number"),
-        ({"annotations/b.xml": voc_xml("missing.jpg", 8, 8, [])}, r"image .*missing\.jpg of annotation file .*b\.xml does not exist"),
+        (
+            {"annotations/a.xml": voc_xml("a.jpg", 8, 8, [("x", (1, 1, 4, 4))]).replace("<ymax>4</ymax>", "<ymax>four</ymax>")},
+            r"a\.xml: object 1 <bndbox><ymax> is 'four', not a number",
+        ),
+        (
+            {"annotations/b.xml": voc_xml("missing.jpg", 8, 8, [])},
+            r"image .*missing\.jpg of annotation file .*b\.xml does not exist",
+        ),
         ({"annotations/instances.json": "{not json"}, r"instances\.json is not valid JSON"),
-        ({"annotations/instances.json": json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [],
-                                                   "annotations": [{"id": 5, "image_id": 1, "category_id": 1,
-                                                                    "bbox": [0, 0, 1, 1]}]})},
-         r"instances\.json: annotation 5 refers to category 1"),
-        ({"annotations/instances.json": json.dumps({"images": [{"id": 1, "file_name": "nope.jpg"}], "categories": [],
-                                                   "annotations": []})},
-         r"none of the 1 images listed in .*instances\.json exist"),
+        (
+            {
+                "annotations/instances.json": json.dumps(
+                    {
+                        "images": [{"id": 1, "file_name": "a.jpg"}],
+                        "categories": [],
+                        "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}],
+                    }
+                )
+            },
+            r"instances\.json: annotation 5 refers to category 1",
+        ),
+        (
+            {
+                "annotations/instances.json": json.dumps(
+                    {"images": [{"id": 1, "file_name": "nope.jpg"}], "categories": [], "annotations": []}
+                )
+            },
+            r"none of the 1 images listed in .*instances\.json exist",
+        ),
     ],
 )
 def test_malformed_files_raise_one_line_errors_naming_them(tmp_path: Path, files: dict[str, str], pattern: str) -> None:
@@ -491,8 +530,8 @@ def test_demo_shapes_sit_exactly_in_their_boxes() -> None:
         changed = difference > 0.02
         near_any = np.zeros_like(changed)
         for x1, y1, x2, y2 in boxes:
-            near_any[max(0, int(y1) - 1):int(np.ceil(y2)) + 1, max(0, int(x1) - 1):int(np.ceil(x2)) + 1] = True
-            region = changed[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))]
+            near_any[max(0, int(y1) - 1) : int(np.ceil(y2)) + 1, max(0, int(x1) - 1) : int(np.ceil(x2)) + 1] = True
+            region = changed[int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))]
             rows, columns = np.nonzero(region)
             # The visible shape reaches each side of its box (within a pixel and a half).
             assert columns.min() + int(x1) <= x1 + 1.5 and columns.max() + int(x1) + 1 >= x2 - 1.5
@@ -508,12 +547,18 @@ def test_demo_objects_stand_out_from_the_local_background() -> None:
         for x1, y1, x2, y2 in boxes:
             centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
             quarter_x, quarter_y = max(1.0, (x2 - x1) / 6), max(1.0, (y2 - y1) / 6)
-            core = pixels[int(centre_y - quarter_y):int(centre_y + quarter_y) + 1,
-                          int(centre_x - quarter_x):int(centre_x + quarter_x) + 1].reshape(-1, 3).mean(axis=0)
+            core = (
+                pixels[
+                    int(centre_y - quarter_y) : int(centre_y + quarter_y) + 1,
+                    int(centre_x - quarter_x) : int(centre_x + quarter_x) + 1,
+                ]
+                .reshape(-1, 3)
+                .mean(axis=0)
+            )
             top, left = max(0, int(y1) - 3), max(0, int(x1) - 3)
             bottom, right = min(image.shape[0], int(y2) + 4), min(image.shape[1], int(x2) + 4)
             ring = np.ones((bottom - top, right - left), dtype=bool)
-            ring[int(y1) - top + 1:int(y2) - top, int(x1) - left + 1:int(x2) - left] = False
+            ring[int(y1) - top + 1 : int(y2) - top, int(x1) - left + 1 : int(x2) - left] = False
             surround = np.median(pixels[top:bottom, left:right][ring], axis=0)
             gaps.append(float(np.linalg.norm(core - surround)))
     assert np.median(gaps) > 0.4 and np.mean(np.array(gaps) > 0.2) > 0.95
@@ -532,7 +577,8 @@ def test_demo_loads_with_default_sizes_and_resizes() -> None:
     assert torch.allclose(target["boxes"], reference["boxes"] / 2)
     assert target["labels"].dtype == torch.int64 and 1 <= int(target["labels"].min()) and int(target["labels"].max()) <= 3
     assert {small.train[index][1]["image_id"] for index in range(10)}.isdisjoint(
-        {small.val[index][1]["image_id"] for index in range(5)})
+        {small.val[index][1]["image_id"] for index in range(5)}
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -549,8 +595,10 @@ def test_loader_batches_are_lists_and_reproducible() -> None:
 
     def epochs(seed: int) -> list[list[tuple[int, tuple[float, ...]]]]:
         loader = make_detection_loader(data.train, batch_size=8, shuffle=True, seed=seed)
-        return [[(target["image_id"], tuple(target["boxes"][0].tolist())) for _, batch in loader for target in batch]
-                for _ in range(2)]
+        return [
+            [(target["image_id"], tuple(target["boxes"][0].tolist())) for _, batch in loader for target in batch]
+            for _ in range(2)
+        ]
 
     first, again, other = epochs(5), epochs(5), epochs(6)
     assert first == again and first != other
@@ -567,8 +615,11 @@ def test_loader_workers_give_the_same_batches() -> None:
 
     def items(workers: int) -> list:
         loader = make_detection_loader(data.train, batch_size=4, shuffle=True, seed=2, num_workers=workers)
-        return [(target["image_id"], target["boxes"].sum().item(), image.sum().item())
-                for images, batch in loader for image, target in zip(images, batch)]
+        return [
+            (target["image_id"], target["boxes"].sum().item(), image.sum().item())
+            for images, batch in loader
+            for image, target in zip(images, batch)
+        ]
 
     assert items(0) == items(1)
 

@@ -17,15 +17,15 @@ import torch
 import yaml
 from conftest import CliRunner
 
-from nas_search.tasks.detect.hardware import detector_program
-from nas_search.tasks.detect.static import HEAD_OUTPUTS
 from nas_search.export import load_exported
 from nas_search.hw_models.devices import latency_model_for
 from nas_search.hw_models.flops import count_flops
 from nas_search.hw_models.memory import peak_of_program
-from nas_search.tasks import get_space
+from nas_search.search.sampling import flops_range
 from nas_search.spec import ArchSpec
-from nas_search.spaces.sampling import flops_range
+from nas_search.tasks import get_space
+from nas_search.tasks.detect.hardware import detector_program
+from nas_search.tasks.detect.static import HEAD_OUTPUTS
 
 pytestmark = pytest.mark.slow
 
@@ -36,10 +36,37 @@ BUDGET = 1_500_000_000  # 1.5 GFLOPs at 416 px: binds (the space reaches 23.8 G)
 def detect_study(tmp_path_factory: pytest.TempPathFactory, nas_cli: CliRunner) -> Path:
     directory = tmp_path_factory.mktemp("detect-study")
     result = nas_cli(
-        directory, "run", "--task", "detect", "--budget", str(BUDGET), "--study", "det", "--trials", "3",
-        "--startup-trials", "2", "--supernet-epochs", "1", "--max-train", "32", "--max-val", "16",
-        "--train-input-size", "64", "--calibration-images", "16", "--quiet", "--json-summary", "summary.json",
-        "--finalists", "2", "--finalist-epochs", "1", "--finalist-init", "scratch",
+        directory,
+        "run",
+        "--task",
+        "detect",
+        "--budget",
+        str(BUDGET),
+        "--study",
+        "det",
+        "--trials",
+        "3",
+        "--startup-trials",
+        "2",
+        "--supernet-epochs",
+        "1",
+        "--max-train",
+        "32",
+        "--max-val",
+        "16",
+        "--train-input-size",
+        "64",
+        "--calibration-images",
+        "16",
+        "--quiet",
+        "--json-summary",
+        "summary.json",
+        "--finalists",
+        "2",
+        "--finalist-epochs",
+        "1",
+        "--finalist-init",
+        "scratch",
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -67,7 +94,7 @@ def test_detect_run_meets_the_budget_band_and_records_map(detect_study: Path) ->
     assert finalists["settings"] == {"count": 2, "epochs": 1, "input_size": 64, "init": "scratch"}
     records = {int(number): record for number, record in finalists["records"].items()}
     assert len(records) == min(2, len({trial.user_attrs["arch"] for trial in study.trials if trial.user_attrs.get("feasible")}))
-    for number, record in records.items():
+    for record in records.values():
         assert 0.0 <= record["map50"] <= 1.0 and record["score"] == record["map50"] and 0.0 <= record["map"] <= record["map50"]
         assert record["score_error"] >= 0.0  # bootstrap over the validation images
     # the pick: the cheapest finalist within one standard error of the best mAP@0.5
@@ -80,8 +107,9 @@ def test_detect_run_meets_the_budget_band_and_records_map(detect_study: Path) ->
 @pytest.fixture(scope="module")
 def detect_export(detect_study: Path, nas_cli: CliRunner) -> Path:
     out = detect_study / "exported"
-    result = nas_cli(detect_study, "export", "--study", "det", "--trial", "best", "-o", str(out), "--epochs", "1",
-                     "--json", timeout=600)
+    result = nas_cli(
+        detect_study, "export", "--study", "det", "--trial", "best", "-o", str(out), "--epochs", "1", "--json", timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -136,8 +164,9 @@ def test_detect_export_onnx_and_config(detect_export: Path) -> None:
 
 def test_detect_train_exported(detect_study: Path, detect_export: Path, nas_cli: CliRunner) -> None:
     out = detect_export
-    result = nas_cli(detect_study, "train", str(out / "train.yaml"), "--epochs", "1", "--max-train", "16", "--json",
-                     timeout=600)
+    result = nas_cli(
+        detect_study, "train", str(out / "train.yaml"), "--epochs", "1", "--max-train", "16", "--json", timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert 0.0 <= report["map50"] <= 1.0 and Path(report["weights"]).is_file()
@@ -148,10 +177,38 @@ def test_detect_run_under_latency_and_memory_budgets(detect_study: Path, nas_cli
     (both binding in the FLOPs band: about half the band's detectors exceed each)."""
     supernet = str(detect_study / json.loads((detect_study / "summary.json").read_text())["files"]["supernet"])
     result = nas_cli(
-        tmp_path, "run", "--task", "detect", "--budget", str(BUDGET), "--latency", "600ms", "--device", "pixel2",
-        "--memory", "25MB", "--supernet", supernet, "--study", "det-device", "--trials", "3", "--startup-trials", "3",
-        "--max-val", "16", "--train-input-size", "64", "--calibration-images", "16", "--finalists", "0", "--quiet",
-        "--json-summary", "summary.json", timeout=600,
+        tmp_path,
+        "run",
+        "--task",
+        "detect",
+        "--budget",
+        str(BUDGET),
+        "--latency",
+        "600ms",
+        "--device",
+        "pixel2",
+        "--memory",
+        "25MB",
+        "--supernet",
+        supernet,
+        "--study",
+        "det-device",
+        "--trials",
+        "3",
+        "--startup-trials",
+        "3",
+        "--max-val",
+        "16",
+        "--train-input-size",
+        "64",
+        "--calibration-images",
+        "16",
+        "--finalists",
+        "0",
+        "--quiet",
+        "--json-summary",
+        "summary.json",
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="det-device", storage=f"sqlite:///{tmp_path / 'studies' / 'det-device.db'}")
@@ -160,15 +217,17 @@ def test_detect_run_under_latency_and_memory_budgets(detect_study: Path, nas_cli
         spec = ArchSpec.from_dict(json.loads(trial.user_attrs["arch_json"]))
         detector = space.resolve(spec, num_classes=3)
         assert trial.user_attrs["peak_memory"] == peak_of_program(detector_program(detector, 416)).peak_bytes
-        assert trial.user_attrs["latency"] == pytest.approx(latency_model_for(space, "pixel2", input_size=416)
-                                                            .for_classes(3)(spec))
+        assert trial.user_attrs["latency"] == pytest.approx(
+            latency_model_for(space, "pixel2", input_size=416).for_classes(3)(spec)
+        )
     best = json.loads((tmp_path / "summary.json").read_text())["best"]
     assert best is not None and best["latency"] <= 600 and best["peak_memory"] <= 25e6
     assert 0.8 * BUDGET <= best["flops"] <= BUDGET
 
 
-def test_detect_run_under_a_profiled_cpu_latency_budget(detect_study: Path, detect_latency_table, nas_cli: CliRunner,
-                                                        tmp_path: Path) -> None:
+def test_detect_run_under_a_profiled_cpu_latency_budget(
+    detect_study: Path, detect_latency_table, nas_cli: CliRunner, tmp_path: Path
+) -> None:
     """A detector search under a latency budget on this CPU (a profiled table, PyTorch
     eager): every trial's latency is the table model's for the data's 3 classes, the best
     meets the budget, and the chosen detector is measured at the end."""
@@ -184,10 +243,38 @@ def test_detect_run_under_a_profiled_cpu_latency_budget(detect_study: Path, dete
     limit = float(np.median(band))  # binds: half the band's detectors exceed it
     supernet = str(detect_study / json.loads((detect_study / "summary.json").read_text())["files"]["supernet"])
     result = nas_cli(
-        tmp_path, "run", "--task", "detect", "--budget", str(BUDGET), "--latency", f"{limit:.3f}ms", "--device", "cpu",
-        "--lut", str(table), "--supernet", supernet, "--study", "det-cpu", "--trials", "3", "--startup-trials", "3",
-        "--max-val", "16", "--train-input-size", "64", "--calibration-images", "16", "--finalists", "0", "--quiet",
-        "--json-summary", "summary.json", timeout=600,
+        tmp_path,
+        "run",
+        "--task",
+        "detect",
+        "--budget",
+        str(BUDGET),
+        "--latency",
+        f"{limit:.3f}ms",
+        "--device",
+        "cpu",
+        "--lut",
+        str(table),
+        "--supernet",
+        supernet,
+        "--study",
+        "det-cpu",
+        "--trials",
+        "3",
+        "--startup-trials",
+        "3",
+        "--max-val",
+        "16",
+        "--train-input-size",
+        "64",
+        "--calibration-images",
+        "16",
+        "--finalists",
+        "0",
+        "--quiet",
+        "--json-summary",
+        "summary.json",
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="det-cpu", storage=f"sqlite:///{tmp_path / 'studies' / 'det-cpu.db'}")
@@ -203,12 +290,19 @@ def test_detect_run_under_a_profiled_cpu_latency_budget(detect_study: Path, dete
     assert "best architecture measured on cpu/torch/1thread" in result.stdout
 
 
-@pytest.mark.parametrize("extra, fragments", [
-    (["--latency", "50ms", "--device", "cpu"], ["no latency table for space 'detect'", "nas-search profile --space detect"]),
-    (["--space", "mobile"], ["mobile"]),
-])
-def test_detect_run_refuses_what_it_cannot_do(extra: list[str], fragments: list[str], nas_cli: CliRunner,
-                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (
+            ["--latency", "50ms", "--device", "cpu"],
+            ["no latency table for space 'detect'", "nas-search profile --space detect"],
+        ),
+        (["--space", "mobile"], ["mobile"]),
+    ],
+)
+def test_detect_run_refuses_what_it_cannot_do(
+    extra: list[str], fragments: list[str], nas_cli: CliRunner, tmp_path: Path
+) -> None:
     result = nas_cli(tmp_path, "run", "--task", "detect", "--budget", "4.5GFLOPs", *extra, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -13,13 +13,14 @@ from fvcore.nn import FlopCountAnalysis
 from test_latency_local import _LeafTracer, _LiveBytes
 from torch import nn
 
-from nas_search.tasks.detect.hardware import detector_layers, detector_program, neck_and_head_program
-from nas_search.tasks.detect.static import HEAD_OUTPUTS, build_detector
 from nas_search.errors import UserError
 from nas_search.hw_models.devices import latency_model_for
 from nas_search.hw_models.memory import MemoryModel, peak_of_program
-from nas_search.tasks import get_space
 from nas_search.spaces.scc.conv import SlidingChannelConv2d
+from nas_search.tasks import get_space
+from nas_search.tasks.detect.build import build_detector
+from nas_search.tasks.detect.hardware import detector_layers, detector_program, neck_and_head_program
+from nas_search.tasks.detect.static import HEAD_OUTPUTS
 
 CONVOLUTION_KINDS = ("conv", "pointwise", "grouped_pointwise", "depthwise")
 
@@ -99,8 +100,11 @@ def test_kernel_listing_matches_the_network() -> None:
         listed = sum(layer.macs for layer in layers if layer.kind in (*CONVOLUTION_KINDS, "linear"))
         assert listed == analysis.by_operator()["conv"], str(spec)
         launches = []
-        hooks = [module.register_forward_hook(lambda *_: launches.append(1)) for module in core.modules()
-                 if isinstance(module, (nn.Conv2d, SlidingChannelConv2d))]
+        hooks = [
+            module.register_forward_hook(lambda *_: launches.append(1))
+            for module in core.modules()
+            if isinstance(module, (nn.Conv2d, SlidingChannelConv2d))
+        ]
         with torch.inference_mode():
             core(torch.randn(1, 3, size, size))
         for hook in hooks:

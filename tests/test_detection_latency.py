@@ -33,9 +33,9 @@ from nas_search.hw_models.latency import (
     restrict_widths,
 )
 from nas_search.tasks import get_space
+from nas_search.tasks.detect.build import build_detector
 from nas_search.tasks.detect.hardware import detector_layers
 from nas_search.tasks.detect.latency import PART_MODULES, detector_parts, join_features
-from nas_search.tasks.detect.static import build_detector
 
 NECK_AND_HEAD = tuple(PART_MODULES)
 
@@ -77,7 +77,8 @@ def test_part_listings_add_up_to_the_detector_listing() -> None:
         assert sum(part_features(config, space).layers for config in parts) + joins[3] == len(listing)
         assert sum(part_features(config, space).flops for config in parts) == sum(layer.macs for layer in listing)
         assert sum(part_features(config, space).traffic_bytes for config in parts) + joins[2] == 4 * sum(
-            layer.activation_elements for layer in listing)
+            layer.activation_elements for layer in listing
+        )
 
 
 def _convolutions(module: nn.Module, inputs: tuple) -> Counter:
@@ -85,8 +86,16 @@ def _convolutions(module: nn.Module, inputs: tuple) -> Counter:
     launched: Counter = Counter()
 
     def record(convolution, arguments, _):
-        launched[(convolution.in_channels, convolution.out_channels, convolution.groups, convolution.kernel_size,
-                  convolution.stride, tuple(arguments[0].shape[-2:]))] += 1
+        launched[
+            (
+                convolution.in_channels,
+                convolution.out_channels,
+                convolution.groups,
+                convolution.kernel_size,
+                convolution.stride,
+                tuple(arguments[0].shape[-2:]),
+            )
+        ] += 1
 
     handles = [child.register_forward_hook(record) for child in module.modules() if isinstance(child, nn.Conv2d)]
     with torch.no_grad():
@@ -103,8 +112,21 @@ def _onnx_operators(module: nn.Module, example) -> Counter:
 
 #: ONNX operators that do work at run time (not shape bookkeeping, which differs between a
 #: whole graph and its pieces).
-COMPUTE_OPERATORS = {"Conv", "Add", "Relu", "Clip", "Min", "Exp", "Resize", "Transpose", "Sigmoid", "Mul",
-                     "HardSigmoid", "GlobalAveragePool", "ReduceMean"}
+COMPUTE_OPERATORS = {
+    "Conv",
+    "Add",
+    "Relu",
+    "Clip",
+    "Min",
+    "Exp",
+    "Resize",
+    "Transpose",
+    "Sigmoid",
+    "Mul",
+    "HardSigmoid",
+    "GlobalAveragePool",
+    "ReduceMean",
+}
 
 
 def test_parts_run_exactly_the_whole_detectors_kernels() -> None:
@@ -152,8 +174,9 @@ def test_widths_subset_narrows_the_neck_and_head_too() -> None:
     assert small.detector.neck_widths == (0.25, 1.0) and small.detector.head_widths == (0.25, 1.0)
     assert len(distinct_blocks(small)) < len(distinct_blocks(space)) / 4
     with pytest.raises(UserError, match="neck width"):
-        restrict_widths(space.__class__(**{**space.__dict__, "detector": space.detector.__class__(neck_widths=(0.5,))}),
-                        [0.25, 1.0])
+        restrict_widths(
+            space.__class__(**{**space.__dict__, "detector": space.detector.__class__(neck_widths=(0.5,))}), [0.25, 1.0]
+        )
 
 
 # ------------------------------------------------------------------------ a profiled table
@@ -241,6 +264,10 @@ def test_a_list_of_images_is_one_input_and_a_tuple_is_several() -> None:
             return first + second
 
     once = TimingOptions(warmup=1, repeats=1)
-    timings = measure_modules([(Pipeline(), [torch.randn(3, 8, 8), torch.randn(3, 8, 8)]),
-                               (Pair(), (torch.randn(1, 4), torch.randn(1, 4)))], "torch", 1, once)
+    timings = measure_modules(
+        [(Pipeline(), [torch.randn(3, 8, 8), torch.randn(3, 8, 8)]), (Pair(), (torch.randn(1, 4), torch.randn(1, 4)))],
+        "torch",
+        1,
+        once,
+    )
     assert all(timing.median_ms > 0 for timing in timings)

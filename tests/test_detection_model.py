@@ -10,18 +10,19 @@ import optuna
 import pytest
 import torch
 
-from nas_search.tasks.detect.space import DetectionSpace
-from nas_search.tasks.detect.static import HEAD_OUTPUTS, StaticDetector, build_detector
-from nas_search.tasks.detect.supernet import DetectionSupernet
 from nas_search.errors import UserError
 from nas_search.hw_models import FlopsModel, ParamsModel
 from nas_search.hw_models.flops import count_flops
 from nas_search.hw_models.fvcore_count import fvcore_flops
 from nas_search.search.parameters import spec_to_params, suggest_spec
-from nas_search.search.projection import project_to_band
-from nas_search.tasks import get_space, space_names
-from nas_search.spaces.sampling import check_budget, flops_range, sample_specs
+from nas_search.search.sampling import check_budget, flops_range, sample_specs
+from nas_search.spaces.projection import project_to_band
 from nas_search.spec import ArchSpec, BlockSpec, DetectorSpec, StageSpec
+from nas_search.tasks import get_space, space_names
+from nas_search.tasks.detect.build import build_detector
+from nas_search.tasks.detect.space import DetectionSpace
+from nas_search.tasks.detect.static import HEAD_OUTPUTS, StaticDetector
+from nas_search.tasks.detect.supernet import DetectionSupernet
 
 SIZE = 128
 CLASSES = 3
@@ -62,7 +63,11 @@ def batch() -> tuple[list[torch.Tensor], list[dict]]:
     generator = torch.Generator().manual_seed(5)
     images = [torch.rand(3, SIZE, 96, generator=generator), torch.rand(3, 100, SIZE, generator=generator)]
     targets = [
-        {"boxes": torch.tensor([[10.0, 12.0, 70.0, 60.0], [4.0, 5.0, 20.0, 30.0]]), "labels": torch.tensor([1, 3]), "image_id": 0},
+        {
+            "boxes": torch.tensor([[10.0, 12.0, 70.0, 60.0], [4.0, 5.0, 20.0, 30.0]]),
+            "labels": torch.tensor([1, 3]),
+            "image_id": 0,
+        },
         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "image_id": 1},
     ]
     return images, targets
@@ -279,8 +284,14 @@ def test_onnx_export_of_core_matches_torch(supernet, space):
     buffer = io.BytesIO()
     names = list(core.output_names)
     torch.onnx.export(
-        core, (example,), buffer, input_names=["images"], output_names=names,
-        dynamic_axes={name: {0: "batch"} for name in ["images", *names]}, opset_version=17, dynamo=False,
+        core,
+        (example,),
+        buffer,
+        input_names=["images"],
+        output_names=names,
+        dynamic_axes={name: {0: "batch"} for name in ["images", *names]},
+        opset_version=17,
+        dynamo=False,
     )
     assert not model.training and not core.training
     session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])

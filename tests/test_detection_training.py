@@ -44,17 +44,20 @@ def rectangles_dataset(count: int, seed: int, size: int = IMAGE_SIZE) -> list[tu
             width, height = (int(value) for value in torch.randint(12, size // 2, (2,), generator=generator))
             left = int(torch.randint(0, size - width, (1,), generator=generator))
             top = int(torch.randint(0, size - height, (1,), generator=generator))
-            image[channel, top:top + height, left:left + width] = 1.0
+            image[channel, top : top + height, left : left + width] = 1.0
             boxes.append([left, top, left + width, top + height])
             labels.append(channel + 1)
-        items.append((image, {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels),
-                              "image_id": index}))
+        items.append(
+            (image, {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels), "image_id": index})
+        )
     return items
 
 
 def batches_of(items: list, batch_size: int) -> list[tuple[list[torch.Tensor], list[dict]]]:
-    return [([image for image, _ in items[start:start + batch_size]], [target for _, target in items[start:start + batch_size]])
-            for start in range(0, len(items), batch_size)]
+    return [
+        ([image for image, _ in items[start : start + batch_size]], [target for _, target in items[start : start + batch_size]])
+        for start in range(0, len(items), batch_size)
+    ]
 
 
 class ChannelThresholdDetector(nn.Module):
@@ -80,8 +83,13 @@ class ChannelThresholdDetector(nn.Module):
                     box = [box[0] + width, box[1], box[2] + width, box[3]]
                 boxes.append(box)
                 labels.append(channel + 1)
-            outputs.append({"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                            "scores": torch.ones(len(boxes)), "labels": torch.tensor(labels, dtype=torch.int64)})
+            outputs.append(
+                {
+                    "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                    "scores": torch.ones(len(boxes)),
+                    "labels": torch.tensor(labels, dtype=torch.int64),
+                }
+            )
         return outputs
 
 
@@ -112,8 +120,9 @@ def tiny_fcos(seed: int = 0) -> FCOS:
     backbone = TinyBackbone()
     anchors = AnchorGenerator(((16,), (32,), (64,)), ((1.0,),) * 3)
     head = FCOSHead(backbone.out_channels, 1, CLASSES + 1, num_convs=1)
-    return FCOS(backbone, CLASSES + 1, min_size=IMAGE_SIZE, max_size=IMAGE_SIZE, anchor_generator=anchors, head=head,
-                score_thresh=0.05)
+    return FCOS(
+        backbone, CLASSES + 1, min_size=IMAGE_SIZE, max_size=IMAGE_SIZE, anchor_generator=anchors, head=head, score_thresh=0.05
+    )
 
 
 # ----------------------------------------------------------------------------- mAP
@@ -160,6 +169,7 @@ def test_recalibration_changes_only_running_statistics():
     assert not any(module._forward_hooks or module._forward_pre_hooks for module in model.modules())
     assert recalibrate_detection_batch_norm(model, []) == 0
     assert all(torch.equal(value, model.state_dict()[name]) for name, value in after.items())
+
 
 def test_recalibration_matches_the_batch_statistics():
     """With one calibration batch, the first BN's running stats equal that batch's stats."""
@@ -211,11 +221,14 @@ def test_standalone_training_refuses_a_non_finite_loss():
 
 def test_head_distillation_is_zero_for_identical_outputs_and_positive_otherwise():
     generator = torch.Generator().manual_seed(0)
-    teacher = {"cls_logits": torch.randn(2, 50, CLASSES, generator=generator),
-               "bbox_ctrness": torch.randn(2, 50, 1, generator=generator)}
+    teacher = {
+        "cls_logits": torch.randn(2, 50, CLASSES, generator=generator),
+        "bbox_ctrness": torch.randn(2, 50, 1, generator=generator),
+    }
     assert head_distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
-    student = {name: (value + 0.5 * torch.randn(value.shape, generator=generator)).requires_grad_()
-               for name, value in teacher.items()}
+    student = {
+        name: (value + 0.5 * torch.randn(value.shape, generator=generator)).requires_grad_() for name, value in teacher.items()
+    }
     loss = head_distillation_loss(student, teacher)
     assert torch.isfinite(loss) and loss.item() > 0
     loss.backward()
@@ -278,8 +291,18 @@ def test_detection_supernet_loader_refuses_other_files(tmp_path):
         load_detection_supernet(tmp_path / "missing.pt")
 
 
-@pytest.mark.parametrize("option", [{"epochs": 0}, {"batch_size": 0}, {"learning_rate": 0.0}, {"random_subnets": -1},
-                                    {"distill_weight": -1.0}, {"optimizer": "lamb"}, {"image_size": 8}])
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"learning_rate": 0.0},
+        {"random_subnets": -1},
+        {"distill_weight": -1.0},
+        {"optimizer": "lamb"},
+        {"image_size": 8},
+    ],
+)
 def test_bad_detection_training_options_are_user_errors(option, tmp_path):
     from nas_search.errors import UserError
     from nas_search.tasks.detect.supernet_training import DetectionSupernetTrainConfig, train_detection_supernet
@@ -303,13 +326,19 @@ def micro_detection_space():
     from nas_search.tasks.detect.space import DetectionSpace, DetectorChoices
 
     if MICRO_DETECT not in space_names():
+
         @register_space(MICRO_DETECT)
         def build() -> DetectionSpace:
             return DetectionSpace.from_backbone(
-                get_space("micro"), name=MICRO_DETECT, description="micro detector for tests", input_size=IMAGE_SIZE,
-                train_input_size=IMAGE_SIZE, num_classes=CLASSES,
+                get_space("micro"),
+                name=MICRO_DETECT,
+                description="micro detector for tests",
+                input_size=IMAGE_SIZE,
+                train_input_size=IMAGE_SIZE,
+                num_classes=CLASSES,
                 detector=DetectorChoices(neck_channels=16, head_channels=16, neck_depths=(0, 1), head_depths=(1, 2)),
             )
+
     return get_space(MICRO_DETECT)
 
 
@@ -410,9 +439,23 @@ def _train_config(out, **overrides):
     from nas_search.tasks.detect.supernet_training import DetectionSupernetTrainConfig
 
     micro_detection_space()
-    options = dict(space=MICRO_DETECT, data=None, epochs=2, image_size=IMAGE_SIZE, batch_size=4, max_train=8, max_val=8,
-                   random_subnets=1, learning_rate=0.02, warmup_epochs=0.5, seed=3, workers=0, device="cpu",
-                   progress=False, out=str(out))
+    options = dict(
+        space=MICRO_DETECT,
+        data=None,
+        epochs=2,
+        image_size=IMAGE_SIZE,
+        batch_size=4,
+        max_train=8,
+        max_val=8,
+        random_subnets=1,
+        learning_rate=0.02,
+        warmup_epochs=0.5,
+        seed=3,
+        workers=0,
+        device="cpu",
+        progress=False,
+        out=str(out),
+    )
     options.update(overrides)
     return DetectionSupernetTrainConfig(**options)
 
@@ -461,8 +504,9 @@ def test_a_trained_supernet_checkpoint_evaluates_on_the_demo_data(tmp_path):
 
     train_detection_supernet(_train_config(tmp_path / "supernet.pt", epochs=1))
     space = micro_detection_space()
-    result = evaluate_detector_checkpoint(str(tmp_path / "supernet.pt"), space.smallest(), calibration_images=8, max_val=8,
-                                          batch_size=4)
+    result = evaluate_detector_checkpoint(
+        str(tmp_path / "supernet.pt"), space.smallest(), calibration_images=8, max_val=8, batch_size=4
+    )
     assert result["images"] == 8 and 0.0 <= result["map"] <= result["map50"] <= 1.0
     assert result["flops"] > 0 and result["params"] > 0 and result["eval_input_size"] == IMAGE_SIZE
 
@@ -491,7 +535,11 @@ def test_torchrun_ddp_two_processes_on_cpu(tmp_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(out)],
-        capture_output=True, text=True, timeout=300, env=environment, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank0-epochs1" in result.stdout and "rank1-epochs1" in result.stdout

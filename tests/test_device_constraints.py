@@ -16,8 +16,8 @@ from conftest import CliRunner, micro_run_arguments
 
 from nas_search.hw_models.devices import latency_model_for
 from nas_search.hw_models.memory import MemoryModel
+from nas_search.search.sampling import sample_specs
 from nas_search.tasks import get_space
-from nas_search.spaces.sampling import sample_specs
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +46,17 @@ def test_latency_and_memory_budgets_on_a_named_device(nas_cli: CliRunner, micro_
     latency_limit = _median([latency(spec) for spec in pool])
     memory_limit = _median([memory(spec) for spec in pool]) * 1.2
     arguments = micro_run_arguments(
-        "device", micro_supernet, 5, "--device", "pixel2", "--latency", f"{latency_limit:.4f}ms",
-        "--memory", f"{int(memory_limit)}B", "--json-summary", "summary.json",
+        "device",
+        micro_supernet,
+        5,
+        "--device",
+        "pixel2",
+        "--latency",
+        f"{latency_limit:.4f}ms",
+        "--memory",
+        f"{int(memory_limit)}B",
+        "--json-summary",
+        "summary.json",
     )
     result = nas_cli(tmp_path, *arguments)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -62,7 +71,9 @@ def test_latency_and_memory_budgets_on_a_named_device(nas_cli: CliRunner, micro_
         # every trial records its device costs, and its constraints are the relative violations
         assert trial.user_attrs["latency"] == pytest.approx(latency(trial_spec(trial)), rel=1e-9)
         assert trial.user_attrs["peak_memory"] == pytest.approx(memory(trial_spec(trial)), rel=1e-9)
-        assert trial.constraints["latency"] == pytest.approx((trial.user_attrs["latency"] - latency_limit) / latency_limit, rel=1e-3, abs=1e-6)
+        assert trial.constraints["latency"] == pytest.approx(
+            (trial.user_attrs["latency"] - latency_limit) / latency_limit, rel=1e-3, abs=1e-6
+        )
         feasible = all(value <= 0 for value in trial.constraints.values())
         assert trial.user_attrs["feasible"] == feasible
         assert ("accuracy" in trial.user_attrs) == feasible  # infeasible trials cost no evaluation
@@ -84,8 +95,26 @@ def test_user_device_table_and_measured_check(nas_cli: CliRunner, micro_supernet
     """A table profiled here under a user device name drives the search with --lut, and the
     chosen architecture is measured at the end (its hardware is this machine)."""
     table = tmp_path / "board.json"
-    profile = nas_cli(tmp_path, "profile", "--space", SPACE, "--device", "cpu-torch", "--widths", "1", "--subnets", "12",
-                      "--repeats", "3", "--warmup", "1", "--out", str(table), "--quiet", "--json")
+    profile = nas_cli(
+        tmp_path,
+        "profile",
+        "--space",
+        SPACE,
+        "--device",
+        "cpu-torch",
+        "--widths",
+        "1",
+        "--subnets",
+        "12",
+        "--repeats",
+        "3",
+        "--warmup",
+        "1",
+        "--out",
+        str(table),
+        "--quiet",
+        "--json",
+    )
     assert profile.returncode == 0, profile.stderr[-2000:]
     data = json.loads(table.read_text())
     data["device"] = "my-board"  # a user device: the table says which device it measured
@@ -95,8 +124,23 @@ def test_user_device_table_and_measured_check(nas_cli: CliRunner, micro_supernet
     pool = [spec for spec, _ in sample_specs(space, 40, seed=2, max_flops=8_000_000, input_size=space.input_size)]
     limit = max(model(spec) for spec in pool) * 1.5  # loose: the measured check should meet it
     arguments = micro_run_arguments(
-        "board", micro_supernet, 3, "--device", "my-board", "--lut", str(table), "--latency", f"{limit:.4f}ms",
-        "--objectives", "accuracy,latency", "--sampler", "nsga2", "--min-utilization", "0", "--json-summary", "summary.json",
+        "board",
+        micro_supernet,
+        3,
+        "--device",
+        "my-board",
+        "--lut",
+        str(table),
+        "--latency",
+        f"{limit:.4f}ms",
+        "--objectives",
+        "accuracy,latency",
+        "--sampler",
+        "nsga2",
+        "--min-utilization",
+        "0",
+        "--json-summary",
+        "summary.json",
     )
     result = nas_cli(tmp_path, *arguments)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -127,7 +171,10 @@ BAD_DEVICE_ARGUMENTS = {
     "memory in words": (["--memory", "lots"], ["lots", "MB"]),
     "latency below the smallest": (["--latency", "0.00001ms", "--device", "pixel2"], ["smallest subnet", "at least"]),
     "memory below the smallest": (["--memory", "10B"], ["smallest subnet", "at least"]),
-    "local device without table": (["--latency", "5ms", "--device", "cpu-onnxruntime"], ["no latency table", "nas-search profile"]),
+    "local device without table": (
+        ["--latency", "5ms", "--device", "cpu-onnxruntime"],
+        ["no latency table", "nas-search profile"],
+    ),
     "missing lut": (["--latency", "5ms", "--device", "phone", "--lut", "missing.json"], ["missing.json"]),
 }
 

@@ -23,8 +23,17 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("supernet") / "supernet.pt"
-    config = SupernetTrainConfig(space="micro", epochs=1, batch_size=32, max_train=256, workers=0, device="cpu",
-                                 out=str(out), progress=False, random_subnets=1)
+    config = SupernetTrainConfig(
+        space="micro",
+        epochs=1,
+        batch_size=32,
+        max_train=256,
+        workers=0,
+        device="cpu",
+        out=str(out),
+        progress=False,
+        random_subnets=1,
+    )
     return train_supernet(config).checkpoint
 
 
@@ -32,8 +41,11 @@ def test_recalibration_changes_nothing_outside_the_extracted_copy(checkpoint):
     supernet, _ = load_supernet(checkpoint)
     before = {name: tensor.clone() for name, tensor in supernet.state_dict().items()}
     data = load_classification_data(None, input_size=32, augment=False, max_train=128, max_val=64)
-    evaluator = AccuracyEvaluator(supernet, calibration_tensor(data.train, 128),
-                                  make_loader(data.val, batch_size=64, shuffle=False, seed=0, num_workers=0))
+    evaluator = AccuracyEvaluator(
+        supernet,
+        calibration_tensor(data.train, 128),
+        make_loader(data.val, batch_size=64, shuffle=False, seed=0, num_workers=0),
+    )
     space = get_space("micro")
     spec = space.sample(random.Random(0))
     result = evaluator(spec)
@@ -62,9 +74,24 @@ def test_recalibrated_statistics_equal_the_average_batch_statistics():
 def test_eval_cli_prints_accuracy_flops_params(checkpoint, tmp_path):
     arch = save_arch(get_space("micro").smallest(), tmp_path / "arch.yaml")
     result = subprocess.run(
-        [sys.executable, "-m", "nas_search.cli", "eval", "--checkpoint", str(checkpoint), "--arch", str(arch),
-         "--calibration-images", "64", "--max-val", "64", "--json"],
-        cwd=REPOSITORY, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "nas_search.cli",
+            "eval",
+            "--checkpoint",
+            str(checkpoint),
+            "--arch",
+            str(arch),
+            "--calibration-images",
+            "64",
+            "--max-val",
+            "64",
+            "--json",
+        ],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
@@ -81,13 +108,23 @@ def test_bad_input_exit_code_2(case, checkpoint, tmp_path):
     mobile_arch = save_arch(get_space("mobile").smallest(), tmp_path / "mobile.yaml")
     micro_arch = save_arch(get_space("micro").smallest(), tmp_path / "micro.yaml")
     commands = {
-        "missing data": ["supernet", "train", "--space", "micro", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.pt")],
+        "missing data": [
+            "supernet",
+            "train",
+            "--space",
+            "micro",
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "x.pt"),
+        ],
         "no images": ["supernet", "train", "--space", "micro", "--data", str(empty), "--out", str(tmp_path / "x.pt")],
         "other space": ["eval", "--checkpoint", str(checkpoint), "--arch", str(mobile_arch)],
         "not a checkpoint": ["eval", "--checkpoint", str(junk), "--arch", str(micro_arch)],
     }
-    result = subprocess.run([sys.executable, "-m", "nas_search.cli", *commands[case]], cwd=REPOSITORY,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "nas_search.cli", *commands[case]], cwd=REPOSITORY, capture_output=True, text=True
+    )
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "x.pt").exists()

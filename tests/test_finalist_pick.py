@@ -7,8 +7,8 @@ import optuna
 import pytest
 import torch
 
-from nas_search.tasks.detect.evaluate import bootstrap_standard_error, map_scores
 from nas_search.search.report import best_trials, finalist_order
+from nas_search.tasks.detect.evaluate import bootstrap_standard_error, map_scores
 
 
 def make_trial(number: int, accuracy: float, flops: int, latency: float | None = None) -> optuna.trial.FrozenTrial:
@@ -22,8 +22,11 @@ def make_trial(number: int, accuracy: float, flops: int, latency: float | None =
 
 def test_the_cheapest_finalist_within_one_standard_error_is_picked() -> None:
     trials = [make_trial(0, 0.30, 400), make_trial(1, 0.20, 350), make_trial(2, 0.25, 300)]
-    records = {0: {"score": 0.3778, "score_error": 0.05}, 1: {"score": 0.3775, "score_error": 0.05},
-               2: {"score": 0.20, "score_error": 0.05}}
+    records = {
+        0: {"score": 0.3778, "score_error": 0.05},
+        1: {"score": 0.3775, "score_error": 0.05},
+        2: {"score": 0.20, "score_error": 0.05},
+    }
     # 0 and 1 are 0.0003 apart, far inside one standard error: the cheaper 1 is picked;
     # 2 is cheapest but 0.18 below the best, outside it; the rest follow by score
     assert [trial.number for trial in finalist_order(trials, records)] == [1, 0, 2]
@@ -63,8 +66,9 @@ def detections(count: int, hits: int, seed: int = 0) -> tuple[list[dict], list[d
         box = torch.cat([corner, corner + 40]).reshape(1, 4)
         targets.append({"boxes": box, "labels": torch.zeros(1, dtype=torch.int64)})
         guess = box if index < hits else box + 200
-        predictions.append({"boxes": guess.clone(), "scores": torch.tensor([0.9 - 0.001 * index]),
-                            "labels": torch.zeros(1, dtype=torch.int64)})
+        predictions.append(
+            {"boxes": guess.clone(), "scores": torch.tensor([0.9 - 0.001 * index]), "labels": torch.zeros(1, dtype=torch.int64)}
+        )
     return predictions, targets
 
 

@@ -23,8 +23,17 @@ TRIALS = 5
 
 def finalist_arguments(study: str, supernet: Path) -> tuple[str, ...]:
     return micro_run_arguments(
-        study, supernet, TRIALS, "--finalists", str(FINALISTS), "--finalist-epochs", "1", "--max-train", "256",
-        "--json-summary", "summary.json",
+        study,
+        supernet,
+        TRIALS,
+        "--finalists",
+        str(FINALISTS),
+        "--finalist-epochs",
+        "1",
+        "--max-train",
+        "256",
+        "--json-summary",
+        "summary.json",
     )
 
 
@@ -42,7 +51,9 @@ def load(directory: Path) -> optuna.Study:
 
 def proxy_top(study: optuna.Study, count: int) -> list[int]:
     """The best feasible trials by inherited-weight score, one per architecture."""
-    feasible = [trial for trial in study.trials if trial.user_attrs.get("feasible") and trial.user_attrs.get("accuracy") is not None]
+    feasible = [
+        trial for trial in study.trials if trial.user_attrs.get("feasible") and trial.user_attrs.get("accuracy") is not None
+    ]
     feasible.sort(key=lambda trial: (-trial.user_attrs["accuracy"], trial.user_attrs["flops"]))
     chosen, seen = [], set()
     for trial in feasible:
@@ -69,8 +80,10 @@ def test_best_trials_are_trained_and_reranked(reranked: tuple[Path, str]) -> Non
     # the summary's best is the cheapest finalist within one standard error of the best
     # score; the other finalists follow by score (ties: better inherited score)
     summary = json.loads((directory / "summary.json").read_text())
-    by_score = sorted(records, key=lambda number: (-records[number]["score"], -records[number]["proxy"],
-                                                   study.trials[number].user_attrs["flops"]))
+    by_score = sorted(
+        records,
+        key=lambda number: (-records[number]["score"], -records[number]["proxy"], study.trials[number].user_attrs["flops"]),
+    )
     top = records[by_score[0]]
     within = [number for number in by_score if records[number]["score"] >= top["score"] - top["score_error"]]
     expected = min(within, key=lambda number: (study.trials[number].user_attrs["flops"], -records[number]["score"]))
@@ -84,8 +97,10 @@ def test_best_trials_are_trained_and_reranked(reranked: tuple[Path, str]) -> Non
 
     note = get_note(study)
     assert "finalists: the 2 best trials re-ranked by 1 epoch(s)" in note
-    assert (f"| {expected} | {study.trials[expected].user_attrs['accuracy']:.4f} | "
-            f"{records[expected]['score']:.4f}+-{records[expected]['score_error']:.3f} |") in note
+    assert (
+        f"| {expected} | {study.trials[expected].user_attrs['accuracy']:.4f} | "
+        f"{records[expected]['score']:.4f}+-{records[expected]['score_error']:.3f} |"
+    ) in note
 
 
 def test_export_best_follows_the_finalists(reranked: tuple[Path, str], nas_cli: CliRunner) -> None:
@@ -97,7 +112,10 @@ def test_export_best_follows_the_finalists(reranked: tuple[Path, str], nas_cli: 
 
 
 def test_a_rerun_trains_only_missing_finalists_and_reproduces_scores(
-    reranked: tuple[Path, str], nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path,
+    reranked: tuple[Path, str],
+    nas_cli: CliRunner,
+    micro_supernet: Path,
+    tmp_path: Path,
 ) -> None:
     directory, _ = reranked
     work = tmp_path / "work"
@@ -106,8 +124,9 @@ def test_a_rerun_trains_only_missing_finalists_and_reproduces_scores(
     stored = study.user_attrs[FINALISTS_ATTRIBUTE]
     dropped, kept = sorted(stored["records"])[:1], sorted(stored["records"])[1:]
     original = dict(stored["records"])
-    study.set_user_attr(FINALISTS_ATTRIBUTE, {"settings": stored["settings"],
-                                              "records": {number: original[number] for number in kept}})
+    study.set_user_attr(
+        FINALISTS_ATTRIBUTE, {"settings": stored["settings"], "records": {number: original[number] for number in kept}}
+    )
     result = nas_cli(work, *finalist_arguments("fin", micro_supernet)[:-2], "--json-summary", "again.json")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "0 new" in result.stdout
@@ -120,8 +139,7 @@ def test_a_rerun_trains_only_missing_finalists_and_reproduces_scores(
     assert records[dropped[0]]["score"] == original[dropped[0]]["score"]
     assert records[dropped[0]]["loss"] == pytest.approx(original[dropped[0]]["loss"], rel=1e-5)
     # Another --finalists count keeps the trained records (they depend on how, not how many)
-    fewer = nas_cli(work, *finalist_arguments("fin", micro_supernet)[:-2], "--json-summary", "fewer.json",
-                    "--finalists", "1")
+    fewer = nas_cli(work, *finalist_arguments("fin", micro_supernet)[:-2], "--json-summary", "fewer.json", "--finalists", "1")
     assert fewer.returncode == 0, fewer.stderr[-2000:]
     assert "finalist trial " not in fewer.stdout
     stored = load(work).user_attrs[FINALISTS_ATTRIBUTE]
@@ -133,7 +151,10 @@ def test_a_rerun_trains_only_missing_finalists_and_reproduces_scores(
 
 
 def test_finalist_seeds_average_runs_and_resume_by_run(
-    reranked: tuple[Path, str], nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path,
+    reranked: tuple[Path, str],
+    nas_cli: CliRunner,
+    micro_supernet: Path,
+    tmp_path: Path,
 ) -> None:
     """--finalist-seeds 2: every finalist trains twice (seeds --seed and --seed + 1, the same
     split); the record is the mean with error sqrt(s^2/2 + e^2); its first run reproduces the
@@ -157,7 +178,7 @@ def test_finalist_seeds_average_runs_and_resume_by_run(
         assert record["score"] == pytest.approx(sum(scores) / 2)
         spread = (scores[0] - scores[1]) ** 2 / 2  # sample variance of two
         validation = (runs[0]["score_error"] + runs[1]["score_error"]) / 2
-        assert record["score_error"] == pytest.approx(math.sqrt(spread / 2 + validation ** 2))
+        assert record["score_error"] == pytest.approx(math.sqrt(spread / 2 + validation**2))
     from optuna_dashboard import get_note
 
     assert "mean of 2 training runs" in get_note(load(work))
@@ -170,6 +191,7 @@ def test_finalist_seeds_average_runs_and_resume_by_run(
     again = nas_cli(work, *arguments)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("finalist trial ") == 1 and f"finalist trial {first}:" in again.stdout
+
     def without_time(runs: list[dict]) -> list[dict]:
         return [{key: value for key, value in run.items() if key != "seconds"} for run in runs]
 

@@ -113,7 +113,9 @@ def test_small_csv_in_each_format_loads(tmp_path: Path) -> None:
     """Any CSV of the same layout works, not only the shipped files."""
     path = tmp_path / "nb201_small.csv"
     cells = ["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"] * 2
-    path.write_text("nb201_idx,arch_str,lat_board_1,acc_x\n" + "".join(f"{i},{cell},{1.5 + i},90\n" for i, cell in enumerate(cells)))
+    path.write_text(
+        "nb201_idx,arch_str,lat_board_1,acc_x\n" + "".join(f"{i},{cell},{1.5 + i},90\n" for i, cell in enumerate(cells))
+    )
     table = load_latency_table(path)
     assert table.devices == ("board_1",)
     assert table.latency("board_1").tolist() == [1.5, 2.5]
@@ -159,18 +161,47 @@ def test_ofa_smallest_flops_by_hand() -> None:
     # make_divisible(hidden // 4)).  Spatial: 128 -> 64 (stem) -> 32 -> 16 -> 8 -> 8 -> 4.
     terms = [
         24 * 3 * 9 * 64 * 64,  # stem 3x3 s2
-        24 * 9 * 64 * 64, 24 * 24 * 64 * 64,  # first block: depthwise 3x3, 1x1
-        24 * 72 * 64 * 64, 72 * 9 * 32 * 32, 72 * 32 * 32 * 32,  # stage 1 block 1 (s2)
-        32 * 96 * 32 * 32, 96 * 9 * 32 * 32, 96 * 32 * 32 * 32,  # stage 1 block 2
-        32 * 96 * 32 * 32, 96 * 9 * 16 * 16, 96 * 24 * 2, 96 * 48 * 16 * 16,  # stage 2 block 1 (s2, SE 24)
-        48 * 144 * 16 * 16, 144 * 9 * 16 * 16, 144 * 40 * 2, 144 * 48 * 16 * 16,  # stage 2 block 2 (SE 40)
-        48 * 144 * 16 * 16, 144 * 9 * 8 * 8, 144 * 96 * 8 * 8,  # stage 3 block 1 (s2)
-        96 * 288 * 8 * 8, 288 * 9 * 8 * 8, 288 * 96 * 8 * 8,  # stage 3 block 2
-        96 * 288 * 8 * 8, 288 * 9 * 8 * 8, 288 * 72 * 2, 288 * 136 * 8 * 8,  # stage 4 block 1 (s1, SE 72)
-        136 * 408 * 8 * 8, 408 * 9 * 8 * 8, 408 * 104 * 2, 408 * 136 * 8 * 8,  # stage 4 block 2 (SE 104)
-        136 * 408 * 8 * 8, 408 * 9 * 4 * 4, 408 * 104 * 2, 408 * 192 * 4 * 4,  # stage 5 block 1 (s2, SE 104)
-        192 * 576 * 4 * 4, 576 * 9 * 4 * 4, 576 * 144 * 2, 576 * 192 * 4 * 4,  # stage 5 block 2 (SE 144)
-        192 * 1152 * 4 * 4, 1152 * 1536, 1536 * 1000,  # final 1x1, feature mix, classifier
+        24 * 9 * 64 * 64,
+        24 * 24 * 64 * 64,  # first block: depthwise 3x3, 1x1
+        24 * 72 * 64 * 64,
+        72 * 9 * 32 * 32,
+        72 * 32 * 32 * 32,  # stage 1 block 1 (s2)
+        32 * 96 * 32 * 32,
+        96 * 9 * 32 * 32,
+        96 * 32 * 32 * 32,  # stage 1 block 2
+        32 * 96 * 32 * 32,
+        96 * 9 * 16 * 16,
+        96 * 24 * 2,
+        96 * 48 * 16 * 16,  # stage 2 block 1 (s2, SE 24)
+        48 * 144 * 16 * 16,
+        144 * 9 * 16 * 16,
+        144 * 40 * 2,
+        144 * 48 * 16 * 16,  # stage 2 block 2 (SE 40)
+        48 * 144 * 16 * 16,
+        144 * 9 * 8 * 8,
+        144 * 96 * 8 * 8,  # stage 3 block 1 (s2)
+        96 * 288 * 8 * 8,
+        288 * 9 * 8 * 8,
+        288 * 96 * 8 * 8,  # stage 3 block 2
+        96 * 288 * 8 * 8,
+        288 * 9 * 8 * 8,
+        288 * 72 * 2,
+        288 * 136 * 8 * 8,  # stage 4 block 1 (s1, SE 72)
+        136 * 408 * 8 * 8,
+        408 * 9 * 8 * 8,
+        408 * 104 * 2,
+        408 * 136 * 8 * 8,  # stage 4 block 2 (SE 104)
+        136 * 408 * 8 * 8,
+        408 * 9 * 4 * 4,
+        408 * 104 * 2,
+        408 * 192 * 4 * 4,  # stage 5 block 1 (s2, SE 104)
+        192 * 576 * 4 * 4,
+        576 * 9 * 4 * 4,
+        576 * 144 * 2,
+        576 * 192 * 4 * 4,  # stage 5 block 2 (SE 144)
+        192 * 1152 * 4 * 4,
+        1152 * 1536,
+        1536 * 1000,  # final 1x1, feature mix, classifier
     ]
     architecture = features.parse_ofa("-".join(["3"] * 20), "-".join(["3"] * 20), "2-2-2-2-2", "128")
     assert features.total_macs(features.ofa_layers(architecture)) == sum(terms) == 65_536_896
@@ -290,9 +321,7 @@ def test_regression_tree_arrays_match_scikit_learn() -> None:
     inputs = generator.normal(size=(300, 5))
     targets = np.sin(inputs[:, 0]) + inputs[:, 1] * inputs[:, 2]
     fitted = DecisionTreeRegressor(max_depth=4, random_state=0).fit(inputs, targets).tree_
-    tree = RegressionTree(
-        fitted.children_left, fitted.children_right, fitted.feature, fitted.threshold, fitted.value[:, 0, 0]
-    )
+    tree = RegressionTree(fitted.children_left, fitted.children_right, fitted.feature, fitted.threshold, fitted.value[:, 0, 0])
     probe = generator.normal(size=(200, 5))
     expected = DecisionTreeRegressor(max_depth=4, random_state=0).fit(inputs, targets).predict(probe)
     assert np.allclose(tree.predict(probe), expected)

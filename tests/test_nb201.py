@@ -67,7 +67,12 @@ def test_arch_string_round_trip_covers_the_whole_space() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "|nor_conv_3x3~0|", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|", "|none~1|+|none~0|none~1|+|none~0|none~1|none~2|"],
+    [
+        "",
+        "|nor_conv_3x3~0|",
+        "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+        "|none~1|+|none~0|none~1|+|none~0|none~1|none~2|",
+    ],
 )
 def test_parse_arch_rejects_malformed_strings(bad: str) -> None:
     with pytest.raises(UserError, match="NAS-Bench-201"):
@@ -86,7 +91,7 @@ def test_table_has_every_cell_once(table: NasBench201Table, raw_rows: list[dict[
 
 
 def test_lookup_matches_the_csv_rows(table: NasBench201Table, raw_rows: list[dict[str, str]]) -> None:
-    for row in raw_rows[:: 997]:
+    for row in raw_rows[::997]:
         record = table.lookup(row["arch_str"])
         assert record.index == int(row["nb201_idx"])
         assert record.accuracy["cifar100"] == float(row["acc_cifar100_test"])
@@ -106,10 +111,16 @@ def test_lookup_of_unknown_arch_raises(table: NasBench201Table) -> None:
 def test_constrained_optimum_equals_a_plain_scan(
     table: NasBench201Table, raw_rows: list[dict[str, str]], dataset: str, device: str, budget: float
 ) -> None:
-    accuracy_column = {"cifar10": "acc_cifar10_test", "cifar100": "acc_cifar100_test", "imagenet16-120": "acc_imagenet16_test"}[dataset]
+    accuracy_column = {"cifar10": "acc_cifar10_test", "cifar100": "acc_cifar100_test", "imagenet16-120": "acc_imagenet16_test"}[
+        dataset
+    ]
     latency_column = device if device.startswith("lat_") else f"lat_{device}"
     best_accuracy = max(float(row[accuracy_column]) for row in raw_rows if float(row[latency_column]) <= budget)
-    winners = {row["arch_str"] for row in raw_rows if float(row[latency_column]) <= budget and float(row[accuracy_column]) == best_accuracy}
+    winners = {
+        row["arch_str"]
+        for row in raw_rows
+        if float(row[latency_column]) <= budget and float(row[accuracy_column]) == best_accuracy
+    }
     arch, accuracy = table.constrained_optimum(dataset, device, budget)
     assert accuracy == best_accuracy
     assert arch in winners
@@ -174,7 +185,9 @@ def test_unknown_sampler_lists_the_accepted_names() -> None:
 @pytest.mark.parametrize("name", ["tpe", "nsga2", "random", "qmc"])
 def test_each_sampler_runs_constrained_trials(table: NasBench201Table, name: str) -> None:
     budget = 9.0
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(name, seed=3, constrained=True, multi_objective=False))
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler(name, seed=3, constrained=True, multi_objective=False)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no deprecated constraints_func or similar
         study.optimize(table.make_objective("cifar10", "gold_6226", budget), n_trials=25)
@@ -187,7 +200,9 @@ def test_each_sampler_runs_constrained_trials(table: NasBench201Table, name: str
 
 
 def test_gp_sampler_handles_categorical_constrained_trials(table: NasBench201Table) -> None:
-    study = optuna.create_study(direction="maximize", sampler=make_sampler("gp", seed=0, constrained=True, multi_objective=False))
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler("gp", seed=0, constrained=True, multi_objective=False)
+    )
     study.optimize(table.make_objective("cifar10", "gold_6226", 9.0), n_trials=12)
     assert all(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials)
 
@@ -215,7 +230,9 @@ def test_record_constraints_sets_constraints_and_user_attributes() -> None:
 @pytest.mark.parametrize("name", ["random", "tpe"])
 def test_search_records_constraints_and_feasibility(table: NasBench201Table, name: str) -> None:
     budget = float(sorted(table.latency_column("gold_6226"))[len(table) // 2])
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(name, seed=0, constrained=True, multi_objective=False))
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler(name, seed=0, constrained=True, multi_objective=False)
+    )
     objective = table.make_objective("cifar10", "gold_6226", budget)
     for _ in range(30):
         trial = study.ask()

@@ -13,19 +13,20 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 import pytest
 from conftest import CliRunner, cli_command, cli_environment, micro_run_arguments
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
-from postgres_fixture import PostgresServer, missing_requirement, running_postgres
-from support import skip_or_fail
 
 from nas_search.search.study import driver_url
+
+from postgres_fixture import PostgresServer, missing_requirement, running_postgres
+from support import skip_or_fail
 
 pytestmark = [
     pytest.mark.slow,
@@ -57,7 +58,11 @@ def plan_study(nas_cli: CliRunner, cwd: Path, server: PostgresServer, supernet: 
 def start_worker(cwd: Path, server: PostgresServer, study: str, **environment: str) -> subprocess.Popen:
     return subprocess.Popen(
         cli_command("worker", "--storage", server.url, "--study", study, "--quiet", "--json"),
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_environment(**environment),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_environment(**environment),
     )
 
 
@@ -65,11 +70,14 @@ def running_trial_numbers(server: PostgresServer, study: str) -> list[int]:
     """Numbers of the study's RUNNING trials, read straight from the database."""
     import psycopg2
 
-    with psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", dbname=server.url.rsplit("/", 1)[1]) as connection:
+    with psycopg2.connect(
+        host="127.0.0.1", port=server.port, user="postgres", dbname=server.url.rsplit("/", 1)[1]
+    ) as connection:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT trials.number FROM trials JOIN studies ON trials.study_id = studies.study_id "
-                "WHERE studies.study_name = %s AND trials.state::text = 'RUNNING'", (study,),
+                "WHERE studies.study_name = %s AND trials.state::text = 'RUNNING'",
+                (study,),
             )
             numbers = [row[0] for row in cursor.fetchall()]
     connection.close()
@@ -81,7 +89,10 @@ def load(server: PostgresServer, study: str) -> optuna.Study:
 
 
 def test_three_workers_complete_the_planned_trials_exactly_once(
-    postgres: PostgresServer, nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path,
+    postgres: PostgresServer,
+    nas_cli: CliRunner,
+    micro_supernet: Path,
+    tmp_path: Path,
 ) -> None:
     trials = 6
     plan_study(nas_cli, tmp_path, postgres, micro_supernet, "shared", trials)
@@ -100,12 +111,17 @@ def test_three_workers_complete_the_planned_trials_exactly_once(
     assert all("arch" in trial.user_attrs and "feasible" in trial.user_attrs for trial in frozen)
     # the planned startup architectures ran as planned, each once
     fixed = [trial.system_attrs["fixed_params"] for trial in frozen if trial.system_attrs.get("fixed_params")]
-    assert len(fixed) == 3 and all(trial.params == trial.system_attrs["fixed_params"] for trial in frozen if trial.system_attrs.get("fixed_params"))
+    assert len(fixed) == 3 and all(
+        trial.params == trial.system_attrs["fixed_params"] for trial in frozen if trial.system_attrs.get("fixed_params")
+    )
     assert study.user_attrs["space"] == "micro"
 
 
 def test_a_killed_workers_trial_is_failed_and_retried(
-    postgres: PostgresServer, nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path,
+    postgres: PostgresServer,
+    nas_cli: CliRunner,
+    micro_supernet: Path,
+    tmp_path: Path,
 ) -> None:
     trials = 3
     plan_study(nas_cli, tmp_path, postgres, micro_supernet, "killed", trials)
@@ -146,8 +162,15 @@ def test_a_killed_workers_trial_is_failed_and_retried(
 
 
 def test_bad_heartbeat_setting_is_one_line(postgres: PostgresServer, nas_cli: CliRunner, tmp_path: Path) -> None:
-    result = nas_cli(tmp_path, "worker", "--storage", postgres.url, "--study", "absent",
-                     env=cli_environment(NAS_SEARCH_HEARTBEAT_SECONDS="soon"))
+    result = nas_cli(
+        tmp_path,
+        "worker",
+        "--storage",
+        postgres.url,
+        "--study",
+        "absent",
+        env=cli_environment(NAS_SEARCH_HEARTBEAT_SECONDS="soon"),
+    )
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert "NAS_SEARCH_HEARTBEAT_SECONDS" in result.stderr
     missing = nas_cli(tmp_path, "worker", "--storage", postgres.url, "--study", "absent")
@@ -186,7 +209,11 @@ def test_dashboard_serves_a_postgres_study(postgres: PostgresServer, tmp_path: P
     port = free_port()
     process = subprocess.Popen(
         cli_command("dashboard", "--study", "reviewed", "--storage", postgres.url, "--port", str(port)),
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_environment(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_environment(),
     )
     try:
         deadline, names = time.monotonic() + 90, None

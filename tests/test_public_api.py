@@ -28,8 +28,9 @@ def environment() -> dict[str, str]:
 
 
 def run_python(code: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=environment())
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment()
+    )
 
 
 def readme_example() -> str:
@@ -129,8 +130,16 @@ def test_search_export_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     """The three verbs chained, as the command line chains run, export and train."""
     monkeypatch.chdir(tmp_path)
     summary = nas_search.run(
-        space="micro", trials=2, startup_trials=2, supernet_epochs=1, max_train=64, max_val=32,
-        calibration_images=32, study="api", objectives="accuracy", progress=False,
+        space="micro",
+        trials=2,
+        startup_trials=2,
+        supernet_epochs=1,
+        max_train=64,
+        max_val=32,
+        calibration_images=32,
+        study="api",
+        objectives="accuracy",
+        progress=False,
     )
     assert summary["study"] == "api" and summary["trials"] == 2 and summary["best"]
     exported = nas_search.export_trial(study="api", out="exported", epochs=1)

@@ -13,9 +13,10 @@ import pytest
 import torch
 import yaml
 from conftest import MICRO_BUDGET_TEXT, CliRunner
-from support import shared_data_path
 
 from nas_search.export import load_exported
+
+from support import shared_data_path
 
 pytestmark = pytest.mark.slow
 
@@ -26,23 +27,85 @@ def test_real_data_export_trains_at_the_deployment_size(nas_cli: CliRunner, tmp_
     data = str(shared_data_path("cifar10-subset"))
     supernet = tmp_path / "supernet.pt"
     trained = nas_cli(
-        tmp_path, "supernet", "train", "--space", "micro", "--data", data, "--epochs", "1", "--max-train", "128",
-        "--input-size", str(PROXY_SIZE), "--batch-size", "32", "--random-subnets", "1", "--workers", "0",
-        "--device", "cpu", "--out", str(supernet), "--quiet",
+        tmp_path,
+        "supernet",
+        "train",
+        "--space",
+        "micro",
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--max-train",
+        "128",
+        "--input-size",
+        str(PROXY_SIZE),
+        "--batch-size",
+        "32",
+        "--random-subnets",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(supernet),
+        "--quiet",
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     searched = nas_cli(
-        tmp_path, "run", "--space", "micro", "--budget", MICRO_BUDGET_TEXT, "--data", data, "--supernet", str(supernet),
-        "--train-input-size", str(PROXY_SIZE), "--trials", "3", "--startup-trials", "3", "--max-val", "100",
-        "--finalists", "0", "--study", "real", "--quiet", "--json",
+        tmp_path,
+        "run",
+        "--space",
+        "micro",
+        "--budget",
+        MICRO_BUDGET_TEXT,
+        "--data",
+        data,
+        "--supernet",
+        str(supernet),
+        "--train-input-size",
+        str(PROXY_SIZE),
+        "--trials",
+        "3",
+        "--startup-trials",
+        "3",
+        "--max-val",
+        "100",
+        "--finalists",
+        "0",
+        "--study",
+        "real",
+        "--quiet",
+        "--json",
     )
     assert searched.returncode == 0, searched.stderr[-3000:]
     assert json.loads(searched.stdout)["study"] == "real"  # --json: stdout is the document alone
     # the same folder given relative to the working folder is the same study (stored absolute)
     rerun = nas_cli(
-        tmp_path, "run", "--space", "micro", "--budget", MICRO_BUDGET_TEXT, "--data", os.path.relpath(data, tmp_path),
-        "--supernet", str(supernet), "--train-input-size", str(PROXY_SIZE), "--trials", "3", "--startup-trials", "3",
-        "--max-val", "100", "--finalists", "0", "--study", "real", "--quiet",
+        tmp_path,
+        "run",
+        "--space",
+        "micro",
+        "--budget",
+        MICRO_BUDGET_TEXT,
+        "--data",
+        os.path.relpath(data, tmp_path),
+        "--supernet",
+        str(supernet),
+        "--train-input-size",
+        str(PROXY_SIZE),
+        "--trials",
+        "3",
+        "--startup-trials",
+        "3",
+        "--max-val",
+        "100",
+        "--finalists",
+        "0",
+        "--study",
+        "real",
+        "--quiet",
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     study = optuna.load_study(study_name="real", storage=f"sqlite:///{tmp_path / 'studies' / 'real.db'}")

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from nas_search.errors import UserError
-from support import skip_or_fail
 from nas_search.spaces.scc import conv as scc_module
 from nas_search.spaces.scc import native as scc_native
 from nas_search.spaces.scc.conv import (
@@ -25,6 +24,8 @@ from nas_search.spaces.scc.conv import (
     window_index,
     window_starts,
 )
+
+from support import skip_or_fail
 
 GROUPS = (2, 4, 8)
 OVERLAPS = (0.25, 0.33, 0.5)
@@ -143,7 +144,12 @@ EXACTNESS_GRID = [
 @pytest.mark.parametrize("kernels", ["native", "torch"])
 @pytest.mark.parametrize("in_channels,out_channels,groups,overlap,batch", EXACTNESS_GRID)
 def test_forward_and_gradients_match_dense_masked_reference(
-    in_channels: int, out_channels: int, groups: int, overlap: float, batch: int, kernels: str,
+    in_channels: int,
+    out_channels: int,
+    groups: int,
+    overlap: float,
+    batch: int,
+    kernels: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if kernels == "native":

@@ -34,12 +34,13 @@ from conftest import (
 )
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 from optuna.trial import TrialState
-from support import shared_data_path
 
 from nas_search.hw_models import ParamsModel
-from nas_search.tasks import get_space
-from nas_search.spaces.sampling import flops_range
+from nas_search.search.sampling import flops_range
 from nas_search.spec import ArchSpec
+from nas_search.tasks import get_space
+
+from support import shared_data_path
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,8 @@ def tree_digest(directory: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file under ``directory``."""
     return {
         str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(directory.rglob("*")) if path.is_file()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
     }
 
 
@@ -111,12 +113,15 @@ def test_study_database_holds_review_material(micro_study: SearchedStudy) -> Non
     feasible_count = 0
     for trial in trials:
         attributes = trial.user_attrs
-        assert {"arch", "arch_json", "flops", "params", "feasible", "constraint:flops", "constraint:flops_utilization"} <= set(attributes)
+        assert {"arch", "arch_json", "flops", "params", "feasible", "constraint:flops", "constraint:flops_utilization"} <= set(
+            attributes
+        )
         spec = ArchSpec.from_json(attributes["arch_json"])
         assert str(spec) == attributes["arch"]
         # the constraints Optuna's samplers read agree with the mirrored attributes
         assert trial.constraints == {
-            "flops": attributes["constraint:flops"], "flops_utilization": attributes["constraint:flops_utilization"],
+            "flops": attributes["constraint:flops"],
+            "flops_utilization": attributes["constraint:flops_utilization"],
         }
         assert trial.constraints["flops"] == pytest.approx((attributes["flops"] - MICRO_BUDGET_FLOPS) / MICRO_BUDGET_FLOPS)
         feasible = all(value <= 0 for value in trial.constraints.values())
@@ -157,7 +162,9 @@ def test_study_database_holds_review_material(micro_study: SearchedStudy) -> Non
             continue
         assert set(metas) == {f"trial-{trial.number}-arch.json", f"trial-{trial.number}-widths.svg"}
         downloaded = micro_study.directory / f"download-{trial.number}.json"
-        download_artifact(artifact_store=store, file_path=str(downloaded), artifact_id=metas[f"trial-{trial.number}-arch.json"].artifact_id)
+        download_artifact(
+            artifact_store=store, file_path=str(downloaded), artifact_id=metas[f"trial-{trial.number}-arch.json"].artifact_id
+        )
         assert ArchSpec.from_dict(json.loads(downloaded.read_text())) == ArchSpec.from_json(trial.user_attrs["arch_json"])
         downloaded.unlink()
         chart = artifact_dir / metas[f"trial-{trial.number}-widths.svg"].artifact_id
@@ -206,7 +213,9 @@ def test_requeue_is_idempotent_and_completes_a_half_done_requeue(tmp_path: Path)
     assert [trial.user_attrs.get("requeued_from") for trial in study.trials].count(second.number) == 1
 
 
-def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path) -> None:
+def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(
+    micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path
+) -> None:
     """SIGINT mid-search leaves no RUNNING trial (the interrupted one is failed and requeued);
     the same command again completes every planned trial and adds none."""
     work = tmp_path
@@ -221,9 +230,15 @@ def test_ctrl_c_requeues_the_running_trial_and_a_rerun_finishes(micro_study: Sea
     arguments = micro_run_arguments(name, Path(micro_study.summary["files"]["supernet"]), trials, "--max-val", "1000")
     # the child handles Ctrl-C even when this test runs as a script's background job (which
     # starts with SIGINT ignored, and Python then never raises KeyboardInterrupt)
-    process = subprocess.Popen(cli_command(*arguments), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=cli_environment(),
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        cli_command(*arguments),
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_environment(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         # interrupt once the search is under way (two of the new trials done) with work still
         # queued; waiting for a RUNNING row raced on a quiet machine, where a micro trial is
@@ -284,7 +299,8 @@ def test_export_writes_loadable_files(exported: Path, micro_study: SearchedStudy
     from nas_search.spec import load_arch
 
     assert sorted(path.name for path in exported.iterdir()) == sorted(
-        ["arch.yaml", "train.yaml", "model.pt", "model.onnx", "meta.json"])
+        ["arch.yaml", "train.yaml", "model.pt", "model.onnx", "meta.json"]
+    )
     spec = load_arch(exported / "arch.yaml")
     best = micro_study.summary["best"]
     assert spec == ArchSpec.from_dict(best["arch"])
@@ -368,8 +384,9 @@ def test_train_resume_and_scratch(exported: Path, nas_cli: CliRunner, tmp_path: 
     assert_one_line_error(fewer, "holds 2 trained epochs", "--epochs 2 or more")
     other_size = nas_cli(tmp_path, "train", str(config), "--epochs", "3", "--resume", "--input-size", "16", *quick)
     assert_one_line_error(other_size, "input_size", "16")  # a checkpoint continues only at its own size
-    other_steps = nas_cli(tmp_path, "train", str(config), "--epochs", "3", "--resume", "--json", "--quiet",
-                          "--max-train", "32")  # 1 step per epoch of 32 images, not 2: the schedule would jump
+    other_steps = nas_cli(
+        tmp_path, "train", str(config), "--epochs", "3", "--resume", "--json", "--quiet", "--max-train", "32"
+    )  # 1 step per epoch of 32 images, not 2: the schedule would jump
     assert_one_line_error(other_steps, "2 steps per epoch, not 1", "--max-train")
 
     # a rerun without --resume does not overwrite the finished run's checkpoint
@@ -410,7 +427,9 @@ BAD_RUN_ARGUMENTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_RUN_ARGUMENTS), ids=list(BAD_RUN_ARGUMENTS))
-def test_bad_run_input_is_one_line_and_overwrites_nothing(case: str, nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path) -> None:
+def test_bad_run_input_is_one_line_and_overwrites_nothing(
+    case: str, nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path
+) -> None:
     replacement, fragments = BAD_RUN_ARGUMENTS[case]
     summary = tmp_path / "summary.json"
     summary.write_text('{"kept": true}\n')
@@ -420,7 +439,7 @@ def test_bad_run_input_is_one_line_and_overwrites_nothing(case: str, nas_cli: Cl
         if option in arguments:
             arguments[arguments.index(option) + 1] = replacement[index + 1]
         else:
-            arguments += replacement[index:index + 2]
+            arguments += replacement[index : index + 2]
     result = nas_cli(tmp_path, *arguments, timeout=120)
     assert_one_line_error(result, *fragments)
     assert summary.read_text() == '{"kept": true}\n'
@@ -431,16 +450,27 @@ def test_bad_data_leaves_no_empty_study_database(nas_cli: CliRunner, tmp_path: P
     """Data is read when the supernet's training starts; a folder that is not a data set
     stops the run there, and the database and folders it had opened are removed again."""
     (tmp_path / "empty").mkdir()
-    result = nas_cli(tmp_path, "run", "--space", "micro", "--budget", "10MFLOPs", "--data", "empty", "--quiet",
-                     timeout=120)
+    result = nas_cli(tmp_path, "run", "--space", "micro", "--budget", "10MFLOPs", "--data", "empty", "--quiet", timeout=120)
     assert_one_line_error(result, "no class folders", "empty")
     assert not (tmp_path / "studies").exists()
     # an existing database (another study in it) is left as it was
     database = tmp_path / "shared.db"
     optuna.create_study(study_name="other", storage=f"sqlite:///{database}")
     before = database.read_bytes()
-    result = nas_cli(tmp_path, "run", "--space", "micro", "--budget", "10MFLOPs", "--data", "empty", "--quiet",
-                     "--storage", f"sqlite:///{database}", timeout=120)
+    result = nas_cli(
+        tmp_path,
+        "run",
+        "--space",
+        "micro",
+        "--budget",
+        "10MFLOPs",
+        "--data",
+        "empty",
+        "--quiet",
+        "--storage",
+        f"sqlite:///{database}",
+        timeout=120,
+    )
     assert_one_line_error(result, "no class folders", "empty")
     assert database.read_bytes() == before
     assert [summary.study_name for summary in optuna.get_all_study_summaries(f"sqlite:///{database}")] == ["other"]
@@ -465,15 +495,23 @@ def test_existing_study_with_another_space_is_refused(micro_study: SearchedStudy
     assert tree_digest(work) == before
 
 
-@pytest.mark.parametrize("option, value, fragments", [
-    ("--budget", "9MFLOPs", ["budget", "flops <= 8.0 MFLOPs", "flops <= 9.0 MFLOPs"]),
-    ("--input-size", "64", ["deployment size", "32 px", "64 px"]),
-    ("--data", str(REPOSITORY_ROOT / "tests"), ["data", "the built-in demo"]),
-    ("--max-val", "50", ["validation subset", "--max-val 100", "--max-val 50"]),
-    ("--calibration-images", "8", ["batch-norm calibration", "256 images", "8 images"]),
-])
+@pytest.mark.parametrize(
+    "option, value, fragments",
+    [
+        ("--budget", "9MFLOPs", ["budget", "flops <= 8.0 MFLOPs", "flops <= 9.0 MFLOPs"]),
+        ("--input-size", "64", ["deployment size", "32 px", "64 px"]),
+        ("--data", str(REPOSITORY_ROOT / "tests"), ["data", "the built-in demo"]),
+        ("--max-val", "50", ["validation subset", "--max-val 100", "--max-val 50"]),
+        ("--calibration-images", "8", ["batch-norm calibration", "256 images", "8 images"]),
+    ],
+)
 def test_a_rerun_that_changes_what_the_study_searches_is_refused(
-    option: str, value: str, fragments: list[str], micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path,
+    option: str,
+    value: str,
+    fragments: list[str],
+    micro_study: SearchedStudy,
+    nas_cli: CliRunner,
+    tmp_path: Path,
 ) -> None:
     """Same study name, another budget, size or data: the old trials were scored under other
     rules, so the run stops before any training and leaves everything as it was."""
@@ -493,9 +531,28 @@ def test_a_studys_own_supernet_is_never_trained_further(nas_cli: CliRunner, tmp_
     """More --supernet-epochs under an existing study would resume its supernet in place and
     invalidate its trials: refused before any training, the supernet unchanged; another
     --supernet is refused too; the original command still continues the study."""
-    arguments = ["run", "--space", "micro", "--budget", MICRO_BUDGET_TEXT, "--supernet-epochs", "1", "--max-train", "64",
-                 "--max-val", "50", "--trials", "2", "--startup-trials", "2", "--finalists", "0", "--study", "own",
-                 "--quiet"]
+    arguments = [
+        "run",
+        "--space",
+        "micro",
+        "--budget",
+        MICRO_BUDGET_TEXT,
+        "--supernet-epochs",
+        "1",
+        "--max-train",
+        "64",
+        "--max-val",
+        "50",
+        "--trials",
+        "2",
+        "--startup-trials",
+        "2",
+        "--finalists",
+        "0",
+        "--study",
+        "own",
+        "--quiet",
+    ]
     first = nas_cli(tmp_path, *arguments)
     assert first.returncode == 0, first.stderr[-2000:]
     supernet = tmp_path / "studies" / "own" / "supernet.pt"
@@ -541,7 +598,9 @@ def test_scoring_size_is_the_supernets(nas_cli: CliRunner, micro_supernet: Path,
 
 
 def test_budget_above_the_largest_warns_and_an_infeasible_study_cannot_be_exported(
-    nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path,
+    nas_cli: CliRunner,
+    micro_supernet: Path,
+    tmp_path: Path,
 ) -> None:
     """A FLOPs budget above the largest subnet warns that the constraint is inactive; a
     parameter budget that only a one-class network could meet (checked up front, before the
@@ -549,8 +608,7 @@ def test_budget_above_the_largest_warns_and_an_infeasible_study_cannot_be_export
     a one-line error that leaves the target folder alone."""
     space, smallest = get_space("micro"), get_space("micro").smallest()
     one_class, ten_classes = ParamsModel(space, 1)(smallest), ParamsModel(space, 10)(smallest)
-    arguments = list(micro_run_arguments("infeasible", micro_supernet, 2, "--params",
-                                         str(int(one_class + ten_classes) // 2)))
+    arguments = list(micro_run_arguments("infeasible", micro_supernet, 2, "--params", str(int(one_class + ten_classes) // 2)))
     arguments[arguments.index("--budget") + 1] = "1GFLOPs"
     result = nas_cli(tmp_path, *arguments)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -22,9 +22,9 @@ from nas_search.search.objective import SearchObjective, make_objective
 from nas_search.search.parameters import spec_to_params
 from nas_search.search.records import TrialRecord
 from nas_search.search.resolve import resolve_search
+from nas_search.search.sampling import flops_range
 from nas_search.search.space_protocol import CandidateSpace, Suggestion
 from nas_search.search.supernet_space import SupernetSpace
-from nas_search.spaces.sampling import flops_range
 from nas_search.tasks import get_space
 
 SEARCH_PACKAGE = Path(__file__).resolve().parent.parent / "nas_search" / "search"
@@ -55,7 +55,8 @@ def test_a_latency_budget_takes_the_lower_bound_from_flops() -> None:
 def test_an_inactive_flops_budget_has_no_lower_bound() -> None:
     assert Budgets(flops=10**12, min_utilization=0.8, flops_binding=False).flops_floor is None
     assert Budgets(flops=8_000_000, min_utilization=0.0, flops_binding=True).constraints() == [
-        Constraint("flops", "flops", 8_000_000.0)]
+        Constraint("flops", "flops", 8_000_000.0)
+    ]
     assert Budgets().constraints() == []
 
 
@@ -69,8 +70,9 @@ def test_parameter_budgets_parse_and_refuse_with_the_accepted_forms() -> None:
 def test_resolve_search_types_the_budgets_and_keeps_its_errors() -> None:
     resolved = resolve_search(SearchConfig(space="micro", budget="8MFLOPs", params="500K", memory="20MB"))
     assert resolved.space.name == "micro"
-    assert resolved.budgets == Budgets(flops=8_000_000, params=500_000, memory_bytes=20_000_000, min_utilization=0.8,
-                                       flops_binding=True)
+    assert resolved.budgets == Budgets(
+        flops=8_000_000, params=500_000, memory_bytes=20_000_000, min_utilization=0.8, flops_binding=True
+    )
     assert [constraint.name for constraint in resolved.constraints] == ["flops", "flops_utilization", "params", "memory"]
     assert set(resolved.device_models()) == {"peak_memory"}
     with pytest.raises(UserError, match=r"^--params budget 10 params is below the smallest subnet of space 'micro'"):
@@ -79,10 +81,20 @@ def test_resolve_search_types_the_budgets_and_keeps_its_errors() -> None:
 
 def test_trial_record_reads_the_stored_attribute_names() -> None:
     trial = create_trial(
-        state=TrialState.COMPLETE, value=0.42,
-        user_attrs={"accuracy": 0.42, "flops": 7.0e6, "params": 4.0e4, "latency": 3.5, "feasible": True,
-                    "arch": "micro:x", "arch_json": json.dumps({"space": "micro"}), "map50": 0.3,
-                    "constraint:flops": -0.1, "constraint:latency": 0.2},
+        state=TrialState.COMPLETE,
+        value=0.42,
+        user_attrs={
+            "accuracy": 0.42,
+            "flops": 7.0e6,
+            "params": 4.0e4,
+            "latency": 3.5,
+            "feasible": True,
+            "arch": "micro:x",
+            "arch_json": json.dumps({"space": "micro"}),
+            "map50": 0.3,
+            "constraint:flops": -0.1,
+            "constraint:latency": 0.2,
+        },
     )
     record = TrialRecord.from_trial(trial)
     assert (record.accuracy, record.flops, record.params, record.latency, record.peak_memory) == (0.42, 7.0e6, 4.0e4, 3.5, None)

@@ -3,8 +3,8 @@ import random
 import pytest
 
 from nas_search.errors import UserError
-from nas_search.tasks import get_space, space_names
 from nas_search.spec import ArchSpec, BlockSpec, StageSpec, load_arch, save_arch
+from nas_search.tasks import get_space, space_names
 
 
 @pytest.mark.parametrize("space_name", space_names())

@@ -12,13 +12,13 @@ import yaml
 import nas_search.tasks.detect.standalone as standalone_detection
 from nas_search.errors import UserError
 from nas_search.tasks import get_space
+from nas_search.tasks.detect.build import build_detector
 from nas_search.tasks.detect.standalone import (
     DETECTION_MODEL_FORMAT,
     DetectionTrainConfig,
     load_detection_train_config,
     train_detection_standalone,
 )
-from nas_search.tasks.detect.static import build_detector
 from nas_search.training.checkpoint import load_checkpoint
 
 INPUT_SIZE = 64
@@ -33,9 +33,20 @@ def spec():
 def write_train_yaml(folder: Path, spec, **options) -> Path:
     """A detection train.yaml as `nas-search export` writes one, on capped demo data."""
     config = {
-        "task": "detect", "arch": spec.to_dict(), "data": None, "num_classes": DEMO_CLASSES, "input_size": INPUT_SIZE,
-        "deployment_input_size": 416, "init": "scratch", "weights": "model.pt", "epochs": 2, "batch_size": 8,
-        "max_train": 32, "max_val": 16, "workers": 0, "device": "cpu",
+        "task": "detect",
+        "arch": spec.to_dict(),
+        "data": None,
+        "num_classes": DEMO_CLASSES,
+        "input_size": INPUT_SIZE,
+        "deployment_input_size": 416,
+        "init": "scratch",
+        "weights": "model.pt",
+        "epochs": 2,
+        "batch_size": 8,
+        "max_train": 32,
+        "max_val": 16,
+        "workers": 0,
+        "device": "cpu",
         "postprocess": {"score_thresh": 0.05, "nms_thresh": 0.6, "detections_per_img": 100, "topk_candidates": 1000},
     }
     config.update(options)

@@ -5,9 +5,9 @@ import torch
 
 from nas_search.hw_models.flops import count_flops
 from nas_search.hw_models.fvcore_count import fvcore_flops
-from nas_search.tasks import get_space, space_names
 from nas_search.spaces.elastic import ElasticBatchNorm2d
 from nas_search.spaces.supernet import Supernet
+from nas_search.tasks import get_space, space_names
 
 TEST_SIZE = {"cifar": 32, "mobile": 64, "micro": 32}
 

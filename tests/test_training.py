@@ -24,8 +24,16 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 def tiny_config(tmp_path, **overrides) -> SupernetTrainConfig:
     options = dict(
-        space="micro", epochs=1, batch_size=32, max_train=256, max_val=64, workers=0, device="cpu",
-        out=str(tmp_path / "supernet.pt"), progress=False, random_subnets=1,
+        space="micro",
+        epochs=1,
+        batch_size=32,
+        max_train=256,
+        max_val=64,
+        workers=0,
+        device="cpu",
+        out=str(tmp_path / "supernet.pt"),
+        progress=False,
+        random_subnets=1,
     )
     options.update(overrides)
     return SupernetTrainConfig(**options)
@@ -84,13 +92,17 @@ def test_fair_operations_train_every_block_kind_of_every_position_each_step():
     extremes = budget_extremes(space, budget, flops, "widest")
     counts: Counter = Counter()
     for step in range(40):
-        specs = sandwich_specs(space, kinds, seed=1, step=step, extremes=extremes, max_flops=budget, flops=flops,
-                               fair_operations=True)
+        specs = sandwich_specs(
+            space, kinds, seed=1, step=step, extremes=extremes, max_flops=budget, flops=flops, fair_operations=True
+        )
         assert all(flops(spec) <= budget for spec in specs)
         for stage_index, stage in enumerate(space.stages):
             for block_index in range(stage.max_depth):
-                ops = [spec.stages[stage_index].blocks[block_index].op for spec in specs[2:]
-                       if block_index < spec.stages[stage_index].depth]
+                ops = [
+                    spec.stages[stage_index].blocks[block_index].op
+                    for spec in specs[2:]
+                    if block_index < spec.stages[stage_index].depth
+                ]
                 assert len(ops) == len(set(ops))  # no kind twice at one position within a step
                 counts.update((stage_index, block_index, op) for op in ops)
     first_blocks = [counts[(stage, 0, op)] for stage in range(len(space.stages)) for op in space.stages[stage].operations]
@@ -153,8 +165,10 @@ def test_bad_checkpoints_are_refused(tmp_path):
     older = torch.load(result.checkpoint, weights_only=True)
     older["format_version"] = 1  # the layout before scc blocks shared the dsc weights
     torch.save(older, tmp_path / "older.pt")
-    for load in (lambda: load_supernet(tmp_path / "older.pt"),
-                 lambda: train_supernet(tiny_config(tmp_path, out=str(tmp_path / "older.pt"), resume=True))):
+    for load in (
+        lambda: load_supernet(tmp_path / "older.pt"),
+        lambda: train_supernet(tiny_config(tmp_path, out=str(tmp_path / "older.pt"), resume=True)),
+    ):
         with pytest.raises(UserError, match="format_version 1, written by another nas-search version; this one reads 2"):
             load()
     # a rerun without resume does not replace a finished (or interrupted) run's checkpoint
@@ -174,9 +188,28 @@ def test_bad_checkpoints_are_refused(tmp_path):
 
 def _train_command(out: Path, epochs: int, resume: bool) -> list[str]:
     command = [
-        sys.executable, "-m", "nas_search.cli", "supernet", "train", "--space", "micro", "--epochs", str(epochs),
-        "--batch-size", "32", "--max-train", "256", "--workers", "0", "--device", "cpu", "--out", str(out),
-        "--random-subnets", "1", "--quiet",
+        sys.executable,
+        "-m",
+        "nas_search.cli",
+        "supernet",
+        "train",
+        "--space",
+        "micro",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "32",
+        "--max-train",
+        "256",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--random-subnets",
+        "1",
+        "--quiet",
     ]
     return command + (["--resume"] if resume else [])
 
@@ -209,13 +242,39 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
 def test_torchrun_ddp_two_processes_on_cpu(tmp_path):
     out = tmp_path / "ddp.pt"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-        "-m", "nas_search.cli", "supernet", "train", "--space", "micro", "--epochs", "1", "--batch-size", "16",
-        "--max-train", "128", "--workers", "0", "--device", "cpu", "--out", str(out), "--random-subnets", "1",
-        "--quiet", "--json",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "nas_search.cli",
+        "supernet",
+        "train",
+        "--space",
+        "micro",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--max-train",
+        "128",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--random-subnets",
+        "1",
+        "--quiet",
+        "--json",
     ]
-    result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        command, cwd=REPOSITORY, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     payload = load_checkpoint(out)
     assert payload["epoch"] == 1

@@ -90,8 +90,9 @@ def test_optimizer_step_clips_steps_and_advances_the_schedule():
 def test_training_state_round_trips_through_a_checkpoint(tmp_path):
     state = _state()
     optimizer_step(state.model(torch.randn(8, 4)).sum(), state.optimizer, state.scheduler)
-    save_checkpoint({"format": "test", "epoch": 2, "history": [{"epoch": 1}, {"epoch": 2}], **state.state_dicts()},
-                    tmp_path / "state.pt")
+    save_checkpoint(
+        {"format": "test", "epoch": 2, "history": [{"epoch": 1}, {"epoch": 2}], **state.state_dicts()}, tmp_path / "state.pt"
+    )
     payload = torch.load(tmp_path / "state.pt", weights_only=True)
     assert list(payload)[-3:] == ["model", "optimizer", "scheduler"]  # no scaler entry unless one is kept
     other = _state(learning_rate=0.5)
@@ -117,8 +118,15 @@ def test_seed_epoch_makes_every_epoch_reproducible():
 def test_run_epochs_drives_seeding_bars_records_and_checkpoints():
     log: list = []
     history = [{"epoch": 1, "loss": 9.0}]
-    loop = EpochLoop(loader=[0, 1], seed=0, epochs=3, description="test epoch", bar_images=8,
-                     progress_bar=lambda total, description, unit, enabled: _Bar(log, total, description), world_size=2)
+    loop = EpochLoop(
+        loader=[0, 1],
+        seed=0,
+        epochs=3,
+        description="test epoch",
+        bar_images=8,
+        progress_bar=lambda total, description, unit, enabled: _Bar(log, total, description),
+        world_size=2,
+    )
 
     def train(epoch: int, bar, tally: EpochTally) -> None:
         log.append(("train", epoch))
@@ -126,8 +134,16 @@ def test_run_epochs_drives_seeding_bars_records_and_checkpoints():
             tally.add(4, loss=value)
             bar.update(4)
 
-    throughput = run_epochs(loop, 1, 3, history, train, lambda epoch, tally: {"epoch": epoch + 1, "loss": tally.mean("loss")},
-                            save=lambda epoch: log.append(("save", epoch)), before_epoch=lambda epoch: log.append(("before", epoch)))
+    throughput = run_epochs(
+        loop,
+        1,
+        3,
+        history,
+        train,
+        lambda epoch, tally: {"epoch": epoch + 1, "loss": tally.mean("loss")},
+        save=lambda epoch: log.append(("save", epoch)),
+        before_epoch=lambda epoch: log.append(("before", epoch)),
+    )
     assert history == [{"epoch": 1, "loss": 9.0}, {"epoch": 2, "loss": 2.0}, {"epoch": 3, "loss": 2.0}]
     assert log[:5] == [("before", 1), ("open", "test epoch 2/3", 8), ("train", 1), ("close", "test epoch 2/3", 8), ("save", 1)]
     assert throughput.images == 2 * 8 * 2 and throughput.images_per_second > 0
@@ -150,7 +166,10 @@ def test_the_learning_rate_default_depends_on_the_optimizer():
     assert with_learning_rate(SupernetTrainConfig(), SUPERNET_LEARNING_RATES).learning_rate == 0.05
     adamw = with_learning_rate(SupernetTrainConfig(optimizer="adamw"), SUPERNET_LEARNING_RATES)
     assert adamw.learning_rate == 2e-3
-    assert with_learning_rate(SupernetTrainConfig(optimizer="adamw", learning_rate=0.1), SUPERNET_LEARNING_RATES).learning_rate == 0.1
+    assert (
+        with_learning_rate(SupernetTrainConfig(optimizer="adamw", learning_rate=0.1), SUPERNET_LEARNING_RATES).learning_rate
+        == 0.1
+    )
     from nas_search.tasks.detect.supernet_training import DETECTION_SUPERNET_LEARNING_RATES, DetectionSupernetTrainConfig
 
     assert DETECTION_SUPERNET_LEARNING_RATES == {"sgd": 0.01, "adamw": 5e-4}
@@ -174,8 +193,14 @@ def _supernet_payload(**entries) -> dict:
 
 def test_the_typed_checkpoint_view_reads_both_names_of_the_training_size(tmp_path):
     classifier = _supernet_payload(format=SUPERNET_FORMAT, input_size=32, class_names=["a", "b", "c"])
-    detector = _supernet_payload(format=DETECTION_SUPERNET_FORMAT, image_size=160, classes=["a", "b", "c"],
-                                 resize="square", optimizer={}, random_states={})
+    detector = _supernet_payload(
+        format=DETECTION_SUPERNET_FORMAT,
+        image_size=160,
+        classes=["a", "b", "c"],
+        resize="square",
+        optimizer={},
+        random_states={},
+    )
     save_checkpoint(classifier, tmp_path / "classifier.pt")
     save_checkpoint(detector, tmp_path / "detector.pt")
     first = read_supernet_checkpoint(tmp_path / "classifier.pt", SUPERNET_FORMAT, space="micro")
@@ -192,8 +217,9 @@ def test_the_typed_checkpoint_view_reads_both_names_of_the_training_size(tmp_pat
 
 def _norm_network() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.3), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(4 * 6 * 6, 5), nn.BatchNorm1d(5))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.BatchNorm1d(5)
+    )
 
 
 def test_precise_batch_norm_sets_the_average_batch_statistics_and_restores_everything_else():

@@ -6,8 +6,14 @@ from nas_search.units import parse_flops, parse_latency_ms, parse_memory_bytes
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("4.5GFLOPs", 4_500_000_000), ("4.5G", 4_500_000_000), ("450MFLOPs", 450_000_000),
-     ("4.5GMACs", 4_500_000_000), ("4500000000", 4_500_000_000), ("4.5 gflops", 4_500_000_000)],
+    [
+        ("4.5GFLOPs", 4_500_000_000),
+        ("4.5G", 4_500_000_000),
+        ("450MFLOPs", 450_000_000),
+        ("4.5GMACs", 4_500_000_000),
+        ("4500000000", 4_500_000_000),
+        ("4.5 gflops", 4_500_000_000),
+    ],
 )
 def test_accepted_budget_forms(text, expected):
     assert parse_flops(text) == expected

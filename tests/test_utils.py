@@ -52,8 +52,10 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
 def test_storage_passwords_are_hidden_in_written_summaries() -> None:
     from nas_search.search.study import without_password
 
-    assert without_password("postgresql://search:s3cret@127.0.0.1:5432/studies") == \
-        "postgresql://search:***@127.0.0.1:5432/studies"
+    assert (
+        without_password("postgresql://search:s3cret@127.0.0.1:5432/studies")
+        == "postgresql://search:***@127.0.0.1:5432/studies"
+    )
     for url in ("postgresql://search@127.0.0.1/studies", "sqlite:///studies/run.db"):
         assert without_password(url) == url
 
@@ -62,8 +64,15 @@ def test_printed_and_written_run_summaries_hide_the_storage_password(capsys: pyt
     from nas_search.search.runner import print_summary, public_summary
 
     url = "postgresql://search:s3cret@127.0.0.1:5432/studies"
-    summary = {"study": "nas-search", "storage": url, "trials": 0, "feasible_fraction": 0.0, "best": None, "top": [],
-               "files": {"storage": url, "supernet": "studies/nas-search/supernet.pt"}}
+    summary = {
+        "study": "nas-search",
+        "storage": url,
+        "trials": 0,
+        "feasible_fraction": 0.0,
+        "best": None,
+        "top": [],
+        "files": {"storage": url, "supernet": "studies/nas-search/supernet.pt"},
+    }
     shown = public_summary(summary)
     assert shown["storage"] == shown["files"]["storage"] == "postgresql://search:***@127.0.0.1:5432/studies"
     assert summary["storage"] == url  # the caller's summary is not changed

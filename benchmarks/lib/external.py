@@ -371,8 +371,7 @@ class TransferPredictor:
                 "scale": scaling.scale.tolist(),
             },
             "components": [
-                {"name": name, "weight": float(weight), "model": model.to_dict()}
-                for name, weight, model in self.components
+                {"name": name, "weight": float(weight), "model": model.to_dict()} for name, weight, model in self.components
             ],
             "cross_validation_errors": {name: float(error) for name, error in self.cross_validation_errors.items()},
         }
@@ -425,7 +424,9 @@ def _as_indices(indices: Sequence[int] | np.ndarray, size: int, name: str, minim
         raise UserError(f"{name} must be a 1-D sequence of integer row indices; got shape {array.shape}, dtype {array.dtype}")
     array = array.astype(np.int64)
     if array.size < minimum or (array.size and (array.min() < 0 or array.max() >= size)):
-        raise UserError(f"{name} must hold at least {minimum} row indices in [0, {size}); got {array.size} in [{array.min(initial=0)}, {array.max(initial=0)}]")
+        raise UserError(
+            f"{name} must hold at least {minimum} row indices in [0, {size}); got {array.size} in [{array.min(initial=0)}, {array.max(initial=0)}]"
+        )
     return array
 
 
@@ -697,7 +698,9 @@ def _signature_ridge(context: _FitContext, training: np.ndarray) -> LogLinearMod
     smoothed = (context.design[rows] @ context.smoothing) / context.smoothed_scale
     layer = context.options.layer_weight * context.design[rows]
     inputs = np.hstack([raw, smoothed, layer])
-    input_mean, weights, target_mean = _ridge_by_leave_one_out(inputs, context.log_target[training], context.options.ridge_alphas)
+    input_mean, weights, target_mean = _ridge_by_leave_one_out(
+        inputs, context.log_target[training], context.options.ridge_alphas
+    )
     device_count = len(context.references)
     raw_weights = weights[:device_count] / context.reference_scale
     smoothed_weights = weights[device_count : 2 * device_count] / context.smoothed_scale
@@ -718,7 +721,9 @@ def _smoothed_signature_ridge(context: _FitContext, training: np.ndarray) -> Log
     smoothed = (context.design[rows] @ context.smoothing) / context.smoothed_scale
     layer = context.options.layer_weight * context.design[rows]
     inputs = np.hstack([smoothed, layer])
-    input_mean, weights, target_mean = _ridge_by_leave_one_out(inputs, context.log_target[training], context.options.ridge_alphas)
+    input_mean, weights, target_mean = _ridge_by_leave_one_out(
+        inputs, context.log_target[training], context.options.ridge_alphas
+    )
     device_count = len(context.references)
     smoothed_weights = weights[:device_count] / context.smoothed_scale
     layer_weights = context.smoothing @ smoothed_weights + context.options.layer_weight * weights[device_count:]
@@ -728,7 +733,9 @@ def _smoothed_signature_ridge(context: _FitContext, training: np.ndarray) -> Log
 def _layer_ridge(context: _FitContext, training: np.ndarray) -> LogLinearModel | None:
     """Ridge on the layer-wise features only."""
     inputs = context.design[context.indices[training]]
-    input_mean, weights, target_mean = _ridge_by_leave_one_out(inputs, context.log_target[training], context.options.ridge_alphas)
+    input_mean, weights, target_mean = _ridge_by_leave_one_out(
+        inputs, context.log_target[training], context.options.ridge_alphas
+    )
     return LogLinearModel(target_mean - float(input_mean @ weights), {}, weights)
 
 

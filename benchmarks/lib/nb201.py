@@ -91,9 +91,7 @@ def parse_arch(arch_str: str) -> tuple[str, ...]:
     Raises:
         UserError: when the string is not a NAS-Bench-201 cell.
     """
-    expected = "expected e.g. |nor_conv_3x3~0|+|skip_connect~0|none~1|+|op~0|op~1|op~2| with ops " + ", ".join(
-        OPERATIONS
-    )
+    expected = "expected e.g. |nor_conv_3x3~0|+|skip_connect~0|none~1|+|op~0|op~1|op~2| with ops " + ", ".join(OPERATIONS)
     groups = arch_str.strip().split("+")
     if len(groups) != INTERMEDIATE_NODES:
         raise UserError(f"bad NAS-Bench-201 arch string {arch_str!r}: {expected}")
@@ -184,9 +182,7 @@ class NasBench201Table:
                 for column in header
                 if column.startswith(ACCURACY_PREFIX) and column.endswith(ACCURACY_SUFFIX)
             }
-            latency_columns = {
-                column[len(LATENCY_PREFIX) :]: column for column in header if column.startswith(LATENCY_PREFIX)
-            }
+            latency_columns = {column[len(LATENCY_PREFIX) :]: column for column in header if column.startswith(LATENCY_PREFIX)}
             problems = []
             if ARCH_COLUMN not in header:
                 problems.append(f"column {ARCH_COLUMN!r}")
@@ -195,14 +191,14 @@ class NasBench201Table:
             if not latency_columns:
                 problems.append(f"at least one {LATENCY_PREFIX}<device> column")
             if problems:
-                raise UserError(
-                    f"{path} lacks {'; '.join(problems)} (found columns: {', '.join(header) or 'none'})"
-                )
+                raise UserError(f"{path} lacks {'; '.join(problems)} (found columns: {', '.join(header) or 'none'})")
             position = {column: number for number, column in enumerate(header)}
             arch_position = position[ARCH_COLUMN]
             index_position = position.get(INDEX_COLUMN)
-            numeric = {**{f"acc:{name}": column for name, column in accuracy_columns.items()},
-                       **{f"lat:{name}": column for name, column in latency_columns.items()}}
+            numeric = {
+                **{f"acc:{name}": column for name, column in accuracy_columns.items()},
+                **{f"lat:{name}": column for name, column in latency_columns.items()},
+            }
             arch_strings: list[str] = []
             indices: list[int] = []
             values: dict[str, list[float]] = {key: [] for key in numeric}
@@ -228,9 +224,7 @@ class NasBench201Table:
         if len(unique) != len(arch_strings):
             raise UserError(f"{path}: {len(arch_strings) - len(unique)} duplicate {ARCH_COLUMN} rows; expected each cell once")
         if len(unique) != SPACE_SIZE:
-            raise UserError(
-                f"{path}: covers {len(unique)} of the {SPACE_SIZE} NAS-Bench-201 cells; expected the full space"
-            )
+            raise UserError(f"{path}: covers {len(unique)} of the {SPACE_SIZE} NAS-Bench-201 cells; expected the full space")
         return cls(
             arch_strings,
             np.asarray(indices),
@@ -331,9 +325,7 @@ class NasBench201Table:
         best = int(rows[order[0]])
         return self._arch_strings[best], float(accuracy[best])
 
-    def make_objective(
-        self, dataset: str, device: str, latency_budget_ms: float
-    ) -> Callable[[optuna.Trial], float]:
+    def make_objective(self, dataset: str, device: str, latency_budget_ms: float) -> Callable[[optuna.Trial], float]:
         """An Optuna objective: one trial is one table query.
 
         The objective samples a cell, returns its accuracy (maximise), sets the constraint

@@ -7,8 +7,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 FLOPS_NOTE = "FLOPs follow fvcore: 1 multiply-add = 1 FLOP (FLOPs = MACs)."
 
@@ -44,8 +45,11 @@ def emit(arguments: argparse.Namespace, payload: Any, human: Callable[[], None] 
     """Print JSON with ``--json`` (to the real stdout, alone), otherwise the human form."""
     if getattr(arguments, "json", False):
         if is_main_rank():  # under torchrun, one document
-            print(json.dumps(payload, indent=None if isinstance(payload, list) else 2, default=str),
-                  file=json_stream(), flush=True)
+            print(
+                json.dumps(payload, indent=None if isinstance(payload, list) else 2, default=str),
+                file=json_stream(),
+                flush=True,
+            )
     elif callable(human):
         human()
     elif human is not None:

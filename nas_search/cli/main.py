@@ -19,6 +19,7 @@ from nas_search.cli.base import FLOPS_NOTE, JSON_STREAMS, Command, OneLineParser
 from nas_search.errors import UserError
 from nas_search.units import check_input_size
 
+
 # ---------------------------------------------------------------------------- spaces
 def _spaces_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -31,7 +32,9 @@ def _spaces_run(arguments: argparse.Namespace) -> None:
     rows = [describe_space(name) for name in space_names()]
 
     def human() -> None:
-        print(f"{'space':<10} {'task':<9} {'input':>5}  {'FLOPs min':>14} {'FLOPs max':>14}  {'params min':>10} {'params max':>10}")
+        print(
+            f"{'space':<10} {'task':<9} {'input':>5}  {'FLOPs min':>14} {'FLOPs max':>14}  {'params min':>10} {'params max':>10}"
+        )
         for row in rows:
             print(
                 f"{row['name']:<10} {row['task']:<9} {row['input_size']:>5}  {format_flops(row['flops']['min']):>14} "
@@ -54,9 +57,9 @@ def _sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _sample_run(arguments: argparse.Namespace) -> None:
-    from nas_search.tasks import get_space
-    from nas_search.spaces.sampling import sample_specs
     from nas_search.hw_models.flops import count_flops
+    from nas_search.search.sampling import sample_specs
+    from nas_search.tasks import get_space
     from nas_search.units import format_count, format_flops, parse_flops
 
     space = get_space(arguments.space)
@@ -65,8 +68,10 @@ def _sample_run(arguments: argparse.Namespace) -> None:
     for spec, flops in sample_specs(space, arguments.n, arguments.seed, budget, input_size):
         params = count_flops(spec, space, input_size).params
         if arguments.json:
-            print(json.dumps({"arch": spec.to_dict(), "arch_string": str(spec), "flops": flops, "params": params}),
-                  file=json_stream())
+            print(
+                json.dumps({"arch": spec.to_dict(), "arch_string": str(spec), "flops": flops, "params": params}),
+                file=json_stream(),
+            )
         else:
             print(f"{format_flops(flops):>14} {format_count(params):>8}  {spec}")
 
@@ -90,9 +95,15 @@ def _cost_run(arguments: argparse.Namespace) -> None:
     from nas_search.units import format_bytes, format_count, format_flops
 
     report = cost_report(
-        arguments.arch, space_name=arguments.space, input_size=arguments.input_size,
-        num_classes=arguments.num_classes, check_fvcore=arguments.check_fvcore,
-        device=arguments.device, runtime=arguments.runtime, threads=arguments.threads, lut=arguments.lut,
+        arguments.arch,
+        space_name=arguments.space,
+        input_size=arguments.input_size,
+        num_classes=arguments.num_classes,
+        check_fvcore=arguments.check_fvcore,
+        device=arguments.device,
+        runtime=arguments.runtime,
+        threads=arguments.threads,
+        lut=arguments.lut,
     )
 
     def human() -> None:
@@ -108,8 +119,10 @@ def _cost_run(arguments: argparse.Namespace) -> None:
             device = report["device"]
             print(f"latency: {device['latency_ms']:.2f} ms on {device['device']} ({device['model']})")
             if device.get("estimated_parts"):
-                print(f"  {device['estimated_parts']} of {device['parts']} parts are not in the table and were estimated "
-                      "from the measured parts of their kind")
+                print(
+                    f"  {device['estimated_parts']} of {device['parts']} parts are not in the table and were estimated "
+                    "from the measured parts of their kind"
+                )
             print(f"peak activation memory: {format_bytes(device['peak_memory_bytes'])} (at {device['peak_memory_layer']})")
         print(FLOPS_NOTE)
 
@@ -166,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nas-search {arguments.command}: error: {error}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
-        print(f"nas-search {arguments.command}: interrupted; finished epochs, trials and finalists are saved: "
-              f"{RESUME_HINTS.get(arguments.command, 'the same command continues from them')}", file=sys.stderr)
+        print(
+            f"nas-search {arguments.command}: interrupted; finished epochs, trials and finalists are saved: "
+            f"{RESUME_HINTS.get(arguments.command, 'the same command continues from them')}",
+            file=sys.stderr,
+        )
         return 130
     except BrokenPipeError:
         if not _stdout_closed():

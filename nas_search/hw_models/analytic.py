@@ -89,8 +89,7 @@ def network_layers(network: ResolvedNetwork, input_size: int) -> list[LayerCost]
     """Every kernel a runtime launches for ``network`` at a square ``input_size`` (batch
     norm folded into its conv, activations fused), in order."""
     layers: list[LayerCost] = []
-    size = append_convolution(layers, 0, network.input_channels, network.stem_channels, 3, input_size,
-                              network.stem_stride)
+    size = append_convolution(layers, 0, network.input_channels, network.stem_channels, 3, input_size, network.stem_stride)
     for stage_index, stage in enumerate(network.stages, start=1):
         for block in stage:
             if block.spec.op not in BLOCK_KINDS:
@@ -168,8 +167,12 @@ class AnalyticDeviceModel:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (what the JSON file holds)."""
         return {
-            "name": self.name, "description": self.description, "source_column": self.source_column,
-            "coefficients": dict(self.coefficients), "constant_ms": self.constant_ms, "errors": dict(self.errors),
+            "name": self.name,
+            "description": self.description,
+            "source_column": self.source_column,
+            "coefficients": dict(self.coefficients),
+            "constant_ms": self.constant_ms,
+            "errors": dict(self.errors),
         }
 
     @classmethod
@@ -180,9 +183,12 @@ class AnalyticDeviceModel:
         if missing:
             raise UserError(f"analytic device {data.get('name')!r} lacks coefficients {', '.join(missing)}")
         return cls(
-            name=data["name"], description=data["description"], source_column=data["source_column"],
+            name=data["name"],
+            description=data["description"],
+            source_column=data["source_column"],
             coefficients={name: float(coefficients[name]) for name in FEATURE_NAMES},
-            constant_ms=float(data["constant_ms"]), errors=data.get("errors", {}),
+            constant_ms=float(data["constant_ms"]),
+            errors=data.get("errors", {}),
         )
 
 
@@ -192,8 +198,9 @@ class AnalyticLatencyModel:
     name = "latency"
     unit = "ms"
 
-    def __init__(self, device: AnalyticDeviceModel, space: SearchSpace, input_size: int | None = None,
-                 num_classes: int | None = None) -> None:
+    def __init__(
+        self, device: AnalyticDeviceModel, space: SearchSpace, input_size: int | None = None, num_classes: int | None = None
+    ) -> None:
         self.device_model = device
         self.device = device.name
         self.space = space
@@ -211,7 +218,11 @@ class AnalyticLatencyModel:
         """One line for reports."""
         errors = self.device_model.errors.get("new_space", {})
         mape = errors.get("mean_abs_error")
-        stated = "" if mape is None else f"; error on a space it was not fitted to: {mape:.0%} mean, Spearman {errors.get('spearman', float('nan')):.2f}"
+        stated = (
+            ""
+            if mape is None
+            else f"; error on a space it was not fitted to: {mape:.0%} mean, Spearman {errors.get('spearman', float('nan')):.2f}"
+        )
         return f"analytic roofline model of {self.device} fitted to published measurements{stated}"
 
 
@@ -323,11 +334,16 @@ def fit_published_devices(data_dir: str | Path, seed: int = 0, held_out: float =
         all_x = np.vstack([features[space] for space in tables])
         all_y = np.concatenate([latency[space] for space in tables])
         final_coefficients, final_constant = fit_coefficients(all_x, all_y)  # shipped: fitted on everything
-        devices.append(AnalyticDeviceModel(
-            name=name, description=description, source_column=column,
-            coefficients={feature: float(value) for feature, value in zip(FEATURE_NAMES, final_coefficients)},
-            constant_ms=final_constant, errors=errors,
-        ).to_dict())
+        devices.append(
+            AnalyticDeviceModel(
+                name=name,
+                description=description,
+                source_column=column,
+                coefficients={feature: float(value) for feature, value in zip(FEATURE_NAMES, final_coefficients)},
+                constant_ms=final_constant,
+                errors=errors,
+            ).to_dict()
+        )
     return {
         "format": "nas-search-analytic-devices",
         "model": "latency_ms = sum_k macs_k * c_k + memory_elements * c_m + kernel_count * c_n + constant (all >= 0)",

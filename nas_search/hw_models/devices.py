@@ -121,8 +121,7 @@ def get_device(name: str) -> Device:
     """The registered device called ``name``; :class:`UserError` listing them otherwise."""
     if name not in _DEVICES:
         raise UserError(
-            f"unknown device {name!r}; available: {', '.join(device_names())} "
-            f"(or your own: --device {name} --lut TABLE.json)"
+            f"unknown device {name!r}; available: {', '.join(device_names())} (or your own: --device {name} --lut TABLE.json)"
         )
     return _DEVICES[name]
 
@@ -137,8 +136,12 @@ def register_table_device(name: str, table_path: str | Path) -> Device:
         return existing
     return register_device(
         Device(
-            name=name, description=f"user device: {table.hardware}, {table.runtime} (table {path})",
-            runtimes=(table.runtime,), local=False, default_threads=table.threads, table_path=path,
+            name=name,
+            description=f"user device: {table.hardware}, {table.runtime} (table {path})",
+            runtimes=(table.runtime,),
+            local=False,
+            default_threads=table.threads,
+            table_path=path,
         ),
         replace=True,
     )
@@ -166,8 +169,14 @@ def open_table(
         chosen_runtime = device.check_runtime(runtime)
         path = device.table_path or _local_table_path(space, device, chosen_runtime, threads, size)
     table = load_table(path, space)
-    table.check(space=space.name, device=device.name, runtime=chosen_runtime, input_size=size, threads=threads,
-                source=f"latency table {path}")
+    table.check(
+        space=space.name,
+        device=device.name,
+        runtime=chosen_runtime,
+        input_size=size,
+        threads=threads,
+        source=f"latency table {path}",
+    )
     return table
 
 
@@ -248,9 +257,13 @@ def device_cost(
     memory = peak_of_program(model_program(space, spec, model.input_size, num_classes))
     if isinstance(model, AnalyticLatencyModel):
         return {
-            "device": model.device, "hardware": model.device_model.description, "latency_ms": model(spec),
-            "model": model.describe(), "errors": dict(model.device_model.errors),
-            "peak_memory_bytes": memory.peak_bytes, "peak_memory_layer": memory.peak_layer,
+            "device": model.device,
+            "hardware": model.device_model.description,
+            "latency_ms": model(spec),
+            "model": model.describe(),
+            "errors": dict(model.device_model.errors),
+            "peak_memory_bytes": memory.peak_bytes,
+            "peak_memory_layer": memory.peak_layer,
         }
     prediction = model.predict(spec)
     return {
@@ -270,10 +283,15 @@ def device_cost(
 def describe_devices() -> list[dict[str, Any]]:
     """One row per registered device, for ``nas-search devices``."""
     return [
-        {"name": device.name, "description": device.description, "runtimes": list(device.runtimes),
-         "local": device.local, "default_threads": device.default_threads,
-         "table": None if device.table_path is None else str(device.table_path),
-         "analytic": device.analytic is not None}
+        {
+            "name": device.name,
+            "description": device.description,
+            "runtimes": list(device.runtimes),
+            "local": device.local,
+            "default_threads": device.default_threads,
+            "table": None if device.table_path is None else str(device.table_path),
+            "analytic": device.analytic is not None,
+        }
         for device in (_DEVICES[name] for name in device_names())
     ]
 

@@ -153,9 +153,7 @@ def fbnet_layers(operations: Sequence[str]) -> list[LayerCost]:
 
 
 @functools.cache
-def _fbnet_block(
-    name: str, stage: int, in_channels: int, out_channels: int, size: int, stride: int
-) -> tuple[Block, int]:
+def _fbnet_block(name: str, stage: int, in_channels: int, out_channels: int, size: int, stride: int) -> tuple[Block, int]:
     operation = FBNET_OPERATIONS[name]
     if operation.kernel == 0:  # skip: identity, or a 1x1 conv when the shape changes
         if stride == 1 and in_channels == out_channels:
@@ -166,9 +164,7 @@ def _fbnet_block(
         return (cost,), out_size
     hidden = in_channels * operation.expansion
     groups = operation.groups
-    expand, _ = convolution(
-        stage=stage, in_channels=in_channels, out_channels=hidden, kernel=1, in_size=size, groups=groups
-    )
+    expand, _ = convolution(stage=stage, in_channels=in_channels, out_channels=hidden, kernel=1, in_size=size, groups=groups)
     block = [expand]
     if groups > 1:
         block.append(elementwise("shuffle", stage=stage, channels=hidden, size=size, inputs=1))
@@ -336,9 +332,7 @@ def ofa_layers(architecture: OfaArchitecture) -> list[LayerCost]:
 
 
 @functools.cache
-def _ofa_block(
-    stage_index: int, in_channels: int, kernel: int, expansion: int, size: int, stride: int
-) -> tuple[Block, int]:
+def _ofa_block(stage_index: int, in_channels: int, kernel: int, expansion: int, size: int, stride: int) -> tuple[Block, int]:
     definition = OFA_STAGES[stage_index]
     stage = stage_index + 1
     hidden = make_divisible(round(in_channels * expansion))
@@ -353,9 +347,7 @@ def _ofa_block(
         block.append(linear(stage=stage, in_features=hidden, out_features=squeezed))
         block.append(linear(stage=stage, in_features=squeezed, out_features=hidden))
         block.append(elementwise("multiply", stage=stage, channels=hidden, size=out_size, inputs=2))
-    project, _ = convolution(
-        stage=stage, in_channels=hidden, out_channels=definition.channels, kernel=1, in_size=out_size
-    )
+    project, _ = convolution(stage=stage, in_channels=hidden, out_channels=definition.channels, kernel=1, in_size=out_size)
     block.append(project)
     if stride == 1 and in_channels == definition.channels:
         block.append(elementwise("add", stage=stage, channels=definition.channels, size=out_size, inputs=2))
@@ -427,9 +419,7 @@ def nb201_blocks(operations: Sequence[str]) -> list[Block]:
 
     Every edge runs, as in the benchmark's ``InferCell``; stage 0 = stem, 4 = head.
     """
-    stem, size = convolution(
-        stage=0, in_channels=3, out_channels=NB201_STAGE_CHANNELS[0], kernel=3, in_size=NB201_RESOLUTION
-    )
+    stem, size = convolution(stage=0, in_channels=3, out_channels=NB201_STAGE_CHANNELS[0], kernel=3, in_size=NB201_RESOLUTION)
     blocks: list[Block] = [(stem,)]
     channels = NB201_STAGE_CHANNELS[0]
     operations = tuple(operations)
@@ -458,18 +448,14 @@ def _nb201_reduction(stage: int, in_channels: int, out_channels: int, size: int)
     )
     second, _ = convolution(stage=stage, in_channels=out_channels, out_channels=out_channels, kernel=3, in_size=out_size)
     shortcut_pool = pooling(stage=stage, channels=in_channels, in_size=size, out_size=out_size)
-    shortcut_conv, _ = convolution(
-        stage=stage, in_channels=in_channels, out_channels=out_channels, kernel=1, in_size=out_size
-    )
+    shortcut_conv, _ = convolution(stage=stage, in_channels=in_channels, out_channels=out_channels, kernel=1, in_size=out_size)
     add = elementwise("add", stage=stage, channels=out_channels, size=out_size, inputs=2)
     return (first, second, shortcut_pool, shortcut_conv, add), out_size
 
 
 NB201_EDGE_COSTS: dict[str, Callable[[int, int, int], Block]] = {
     # NAS-Bench-201's Zero op still runs ``x.mul(0.)`` on the tensor
-    "none": lambda stage, channels, size: (
-        elementwise("multiply", stage=stage, channels=channels, size=size, inputs=1),
-    ),
+    "none": lambda stage, channels, size: (elementwise("multiply", stage=stage, channels=channels, size=size, inputs=1),),
     "skip_connect": lambda stage, channels, size: (),
     "nor_conv_1x1": lambda stage, channels, size: (
         convolution(stage=stage, in_channels=channels, out_channels=channels, kernel=1, in_size=size)[0],
@@ -477,9 +463,7 @@ NB201_EDGE_COSTS: dict[str, Callable[[int, int, int], Block]] = {
     "nor_conv_3x3": lambda stage, channels, size: (
         convolution(stage=stage, in_channels=channels, out_channels=channels, kernel=3, in_size=size)[0],
     ),
-    "avg_pool_3x3": lambda stage, channels, size: (
-        pooling(stage=stage, channels=channels, in_size=size, out_size=size),
-    ),
+    "avg_pool_3x3": lambda stage, channels, size: (pooling(stage=stage, channels=channels, in_size=size, out_size=size),),
 }
 
 
@@ -494,9 +478,7 @@ def _nb201_node_sums(stage: int, channels: int, size: int) -> Block:
     sums: list[LayerCost] = []
     for node in (1, 2, 3):
         inputs = sum(1 for target, _source in NB201_EDGES if target == node)
-        sums.extend(
-            elementwise("add", stage=stage, channels=channels, size=size, inputs=2) for _ in range(inputs - 1)
-        )
+        sums.extend(elementwise("add", stage=stage, channels=channels, size=size, inputs=2) for _ in range(inputs - 1))
     return tuple(sums)
 
 

@@ -165,9 +165,7 @@ def load_latency_table(path: str | Path) -> LatencyTable:
         header = tuple(reader.fieldnames or ())
         table_format = _detect_format(header)
         if table_format is None:
-            raise UserError(
-                f"{path}: header {','.join(header)[:120]!r} matches no latency table format; accepted: {accepted}"
-            )
+            raise UserError(f"{path}: header {','.join(header)[:120]!r} matches no latency table format; accepted: {accepted}")
         rows = list(reader)
     if not rows:
         raise UserError(f"{path}: no architecture rows; expected one row per architecture")

@@ -16,7 +16,6 @@ OBJECTIVE_DIRECTIONS: dict[str, str] = {
 }
 
 
-
 @dataclass
 class SearchConfig:
     """Options of ``nas-search run``. ``None`` means "derive from the space or data".
@@ -27,36 +26,36 @@ class SearchConfig:
     to push the search to the budget. Set it to 0 to turn it off.
     """
 
-    task: str = "classify"                 # classify | detect (nas_search.tasks)
+    task: str = "classify"  # classify | detect (nas_search.tasks)
     space: str | None = None
     data: str | None = None
-    input_size: int | None = None          # deployment size (FLOPs are counted here)
-    train_input_size: int | None = None    # proxy size for supernet training and scoring
-    budget: str | None = None              # FLOPs, e.g. "4.5GFLOPs"
-    params: str | None = None              # parameter budget, e.g. "5M"
-    latency: str | None = None             # e.g. "15ms" (needs --device)
-    device: str | None = None              # latency device (`nas-search devices`); its latency is recorded per trial
-    lut: str | None = None                 # latency table of a user device (with --device NAME)
-    runtime: str | None = None             # runtime of a local device (onnxruntime, torch)
-    threads: int | None = None             # threads of a local device's table
-    memory: str | None = None              # peak activation memory, e.g. "20MB"
+    input_size: int | None = None  # deployment size (FLOPs are counted here)
+    train_input_size: int | None = None  # proxy size for supernet training and scoring
+    budget: str | None = None  # FLOPs, e.g. "4.5GFLOPs"
+    params: str | None = None  # parameter budget, e.g. "5M"
+    latency: str | None = None  # e.g. "15ms" (needs --device)
+    device: str | None = None  # latency device (`nas-search devices`); its latency is recorded per trial
+    lut: str | None = None  # latency table of a user device (with --device NAME)
+    runtime: str | None = None  # runtime of a local device (onnxruntime, torch)
+    threads: int | None = None  # threads of a local device's table
+    memory: str | None = None  # peak activation memory, e.g. "20MB"
     min_utilization: float = 0.8
     trials: int = 30
-    startup_trials: int = 10               # budget-aware random trials before the sampler takes over
+    startup_trials: int = 10  # budget-aware random trials before the sampler takes over
     study: str = "nas-search"
-    storage: str | None = None             # default sqlite:///studies/<study>.db
+    storage: str | None = None  # default sqlite:///studies/<study>.db
     sampler: str = "tpe"
     objectives: tuple[str, ...] = ("accuracy",)
-    supernet: str | None = None            # reuse this checkpoint instead of training
-    supernet_epochs: int | None = None     # None: 3 on the demo data, 10 otherwise
+    supernet: str | None = None  # reuse this checkpoint instead of training
+    supernet_epochs: int | None = None  # None: 3 on the demo data, 10 otherwise
     batch_size: int = 64
-    max_train: int | None = None           # None: 1500 on the demo data, all otherwise
+    max_train: int | None = None  # None: 1500 on the demo data, all otherwise
     calibration_images: int | None = None  # BN recalibration images per trial; None: 256 (classify), 96 (detect)
-    finalists: int | None = None           # best trials re-ranked by short training; None: task default, 0: off
-    finalist_epochs: int | None = None     # None: task default (Task.finalists)
+    finalists: int | None = None  # best trials re-ranked by short training; None: task default, 0: off
+    finalist_epochs: int | None = None  # None: task default (Task.finalists)
     finalist_input_size: int | None = None  # None: the proxy size
-    finalist_init: str = "inherited"       # inherited | scratch
-    finalist_seeds: int = 1                # training runs per finalist (seeds --seed, --seed + 1, ...), averaged
+    finalist_init: str = "inherited"  # inherited | scratch
+    finalist_seeds: int = 1  # training runs per finalist (seeds --seed, --seed + 1, ...), averaged
     max_val: int | None = 300
     seed: int = 0
     workers: int | None = None
@@ -75,7 +74,10 @@ def demo_max_train(config: SearchConfig) -> int | None:
 def scoring_settings(config: SearchConfig) -> ScoringSettings:
     """How the search's subnets are scored and its finalists trained."""
     return ScoringSettings(
-        seed=config.seed, max_val=config.max_val, max_train=demo_max_train(config),
+        seed=config.seed,
+        max_val=config.max_val,
+        max_train=demo_max_train(config),
         calibration_images=config.calibration_images or get_task(config.task).calibration_images,
-        device=config.training_device, progress=config.progress,
+        device=config.training_device,
+        progress=config.progress,
     )

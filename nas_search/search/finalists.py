@@ -98,8 +98,11 @@ def combine_runs(runs: list[dict[str, float]]) -> dict[str, float]:
     mean = sum(scores) / count
     spread = sum((score - mean) ** 2 for score in scores) / (count - 1) if count > 1 else 0.0
     validation = sum(run["score_error"] for run in runs) / count
-    record = {"score": mean, "score_error": (spread / count + validation ** 2) ** 0.5,
-              "seconds": sum(run["seconds"] for run in runs)}
+    record = {
+        "score": mean,
+        "score_error": (spread / count + validation**2) ** 0.5,
+        "seconds": sum(run["seconds"] for run in runs),
+    }
     for name in AVERAGED_RESULTS:
         if all(name in run for run in runs):
             record[name] = sum(run[name] for run in runs) / count
@@ -120,10 +123,13 @@ def finalist_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
 
 
 def _store(study: optuna.Study, settings: FinalistSettings, records: dict[int, dict[str, Any]]) -> None:
-    study.set_user_attr(FINALISTS_ATTRIBUTE, {
-        "settings": {"count": settings.count, **settings.key()},
-        "records": {str(number): record for number, record in records.items()},
-    })
+    study.set_user_attr(
+        FINALISTS_ATTRIBUTE,
+        {
+            "settings": {"count": settings.count, **settings.key()},
+            "records": {str(number): record for number, record in records.items()},
+        },
+    )
 
 
 def _records_of(stored: dict[str, Any]) -> dict[int, dict[str, Any]]:
@@ -149,8 +155,9 @@ def proxy_ranked_trials(study: optuna.Study, count: int) -> list[optuna.trial.Fr
     return chosen
 
 
-def rerank_finalists(study: optuna.Study, settings: FinalistSettings | None, config: SearchConfig, checkpoint: Path,
-                     progress: bool = True) -> dict[int, dict[str, Any]]:
+def rerank_finalists(
+    study: optuna.Study, settings: FinalistSettings | None, config: SearchConfig, checkpoint: Path, progress: bool = True
+) -> dict[int, dict[str, Any]]:
     """Train and score the finalists not yet recorded with ``settings`` (None: no
     re-ranking) on the data and split of the search ``config``; returns the finalists'
     records (:func:`finalist_records`). Each record is saved as soon as its finalist is
@@ -159,15 +166,21 @@ def rerank_finalists(study: optuna.Study, settings: FinalistSettings | None, con
         return finalist_records(study)
     stored = study.user_attrs.get(FINALISTS_ATTRIBUTE) or {}
     records = _records_of(stored) if settings.matches(stored.get("settings")) else {}
-    candidates = [trial for trial in proxy_ranked_trials(study, settings.count)
-                  if len(_runs_of(records.get(trial.number))) < settings.seeds]
+    candidates = [
+        trial
+        for trial in proxy_ranked_trials(study, settings.count)
+        if len(_runs_of(records.get(trial.number))) < settings.seeds
+    ]
     if not candidates:
         if (stored.get("settings") or {}).get("count") != settings.count:  # another --finalists, nothing to train
             _store(study, settings, records)
         return finalist_records(study)
     runs = f", {settings.seeds} training runs each" if settings.seeds > 1 else ""
-    print(f"re-ranking the {settings.count} best trials by {settings.epochs} epoch(s) of training "
-          f"({settings.init} weights, {settings.input_size} px{runs}) on the search's training split", flush=True)
+    print(
+        f"re-ranking the {settings.count} best trials by {settings.epochs} epoch(s) of training "
+        f"({settings.init} weights, {settings.input_size} px{runs}) on the search's training split",
+        flush=True,
+    )
     job = FinalistJob(epochs=settings.epochs, input_size=settings.input_size, init=settings.init)
     train = get_task(config.task).finalist_trainer(checkpoint, scoring_settings(config), job)
     with interrupt_watch() as interrupted:
@@ -177,25 +190,38 @@ def rerank_finalists(study: optuna.Study, settings: FinalistSettings | None, con
     return finalist_records(study)
 
 
-def _train_one(study: optuna.Study, settings: FinalistSettings, records: dict[int, dict[str, Any]], train,
-               trial: optuna.trial.FrozenTrial, label: str) -> None:
+def _train_one(
+    study: optuna.Study,
+    settings: FinalistSettings,
+    records: dict[int, dict[str, Any]],
+    train,
+    trial: optuna.trial.FrozenTrial,
+    label: str,
+) -> None:
     """Train and score one finalist and save its record in the study at once."""
     proxy = TrialRecord.from_trial(trial)
     spec = ArchSpec.from_dict(proxy.arch_dict)
     runs = _runs_of(records.get(trial.number))
     for run in range(len(runs), settings.seeds):  # each run is saved as it ends: a stop loses at most one
         result = train(spec, label if settings.seeds == 1 else f"{label} run {run + 1}/{settings.seeds}", run)
-        runs.append({
-            "score": float(result["accuracy"]), "score_error": float(result.get("score_error", 0.0)),
-            "seconds": float(result["seconds"]), "loss": float(result["loss"]),
-            **{name: float(result[name]) for name in ("map50", "map") if name in result},
-        })
+        runs.append(
+            {
+                "score": float(result["accuracy"]),
+                "score_error": float(result.get("score_error", 0.0)),
+                "seconds": float(result["seconds"]),
+                "loss": float(result["loss"]),
+                **{name: float(result[name]) for name in ("map50", "map") if name in result},
+            }
+        )
         records[trial.number] = {**combine_runs(runs), "proxy": proxy.score, "runs": runs}
         _store(study, settings, records)
     record = records[trial.number]
-    print(f"finalist trial {trial.number}: {record['score']:.4f} +- {record['score_error']:.4f} after training"
-          f"{f' (mean of {len(runs)} runs)' if len(runs) > 1 else ''} "
-          f"(inherited-weight score {proxy.score:.4f}), {record['seconds']:.0f} s", flush=True)
+    print(
+        f"finalist trial {trial.number}: {record['score']:.4f} +- {record['score_error']:.4f} after training"
+        f"{f' (mean of {len(runs)} runs)' if len(runs) > 1 else ''} "
+        f"(inherited-weight score {proxy.score:.4f}), {record['seconds']:.0f} s",
+        flush=True,
+    )
 
 
 __all__ = [

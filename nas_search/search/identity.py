@@ -76,7 +76,10 @@ def existing_study(resolved: ResolvedSearch, storage, attributes: dict[str, Any]
 
 #: How a constraint's limit is shown, by cost.
 COST_FORMATS: dict[str, Callable[[float], str]] = {
-    "flops": format_flops, "params": format_count, "latency": lambda value: f"{value:g} ms", "peak_memory": format_bytes,
+    "flops": format_flops,
+    "params": format_count,
+    "latency": lambda value: f"{value:g} ms",
+    "peak_memory": format_bytes,
 }
 
 
@@ -109,8 +112,10 @@ def search_identity(resolved: ResolvedSearch) -> dict[str, Any]:
     config = resolved.config
     latency_model = resolved.latency_model
     return {
-        "task": config.task, "constraints": [constraint.__dict__ for constraint in resolved.constraints],
-        "input_size": resolved.input_size, "device": config.device or "none (FLOPs only)",
+        "task": config.task,
+        "constraints": [constraint.__dict__ for constraint in resolved.constraints],
+        "input_size": resolved.input_size,
+        "device": config.device or "none (FLOPs only)",
         # device/runtime/threads of a profiled table; the device name of an analytic model
         "latency_model": "none" if latency_model is None else latency_model.device,
         "data": absolute_path(config.data),

@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 
 from nas_search.search.budgets import Constraint
+from nas_search.search.records import PROPOSED_ARCH_ATTRIBUTE
 from nas_search.search.samplers import record_constraints
 from nas_search.search.space_protocol import CandidateSpace
 from nas_search.units import format_flops
@@ -57,7 +58,7 @@ class SearchObjective:
         suggestion = self.space.suggest(trial)
         candidate = suggestion.candidate
         if suggestion.proposal is not None:
-            trial.set_user_attr("proposed_arch", suggestion.proposal)
+            trial.set_user_attr(PROPOSED_ARCH_ATTRIBUTE, suggestion.proposal)
         costs = self.space.cost(candidate)
         for name, value in {**self.space.describe(candidate), **costs}.items():
             trial.set_user_attr(name, value)
@@ -79,8 +80,9 @@ class SearchObjective:
         return TrialOutcome(candidate, costs, feasible, accuracy, values)
 
 
-def make_objective(space: CandidateSpace, constraints: list[Constraint], objectives: tuple[str, ...],
-                   study_dir: Path, artifact_dir: Path) -> SearchObjective:
+def make_objective(
+    space: CandidateSpace, constraints: list[Constraint], objectives: tuple[str, ...], study_dir: Path, artifact_dir: Path
+) -> SearchObjective:
     """The objective of a search whose feasible trials upload the space's review files
     (written under ``study_dir/trial-files``) as trial artifacts into ``artifact_dir``."""
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact

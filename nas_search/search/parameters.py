@@ -6,7 +6,8 @@ op (its ``BlockKind.choices``): ``_expansion`` and ``_se`` (mbconv), ``_groups``
 ``_overlap`` (scc). Only the parameters of active blocks and their op are
 suggested (conditional parameters), so the dashboard shows what each trial really used.
 
-Detection spaces (``detect``) add ``neck_width``, ``neck_depth``, ``det_head_width`` and
+The space draws what follows the stem (``SearchSpace.suggest_head_choices``): a
+classifier its ``head_width``; detection spaces (``detect``) ``neck_width``, ``neck_depth``, ``det_head_width`` and
 ``det_head_depth`` (the :class:`~nas_search.spec.DetectorSpec` fields) and have no
 ``head_width`` (a detector has no classifier head; the spec's ``head_width`` stays 1).
 """
@@ -19,16 +20,7 @@ import optuna
 
 from nas_search.spaces.ops import block_kind
 from nas_search.spaces.space import SearchSpace
-from nas_search.spec import ArchSpec, BlockSpec, DetectorSpec, StageSpec
-from nas_search.tasks.detect.space import DetectionSpace
-
-#: Optuna parameter name of each DetectorSpec field.
-DETECTOR_PARAMETERS: dict[str, str] = {
-    "neck_width": "neck_width",
-    "neck_depth": "neck_depth",
-    "head_width": "det_head_width",
-    "head_depth": "det_head_depth",
-}
+from nas_search.spec import DETECTOR_PARAMETERS, ArchSpec, BlockSpec, StageSpec
 
 
 def _block_prefix(stage: int, block: int) -> str:
@@ -50,20 +42,7 @@ def suggest_spec(trial: optuna.Trial, space: SearchSpace) -> ArchSpec:
             blocks.append(BlockSpec(op=op, kernel=kernel, width=width, **extra))
         stages.append(StageSpec(tuple(blocks)))
     stem_width = trial.suggest_categorical("stem_width", list(space.stem_widths))
-    if isinstance(space, DetectionSpace):
-        detector = DetectorSpec(
-            **{
-                field: trial.suggest_categorical(DETECTOR_PARAMETERS[field], list(options))
-                for field, options in space.detector.options().items()
-            }
-        )
-        return ArchSpec(space.name, tuple(stages), stem_width=stem_width, head_width=1.0, detector=detector)
-    return ArchSpec(
-        space.name,
-        tuple(stages),
-        stem_width=stem_width,
-        head_width=trial.suggest_categorical("head_width", list(space.head_widths)),
-    )
+    return ArchSpec(space.name, tuple(stages), stem_width=stem_width, **space.suggest_head_choices(trial))
 
 
 def spec_to_params(spec: ArchSpec) -> dict[str, Any]:

@@ -47,12 +47,15 @@ def check_study_supernet(study: optuna.Study, resolved: ResolvedSearch) -> None:
     path = Path(config.supernet) if config.supernet else resolved.study_dir / "supernet.pt"
     advice = "pass that file with --supernet or choose another --study name"
     if not path.is_file():
-        raise UserError(f"study {config.study!r} was scored with the supernet {study.user_attrs.get('supernet')} "
-                        f"(sha256 {recorded}), and {path} does not exist; {advice}")
+        raise UserError(
+            f"study {config.study!r} was scored with the supernet {study.user_attrs.get('supernet')} "
+            f"(sha256 {recorded}), and {path} does not exist; {advice}"
+        )
     checksum = checkpoint_checksum(path)
     if checksum != recorded:
-        raise UserError(f"study {config.study!r} was scored with another supernet (sha256 {recorded}; {path} has "
-                        f"{checksum}); {advice}")
+        raise UserError(
+            f"study {config.study!r} was scored with another supernet (sha256 {recorded}; {path} has {checksum}); {advice}"
+        )
     if not config.supernet and config.supernet_epochs is not None:
         trained = load_checkpoint(path, get_task(config.task).checkpoint_format, space=resolved.space.name)["epoch"]
         if config.supernet_epochs > trained:
@@ -63,8 +66,7 @@ def check_study_supernet(study: optuna.Study, resolved: ResolvedSearch) -> None:
             )
 
 
-def ensure_supernet(resolved: ResolvedSearch, study_exists: bool = False,
-                     given: dict[str, Any] | None = None) -> Path:
+def ensure_supernet(resolved: ResolvedSearch, study_exists: bool = False, given: dict[str, Any] | None = None) -> Path:
     """Check the given checkpoint (``given``: it, already loaded), or train one into the
     study folder (resumable). The supernet of an existing study is reused as it is."""
     from nas_search.training.checkpoint import check_checkpoint_space, load_checkpoint
@@ -76,24 +78,42 @@ def ensure_supernet(resolved: ResolvedSearch, study_exists: bool = False,
         check_checkpoint_space(payload, config.supernet, resolved.space.name)
         planned = payload.get("epochs")
         if planned is not None and payload["epoch"] < planned:
-            print(f"warning: supernet {config.supernet} was trained {payload['epoch']} of its {planned} epochs (an "
-                  f"interrupted run); `nas-search supernet train --resume --out {config.supernet}` with the same "
-                  "options finishes it", file=sys.stderr)
+            print(
+                f"warning: supernet {config.supernet} was trained {payload['epoch']} of its {planned} epochs (an "
+                f"interrupted run); `nas-search supernet train --resume --out {config.supernet}` with the same "
+                "options finishes it",
+                file=sys.stderr,
+            )
         return Path(config.supernet)
     epochs = supernet_epochs(config)
     path = resolved.study_dir / "supernet.pt"
     if path.exists():
         payload = load_checkpoint(path, task.checkpoint_format, space=resolved.space.name)
         if payload["epoch"] >= epochs or study_exists:  # a study's supernet is never trained further
-            print(f"reusing supernet {path} (trained {payload['epoch']} epochs at {payload.get('input_size', payload.get('image_size'))} px)")
+            print(
+                f"reusing supernet {path} (trained {payload['epoch']} epochs at {payload.get('input_size', payload.get('image_size'))} px)"
+            )
             return path
-    print(f"training the supernet of space {resolved.space.name!r}: {epochs} epochs at {resolved.train_input_size} px -> {path}")
-    task.train_supernet(SupernetJob(
-        space=resolved.space.name, data=config.data, path=path, epochs=epochs, input_size=resolved.train_input_size,
-        batch_size=config.batch_size, seed=config.seed, workers=config.workers, device=config.training_device,
-        max_train=demo_max_train(config), progress=config.progress, max_flops=resolved.budgets.flops,
-        flops_input_size=resolved.input_size,
-    ))
+    print(
+        f"training the supernet of space {resolved.space.name!r}: {epochs} epochs at {resolved.train_input_size} px -> {path}"
+    )
+    task.train_supernet(
+        SupernetJob(
+            space=resolved.space.name,
+            data=config.data,
+            path=path,
+            epochs=epochs,
+            input_size=resolved.train_input_size,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            workers=config.workers,
+            device=config.training_device,
+            max_train=demo_max_train(config),
+            progress=config.progress,
+            max_flops=resolved.budgets.flops,
+            flops_input_size=resolved.input_size,
+        )
+    )
     return path
 
 
@@ -107,13 +127,25 @@ def build_evaluator(checkpoint: Path, config: SearchConfig) -> TaskEvaluation:
     return get_task(config.task).load_evaluator(checkpoint, scoring_settings(config))
 
 
-
 def build_candidate_space(resolved: ResolvedSearch, evaluation: TaskEvaluation) -> SupernetSpace:
     """The searched candidates: subnets of the loaded supernet, costed for the data's class
     count (``resolved`` after :func:`~nas_search.search.resolve.adopt_scoring`) and scored
     by ``evaluation``. The only place the search learns its candidates come from a supernet."""
-    return SupernetSpace.build(resolved.space, resolved.input_size, evaluation.num_classes, resolved.budgets,
-                               resolved.device_models(), evaluation.evaluate)
+    return SupernetSpace.build(
+        resolved.space,
+        resolved.input_size,
+        evaluation.num_classes,
+        resolved.budgets,
+        resolved.device_models(),
+        evaluation.evaluate,
+    )
 
 
-__all__ = ["build_candidate_space", "build_evaluator", "check_study_supernet", "ensure_supernet", "load_given_supernet", "supernet_epochs"]
+__all__ = [
+    "build_candidate_space",
+    "build_evaluator",
+    "check_study_supernet",
+    "ensure_supernet",
+    "load_given_supernet",
+    "supernet_epochs",
+]

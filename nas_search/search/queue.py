@@ -19,6 +19,7 @@ from nas_search.search.config import SearchConfig
 from nas_search.search.finalists import rerank_finalists
 from nas_search.search.objective import SearchObjective, make_objective
 from nas_search.search.provisioning import build_candidate_space, build_evaluator
+from nas_search.search.records import ERROR_ATTRIBUTE
 from nas_search.search.report import feasible_fraction, save_review
 from nas_search.search.resolve import adopt_scoring, resolve_search
 from nas_search.search.samplers import make_sampler
@@ -90,7 +91,7 @@ def _run_queued_trials(study: optuna.Study, objective: SearchObjective, bar, int
             raise
         except Exception as error:  # a broken trial must not kill the search: record it
             logger.exception("trial %d failed", trial.number)
-            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
+            trial.set_user_attr(ERROR_ATTRIBUTE, f"{type(error).__name__}: {error}"[:500])
             study.tell(trial, state=TrialState.FAIL)
             continue
         values = outcome.values if len(outcome.values) > 1 else outcome.values[0]
@@ -110,9 +111,11 @@ def run_worker(storage_url: str, study_name: str, progress: bool = True, finish:
     """Join an existing study and run its queued trials until none is left."""
     from nas_search.training.checkpoint import checkpoint_checksum
 
-    if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///"):]).is_file():
-        raise UserError(f"--storage {storage_url}: no study database there; accepted: the storage of a study made by "
-                        "`nas-search run --plan-only`")  # opening it would create an empty database file
+    if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///") :]).is_file():
+        raise UserError(
+            f"--storage {storage_url}: no study database there; accepted: the storage of a study made by "
+            "`nas-search run --plan-only`"
+        )  # opening it would create an empty database file
     storage = open_storage(storage_url)
     study = load_existing_study(study_name, storage)
     saved = study.user_attrs.get("config")
@@ -127,12 +130,18 @@ def run_worker(storage_url: str, study_name: str, progress: bool = True, finish:
     evaluation = build_evaluator(checkpoint, config)
     resolved = adopt_scoring(resolved, evaluation, checkpoint)
     study = optuna.load_study(
-        study_name=study_name, storage=storage,
+        study_name=study_name,
+        storage=storage,
         sampler=make_sampler(config.sampler, seed=None, constrained=True, multi_objective=len(config.objectives) > 1),
     )
     artifact_dir = resolved.study_dir / "artifacts"
-    objective = make_objective(build_candidate_space(resolved, evaluation), resolved.constraints,
-                               resolved.config.objectives, resolved.study_dir, artifact_dir)
+    objective = make_objective(
+        build_candidate_space(resolved, evaluation),
+        resolved.constraints,
+        resolved.config.objectives,
+        resolved.study_dir,
+        artifact_dir,
+    )
     ran = work_through_queue(study, objective, progress, label=f"worker {study_name}")
     result = {"study": study_name, "storage": storage_url, "ran": ran, "feasible_fraction": feasible_fraction(study)}
     if finish and not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):

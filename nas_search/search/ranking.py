@@ -12,7 +12,8 @@ from nas_search.search.records import TrialRecord
 def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Complete trials that met every constraint and were evaluated."""
     return [
-        trial for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        trial
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if TrialRecord.from_trial(trial).evaluated
     ]
 

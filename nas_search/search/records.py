@@ -132,7 +132,7 @@ class TrialRecord:
     def constraint_values(self) -> dict[str, float]:
         """Each constraint's relative violation (``<= 0``: met), by constraint name."""
         prefix = CONSTRAINT_ATTRIBUTE_PREFIX
-        return {name[len(prefix):]: value for name, value in self.attributes.items() if name.startswith(prefix)}
+        return {name[len(prefix) :]: value for name, value in self.attributes.items() if name.startswith(prefix)}
 
 
 __all__ = ["TrialRecord"]

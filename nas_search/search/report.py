@@ -33,8 +33,10 @@ def finalist_order(trials: list[FrozenTrial], records: dict[int, dict[str, Any]]
         return []
     best = records[by_score[0].number]
     threshold = best["score"] - best.get("score_error", 0.0)
-    pick = min((trial for trial in by_score if records[trial.number]["score"] >= threshold),
-               key=lambda trial: (*cost_rank(trial), -records[trial.number]["score"]))
+    pick = min(
+        (trial for trial in by_score if records[trial.number]["score"] >= threshold),
+        key=lambda trial: (*cost_rank(trial), -records[trial.number]["score"]),
+    )
     return [pick] + [trial for trial in by_score if trial is not pick]
 
 
@@ -65,8 +67,11 @@ def _summary_row(record: TrialRecord, finalists: dict[int, dict[str, Any]]) -> d
     return {
         "trial": record.number,
         "accuracy": record.accuracy,
-        **({"finalist_score": finalist["score"], "finalist_error": finalist.get("score_error", 0.0)}
-           if finalist is not None else {}),
+        **(
+            {"finalist_score": finalist["score"], "finalist_error": finalist.get("score_error", 0.0)}
+            if finalist is not None
+            else {}
+        ),
         "flops": record.flops,
         "params": record.params,
         **{name: record.cost(name) for name in DEVICE_COSTS if record.cost(name) is not None},
@@ -96,17 +101,17 @@ def format_table(rows: list[dict[str, Any]], score_name: str = "accuracy") -> st
     trained_header = f"  {'trained':>14}" if trained else ""
     lines = [f"{'trial':>5}  {label:>8}{trained_header}  {'FLOPs':>13}  {'params':>8}{header}  architecture"]
     for row in rows:
-        cells = "".join(
-            f"  {DEVICE_COSTS[name][1](row[name]) if name in row else '-':>10}" for name in extra
-        )
+        cells = "".join(f"  {DEVICE_COSTS[name][1](row[name]) if name in row else '-':>10}" for name in extra)
         finalist = f"  {trained_cell(row):>14}" if trained else ""
         lines.append(
             f"{row['trial']:>5}  {row['accuracy']:>8.4f}{finalist}  {format_flops(row['flops']):>13}  "
             f"{format_count(row['params']):>8}{cells}  {row['arch']}"
         )
     if trained:
-        lines.append(f"({label}: inherited weights; trained: after the finalists' short training, +- one standard "
-                     "error; the first row is the cheapest finalist within one standard error of the best)")
+        lines.append(
+            f"({label}: inherited weights; trained: after the finalists' short training, +- one standard "
+            "error; the first row is the cheapest finalist within one standard error of the best)"
+        )
     return "\n".join(lines)
 
 
@@ -177,7 +182,9 @@ def tradeoff_figure(study: optuna.Study):
             go.Scatter(
                 x=[(record.cost("flops") or 0) / 1e9 for record in records],
                 y=[record.accuracy or 0.0 for record in records],
-                mode="markers", name=name, marker={"color": colour},
+                mode="markers",
+                name=name,
+                marker={"color": colour},
                 text=[f"trial {record.number}: {record.arch}" for record in records],
             )
         )

@@ -15,8 +15,8 @@ from nas_search.search.budgets import Budgets, Constraint, parse_params_budget
 from nas_search.search.config import OBJECTIVE_DIRECTIONS, SearchConfig
 from nas_search.search.finalists import FinalistSettings
 from nas_search.search.samplers import make_sampler
+from nas_search.search.sampling import check_budget
 from nas_search.search.study import check_study_name, default_storage_url
-from nas_search.spaces.sampling import check_budget
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec
 from nas_search.tasks import get_space, get_task, space_names
@@ -86,8 +86,10 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     task = get_task(config.task)
     space = get_space(config.space or task.default_space)
     if space.task != task.name:
-        raise UserError(f"space {space.name!r} is a {space.task} space, not a {task.name} one; accepted for --task "
-                        f"{task.name}: {', '.join(space_names(task=task.name))}")
+        raise UserError(
+            f"space {space.name!r} is a {space.task} space, not a {task.name} one; accepted for --task "
+            f"{task.name}: {', '.join(space_names(task=task.name))}"
+        )
     check_study_name(config.study)
     check_options(config, task)
     input_size = space.input_size if config.input_size is None else config.input_size
@@ -97,12 +99,22 @@ def resolve_search(config: SearchConfig) -> ResolvedSearch:
     if inactive_budget:  # after the checks, so that a refusal stays one line
         print(inactive_budget, file=sys.stderr)
     storage_url = config.storage or default_storage_url(config.study, config.studies_dir)
-    train_input_size = config.train_input_size if config.train_input_size is not None else (
-        min(task.demo.input_size, space.train_input_size) if config.data is None else space.train_input_size)
+    train_input_size = (
+        config.train_input_size
+        if config.train_input_size is not None
+        else (min(task.demo.input_size, space.train_input_size) if config.data is None else space.train_input_size)
+    )
     return ResolvedSearch(
-        config=config, space=space, storage_url=storage_url, budgets=budgets, input_size=input_size,
-        latency_model=latency_model, memory_model=memory_model, train_input_size=train_input_size,
-        study_dir=Path(config.studies_dir) / config.study, finalists=finalist_settings(config, train_input_size),
+        config=config,
+        space=space,
+        storage_url=storage_url,
+        budgets=budgets,
+        input_size=input_size,
+        latency_model=latency_model,
+        memory_model=memory_model,
+        train_input_size=train_input_size,
+        study_dir=Path(config.studies_dir) / config.study,
+        finalists=finalist_settings(config, train_input_size),
     )
 
 
@@ -112,9 +124,11 @@ def check_options(config: SearchConfig, task: Task) -> None:
         if name not in OBJECTIVE_DIRECTIONS:
             raise UserError(f"unknown objective {name!r}; accepted: {', '.join(OBJECTIVE_DIRECTIONS)} (comma-separated)")
     if "accuracy" not in config.objectives or len(set(config.objectives)) != len(config.objectives):
-        raise UserError(f"--objectives {','.join(config.objectives) or repr('')}; accepted: accuracy plus any of "
-                        f"{', '.join(name for name in OBJECTIVE_DIRECTIONS if name != 'accuracy')}, each once, "
-                        "comma-separated")
+        raise UserError(
+            f"--objectives {','.join(config.objectives) or repr('')}; accepted: accuracy plus any of "
+            f"{', '.join(name for name in OBJECTIVE_DIRECTIONS if name != 'accuracy')}, each once, "
+            "comma-separated"
+        )
     if config.data is not None and not Path(config.data).is_dir():
         problem = "is a file, not a folder" if Path(config.data).exists() else "does not exist"
         raise UserError(f"data folder {config.data} {problem}; accepted: " + task.data_forms)
@@ -128,8 +142,12 @@ def check_options(config: SearchConfig, task: Task) -> None:
         check_input_size(value, option)
     if config.supernet_epochs is not None and config.supernet_epochs < 1:
         raise UserError(f"--supernet-epochs {config.supernet_epochs}; accepted: 1 or more")
-    for option, value in (("--startup-trials", config.startup_trials), ("--calibration-images", config.calibration_images),
-                          ("--max-train", config.max_train), ("--max-val", config.max_val)):
+    for option, value in (
+        ("--startup-trials", config.startup_trials),
+        ("--calibration-images", config.calibration_images),
+        ("--max-train", config.max_train),
+        ("--max-val", config.max_val),
+    ):
         minimum = 0 if option == "--startup-trials" else 1
         if value is not None and value < minimum:
             raise UserError(f"{option} {value}; accepted: {minimum} or more" + ("" if minimum == 0 else " (or leave it out)"))
@@ -145,7 +163,12 @@ def _device_models(config: SearchConfig, space: SearchSpace, input_size: int) ->
         from nas_search.hw_models.devices import latency_model_for
 
         latency_model = latency_model_for(
-            space, config.device, config.lut, input_size, runtime=config.runtime, threads=config.threads,
+            space,
+            config.device,
+            config.lut,
+            input_size,
+            runtime=config.runtime,
+            threads=config.threads,
         )
     if config.memory:
         from nas_search.hw_models.memory import MemoryModel
@@ -154,8 +177,9 @@ def _device_models(config: SearchConfig, space: SearchSpace, input_size: int) ->
     return latency_model, memory_model
 
 
-def _resolve_budgets(config: SearchConfig, space: SearchSpace, input_size: int, flops_budget: int | None,
-                     latency_model: Any, memory_model: Any) -> tuple[Budgets, str | None]:
+def _resolve_budgets(
+    config: SearchConfig, space: SearchSpace, input_size: int, flops_budget: int | None, latency_model: Any, memory_model: Any
+) -> tuple[Budgets, str | None]:
     """The typed budgets, each checked against the smallest subnet, and the warning to
     print when the FLOPs budget is above the largest subnet (else None)."""
     flops_binding, inactive_budget = False, None
@@ -179,8 +203,14 @@ def _resolve_budgets(config: SearchConfig, space: SearchSpace, input_size: int, 
     if config.memory:
         memory = parse_memory_bytes(config.memory)
         _check_reachable(space, "--memory", for_classes(memory_model, 1), float(memory), "bytes", "")
-    budgets = Budgets(flops=flops_budget, params=params, latency_ms=latency, memory_bytes=memory,
-                      min_utilization=config.min_utilization, flops_binding=flops_binding)
+    budgets = Budgets(
+        flops=flops_budget,
+        params=params,
+        latency_ms=latency,
+        memory_bytes=memory,
+        min_utilization=config.min_utilization,
+        flops_binding=flops_binding,
+    )
     return budgets, inactive_budget
 
 
@@ -196,8 +226,9 @@ def finalist_settings(config: SearchConfig, train_input_size: int) -> FinalistSe
         seeds=config.finalist_seeds,
     )
     if settings.input_size % task.finalist_size_multiple:
-        raise UserError(f"--finalist-size {settings.input_size}; accepted for {task.name}: a multiple of "
-                        f"{task.finalist_size_multiple}")
+        raise UserError(
+            f"--finalist-size {settings.input_size}; accepted for {task.name}: a multiple of {task.finalist_size_multiple}"
+        )
     return settings if settings.count else None
 
 
@@ -208,7 +239,10 @@ def for_classes(model, num_classes: int):
 
 
 #: How a budget and the smallest subnet's cost are shown, by unit (others: ``1.23 ms``).
-UNIT_FORMATS: dict[str, Callable[[float], str]] = {"bytes": format_bytes, "params": lambda value: f"{format_count(value)} params"}
+UNIT_FORMATS: dict[str, Callable[[float], str]] = {
+    "bytes": format_bytes,
+    "params": lambda value: f"{format_count(value)} params",
+}
 
 
 def _check_reachable(space: SearchSpace, name: str, model, limit: float, unit: str, where: str) -> None:
@@ -239,13 +273,28 @@ def adopt_scoring(resolved: ResolvedSearch, evaluation: TaskEvaluation, checkpoi
                 f"{evaluation.train_input_size} px and scores subnets at that size; leave --train-input-size out "
                 "or train another supernet"
             )
-        resolved = replace(resolved, train_input_size=evaluation.train_input_size,
-                           finalists=finalist_settings(config, evaluation.train_input_size))
-    return replace(resolved, **{
-        name: for_classes(model, evaluation.num_classes) for name, model in
-        (("latency_model", resolved.latency_model), ("memory_model", resolved.memory_model)) if model is not None
-    })
+        resolved = replace(
+            resolved,
+            train_input_size=evaluation.train_input_size,
+            finalists=finalist_settings(config, evaluation.train_input_size),
+        )
+    return replace(
+        resolved,
+        **{
+            name: for_classes(model, evaluation.num_classes)
+            for name, model in (("latency_model", resolved.latency_model), ("memory_model", resolved.memory_model))
+            if model is not None
+        },
+    )
 
 
-__all__ = ["DeviceModel", "ResolvedSearch", "absolute_path", "adopt_scoring", "check_options", "finalist_settings",
-           "for_classes", "resolve_search"]
+__all__ = [
+    "DeviceModel",
+    "ResolvedSearch",
+    "absolute_path",
+    "adopt_scoring",
+    "check_options",
+    "finalist_settings",
+    "for_classes",
+    "resolve_search",
+]

@@ -35,9 +35,9 @@ from nas_search.search.queue import plan_trials, run_worker, work_through_queue
 from nas_search.search.report import format_table, save_review
 from nas_search.search.resolve import ResolvedSearch, absolute_path, adopt_scoring, resolve_search
 from nas_search.search.samplers import make_sampler
+from nas_search.search.sampling import flops_range
 from nas_search.search.space_protocol import CandidateSpace
 from nas_search.search.study import heartbeat_settings, open_storage, planned_trial_count, without_password
-from nas_search.spaces.sampling import flops_range
 from nas_search.tasks.base import TaskEvaluation
 from nas_search.units import format_flops
 
@@ -77,16 +77,19 @@ def _existing_storage(url: str):
     that (bad data, Ctrl-C during supernet training) leaves no empty database. The
     file's folder is made (and checked) now, so that a bad path fails before training."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url[len("sqlite:///"):])
+        path = Path(url[len("sqlite:///") :])
         if not path.exists():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                raise UserError(f"bad storage URL {url!r}: cannot create {path.parent} ({error.strerror}); accepted: "
-                                "sqlite:///PATH.db in a writable folder") from None
+                raise UserError(
+                    f"bad storage URL {url!r}: cannot create {path.parent} ({error.strerror}); accepted: "
+                    "sqlite:///PATH.db in a writable folder"
+                ) from None
             if not os.access(path.parent, os.W_OK):
-                raise UserError(f"bad storage URL {url!r}: {path.parent} is not writable; accepted: sqlite:///PATH.db in "
-                                "a writable folder")
+                raise UserError(
+                    f"bad storage URL {url!r}: {path.parent} is not writable; accepted: sqlite:///PATH.db in a writable folder"
+                )
             return None
     return open_storage(url)
 
@@ -133,7 +136,9 @@ def _prepare(config: SearchConfig, resolved: ResolvedSearch, given_supernet, ann
     sampler = make_sampler(config.sampler, seed=config.seed, constrained=True, multi_objective=len(config.objectives) > 1)
     if study is None:
         study = optuna.create_study(
-            study_name=config.study, storage=storage, sampler=sampler,
+            study_name=config.study,
+            storage=storage,
+            sampler=sampler,
             directions=[OBJECTIVE_DIRECTIONS[name] for name in config.objectives],
         )
         for key, value in attributes.items():
@@ -154,11 +159,14 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
         check_output_path(json_summary, "--json-summary")
     prepared = prepare_study(config)
     resolved, study = prepared.resolved, prepared.study
-    print(f"study {config.study!r} in {without_password(resolved.storage_url)}: {planned_trial_count(study)} planned trials "
-          f"({prepared.added} new)")
+    print(
+        f"study {config.study!r} in {without_password(resolved.storage_url)}: {planned_trial_count(study)} planned trials "
+        f"({prepared.added} new)"
+    )
     artifact_dir = resolved.study_dir / "artifacts"
-    objective = make_objective(prepared.space, resolved.constraints, resolved.config.objectives, resolved.study_dir,
-                               artifact_dir)
+    objective = make_objective(
+        prepared.space, resolved.constraints, resolved.config.objectives, resolved.study_dir, artifact_dir
+    )
     work_through_queue(study, objective, config.progress)
     rerank_finalists(study, resolved.finalists, resolved.config, prepared.checkpoint, config.progress)
     summary = save_review(study, resolved.storage_url, artifact_dir, resolved.study_dir)
@@ -176,8 +184,11 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
 
 def public_summary(summary: dict[str, Any]) -> dict[str, Any]:
     """``summary`` with the storage password hidden, for files and logs others may read."""
-    return {**summary, "storage": without_password(summary["storage"]),
-            "files": {**summary["files"], "storage": without_password(summary["files"]["storage"])}}
+    return {
+        **summary,
+        "storage": without_password(summary["storage"]),
+        "files": {**summary["files"], "storage": without_password(summary["files"]["storage"])},
+    }
 
 
 def measure_chosen_latency(resolved: ResolvedSearch, summary: dict[str, Any]) -> dict[str, Any] | None:
@@ -192,12 +203,22 @@ def measure_chosen_latency(resolved: ResolvedSearch, summary: dict[str, Any]) ->
     from nas_search.spec import ArchSpec
 
     spec = ArchSpec.from_dict(summary["best"]["arch"])
-    timing = measure_subnets(resolved.space, [spec], model.table.runtime, model.table.threads, model.input_size,
-                             TimingOptions(warmup=3, repeats=7, instances=3), num_classes=model.num_classes)[0]
+    timing = measure_subnets(
+        resolved.space,
+        [spec],
+        model.table.runtime,
+        model.table.threads,
+        model.input_size,
+        TimingOptions(warmup=3, repeats=7, instances=3),
+        num_classes=model.num_classes,
+    )[0]
     limit = resolved.budgets.latency_ms
     return {
-        "device": model.device, "predicted_ms": float(model(spec)), "measured_ms": timing.median_ms,
-        "budget_ms": limit, "meets_budget": None if limit is None else timing.median_ms <= limit,
+        "device": model.device,
+        "predicted_ms": float(model(spec)),
+        "measured_ms": timing.median_ms,
+        "budget_ms": limit,
+        "meets_budget": None if limit is None else timing.median_ms <= limit,
     }
 
 
@@ -211,19 +232,28 @@ def print_summary(summary: dict[str, Any]) -> None:
         print("no feasible trial yet")
     if summary.get("running_trials"):
         _, grace = heartbeat_settings()
-        print(f"note: {summary['running_trials']} trial(s) still RUNNING: another worker is on them, or a run was "
-              f"killed less than {grace} s ago; once their heartbeat is {grace} s old, the same command retries them")
+        print(
+            f"note: {summary['running_trials']} trial(s) still RUNNING: another worker is on them, or a run was "
+            f"killed less than {grace} s ago; once their heartbeat is {grace} s old, the same command retries them"
+        )
     check = summary.get("latency_check")
     if check:
-        verdict = "" if check["budget_ms"] is None else (
-            f" (budget {check['budget_ms']:g} ms: {'met' if check['meets_budget'] else 'NOT met'})")
-        print(f"best architecture measured on {check['device']}: {check['measured_ms']:.2f} ms, "
-              f"predicted {check['predicted_ms']:.2f} ms{verdict}")
+        verdict = (
+            ""
+            if check["budget_ms"] is None
+            else (f" (budget {check['budget_ms']:g} ms: {'met' if check['meets_budget'] else 'NOT met'})")
+        )
+        print(
+            f"best architecture measured on {check['device']}: {check['measured_ms']:.2f} ms, "
+            f"predicted {check['predicted_ms']:.2f} ms{verdict}"
+        )
     print()
     for name, path in summary["files"].items():
         print(f"  {name:<13} {path}")
-    print(f"review:  nas-search dashboard --study {summary['study']}" + (
-        "" if summary["storage"].startswith("sqlite") else f" --storage {summary['storage']}"))
+    print(
+        f"review:  nas-search dashboard --study {summary['study']}"
+        + ("" if summary["storage"].startswith("sqlite") else f" --storage {summary['storage']}")
+    )
     if summary["best"]:
         print(f"export:  nas-search export --study {summary['study']} --trial {summary['best']['trial']} -o exported/")
 
@@ -232,8 +262,12 @@ def create_study_for_workers(config: SearchConfig) -> dict[str, Any]:
     """Create the study and its planned trials once (training or loading the supernet),
     without running trials; workers started afterwards share it."""
     prepared = prepare_study(config, announce=False)
-    return {"study": config.study, "storage": prepared.resolved.storage_url,
-            "planned": planned_trial_count(prepared.study), "added": prepared.added}
+    return {
+        "study": config.study,
+        "storage": prepared.resolved.storage_url,
+        "planned": planned_trial_count(prepared.study),
+        "added": prepared.added,
+    }
 
 
 __all__ = [

@@ -83,9 +83,7 @@ def _random(options: SamplerOptions) -> optuna.samplers.BaseSampler:
 
 def _qmc(options: SamplerOptions) -> optuna.samplers.BaseSampler:
     # Scrambling makes the seed matter; categorical parameters take one Sobol coordinate each.
-    return optuna.samplers.QMCSampler(
-        qmc_type="sobol", scramble=True, seed=options.seed, warn_asynchronous_seeding=False
-    )
+    return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=options.seed, warn_asynchronous_seeding=False)
 
 
 def _gp(options: SamplerOptions) -> optuna.samplers.BaseSampler:
@@ -109,9 +107,7 @@ def sampler_names() -> list[str]:
     return list(SAMPLERS)
 
 
-def make_sampler(
-    name: str, *, seed: int | None, constrained: bool, multi_objective: bool
-) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, *, seed: int | None, constrained: bool, multi_objective: bool) -> optuna.samplers.BaseSampler:
     """Build the sampler registered as ``name``.
 
     Args:

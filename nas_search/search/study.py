@@ -107,7 +107,7 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
     if scheme not in SUPPORTED_SCHEMES:
         raise UserError(f"bad storage URL {url!r}; accepted: sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB")
     if scheme == "sqlite":
-        path = url[len("sqlite:///"):]
+        path = url[len("sqlite:///") :]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     options = {}
@@ -274,7 +274,10 @@ def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
             return
         except optuna.exceptions.StorageInternalError as error:
             if attempt + 1 == REQUEUE_ATTEMPTS:
-                logger.warning("trial %d could not be requeued now (%s); it is retried after the heartbeat grace "
-                               "period", trial.number, str(error).splitlines()[0])
+                logger.warning(
+                    "trial %d could not be requeued now (%s); it is retried after the heartbeat grace period",
+                    trial.number,
+                    str(error).splitlines()[0],
+                )
                 return
             time.sleep(REQUEUE_PAUSE_SECONDS)

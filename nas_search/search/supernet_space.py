@@ -1,7 +1,7 @@
 """The supernet spaces as a :class:`~nas_search.search.space_protocol.CandidateSpace`:
 candidates are :class:`~nas_search.spec.ArchSpec` subnets of a trained supernet, proposed
 from Optuna parameters (:mod:`nas_search.search.parameters`), moved onto the FLOPs band
-(:mod:`nas_search.search.projection`), costed by analytic and device models and scored
+(:mod:`nas_search.spaces.projection`), costed by analytic and device models and scored
 with inherited weights."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import optuna
 from nas_search.hw_models import FlopsModel, ParamsModel
 from nas_search.search.budgets import Budgets
 from nas_search.search.parameters import spec_to_params, suggest_spec
-from nas_search.search.projection import project_to_band
+from nas_search.search.sampling import sample_specs
 from nas_search.search.space_protocol import Suggestion
-from nas_search.spaces.sampling import sample_specs
+from nas_search.spaces.projection import project_to_band
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec
 
@@ -51,12 +51,22 @@ class SupernetSpace:
     input_size: int | None = None
 
     @classmethod
-    def build(cls, space: SearchSpace, input_size: int, num_classes: int, budgets: Budgets,
-              device_models: Mapping[str, CostModel], evaluate: Callable[[ArchSpec], dict[str, float]]) -> SupernetSpace:
+    def build(
+        cls,
+        space: SearchSpace,
+        input_size: int,
+        num_classes: int,
+        budgets: Budgets,
+        device_models: Mapping[str, CostModel],
+        evaluate: Callable[[ArchSpec], dict[str, float]],
+    ) -> SupernetSpace:
         """The adapter for networks with ``num_classes`` outputs: FLOPs and params always,
         then the given device models (``latency``, ``peak_memory``) for that class count."""
-        cost_models: dict[str, CostModel] = {"flops": FlopsModel(space, input_size, num_classes), "params": ParamsModel(space, num_classes),
-                       **device_models}
+        cost_models: dict[str, CostModel] = {
+            "flops": FlopsModel(space, input_size, num_classes),
+            "params": ParamsModel(space, num_classes),
+            **device_models,
+        }
         return cls(space, cost_models, evaluate, budgets, input_size)
 
     @property
@@ -74,8 +84,9 @@ class SupernetSpace:
         if self.budgets.flops is None:
             return Suggestion(spec)
         floor = self.budgets.flops_floor
-        projected = project_to_band(spec, self.space, self.cost_models["flops"], 0.0 if floor is None else floor,
-                                    float(self.budgets.flops))
+        projected = project_to_band(
+            spec, self.space, self.cost_models["flops"], 0.0 if floor is None else floor, float(self.budgets.flops)
+        )
         return Suggestion(projected, None if projected == spec else str(spec))
 
     def cost(self, candidate: ArchSpec) -> dict[str, float]:
@@ -109,10 +120,17 @@ def startup_specs(candidates: SupernetSpace, count: int, seed: int) -> list[Arch
     device_limits = [(models[cost], limit) for cost, limit in budgets.device_limits().items()]
     lower_limits = [(models[cost], limit) for cost, limit in budgets.device_floors().items()]
     pool_size = count * (DEVICE_POOL_FACTOR if device_limits else 1)
-    pool = [spec for spec, _ in sample_specs(
-        candidates.space, pool_size, seed=seed, max_flops=budgets.flops, input_size=candidates.input_size,
-        min_fraction=budgets.min_utilization if budgets.flops_floor is not None else 0.0,
-    )]
+    pool = [
+        spec
+        for spec, _ in sample_specs(
+            candidates.space,
+            pool_size,
+            seed=seed,
+            max_flops=budgets.flops,
+            input_size=candidates.input_size,
+            min_fraction=budgets.min_utilization if budgets.flops_floor is not None else 0.0,
+        )
+    ]
     if not device_limits:
         return pool[:count]
     in_band: list[ArchSpec] = []

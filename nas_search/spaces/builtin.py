@@ -27,13 +27,13 @@ def mobile() -> SearchSpace:
         head_channels=1536,
         num_classes=1000,
         stages=(
-            StageChoices(max_channels=32, stride=1, depths=(1, 2, 3)),               # 112 px
-            StageChoices(max_channels=80, stride=2, depths=(1, 2, 3, 4)),            # 56 px
+            StageChoices(max_channels=32, stride=1, depths=(1, 2, 3)),  # 112 px
+            StageChoices(max_channels=80, stride=2, depths=(1, 2, 3, 4)),  # 56 px
             StageChoices(max_channels=136, stride=2, depths=(1, 2, 3, 4), feature=True),  # 28 px, stride 8
-            StageChoices(max_channels=240, stride=2, depths=(1, 2, 3, 4, 5, 6)),     # 14 px
+            StageChoices(max_channels=240, stride=2, depths=(1, 2, 3, 4, 5, 6)),  # 14 px
             StageChoices(max_channels=360, stride=1, depths=(1, 2, 3, 4, 5, 6), feature=True),  # 14 px, stride 16
-            StageChoices(max_channels=512, stride=2, depths=(1, 2, 3, 4)),           # 7 px
-            StageChoices(max_channels=640, stride=1, depths=(1, 2), feature=True),   # 7 px, stride 32
+            StageChoices(max_channels=512, stride=2, depths=(1, 2, 3, 4)),  # 7 px
+            StageChoices(max_channels=640, stride=1, depths=(1, 2), feature=True),  # 7 px, stride 32
         ),
     )
 
@@ -54,10 +54,10 @@ def cifar() -> SearchSpace:
         head_channels=1024,
         num_classes=10,
         stages=(
-            StageChoices(max_channels=48, stride=1, depths=(1, 2, 3)),               # 32 px
-            StageChoices(max_channels=96, stride=2, depths=(1, 2, 3, 4), feature=True),   # 16 px
+            StageChoices(max_channels=48, stride=1, depths=(1, 2, 3)),  # 32 px
+            StageChoices(max_channels=96, stride=2, depths=(1, 2, 3, 4), feature=True),  # 16 px
             StageChoices(max_channels=192, stride=2, depths=(1, 2, 3, 4), feature=True),  # 8 px
-            StageChoices(max_channels=384, stride=2, depths=(1, 2, 3), feature=True),     # 4 px
+            StageChoices(max_channels=384, stride=2, depths=(1, 2, 3), feature=True),  # 4 px
         ),
     )
 

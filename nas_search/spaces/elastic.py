@@ -119,8 +119,14 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         bias = select_channels(self.bias, 0, selection)
         if isinstance(selection, int):
             return F.batch_norm(
-                x, self.running_mean[:selection], self.running_var[:selection], weight, bias,
-                use_batch_statistics, momentum, self.eps,
+                x,
+                self.running_mean[:selection],
+                self.running_var[:selection],
+                weight,
+                bias,
+                use_batch_statistics,
+                momentum,
+                self.eps,
             )
         # Non-prefix selection: update copies, then write them back in place.
         index = selection.to(x.device)
@@ -180,7 +186,9 @@ class ElasticSlidingChannelConv2d(nn.Module):
         sliding-channel conv becomes a structured pruning of that dense conv, and both
         train one set of weights."""
         if tuple(conv.weight.shape) != (*self.weight.shape, 1, 1):
-            raise ValueError(f"a {tuple(self.weight.shape)} sliding-channel conv cannot share a {tuple(conv.weight.shape)} weight")
+            raise ValueError(
+                f"a {tuple(self.weight.shape)} sliding-channel conv cannot share a {tuple(conv.weight.shape)} weight"
+            )
         del self.weight
         self.dense_source = conv
 
@@ -211,8 +219,13 @@ class ElasticConvNormActivation(nn.Module):
     """
 
     def __init__(
-        self, max_in: int, max_out: int, kernel: int = 1, stride: int = 1,
-        depthwise: bool = False, activation: bool = True,
+        self,
+        max_in: int,
+        max_out: int,
+        kernel: int = 1,
+        stride: int = 1,
+        depthwise: bool = False,
+        activation: bool = True,
     ) -> None:
         super().__init__()
         self.depthwise = depthwise
@@ -223,7 +236,10 @@ class ElasticConvNormActivation(nn.Module):
         self.activation = activation
 
     def forward(
-        self, x: torch.Tensor, out_selection: Selection | None = None, in_selection: Selection | None = None,
+        self,
+        x: torch.Tensor,
+        out_selection: Selection | None = None,
+        in_selection: Selection | None = None,
         kernel: int | None = None,
     ) -> torch.Tensor:
         if self.depthwise:

@@ -11,7 +11,7 @@ name up across them.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from nas_search.errors import UserError
 from nas_search.spaces.space import SearchSpace

@@ -218,6 +218,13 @@ class SearchSpace:
         return total
 
     # ------------------------------------------------------------------ sampling
+    def suggest_head_choices(self, trial: Any) -> dict[str, Any]:
+        """The :class:`~nas_search.spec.ArchSpec` fields this space searches after the
+        stages and the stem, drawn through ``trial.suggest_categorical`` (an Optuna trial or
+        anything with that method): the classifier head's width. A space with another kind
+        of network (a detector's neck and head) overrides this."""
+        return {"head_width": trial.suggest_categorical("head_width", list(self.head_widths))}
+
     def sample(
         self, rng: random.Random, bias: float | None = None, operations: Mapping[tuple[int, int], str] | None = None
     ) -> ArchSpec:

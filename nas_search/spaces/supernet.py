@@ -69,7 +69,9 @@ class Supernet(nn.Module):
             choices = space.stages[stage_index]
             stride = choices.stride if block_index == 0 else 1
             stages[stage_index].append(
-                elastic_block_choices(choices.operations, max_in, max_out, stride, max(choices.kernels), max(choices.expansions))
+                elastic_block_choices(
+                    choices.operations, max_in, max_out, stride, max(choices.kernels), max(choices.expansions)
+                )
             )
         self.stages = nn.ModuleList(stages)
         self.head = ElasticConvNormActivation(space.stages[-1].max_channels, space.head_channels)

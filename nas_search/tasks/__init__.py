@@ -9,7 +9,8 @@ of tasks and the lookup of every space by name.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from nas_search.errors import UserError
 from nas_search.spaces.builtin import BACKBONE_SPACES

@@ -17,7 +17,7 @@ DETECTION_SUPERNET_FORMAT = "nas-search-detection-supernet"
 
 #: The weight layout each supernet format is written in; a checkpoint of another version
 #: is refused with a clear error. Version 2: an scc block's weights are its position's dsc
-#: block's (``spaces.blocks.SHARED_BLOCK_WEIGHTS``), so version-1 weights do not map.
+#: block's (``BlockKind.shares_weights_with``), so version-1 weights do not map.
 FORMAT_VERSIONS = {SUPERNET_FORMAT: 2, DETECTION_SUPERNET_FORMAT: 2}
 
 #: Entries every checkpoint holds, with their types, and those a supernet's adds: a file
@@ -40,12 +40,16 @@ def load_checkpoint(path: str | Path, expected_format: str = SUPERNET_FORMAT, sp
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types on foreign files (KeyError, UnpicklingError, ...)
-        raise UserError(f"{path} is not a nas-search checkpoint, or is truncated or corrupt (torch.load: "
-                        f"{_first_words(error)})") from None
+        raise UserError(
+            f"{path} is not a nas-search checkpoint, or is truncated or corrupt (torch.load: {_first_words(error)})"
+        ) from None
     found = payload.get("format") if isinstance(payload, dict) else None
     if found != expected_format:
-        kind = f"a {found} checkpoint" if isinstance(found, str) and found.startswith("nas-search-") else (
-            "not a nas-search checkpoint")
+        kind = (
+            f"a {found} checkpoint"
+            if isinstance(found, str) and found.startswith("nas-search-")
+            else ("not a nas-search checkpoint")
+        )
         raise UserError(f"{path} is {kind}; accepted here: a {expected_format} checkpoint")
     required = FORMAT_VERSIONS.get(expected_format)
     if required is not None and payload.get("format_version") != required:
@@ -88,8 +92,10 @@ def refuse_to_overwrite(path: str | Path, resume: bool, elsewhere: str) -> None:
     path = Path(path)
     check_output_path(path, "--out")
     if not resume and path.exists():
-        raise UserError(f"{path} already exists (an earlier run's checkpoint); pass --resume to continue it, or "
-                        f"{elsewhere} to start a new run")
+        raise UserError(
+            f"{path} already exists (an earlier run's checkpoint); pass --resume to continue it, or "
+            f"{elsewhere} to start a new run"
+        )
 
 
 def checkpoint_checksum(path: str | Path) -> str:
@@ -159,12 +165,20 @@ class SupernetCheckpoint:
         """The typed view of a payload checked by :func:`load_checkpoint`."""
         size = _entry(payload, "input_size")
         return cls(
-            format=payload["format"], space=payload["space"], num_classes=int(payload["num_classes"]),
-            epoch=int(payload["epoch"]), input_size=None if size is None else int(size),
-            class_names=tuple(_entry(payload, "class_names", ())), epochs=payload.get("epochs"),
-            steps_per_epoch=payload.get("steps_per_epoch"), resize=payload.get("resize"),
-            dataset=payload.get("dataset"), data=payload.get("data"), config=dict(payload.get("config") or {}),
-            history=tuple(payload.get("history", ())), payload=payload,
+            format=payload["format"],
+            space=payload["space"],
+            num_classes=int(payload["num_classes"]),
+            epoch=int(payload["epoch"]),
+            input_size=None if size is None else int(size),
+            class_names=tuple(_entry(payload, "class_names", ())),
+            epochs=payload.get("epochs"),
+            steps_per_epoch=payload.get("steps_per_epoch"),
+            resize=payload.get("resize"),
+            dataset=payload.get("dataset"),
+            data=payload.get("data"),
+            config=dict(payload.get("config") or {}),
+            history=tuple(payload.get("history", ())),
+            payload=payload,
         )
 
     def metadata(self) -> dict[str, Any]:
@@ -177,7 +191,8 @@ class SupernetCheckpoint:
         return metadata
 
 
-def read_supernet_checkpoint(path: str | Path, expected_format: str = SUPERNET_FORMAT,
-                             space: str | None = None) -> SupernetCheckpoint:
+def read_supernet_checkpoint(
+    path: str | Path, expected_format: str = SUPERNET_FORMAT, space: str | None = None
+) -> SupernetCheckpoint:
     """Load a supernet checkpoint as :func:`load_checkpoint` does and return its typed view."""
     return SupernetCheckpoint.from_payload(load_checkpoint(path, expected_format, space))

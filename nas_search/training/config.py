@@ -41,19 +41,19 @@ class SupernetTrainConfig:
     """
 
     space: str = "cifar"
-    data: str | None = None            # ImageFolder root; None = built-in demo
+    data: str | None = None  # ImageFolder root; None = built-in demo
     epochs: int = 5
-    input_size: int | None = None      # proxy training size; None = the space's default
+    input_size: int | None = None  # proxy training size; None = the space's default
     batch_size: int = 64
-    optimizer: str = "sgd"             # sgd | adamw
+    optimizer: str = "sgd"  # sgd | adamw
     learning_rate: float | None = None  # None = the optimizer's (SUPERNET_LEARNING_RATES: sgd 0.05, adamw 2e-3)
     momentum: float = 0.9
     weight_decay: float = 4e-5
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
-    random_subnets: int = 4            # = the number of block kinds: with fair_operations each kind of each position trains every step
-    fair_operations: bool = True       # random subnets take each block kind of each position in turn (FairNAS)
-    budget_teacher: str = "widest"     # largest subnet under max_flops: "widest" or "projected" (see training.sandwich)
+    random_subnets: int = 4  # = the number of block kinds: with fair_operations each kind of each position trains every step
+    fair_operations: bool = True  # random subnets take each block kind of each position in turn (FairNAS)
+    budget_teacher: str = "widest"  # largest subnet under max_flops: "widest" or "projected" (see training.sandwich)
     distill: bool = True
     distill_temperature: float = 1.0
     full_width_warmup_epochs: int = 0  # train only the largest subnet first, then sort channels (OFA)
@@ -63,10 +63,10 @@ class SupernetTrainConfig:
     bridgeout_exponent: float = 1.0
     seed: int = 0
     workers: int | None = None
-    device: str = "auto"               # auto | cpu | cuda
-    amp: bool = True                   # CUDA only
-    channels_last: bool = True         # CPU too: depthwise backward is much faster in channels_last
-    max_flops: int | None = None       # budget-aware supernet: train only subnets within this many FLOPs
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # CUDA only
+    channels_last: bool = True  # CPU too: depthwise backward is much faster in channels_last
+    max_flops: int | None = None  # budget-aware supernet: train only subnets within this many FLOPs
     flops_input_size: int | None = None  # size max_flops is counted at; None = the space's deployment size
     max_train: int | None = None
     max_val: int | None = None

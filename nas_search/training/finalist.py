@@ -57,8 +57,12 @@ FINALIST_RECIPES: dict[tuple[str, str], FinalistRecipe] = {
 
 def finalist_optimizer(model: nn.Module, recipe: FinalistRecipe, steps_per_epoch: int, epochs: int):
     """The recipe's optimizer and its warm-up-then-cosine schedule (stepped per batch)."""
-    optimizer = build_optimizer(model, SimpleNamespace(
-        optimizer=recipe.optimizer, learning_rate=recipe.learning_rate, momentum=0.9, weight_decay=recipe.weight_decay))
+    optimizer = build_optimizer(
+        model,
+        SimpleNamespace(
+            optimizer=recipe.optimizer, learning_rate=recipe.learning_rate, momentum=0.9, weight_decay=recipe.weight_decay
+        ),
+    )
     return optimizer, step_schedule(optimizer, steps_per_epoch, epochs, recipe.warmup_epochs)
 
 

@@ -67,12 +67,14 @@ def count_steps(loader: Any, too_few_images: str) -> int:
     return steps
 
 
-def step_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int,
-                  warmup_epochs: float) -> torch.optim.lr_scheduler.LambdaLR:
+def step_schedule(
+    optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float
+) -> torch.optim.lr_scheduler.LambdaLR:
     """The warm-up-then-cosine schedule over ``epochs`` epochs, counted in optimizer steps
     (``scheduler.step()`` after every optimizer step)."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(steps_per_epoch * epochs, int(warmup_epochs * steps_per_epoch)))
+        optimizer, warmup_cosine(steps_per_epoch * epochs, int(warmup_epochs * steps_per_epoch))
+    )
 
 
 # ----------------------------------------------------------------------------- state and resume
@@ -91,8 +93,11 @@ class TrainingState:
     def state_dicts(self) -> dict[str, Any]:
         """``model``, ``optimizer``, ``scheduler`` (and ``scaler`` when one is kept) states,
         in that order, for a checkpoint payload."""
-        states = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                  "scheduler": self.scheduler.state_dict()}
+        states = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
         if self.scaler is not None:
             states["scaler"] = self.scaler.state_dict() if self.scaler.is_enabled() else {}
         return states
@@ -110,8 +115,10 @@ class TrainingState:
 def check_epochs_left(path: str | Path, trained_epochs: int, epochs: int) -> None:
     """Refuse to resume a checkpoint that already holds more epochs than the run's."""
     if trained_epochs > epochs:
-        raise UserError(f"checkpoint {path} holds {trained_epochs} trained epochs, more than epochs "
-                        f"{epochs}; accepted: --epochs {trained_epochs} or more")
+        raise UserError(
+            f"checkpoint {path} holds {trained_epochs} trained epochs, more than epochs "
+            f"{epochs}; accepted: --epochs {trained_epochs} or more"
+        )
 
 
 def announce_resume(path: str | Path, trained_epochs: int, epochs: int, is_main: bool = True) -> None:
@@ -123,9 +130,15 @@ def announce_resume(path: str | Path, trained_epochs: int, epochs: int, is_main:
 # ----------------------------------------------------------------------------- steps
 
 
-def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-                   scheduler: torch.optim.lr_scheduler.LRScheduler | None, *, scaler: torch.amp.GradScaler | None = None,
-                   parameters: Iterable[torch.Tensor] | None = None, clip_grad_norm: float | None = None) -> None:
+def optimizer_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    parameters: Iterable[torch.Tensor] | None = None,
+    clip_grad_norm: float | None = None,
+) -> None:
     """One optimizer step on ``loss``: clear the gradients, back-propagate (through the
     gradient scaler when given), clip the gradient norm of ``parameters`` to
     ``clip_grad_norm`` when set, step the optimizer and then the schedule."""
@@ -230,10 +243,16 @@ class Throughput:
         return self.images / self.seconds if self.seconds else 0.0
 
 
-def run_epochs(loop: EpochLoop, start_epoch: int, end_epoch: int, history: list[dict],
-               train: Callable[[int, Any, EpochTally], None], record: Callable[[int, EpochTally], dict],
-               save: Callable[[int], None] | None = None,
-               before_epoch: Callable[[int], None] | None = None) -> Throughput:
+def run_epochs(
+    loop: EpochLoop,
+    start_epoch: int,
+    end_epoch: int,
+    history: list[dict],
+    train: Callable[[int, Any, EpochTally], None],
+    record: Callable[[int, EpochTally], dict],
+    save: Callable[[int], None] | None = None,
+    before_epoch: Callable[[int], None] | None = None,
+) -> Throughput:
     """Run epochs ``start_epoch`` to ``end_epoch - 1``. Each is seeded
     (:func:`seed_epoch`) and prepared (``before_epoch(epoch)``, when given), then
     ``train(epoch, bar, tally)`` runs its steps under a progress
@@ -246,8 +265,12 @@ def run_epochs(loop: EpochLoop, start_epoch: int, end_epoch: int, history: list[
         if before_epoch is not None:
             before_epoch(epoch)
         tally = EpochTally()
-        bar = loop.progress_bar(total=loop.bar_images, description=f"{loop.description} {epoch + 1}/{loop.epochs}",
-                                unit="img", enabled=loop.show_progress)
+        bar = loop.progress_bar(
+            total=loop.bar_images,
+            description=f"{loop.description} {epoch + 1}/{loop.epochs}",
+            unit="img",
+            enabled=loop.show_progress,
+        )
         try:
             train(epoch, bar, tally)
         finally:

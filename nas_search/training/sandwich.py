@@ -46,9 +46,9 @@ def budget_flops_model(space: Any, max_flops: float | None, input_size: int | No
 
 def projected_largest(space: Any, max_flops: float, flops: Callable[[Any], float]) -> Any:
     """The space's largest subnet projected into the budget: all widths shrink together
-    first, then single choices (``nas_search.search.projection``). Under a tight budget
+    first, then single choices (``nas_search.spaces.projection``). Under a tight budget
     this leaves the largest depths, kernels and expansions at the narrowest widths."""
-    from nas_search.search.projection import project_to_band
+    from nas_search.spaces.projection import project_to_band
 
     return project_to_band(space.largest(), space, flops, 0.0, float(max_flops))
 
@@ -58,19 +58,34 @@ def _whole_network_moves(spec: Any, space: Any) -> list:
     kernel, all widths) or to one stage (one block shorter)."""
     from dataclasses import replace
 
-    from nas_search.search.projection import _shift_width, shift_all_widths
+    from nas_search.spaces.ops import BLOCK_KINDS, block_kind
+    from nas_search.spaces.projection import _shift_width, shift_all_widths
     from nas_search.spec import StageSpec
 
     def every_block(change) -> Any:
         stages = tuple(
-            StageSpec(tuple(change(block, choices) for block in stage.blocks)) for choices, stage in zip(space.stages, spec.stages)
+            StageSpec(tuple(change(block, choices) for block in stage.blocks))
+            for choices, stage in zip(space.stages, spec.stages)
         )
         return replace(spec, stages=stages)
 
+    def one_option_down(field: str) -> Callable[[Any, Any], Any]:
+        def change(block: Any, choices: Any) -> Any:
+            for choice in block_kind(block.op).choices:
+                if choice.field == field and choice.neighbour_moves:
+                    options = choice.options(space, choices)
+                    return replace(block, **{field: _shift_width(options, getattr(block, field), -1)})
+            return block
+
+        return change
+
+    # the ordered op choices (mbconv's expansion) of every op, each as one whole-network move
+    ordered_fields = dict.fromkeys(
+        choice.field for kind in BLOCK_KINDS.values() for choice in kind.choices if choice.neighbour_moves
+    )
     moves = [
-        every_block(lambda block, choices: replace(block, squeeze_excite=False) if block.op == "mbconv" else block),
-        every_block(lambda block, choices: replace(block, expansion=_shift_width(choices.expansions, block.expansion, -1))
-                    if block.op == "mbconv" else block),
+        every_block(lambda block, choices: replace(block, squeeze_excite=False) if block.squeeze_excite else block),
+        *(every_block(one_option_down(field)) for field in ordered_fields),
         every_block(lambda block, choices: replace(block, kernel=int(_shift_width(choices.kernels, block.kernel, -1)))),
         shift_all_widths(spec, space, -1),
     ]

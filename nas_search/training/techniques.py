@@ -83,9 +83,9 @@ class BatchBridgeout:
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         shape = (weight.shape[0],) + (1,) * (weight.dim() - 1)
-        mask = torch.bernoulli(
-            torch.full(shape, self.keep_probability, device="cpu"), generator=self.generator
-        ).to(weight.device, weight.dtype)
+        mask = torch.bernoulli(torch.full(shape, self.keep_probability, device="cpu"), generator=self.generator).to(
+            weight.device, weight.dtype
+        )
         return weight + weight.abs().pow(self.exponent / 2) * (mask / self.keep_probability - 1)
 
 

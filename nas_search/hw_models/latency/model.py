@@ -116,8 +116,12 @@ class LatencyCorrection:
     def to_dict(self) -> dict[str, Any]:
         """Plain numbers, for inspection."""
         return {
-            "features": list(CORRECTION_FEATURES), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-            "coefficients": self.coefficients.tolist(), "intercept": self.intercept, "alpha": self.alpha,
+            "features": list(CORRECTION_FEATURES),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coefficients": self.coefficients.tolist(),
+            "intercept": self.intercept,
+            "alpha": self.alpha,
         }
 
 
@@ -141,8 +145,10 @@ def _check_part_kinds(table: LatencyTable, space: SearchSpace) -> None:
     kinds = part_kinds(space)
     foreign = sorted({entry.config.op for entry in table.entries.values()} - set(kinds))
     if foreign:
-        raise UserError(f"latency table for space {table.space!r} on {table.label} has parts of kind(s) "
-                        f"{', '.join(foreign)}; allowed for space {space.name!r}: {', '.join(kinds)}")
+        raise UserError(
+            f"latency table for space {table.space!r} on {table.label} has parts of kind(s) "
+            f"{', '.join(foreign)}; allowed for space {space.name!r}: {', '.join(kinds)}"
+        )
 
 
 class LatencyModel:
@@ -165,9 +171,16 @@ class LatencyModel:
 
     unit = "ms"
 
-    def __init__(self, table: LatencyTable, space: SearchSpace, *, correction: bool = True,
-                 training: Sequence[SubnetMeasurement] | None = None, statistic: str = "median",
-                 num_classes: int | None = None) -> None:
+    def __init__(
+        self,
+        table: LatencyTable,
+        space: SearchSpace,
+        *,
+        correction: bool = True,
+        training: Sequence[SubnetMeasurement] | None = None,
+        statistic: str = "median",
+        num_classes: int | None = None,
+    ) -> None:
         if table.space != space.name:
             raise UserError(f"latency table is for space {table.space!r}, not {space.name!r}")
         if not table.entries:
@@ -246,7 +259,8 @@ class LatencyModel:
     def describe(self) -> str:
         """One line: device, table size and whether a correction is used."""
         correction = (
-            f"LUT sum + correction fitted on {self.training_subnets} measured subnets" if self.correction is not None
+            f"LUT sum + correction fitted on {self.training_subnets} measured subnets"
+            if self.correction is not None
             else f"LUT sum (no correction: {self.training_subnets} measured subnets, needs {MIN_CORRECTION_SUBNETS})"
         )
         return f"{self.device} on {self.table.hardware}: {len(self.table.entries)} table entries, {correction}"
@@ -258,8 +272,13 @@ class FlopsProportionalModel:
 
     unit = "ms"
 
-    def __init__(self, space: SearchSpace, measurements: Sequence[SubnetMeasurement], input_size: int | None = None,
-                 statistic: str = "median") -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        measurements: Sequence[SubnetMeasurement],
+        input_size: int | None = None,
+        statistic: str = "median",
+    ) -> None:
         self.space, self.name, self.device = space, "flops_proportional", "fitted"
         self.input_size = space.input_size if input_size is None else input_size
         flops = np.array([self._flops(item.spec) for item in measurements])
@@ -304,4 +323,3 @@ def cross_validate(table: LatencyTable, space: SearchSpace, folds: int = 5, stat
         predicted += [model(item.spec) for item in held_out]
         measured += [STATISTICS[statistic](item) for item in held_out]
     return prediction_metrics(predicted, measured)
-

@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from nas_search.errors import UserError
-from nas_search.hw_models.flops import BLOCK_COSTS, Cost, conv_norm, output_size
+from nas_search.hw_models.flops import Cost, conv_norm, output_size
 from nas_search.hw_models.memory import block_layer_stats
+from nas_search.spaces.ops import BLOCK_KINDS, block_kind
 from nas_search.spaces.resolved import ResolvedBlock, ResolvedNetwork, scaled_channels
 from nas_search.spaces.space import SearchSpace, has_residual, hidden_channels
-from nas_search.spec import BLOCK_OPERATIONS, ArchSpec, BlockSpec
+from nas_search.spec import ArchSpec, BlockSpec
 
 # ====================================================================================
 # Block configurations
@@ -89,22 +90,38 @@ class BlockConfig:
     def from_block(cls, block: ResolvedBlock, input_size: int) -> BlockConfig:
         """The configuration of a resolved block whose input is ``input_size`` pixels."""
         return cls(
-            op=block.spec.op, in_channels=block.in_channels, out_channels=block.out_channels,
-            input_size=input_size, kernel=block.spec.kernel, stride=block.stride,
-            hidden_channels=block.hidden_channels, expansion=block.spec.expansion, groups=block.spec.groups,
-            overlap=block.spec.overlap, squeeze_excite_channels=block.squeeze_excite_channels,
+            op=block.spec.op,
+            in_channels=block.in_channels,
+            out_channels=block.out_channels,
+            input_size=input_size,
+            kernel=block.spec.kernel,
+            stride=block.stride,
+            hidden_channels=block.hidden_channels,
+            expansion=block.spec.expansion,
+            groups=block.spec.groups,
+            overlap=block.spec.overlap,
+            squeeze_excite_channels=block.squeeze_excite_channels,
             residual=block.residual,
         )
 
     def resolved_block(self) -> ResolvedBlock:
         """The :class:`ResolvedBlock` of a block configuration (not for stem or head)."""
         spec = BlockSpec(
-            op=self.op, kernel=self.kernel, width=1.0, expansion=self.expansion, groups=self.groups,
-            overlap=self.overlap, squeeze_excite=self.squeeze_excite_channels > 0,
+            op=self.op,
+            kernel=self.kernel,
+            width=1.0,
+            expansion=self.expansion,
+            groups=self.groups,
+            overlap=self.overlap,
+            squeeze_excite=self.squeeze_excite_channels > 0,
         )
         return ResolvedBlock(
-            spec=spec, in_channels=self.in_channels, out_channels=self.out_channels, stride=self.stride,
-            hidden_channels=self.hidden_channels, squeeze_excite_channels=self.squeeze_excite_channels,
+            spec=spec,
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            stride=self.stride,
+            hidden_channels=self.hidden_channels,
+            squeeze_excite_channels=self.squeeze_excite_channels,
             residual=self.residual,
         )
 
@@ -162,10 +179,9 @@ class PartKind:
 
 
 def block_module(block: ResolvedBlock) -> Any:
-    """The standalone module of a resolved block (the one place block parts are built)."""
-    from nas_search.spaces.static import STATIC_BLOCKS
-
-    return STATIC_BLOCKS[block.spec.op](block)
+    """The standalone module of a resolved block (the one place block parts are built):
+    its op's ``BlockKind.static_block``."""
+    return block_kind(block.spec.op).static_block(block)
 
 
 def _build_stem(config: BlockConfig) -> Any:
@@ -180,7 +196,9 @@ def _build_head(config: BlockConfig) -> Any:
     from nas_search.spaces.static import conv_norm_activation
 
     return nn.Sequential(
-        conv_norm_activation(config.in_channels, config.out_channels), nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+        conv_norm_activation(config.in_channels, config.out_channels),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(1),
         nn.Linear(config.out_channels, config.num_classes),
     )
 
@@ -207,7 +225,7 @@ def _head_cost(config: BlockConfig) -> tuple[Cost, int, int]:
 
 def _block_cost(config: BlockConfig) -> tuple[Cost, int, int]:
     block = config.resolved_block()
-    cost, _ = BLOCK_COSTS[config.op](block, config.input_size)
+    cost, _ = block_kind(config.op).cost(block, config.input_size)
     return (cost, *block_layer_stats(block, config.input_size))
 
 
@@ -217,7 +235,7 @@ BLOCK_PART_KIND = PartKind(_build_block, _block_cost)
 
 class PartKinds(Mapping[str, PartKind]):
     """Named part kinds plus :data:`BLOCK_PART_KIND` for every block op of
-    :data:`nas_search.spec.BLOCK_OPERATIONS`, read at each lookup, so that an op the op
+    :data:`nas_search.spaces.ops.BLOCK_KINDS`, read at each lookup, so that an op the op
     table gains (``nas_search.spaces.ops``) is a valid part kind without any registration."""
 
     def __init__(self, named: Mapping[str, PartKind]) -> None:
@@ -226,13 +244,13 @@ class PartKinds(Mapping[str, PartKind]):
     def __getitem__(self, kind: str) -> PartKind:
         if kind in self._named:
             return self._named[kind]
-        if kind in BLOCK_OPERATIONS:
+        if kind in BLOCK_KINDS:
             return BLOCK_PART_KIND
         raise KeyError(kind)
 
     def __iter__(self) -> Iterator[str]:
         yield from self._named
-        yield from (op for op in BLOCK_OPERATIONS if op not in self._named)
+        yield from (op for op in BLOCK_KINDS if op not in self._named)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -257,7 +275,9 @@ def backbone_parts(network: ResolvedNetwork, input_size: int, stages: int | None
     """The stem and every block of the first ``stages`` stages (default: all) of a
     resolved network, each with its input size, and each stage's output size."""
     size = output_size(input_size, 3, network.stem_stride)
-    parts = [BlockConfig("stem", network.input_channels, network.stem_channels, input_size, kernel=3, stride=network.stem_stride)]
+    parts = [
+        BlockConfig("stem", network.input_channels, network.stem_channels, input_size, kernel=3, stride=network.stem_stride)
+    ]
     sizes = []
     for stage in network.stages[:stages]:
         for block in stage:
@@ -320,11 +340,17 @@ def _stage_blocks(
                 continue
             hidden = hidden_channels(block_spec, in_channels, out_channels, channel_divisor)
             squeeze = scaled_channels(hidden / 4, 1.0, channel_divisor) if block_spec.squeeze_excite else 0
-            blocks.append(ResolvedBlock(
-                spec=block_spec, in_channels=in_channels, out_channels=out_channels, stride=stride,
-                hidden_channels=hidden, squeeze_excite_channels=squeeze,
-                residual=has_residual(block_spec, position, in_channels, out_channels, stride),
-            ))
+            blocks.append(
+                ResolvedBlock(
+                    spec=block_spec,
+                    in_channels=in_channels,
+                    out_channels=out_channels,
+                    stride=stride,
+                    hidden_channels=hidden,
+                    squeeze_excite_channels=squeeze,
+                    residual=has_residual(block_spec, position, in_channels, out_channels, stride),
+                )
+            )
     return blocks
 
 
@@ -348,8 +374,10 @@ def distinct_backbone_parts(
         for position in [0] + ([1] if stage.max_depth > 1 else []):
             inputs = previous if position == 0 else outputs
             block_input_size = size if position == 0 else stage_output_size
-            found += [BlockConfig.from_block(block, block_input_size)
-                      for block in _stage_blocks(space, stage_index, position, inputs, channel_divisor)]
+            found += [
+                BlockConfig.from_block(block, block_input_size)
+                for block in _stage_blocks(space, stage_index, position, inputs, channel_divisor)
+            ]
         previous, size = outputs, stage_output_size
         stage_outputs.append((outputs, size))
     return found, stage_outputs
@@ -400,7 +428,10 @@ class TableTask:
 
 #: The table task of a classifier (a space whose ``network_costs`` is None).
 CLASSIFIER_TABLE_TASK = TableTask(
-    part_kinds=CLASSIFIER_PART_KINDS, parts=network_parts, distinct=_distinct_classifier_parts, build=_build_classifier,
+    part_kinds=CLASSIFIER_PART_KINDS,
+    parts=network_parts,
+    distinct=_distinct_classifier_parts,
+    build=_build_classifier,
 )
 
 
@@ -417,8 +448,10 @@ def table_task(space: SearchSpace) -> TableTask:
         return CLASSIFIER_TABLE_TASK
     task = getattr(space.network_costs, "latency_table", None)
     if task is None:
-        raise UserError(f"space {space.name!r} (task {space.task}) has no latency table support; accepted: a space "
-                        "whose network costs carry a latency_table (the classifier and detection spaces)")
+        raise UserError(
+            f"space {space.name!r} (task {space.task}) has no latency table support; accepted: a space "
+            "whose network costs carry a latency_table (the classifier and detection spaces)"
+        )
     return task  # type: ignore[no-any-return]
 
 

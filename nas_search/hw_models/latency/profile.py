@@ -104,13 +104,25 @@ def sample_subnets(space: SearchSpace, count: int, seed: int, spread: bool = Tru
 def _new_table(space: SearchSpace, options: ProfileOptions, input_size: int, distinct: int) -> LatencyTable:
     runtime = get_runtime(options.runtime)
     return LatencyTable(
-        space=space.name, device=options.device, hardware=local_hardware(), runtime=options.runtime,
-        threads=options.threads, input_size=input_size, channel_divisor=8, num_classes=space.num_classes,
-        versions={"python": platform.python_version(), **runtime.versions()}, created=now(),
-        timing={**asdict(options.timing), "clock": options.timing.clock_for(options.threads),
-                "statistic": "median of interleaved samples" if options.timing.instances == 1
-                else f"median over {options.timing.instances} instances of the median of interleaved samples"},
-        widths=options.widths, distinct_blocks=distinct,
+        space=space.name,
+        device=options.device,
+        hardware=local_hardware(),
+        runtime=options.runtime,
+        threads=options.threads,
+        input_size=input_size,
+        channel_divisor=8,
+        num_classes=space.num_classes,
+        versions={"python": platform.python_version(), **runtime.versions()},
+        created=now(),
+        timing={
+            **asdict(options.timing),
+            "clock": options.timing.clock_for(options.threads),
+            "statistic": "median of interleaved samples"
+            if options.timing.instances == 1
+            else f"median over {options.timing.instances} instances of the median of interleaved samples",
+        },
+        widths=options.widths,
+        distinct_blocks=distinct,
     )
 
 
@@ -142,8 +154,14 @@ def profile_table(
     out = Path(out)
     if out.exists():
         table = load_table(out)
-        table.check(space=space.name, runtime=options.runtime, device=options.device, input_size=input_size,
-                    threads=options.threads, source=f"existing latency table {out}")
+        table.check(
+            space=space.name,
+            runtime=options.runtime,
+            device=options.device,
+            input_size=input_size,
+            threads=options.threads,
+            source=f"existing latency table {out}",
+        )
     else:
         table = _new_table(space, options, input_size, len(targets))
     if blocks is None:
@@ -163,8 +181,12 @@ def profile_table(
     resumed_subnets = sum(spec.key in measured_keys for spec in subnet_specs)
     remaining = [spec for spec in subnet_specs if spec.key not in measured_keys]
     block_chunks = [todo[start : start + options.chunk] for start in range(0, len(todo), options.chunk)]
-    subnet_chunks = [remaining[start : start + options.subnet_chunk] for start in range(0, len(remaining), options.subnet_chunk)]
-    bar = progress_bar(len(todo) + len(remaining), f"profile {space.name} ({options.runtime}, {options.threads}t)", "item", progress)
+    subnet_chunks = [
+        remaining[start : start + options.subnet_chunk] for start in range(0, len(remaining), options.subnet_chunk)
+    ]
+    bar = progress_bar(
+        len(todo) + len(remaining), f"profile {space.name} ({options.runtime}, {options.threads}t)", "item", progress
+    )
 
     def measure_blocks(chunk: list[BlockConfig], seed: int) -> None:
         modules = [(build_part(config, space), part_example(config, space)) for config in chunk]
@@ -186,15 +208,19 @@ def profile_table(
         table.save(out)
     validation = cross_validate(table, space) if len(table.subnets) >= MIN_CORRECTION_SUBNETS * 2 else {}
     return ProfileResult(
-        table=table, path=out, distinct_blocks=len(targets), measured_blocks=len(todo), resumed_blocks=resumed_blocks,
-        measured_subnets=len(remaining), resumed_subnets=resumed_subnets, seconds=time.perf_counter() - started,
+        table=table,
+        path=out,
+        distinct_blocks=len(targets),
+        measured_blocks=len(todo),
+        resumed_blocks=resumed_blocks,
+        measured_subnets=len(remaining),
+        resumed_subnets=resumed_subnets,
+        seconds=time.perf_counter() - started,
         validation=validation,
     )
 
 
-def _interleave(
-    block_chunks: list[list[BlockConfig]], subnet_chunks: list[list[ArchSpec]]
-) -> Iterator[tuple[str, list[Any]]]:
+def _interleave(block_chunks: list[list[BlockConfig]], subnet_chunks: list[list[ArchSpec]]) -> Iterator[tuple[str, list[Any]]]:
     """Block chunks with the subnet chunks spread evenly among them.
 
     The speed of a shared machine drifts over minutes; measuring the table entries and the
@@ -219,8 +245,12 @@ def count_parts(space: SearchSpace, input_size: int | None = None, widths: Seque
     size = space.input_size if input_size is None else input_size
     check_table_input_size(space, size)
     blocks = distinct_blocks(restrict_widths(space, widths), size)
-    return {"space": space.name, "input_size": size, "distinct_blocks": len(blocks),
-            "by_kind": dict(Counter(block.op for block in blocks))}
+    return {
+        "space": space.name,
+        "input_size": size,
+        "distinct_blocks": len(blocks),
+        "by_kind": dict(Counter(block.op for block in blocks)),
+    }
 
 
 def profile_device(
@@ -250,13 +280,21 @@ def profile_device(
     size = space.input_size if input_size is None else input_size
     check_table_input_size(space, size)
     if not device.local:
-        raise UserError(f"device {device.name!r} cannot be profiled on this machine; accepted: a local device (cpu); "
-                        f"measure it on the device itself and pass its table with --lut")
+        raise UserError(
+            f"device {device.name!r} cannot be profiled on this machine; accepted: a local device (cpu); "
+            f"measure it on the device itself and pass its table with --lut"
+        )
     chosen_runtime = device.check_runtime(runtime)
     chosen_threads = device.check_threads(threads)
     options = ProfileOptions(
-        device=device.name, runtime=chosen_runtime, threads=chosen_threads, input_size=size,
-        widths=None if widths is None else tuple(widths), subnets=subnets, seed=seed, timing=timing,
+        device=device.name,
+        runtime=chosen_runtime,
+        threads=chosen_threads,
+        input_size=size,
+        widths=None if widths is None else tuple(widths),
+        subnets=subnets,
+        seed=seed,
+        timing=timing,
     )
     path = default_table_path(space.name, device.name, chosen_runtime, chosen_threads, size) if out is None else out
     check_output_path(path, "--out")

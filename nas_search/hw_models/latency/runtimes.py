@@ -73,8 +73,12 @@ def export_onnx_bytes(module: Any, example: Any) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, inputs, buffer,  # type: ignore[arg-type]  # a file object is accepted
-            input_names=_input_names(len(inputs)), opset_version=17, dynamo=False,
+            module,
+            inputs,
+            buffer,  # type: ignore[arg-type]  # a file object is accepted
+            input_names=_input_names(len(inputs)),
+            opset_version=17,
+            dynamo=False,
         )
     return buffer.getvalue()
 
@@ -136,8 +140,13 @@ class Runtime:
 
 #: Runtimes the local CPU can be profiled with.
 RUNTIMES: dict[str, Runtime] = {
-    "onnxruntime": Runtime("onnxruntime", "ONNX export (opset 17) run by onnxruntime's CPU provider",
-                           _compile_onnxruntime, _instantiate_onnxruntime, _onnxruntime_versions),
+    "onnxruntime": Runtime(
+        "onnxruntime",
+        "ONNX export (opset 17) run by onnxruntime's CPU provider",
+        _compile_onnxruntime,
+        _instantiate_onnxruntime,
+        _onnxruntime_versions,
+    ),
     "torch": Runtime("torch", "PyTorch eager, inference mode", _compile_torch, _instantiate_torch, _torch_versions),
 }
 
@@ -161,7 +170,6 @@ def local_hardware() -> str:
     except OSError:
         name = platform.processor() or platform.machine()
     return f"{name} ({os.cpu_count()} logical cores, {platform.machine()})"
-
 
 
 __all__ = ["RUNTIMES", "Runtime", "export_onnx_bytes", "get_runtime", "local_hardware", "measurement_settings"]

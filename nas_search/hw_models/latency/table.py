@@ -110,8 +110,12 @@ class LatencyTable:
                 for entry in self.entries.values()
             ],
             "subnets": [
-                {"arch": str(item.spec), "spec": item.spec.to_dict(), "latency_ms": round(item.latency_ms, 6),
-                 "min_ms": round(item.min_ms, 6)}
+                {
+                    "arch": str(item.spec),
+                    "spec": item.spec.to_dict(),
+                    "latency_ms": round(item.latency_ms, 6),
+                    "min_ms": round(item.min_ms, 6),
+                }
                 for item in self.subnets
             ],
         }
@@ -121,8 +125,16 @@ class LatencyTable:
         self.updated = now()
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
-    def check(self, *, space: str | None = None, runtime: str | None = None, device: str | None = None,
-              input_size: int | None = None, threads: int | None = None, source: str = "latency table") -> None:
+    def check(
+        self,
+        *,
+        space: str | None = None,
+        runtime: str | None = None,
+        device: str | None = None,
+        input_size: int | None = None,
+        threads: int | None = None,
+        source: str = "latency table",
+    ) -> None:
         """Raise :class:`UserError` when the table does not match what is asked for."""
         wanted = {"space": space, "runtime": runtime, "device": device, "input_size": input_size, "threads": threads}
         for name, value in wanted.items():
@@ -146,8 +158,16 @@ def _positive_number(value: Any, what: str) -> float:
 
 
 _REQUIRED_TYPES: dict[str, type | tuple[type, ...]] = {
-    "space": str, "device": str, "hardware": str, "runtime": str, "threads": int, "input_size": int,
-    "channel_divisor": int, "num_classes": int, "blocks": list, "subnets": list,
+    "space": str,
+    "device": str,
+    "hardware": str,
+    "runtime": str,
+    "threads": int,
+    "input_size": int,
+    "channel_divisor": int,
+    "num_classes": int,
+    "blocks": list,
+    "subnets": list,
 }
 
 
@@ -164,14 +184,24 @@ def table_from_dict(data: Any, source: str = "latency table", space: SearchSpace
     for name, expected in _REQUIRED_TYPES.items():
         value = data.get(name)
         if not isinstance(value, expected) or isinstance(value, bool):
-            raise UserError(f"{source} field {name}={value!r} is missing or invalid; expected {getattr(expected, '__name__', expected)}")
+            raise UserError(
+                f"{source} field {name}={value!r} is missing or invalid; expected {getattr(expected, '__name__', expected)}"
+            )
     if data["runtime"] not in RUNTIMES and data["device"] == "cpu":
         raise UserError(f"{source} has runtime {data['runtime']!r}; accepted for device 'cpu': {', '.join(RUNTIMES)}")
     table = LatencyTable(
-        space=data["space"], device=data["device"], hardware=data["hardware"], runtime=data["runtime"],
-        threads=data["threads"], input_size=data["input_size"], channel_divisor=data["channel_divisor"],
-        num_classes=data["num_classes"], versions=dict(data.get("versions") or {}), created=str(data.get("created", "")),
-        updated=str(data.get("updated", "")), timing=dict(data.get("timing") or {}),
+        space=data["space"],
+        device=data["device"],
+        hardware=data["hardware"],
+        runtime=data["runtime"],
+        threads=data["threads"],
+        input_size=data["input_size"],
+        channel_divisor=data["channel_divisor"],
+        num_classes=data["num_classes"],
+        versions=dict(data.get("versions") or {}),
+        created=str(data.get("created", "")),
+        updated=str(data.get("updated", "")),
+        timing=dict(data.get("timing") or {}),
         widths=None if data.get("widths") is None else tuple(float(width) for width in data["widths"]),
         distinct_blocks=int(data.get("distinct_blocks") or 0),
     )
@@ -216,7 +246,6 @@ def load_table(path: str | Path, space: SearchSpace | None = None) -> LatencyTab
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"latency table {path} is not valid JSON: {str(error).splitlines()[0]}") from None
     return table_from_dict(data, source=f"latency table {path}", space=space)
-
 
 
 def default_table_path(space: str, device: str, runtime: str, threads: int, input_size: int) -> Path:

@@ -57,8 +57,10 @@ class TimingOptions:
 
     def __post_init__(self) -> None:
         if self.warmup < 1 or self.repeats < 1 or self.instances < 1:
-            raise UserError(f"timing warmup={self.warmup}, repeats={self.repeats}, instances={self.instances} are "
-                            "invalid; allowed: at least 1 each")
+            raise UserError(
+                f"timing warmup={self.warmup}, repeats={self.repeats}, instances={self.instances} are "
+                "invalid; allowed: at least 1 each"
+            )
         if self.clock != "auto" and self.clock not in CLOCKS:
             raise UserError(f"timing clock {self.clock!r} is invalid; allowed: auto, {', '.join(CLOCKS)}")
 
@@ -140,8 +142,14 @@ def example_image(input_size: int) -> Any:
 
 
 def measure_subnets(
-    space: SearchSpace, specs: Sequence[ArchSpec], runtime: str, threads: int, input_size: int | None = None,
-    options: TimingOptions = TimingOptions(), chunk: int = 1, num_classes: int | None = None,
+    space: SearchSpace,
+    specs: Sequence[ArchSpec],
+    runtime: str,
+    threads: int,
+    input_size: int | None = None,
+    options: TimingOptions = TimingOptions(),
+    chunk: int = 1,
+    num_classes: int | None = None,
 ) -> list[Timing]:
     """Measured latency of whole subnets on the local CPU (interleaved in chunks);
     ``num_classes`` as in :func:`build_subnet` (default: the space's)."""
@@ -151,7 +159,6 @@ def measure_subnets(
         modules = [(build_subnet(space, spec, num_classes, size), example_image(size)) for spec in specs[start : start + chunk]]
         timings += measure_modules(modules, runtime, threads, options, seed=start)
     return timings
-
 
 
 __all__ = ["CLOCKS", "Timing", "TimingOptions", "measure_modules", "measure_subnets", "example_image", "time_interleaved"]

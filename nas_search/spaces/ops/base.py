@@ -37,7 +37,7 @@ class BlockChoice:
         biased: drawn with the space's bias toward small or large values in
             ``SearchSpace.sample`` (an ordered choice), else uniformly with ``rng.choice``.
         neighbour_moves: moved one option at a time by the FLOPs-band projection
-            (``nas_search.search.projection``), like widths and kernels.
+            (``nas_search.spaces.projection``), like widths and kernels.
     """
 
     field: str

@@ -56,7 +56,6 @@ def conv_norm(in_channels: int, out_channels: int, kernel: int, size: int, group
     return cost
 
 
-
 # --------------------------------------------------------------------------------------
 # Layer costs (kernels)
 
@@ -151,11 +150,26 @@ def linear(*, stage: int, in_features: int, out_features: int, bias: bool = True
     return LayerCost("linear", stage, in_features * out_features, weights, in_features + out_features)
 
 
-def append_convolution(layers: list[LayerCost], stage: int, in_channels: int, out_channels: int, kernel: int,
-                       size: int, stride: int = 1, groups: int = 1) -> int:
+def append_convolution(
+    layers: list[LayerCost],
+    stage: int,
+    in_channels: int,
+    out_channels: int,
+    kernel: int,
+    size: int,
+    stride: int = 1,
+    groups: int = 1,
+) -> int:
     """Append the :func:`convolution` kernel to ``layers``; returns its output size."""
-    cost, out_size = convolution(stage=stage, in_channels=in_channels, out_channels=out_channels, kernel=kernel,
-                                 in_size=size, stride=stride, groups=groups)
+    cost, out_size = convolution(
+        stage=stage,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel=kernel,
+        in_size=size,
+        stride=stride,
+        groups=groups,
+    )
     layers.append(cost)
     return out_size
 

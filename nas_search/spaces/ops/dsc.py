@@ -45,9 +45,7 @@ class SeparableBlock(nn.Module):
         channels = block.in_channels
         self.depthwise = conv_norm_activation(channels, channels, block.spec.kernel, block.stride, groups=channels)
         if sliding:
-            pointwise: nn.Module = SlidingChannelConv2d(
-                channels, block.out_channels, block.spec.groups, block.spec.overlap
-            )
+            pointwise: nn.Module = SlidingChannelConv2d(channels, block.out_channels, block.spec.groups, block.spec.overlap)
         else:
             pointwise = nn.Conv2d(channels, block.out_channels, 1, bias=False)
         self.pointwise = nn.Sequential(pointwise, nn.BatchNorm2d(block.out_channels), Activation(inplace=True))
@@ -115,8 +113,7 @@ def layers(block: ResolvedBlock, stage: int, size: int) -> tuple[list[LayerCost]
     """The kernels a runtime launches, and the output size."""
     listing: list[LayerCost] = []
     channels = block.in_channels
-    out_size = append_convolution(listing, stage, channels, channels, block.spec.kernel, size, block.stride,
-                                  groups=channels)
+    out_size = append_convolution(listing, stage, channels, channels, block.spec.kernel, size, block.stride, groups=channels)
     append_convolution(listing, stage, channels, block.out_channels, 1, out_size)
     if block.residual:
         listing.append(elementwise("add", stage=stage, channels=block.out_channels, size=out_size, inputs=2))

@@ -39,13 +39,17 @@ def layers(block: ResolvedBlock, stage: int, size: int) -> tuple[list[LayerCost]
     """The kernels a runtime launches (the sliding 1x1 as a grouped pointwise), and the output size."""
     listing: list[LayerCost] = []
     channels = block.in_channels
-    out_size = append_convolution(listing, stage, channels, channels, block.spec.kernel, size, block.stride,
-                                  groups=channels)
+    out_size = append_convolution(listing, stage, channels, channels, block.spec.kernel, size, block.stride, groups=channels)
     window = channels // block.spec.groups
-    listing.append(LayerCost(
-        "grouped_pointwise", stage, block.out_channels * window * out_size * out_size, block.out_channels * window,
-        (channels + block.out_channels) * out_size * out_size,
-    ))
+    listing.append(
+        LayerCost(
+            "grouped_pointwise",
+            stage,
+            block.out_channels * window * out_size * out_size,
+            block.out_channels * window,
+            (channels + block.out_channels) * out_size * out_size,
+        )
+    )
     if block.residual:
         listing.append(elementwise("add", stage=stage, channels=block.out_channels, size=out_size, inputs=2))
     return listing, out_size
@@ -59,8 +63,10 @@ def elastic_block(max_in: int, max_out: int, stride: int, max_kernel: int, max_e
 def check_channels(block: BlockSpec, in_channels: int) -> str | None:
     """The channel groups must divide the input width."""
     if in_channels % block.groups:
-        return (f"scc groups={block.groups} does not divide its {in_channels} input channels; "
-                f"allowed: a groups value dividing {in_channels}")
+        return (
+            f"scc groups={block.groups} does not divide its {in_channels} input channels; "
+            f"allowed: a groups value dividing {in_channels}"
+        )
     return None
 
 

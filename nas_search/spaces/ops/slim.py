@@ -166,8 +166,9 @@ def layers(block: ResolvedBlock, stage: int, size: int) -> tuple[list[LayerCost]
     _squeeze_expand_layers(listing, stage, 8 * squeeze, squeeze, size)
     append_convolution(listing, stage, block.in_channels, out_channels, 1, size)
     listing.append(elementwise("add", stage=stage, channels=out_channels, size=size, inputs=2))
-    out_size = append_convolution(listing, stage, out_channels, out_channels, block.spec.kernel, size, block.stride,
-                                  groups=out_channels)
+    out_size = append_convolution(
+        listing, stage, out_channels, out_channels, block.spec.kernel, size, block.stride, groups=out_channels
+    )
     append_convolution(listing, stage, out_channels, out_channels, 1, out_size)
     return listing, out_size
 

@@ -132,9 +132,7 @@ def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"SCC {name} {value!r} is invalid; accepted: a positive integer")
     if in_channels % groups:
-        raise UserError(
-            f"SCC groups {groups} does not divide in_channels {in_channels}; accepted: a divisor of {in_channels}"
-        )
+        raise UserError(f"SCC groups {groups} does not divide in_channels {in_channels}; accepted: a divisor of {in_channels}")
 
 
 def _configuration(
@@ -360,8 +358,17 @@ def _build_schedule(in_channels: int, out_channels: int, groups: int, overlap: F
     batches = [_with_weight_view(batch, length, period, gather_weight) for batch in batches]
     # Plain Python only: a tracer must not record anything while a schedule is built.
     return _Schedule(
-        in_channels, out_channels, length, period, classes, wrap_head, wrap_tail, tuple(batches),
-        gather_weight, tuple(weight_order), tuple(_inverse(weight_order)),
+        in_channels,
+        out_channels,
+        length,
+        period,
+        classes,
+        wrap_head,
+        wrap_tail,
+        tuple(batches),
+        gather_weight,
+        tuple(weight_order),
+        tuple(_inverse(weight_order)),
     )
 
 
@@ -507,8 +514,7 @@ def _native_tables(schedule: _Schedule) -> tuple[torch.Tensor, torch.Tensor, tor
             blocks.append((len(order), len(part), window.residue))
             order.extend(part)
     windows = [
-        [(window.start + offset) % schedule.in_channels for offset in range(schedule.length)]
-        for window in schedule.classes
+        [(window.start + offset) % schedule.in_channels for offset in range(schedule.length)] for window in schedule.classes
     ]
     return (
         torch.tensor(order, dtype=torch.int32),
@@ -692,9 +698,7 @@ class SlidingChannelConv2d(nn.Module):
     ``state_dict()`` holds only ``weight`` (and ``bias``): the schedule is a module-level cache.
     """
 
-    def __init__(
-        self, in_channels: int, out_channels: int, groups: int, overlap: float | Fraction, bias: bool = False
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, groups: int, overlap: float | Fraction, bias: bool = False) -> None:
         super().__init__()
         _check_channels(in_channels, out_channels, groups)
         overlap_fraction(overlap)  # validates

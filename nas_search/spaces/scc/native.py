@@ -99,14 +99,17 @@ def _cpu_flags() -> str:
 
 def _build_key(compiler: str) -> str:
     try:
-        version = subprocess.run(
-            [compiler, "--version"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
     except OSError as error:
         raise RuntimeError(f"C++ compiler {compiler!r} cannot run: {error}") from error
     digest = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), version.encode(), platform.machine().encode(), _cpu_flags().encode(),
-                 " ".join(COMPILE_FLAGS).encode()):
+    for part in (
+        SOURCE.read_bytes(),
+        version.encode(),
+        platform.machine().encode(),
+        _cpu_flags().encode(),
+        " ".join(COMPILE_FLAGS).encode(),
+    ):
         digest.update(part)
         digest.update(b"\0")
     return digest.hexdigest()[:16]
@@ -119,7 +122,10 @@ def _compile(compiler: str, target: Path) -> None:
     try:
         result = subprocess.run(
             [compiler, *COMPILE_FLAGS, str(SOURCE), "-o", temporary],
-            capture_output=True, text=True, timeout=COMPILE_TIMEOUT_SECONDS, check=False,
+            capture_output=True,
+            text=True,
+            timeout=COMPILE_TIMEOUT_SECONDS,
+            check=False,
         )
         if result.returncode != 0:
             message = (result.stderr or result.stdout).strip().splitlines()
@@ -137,9 +143,16 @@ def _load(path: Path) -> ctypes.CDLL:
         raise RuntimeError(f"{path} has another ABI version")
     function = library.nas_search_scc_forward_f32
     function.restype = ctypes.c_int32
-    function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 5 + [ctypes.c_void_p] * 2 + [
-        ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-    ]
+    function.argtypes = (
+        [ctypes.c_void_p] * 3
+        + [ctypes.c_int64] * 5
+        + [ctypes.c_void_p] * 2
+        + [
+            ctypes.c_int64,
+            ctypes.c_void_p,
+            ctypes.c_int64,
+        ]
+    )
     return library
 
 
@@ -220,9 +233,18 @@ def forward(
     order, blocks, window = tables
     output = flat_input.new_empty(batch_size, out_channels, pixels)
     status = native.nas_search_scc_forward_f32(
-        flat_input.data_ptr(), weight.data_ptr(), output.data_ptr(),
-        batch_size, in_channels, out_channels, pixels, length,
-        order.data_ptr(), blocks.data_ptr(), blocks.shape[0], window.data_ptr(),
+        flat_input.data_ptr(),
+        weight.data_ptr(),
+        output.data_ptr(),
+        batch_size,
+        in_channels,
+        out_channels,
+        pixels,
+        length,
+        order.data_ptr(),
+        blocks.data_ptr(),
+        blocks.shape[0],
+        window.data_ptr(),
         torch.get_num_threads(),
     )
     if status != 0:

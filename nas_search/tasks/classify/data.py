@@ -75,8 +75,7 @@ TINY_DATASET = 512
 """Datasets with at most this many samples load in the main process by default."""
 
 EXPECTED_LAYOUT = (
-    "an ImageFolder root with <class>/<image> subfolders, or with train/ and val/ (or test/) "
-    "subfolders laid out that way"
+    "an ImageFolder root with <class>/<image> subfolders, or with train/ and val/ (or test/) subfolders laid out that way"
 )
 
 UNREADABLE_IMAGE_ERRORS: tuple[type[BaseException], ...] = (
@@ -171,9 +170,7 @@ class ImageTensorDataset(Dataset):
 
     in_memory = True
 
-    def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor]
-    ) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[0] != labels.shape[0]:
             raise ValueError("images must be uint8 (N, C, H, W) with one label per image")
         self.images = images
@@ -370,9 +367,7 @@ def balanced_subset(targets: Sequence[int], limit: int, seed: int) -> np.ndarray
 
 def _class_folders(folder: Path) -> list[str]:
     """Sorted names of the non-hidden subfolders of ``folder``."""
-    return sorted(
-        entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith(".")
-    )
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
 
 
 def _is_candidate_image(path: str, root: Path) -> bool:
@@ -397,8 +392,7 @@ def _scan_folder(folder: Path, check: Callable[[str], None]) -> _ScannedFolder:
         raise UserError(f"no class folders in {folder}; expected {EXPECTED_LAYOUT}")
     if len(class_names) < 2:
         raise UserError(
-            f"only one class folder ({class_names[0]}) in {folder}; a classifier needs at least 2 classes "
-            f"({EXPECTED_LAYOUT})"
+            f"only one class folder ({class_names[0]}) in {folder}; a classifier needs at least 2 classes ({EXPECTED_LAYOUT})"
         )
     class_to_index = {name: index for index, name in enumerate(class_names)}
     candidates = make_dataset(
@@ -408,9 +402,7 @@ def _scan_folder(folder: Path, check: Callable[[str], None]) -> _ScannedFolder:
         allow_empty=True,
     )
     if not candidates:
-        raise UserError(
-            f"no images in the class folders of {folder}; expected files ending in {', '.join(IMAGE_EXTENSIONS)}"
-        )
+        raise UserError(f"no images in the class folders of {folder}; expected files ending in {', '.join(IMAGE_EXTENSIONS)}")
     samples: list[tuple[str, int]] = []
     skipped: list[str] = []
     for path, label in candidates:
@@ -422,8 +414,7 @@ def _scan_folder(folder: Path, check: Callable[[str], None]) -> _ScannedFolder:
     empty = [name for name in class_names if class_to_index[name] not in present]
     if empty:
         raise UserError(
-            f"class folder(s) {', '.join(empty)} in {folder} hold no readable images; "
-            "every class folder needs at least one"
+            f"class folder(s) {', '.join(empty)} in {folder} hold no readable images; every class folder needs at least one"
         )
     return _ScannedFolder(folder, tuple(class_names), samples, skipped)
 
@@ -458,8 +449,9 @@ def _check_positive_limit(name: str, value: int | None) -> None:
         raise UserError(f"{name}={value!r} is invalid; expected a positive integer or None")
 
 
-def _validate_options(input_size: int, val_fraction: float, max_train: int | None, max_val: int | None,
-                      image_check: str) -> None:
+def _validate_options(
+    input_size: int, val_fraction: float, max_train: int | None, max_val: int | None, image_check: str
+) -> None:
     if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 8:
         raise UserError(f"input_size={input_size!r} is invalid; expected an integer of at least 8 pixels")
     if not isinstance(val_fraction, (int, float)) or not 0.0 < float(val_fraction) < 1.0:
@@ -541,14 +533,15 @@ def load_classification_data(
     if data_dir is None:
         return _load_demo(input_size=input_size, augment=augment, max_train=max_train, max_val=max_val)
     root = _resolve_data_root(data_dir)
-    train_scan, train_samples, val_samples, skipped, layout = _read_samples(
-        root, IMAGE_CHECKS[image_check], val_fraction, seed
-    )
+    train_scan, train_samples, val_samples, skipped, layout = _read_samples(root, IMAGE_CHECKS[image_check], val_fraction, seed)
     if skipped and (str(root), len(skipped)) not in _WARNED_SKIPS:  # once per folder, not per load
         _WARNED_SKIPS.add((str(root), len(skipped)))
         logger.warning(
             "skipped %d unreadable image file(s) under %s (image_check=%s), e.g. %s",
-            len(skipped), root, image_check, skipped[0],
+            len(skipped),
+            root,
+            image_check,
+            skipped[0],
         )
 
     train_transform = build_transform(input_size, train=augment, mean=IMAGENET_MEAN, std=IMAGENET_STD)

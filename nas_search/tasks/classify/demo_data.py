@@ -91,7 +91,6 @@ SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1}
 """Seed component of each split, so that train and val images never coincide."""
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Nuisances:
     """Ranges of the nuisance factors; :data:`DEFAULT_NUISANCES` defines ``shapes10``."""
@@ -345,8 +344,16 @@ def _background(
     return canvas, background_middle
 
 
-def _draw_distractors(canvas: np.ndarray, streams: _Streams, nuisances: Nuisances, group: str, slots: int,
-                      grid_x: np.ndarray, grid_y: np.ndarray, pixel: float) -> None:
+def _draw_distractors(
+    canvas: np.ndarray,
+    streams: _Streams,
+    nuisances: Nuisances,
+    group: str,
+    slots: int,
+    grid_x: np.ndarray,
+    grid_y: np.ndarray,
+    pixel: float,
+) -> None:
     """Draw up to ``slots`` distractors per image onto ``canvas`` (in place)."""
     present = streams.uniform(f"{group}_present", slots) < nuisances.distractor_probability
     kinds = streams.choice(f"{group}_kind", len(DISTRACTOR_DISTANCES), slots)
@@ -361,8 +368,12 @@ def _draw_distractors(canvas: np.ndarray, streams: _Streams, nuisances: Nuisance
             if chosen.size == 0:
                 continue
             horizontal, vertical = _local_coordinates(
-                grid_x, grid_y, centres_x[chosen, slot], centres_y[chosen, slot],
-                angles[chosen, slot], scales[chosen, slot],
+                grid_x,
+                grid_y,
+                centres_x[chosen, slot],
+                centres_y[chosen, slot],
+                angles[chosen, slot],
+                scales[chosen, slot],
             )
             distance = distance_function(horizontal, vertical) * scales[chosen, slot][:, None, None]
             blended = canvas[chosen]
@@ -370,8 +381,16 @@ def _draw_distractors(canvas: np.ndarray, streams: _Streams, nuisances: Nuisance
             canvas[chosen] = blended
 
 
-def _draw_shapes(canvas: np.ndarray, streams: _Streams, nuisances: Nuisances, labels: np.ndarray,
-                 background_middle: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray, pixel: float) -> None:
+def _draw_shapes(
+    canvas: np.ndarray,
+    streams: _Streams,
+    nuisances: Nuisances,
+    labels: np.ndarray,
+    background_middle: np.ndarray,
+    grid_x: np.ndarray,
+    grid_y: np.ndarray,
+    pixel: float,
+) -> None:
     """Draw each image's foreground shape of class ``labels[i]`` onto ``canvas`` (in place)."""
     offset = nuisances.shape_offset
     centre_x = streams.uniform("shape_x", low=-offset, high=offset)
@@ -395,11 +414,16 @@ def _draw_shapes(canvas: np.ndarray, streams: _Streams, nuisances: Nuisances, la
             continue
         distance = SHAPE_DISTANCES[name](horizontal[chosen], vertical[chosen]) * scale[chosen, None, None]
         alpha = _coverage(distance, pixel)
-        stripes = np.cos(
-            (np.cos(stripe_angle[chosen])[:, None, None] * horizontal[chosen]
-             + np.sin(stripe_angle[chosen])[:, None, None] * vertical[chosen])
-            * (math.pi * stripe_frequency[chosen])[:, None, None]
-        ) > 0.0
+        stripes = (
+            np.cos(
+                (
+                    np.cos(stripe_angle[chosen])[:, None, None] * horizontal[chosen]
+                    + np.sin(stripe_angle[chosen])[:, None, None] * vertical[chosen]
+                )
+                * (math.pi * stripe_frequency[chosen])[:, None, None]
+            )
+            > 0.0
+        )
         use_stripe = (stripes & striped[chosen, None, None])[..., None]
         fill = np.where(use_stripe, stripe_colour[chosen, None, None, :], colour[chosen, None, None, :])
         blended = canvas[chosen]

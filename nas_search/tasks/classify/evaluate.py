@@ -66,8 +66,12 @@ class AccuracyEvaluator:
     """
 
     def __init__(
-        self, supernet: Supernet, calibration_images: torch.Tensor, validation_loader: Iterable,
-        batch_size: int = 64, device: torch.device | str = "cpu",
+        self,
+        supernet: Supernet,
+        calibration_images: torch.Tensor,
+        validation_loader: Iterable,
+        batch_size: int = 64,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.supernet, self.calibration_images = supernet, calibration_images
         self.validation_loader, self.batch_size, self.device = validation_loader, batch_size, device
@@ -125,8 +129,10 @@ def evaluate_checkpoint(
     if dataset.num_classes != metadata["num_classes"]:
         raise UserError(f"data has {dataset.num_classes} classes, checkpoint {checkpoint} has {metadata['num_classes']}")
     evaluator = AccuracyEvaluator(
-        supernet, calibration_tensor(dataset.train, calibration_images, seed),
-        make_loader(dataset.val, batch_size=batch_size, shuffle=False, seed=seed, num_workers=0), device=device,
+        supernet,
+        calibration_tensor(dataset.train, calibration_images, seed),
+        make_loader(dataset.val, batch_size=batch_size, shuffle=False, seed=seed, num_workers=0),
+        device=device,
     )
     result = evaluator(spec)
     cost = count_flops(spec, supernet.space, num_classes=metadata["num_classes"])

@@ -60,10 +60,13 @@ def export_classifier(request: ExportRequest) -> ExportedModel:
         "class_names": metadata.get("class_names"),
         "onnx": {
             "input": f"input: float32 [batch, 3, {input_size}, {input_size}], RGB pixels / 255 normalised with mean "
-                     f"{[round(value, 4) for value in data.mean]} and std {[round(value, 4) for value in data.std]}"
-                     + (f", resized to {input_size} and centre-cropped" if input_size <= SMALL_INPUT_LIMIT else
-                        f", the shorter side resized to {round(input_size / VALIDATION_CROP_RATIO)} and centre-cropped "
-                        f"to {input_size}"),
+            f"{[round(value, 4) for value in data.mean]} and std {[round(value, 4) for value in data.std]}"
+            + (
+                f", resized to {input_size} and centre-cropped"
+                if input_size <= SMALL_INPUT_LIMIT
+                else f", the shorter side resized to {round(input_size / VALIDATION_CROP_RATIO)} and centre-cropped "
+                f"to {input_size}"
+            ),
             "outputs": {"logits": "[batch, classes] class logits (softmax for probabilities), in class_names order"},
         },
     }

@@ -13,8 +13,16 @@ from nas_search.training.finalist import FinalistRecipe, finalist_optimizer
 from nas_search.training.loop import EpochLoop, EpochTally, optimizer_step, run_epochs
 
 
-def train_classifier_finalist(model: nn.Module, data: Any, recipe: FinalistRecipe, epochs: int, seed: int,
-                              label: str, device: torch.device | str = "cpu", progress: bool = True) -> dict[str, float]:
+def train_classifier_finalist(
+    model: nn.Module,
+    data: Any,
+    recipe: FinalistRecipe,
+    epochs: int,
+    seed: int,
+    label: str,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict[str, float]:
     """Train a standalone classifier ``epochs`` epochs on ``data.train``; returns its top-1
     ``accuracy`` on ``data.val`` with its binomial standard error ``score_error``
     (``sqrt(p (1 - p) / n)``), the last epoch's mean ``loss`` and ``seconds``."""
@@ -24,8 +32,14 @@ def train_classifier_finalist(model: nn.Module, data: Any, recipe: FinalistRecip
     from nas_search.tasks.classify.data import make_loader
     from nas_search.tasks.classify.evaluate import top1_accuracy
 
-    loader = make_loader(data.train, batch_size=recipe.batch_size, shuffle=True, seed=seed, num_workers=0,
-                         drop_last=len(data.train) >= recipe.batch_size)
+    loader = make_loader(
+        data.train,
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        seed=seed,
+        num_workers=0,
+        drop_last=len(data.train) >= recipe.batch_size,
+    )
     val_loader = make_loader(data.val, batch_size=128, shuffle=False, seed=seed, num_workers=0)
     optimizer, scheduler = finalist_optimizer(model, recipe, len(loader), epochs)
     started = time.perf_counter()

@@ -98,7 +98,7 @@ class StandaloneTrainConfig:
     batch_size: int = 64
     seed: int = 0
     out: str = "trained"
-    device: str = "auto"            # auto (CUDA when present) | cpu | cuda
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     workers: int | None = None
     max_train: int | None = None
     max_val: int | None = None
@@ -136,8 +136,9 @@ def _load_weights(model: torch.nn.Module, weights: Path, source: str | Path, spe
         raise UserError(f"{weights} does not fit architecture {spec}: {str(error).splitlines()[0][:160]}") from None
 
 
-def _resume(state: TrainingState, checkpoint_path: Path, spec: ArchSpec, config: StandaloneTrainConfig,
-            steps: int) -> tuple[int, list[dict]]:
+def _resume(
+    state: TrainingState, checkpoint_path: Path, spec: ArchSpec, config: StandaloneTrainConfig, steps: int
+) -> tuple[int, list[dict]]:
     """Continue from ``checkpoint_path``: checks that it fits this run, restores its states;
     returns its trained epochs and history."""
     payload = load_checkpoint(checkpoint_path, MODEL_FORMAT)
@@ -145,8 +146,10 @@ def _resume(state: TrainingState, checkpoint_path: Path, spec: ArchSpec, config:
         raise UserError(f"checkpoint {checkpoint_path} is for another architecture ({payload.get('arch')})")
     trained_size = (payload.get("config") or {}).get("input_size", config.input_size)
     if trained_size != config.input_size:
-        raise UserError(f"checkpoint {checkpoint_path} was trained at input_size {trained_size}, not "
-                        f"{config.input_size}; resume at {trained_size} or train without --resume")
+        raise UserError(
+            f"checkpoint {checkpoint_path} was trained at input_size {trained_size}, not "
+            f"{config.input_size}; resume at {trained_size} or train without --resume"
+        )
     check_steps_per_epoch(payload, steps, checkpoint_path)
     start_epoch, history = state.restore(payload)
     check_epochs_left(checkpoint_path, start_epoch, config.epochs)
@@ -154,7 +157,9 @@ def _resume(state: TrainingState, checkpoint_path: Path, spec: ArchSpec, config:
     return start_epoch, history
 
 
-def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True) -> dict:
+def train_standalone(
+    path: str | Path, *, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True
+) -> dict:
     """Train the architecture of a ``train.yaml``; returns the final accuracy and paths."""
     from nas_search.progress import progress_bar
     from nas_search.tasks.classify.data import load_classification_data, make_loader
@@ -173,7 +178,9 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
     space = BACKBONE_SPACES.get(spec.space)
     data_dir = resolve_data_folder(config.data, base)
     torch.manual_seed(config.seed)
-    data = load_classification_data(data_dir, input_size=config.input_size, seed=config.seed, max_train=config.max_train, max_val=config.max_val)
+    data = load_classification_data(
+        data_dir, input_size=config.input_size, seed=config.seed, max_train=config.max_train, max_val=config.max_val
+    )
     num_classes = config.num_classes or data.num_classes
     if data.num_classes != num_classes:
         raise UserError(f"{path}: num_classes={num_classes} but the data has {data.num_classes} classes")
@@ -181,15 +188,21 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
     if config.init == "inherited":
         _load_weights(model, base / (config.weights or "model.pt"), path, spec)
     model.to(device)
-    optimizer = build_optimizer(model, SimpleNamespace(
-        optimizer=config.optimizer, learning_rate=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay))
-    loader = make_loader(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
-                         num_workers=config.workers, drop_last=True)
+    optimizer = build_optimizer(
+        model,
+        SimpleNamespace(
+            optimizer=config.optimizer, learning_rate=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay
+        ),
+    )
+    loader = make_loader(
+        data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed, num_workers=config.workers, drop_last=True
+    )
     val_loader = make_loader(data.val, batch_size=128, shuffle=False, seed=config.seed, num_workers=0)
     steps = count_steps(loader, f"batch_size {config.batch_size} is larger than the {len(data.train)} training images")
     state = TrainingState(model, optimizer, step_schedule(optimizer, steps, config.epochs, config.warmup_epochs))
-    start_epoch, history = (_resume(state, checkpoint_path, spec, config, steps)
-                            if resume and checkpoint_path.exists() else (0, []))
+    start_epoch, history = (
+        _resume(state, checkpoint_path, spec, config, steps) if resume and checkpoint_path.exists() else (0, [])
+    )
     initial_accuracy = top1_accuracy(model, val_loader, device) if start_epoch == 0 else None
 
     def train(epoch: int, bar: Any, tally: EpochTally) -> None:
@@ -201,18 +214,38 @@ def train_standalone(path: str | Path, *, resume: bool = False, overrides: dict[
 
     def record(epoch: int, tally: EpochTally) -> dict:
         accuracy = top1_accuracy(model, val_loader, device)
-        return {"epoch": epoch + 1, "loss": tally.mean("loss"), "accuracy": accuracy,
-                "seconds": time.perf_counter() - tally.started}
+        return {
+            "epoch": epoch + 1,
+            "loss": tally.mean("loss"),
+            "accuracy": accuracy,
+            "seconds": time.perf_counter() - tally.started,
+        }
 
     def save(epoch: int) -> None:
-        save_checkpoint({"format": MODEL_FORMAT, "arch": spec.key, "epoch": epoch + 1, "history": history,
-                         "steps_per_epoch": steps, "config": config_to_dict(config), **state.state_dicts()},
-                        checkpoint_path)
+        save_checkpoint(
+            {
+                "format": MODEL_FORMAT,
+                "arch": spec.key,
+                "epoch": epoch + 1,
+                "history": history,
+                "steps_per_epoch": steps,
+                "config": config_to_dict(config),
+                **state.state_dicts(),
+            },
+            checkpoint_path,
+        )
 
     loop = EpochLoop(loader, config.seed, config.epochs, "train epoch", steps * config.batch_size, progress_bar, progress)
     run_epochs(loop, start_epoch, config.epochs, history, train, record, save)
     final = history[-1]["accuracy"] if history else top1_accuracy(model, val_loader, device)
     torch.save({name: value.cpu() for name, value in model.state_dict().items()}, out_dir / "model.pt.tmp")
     (out_dir / "model.pt.tmp").replace(out_dir / "model.pt")
-    return {"accuracy": final, "initial_accuracy": initial_accuracy, "epochs": config.epochs,
-            "checkpoint": str(checkpoint_path), "weights": str(out_dir / "model.pt"), "history": history, "arch": str(spec)}
+    return {
+        "accuracy": final,
+        "initial_accuracy": initial_accuracy,
+        "epochs": config.epochs,
+        "checkpoint": str(checkpoint_path),
+        "weights": str(out_dir / "model.pt"),
+        "history": history,
+        "arch": str(spec),
+    }

@@ -104,19 +104,27 @@ def _validate_config(config: SupernetTrainConfig) -> None:
         # None only for an unknown optimizer, which build_optimizer refuses by name
         (config.learning_rate is None or config.learning_rate > 0, f"learning_rate={config.learning_rate}; accepted: > 0"),
         (config.random_subnets >= 0, f"random_subnets={config.random_subnets}; accepted: 0 or more"),
-        (config.budget_teacher in TEACHER_RULES,
-         f"budget_teacher={config.budget_teacher!r}; accepted: {', '.join(TEACHER_RULES)}"),
+        (
+            config.budget_teacher in TEACHER_RULES,
+            f"budget_teacher={config.budget_teacher!r}; accepted: {', '.join(TEACHER_RULES)}",
+        ),
         (0 <= config.bridgeout_probability < 1, f"bridgeout_probability={config.bridgeout_probability}; accepted: [0, 1)"),
-        (config.input_size is None or valid_input_size(config.input_size),
-         f"input_size={config.input_size}; accepted: {INPUT_SIZE_FORMS}, or None (the space's)"),
+        (
+            config.input_size is None or valid_input_size(config.input_size),
+            f"input_size={config.input_size}; accepted: {INPUT_SIZE_FORMS}, or None (the space's)",
+        ),
         (config.weight_decay >= 0, f"weight_decay={config.weight_decay}; accepted: 0 or more"),
         (config.warmup_epochs >= 0, f"warmup_epochs={config.warmup_epochs}; accepted: 0 or more"),
         (0 <= config.label_smoothing < 1, f"label_smoothing={config.label_smoothing}; accepted: 0 to below 1"),
-        (0 <= config.full_width_warmup_epochs < config.epochs,
-         f"full_width_warmup_epochs={config.full_width_warmup_epochs}; accepted: 0 to {config.epochs - 1} (below epochs)"),
-        (config.channel_regeneration_epoch is None or 1 <= config.channel_regeneration_epoch < config.epochs,
-         f"channel_regeneration_epoch={config.channel_regeneration_epoch}; accepted: 1 to {config.epochs - 1} (an epoch "
-         "after the first, before the last), or None"),
+        (
+            0 <= config.full_width_warmup_epochs < config.epochs,
+            f"full_width_warmup_epochs={config.full_width_warmup_epochs}; accepted: 0 to {config.epochs - 1} (below epochs)",
+        ),
+        (
+            config.channel_regeneration_epoch is None or 1 <= config.channel_regeneration_epoch < config.epochs,
+            f"channel_regeneration_epoch={config.channel_regeneration_epoch}; accepted: 1 to {config.epochs - 1} (an epoch "
+            "after the first, before the last), or None",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -187,14 +195,29 @@ class _SupernetRun:
             if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             specs = (
-                [self.extremes[0]] if full_width_only
-                else sandwich_specs(self.space, config.random_subnets, config.seed, global_step, self.extremes,
-                                    config.max_flops, self.flops_model, config.fair_operations)
+                [self.extremes[0]]
+                if full_width_only
+                else sandwich_specs(
+                    self.space,
+                    config.random_subnets,
+                    config.seed,
+                    global_step,
+                    self.extremes,
+                    config.max_flops,
+                    self.flops_model,
+                    config.fair_operations,
+                )
             )
             with torch.autocast(device_type=self.device.type, enabled=use_cuda and config.amp):
                 loss, teacher_logits = self.step_module(images, labels, specs)
-            optimizer_step(loss, state.optimizer, state.scheduler, scaler=self.scaler,
-                           parameters=self.supernet.parameters(), clip_grad_norm=5.0)
+            optimizer_step(
+                loss,
+                state.optimizer,
+                state.scheduler,
+                scaler=self.scaler,
+                parameters=self.supernet.parameters(),
+                clip_grad_norm=5.0,
+            )
             if not torch.isfinite(loss):
                 raise RuntimeError(f"training diverged at epoch {epoch + 1} step {step_in_epoch} (loss {loss.item()})")
             tally.add(labels.size(0), loss=loss.item())
@@ -215,17 +238,30 @@ class _SupernetRun:
     def save(self, epoch: int, history: list[dict]) -> None:
         """Write the checkpoint after ``epoch`` (atomically)."""
         config, data = self.config, self.data
-        save_checkpoint({
-            "format": SUPERNET_FORMAT, "format_version": FORMAT_VERSIONS[SUPERNET_FORMAT], "space": self.space.name,
-            "num_classes": data.num_classes, "class_names": list(data.class_names), "input_size": self.input_size,
-            "dataset": data.description, "data": config.data, "epoch": epoch + 1, "epochs": config.epochs,
-            "steps_per_epoch": self.steps_per_epoch, "config": config_to_dict(config), "history": history,
-            **self.state.state_dicts(),
-        }, config.out)
+        save_checkpoint(
+            {
+                "format": SUPERNET_FORMAT,
+                "format_version": FORMAT_VERSIONS[SUPERNET_FORMAT],
+                "space": self.space.name,
+                "num_classes": data.num_classes,
+                "class_names": list(data.class_names),
+                "input_size": self.input_size,
+                "dataset": data.description,
+                "data": config.data,
+                "epoch": epoch + 1,
+                "epochs": config.epochs,
+                "steps_per_epoch": self.steps_per_epoch,
+                "config": config_to_dict(config),
+                "history": history,
+                **self.state.state_dicts(),
+            },
+            config.out,
+        )
 
 
-def _resume(config: SupernetTrainConfig, space: Any, data: Any, state: TrainingState, steps_per_epoch: int,
-            context: DistributedContext) -> tuple[int, list[dict]]:
+def _resume(
+    config: SupernetTrainConfig, space: Any, data: Any, state: TrainingState, steps_per_epoch: int, context: DistributedContext
+) -> tuple[int, list[dict]]:
     """The epochs done and history of the checkpoint to continue (none: 0 and [])."""
     out = Path(config.out)
     if not (config.resume and out.exists()):
@@ -248,36 +284,82 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
         supernet = supernet.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(supernet, config)
     loader = make_loader(
-        data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
-        num_workers=config.workers, drop_last=True, distributed=context.enabled,
+        data.train,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        num_workers=config.workers,
+        drop_last=True,
+        distributed=context.enabled,
     )
     steps_per_epoch = count_steps(
-        loader, f"batch size {config.batch_size} is larger than the {len(data.train)} training images")
+        loader, f"batch size {config.batch_size} is larger than the {len(data.train)} training images"
+    )
     scheduler = step_schedule(optimizer, steps_per_epoch, config.epochs, config.warmup_epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp)
     state = TrainingState(supernet, optimizer, scheduler)  # a classifier checkpoint keeps no scaler state
     start_epoch, history = _resume(config, space, data, state, steps_per_epoch, context)
     bridgeout = None
     if config.bridgeout_probability > 0:
-        bridgeout = BatchBridgeout(1 - config.bridgeout_probability, config.bridgeout_exponent,
-                                   torch.Generator().manual_seed(config.seed + 17 * start_epoch))
+        bridgeout = BatchBridgeout(
+            1 - config.bridgeout_probability,
+            config.bridgeout_exponent,
+            torch.Generator().manual_seed(config.seed + 17 * start_epoch),
+        )
         attach_bridgeout(supernet, bridgeout)
     flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, data.num_classes)
     extremes = budget_extremes(space, config.max_flops, flops_model, config.budget_teacher)
     step_module = distributed_step_module(
-        SandwichStep(supernet, config.label_smoothing, config.distill, config.distill_temperature), context, device)
-    run = _SupernetRun(config, space, data, supernet, device, context, state, scaler, loader, steps_per_epoch, input_size,
-                       step_module, extremes, flops_model, bridgeout)
-    loop = EpochLoop(loader, config.seed, config.epochs, "supernet epoch", steps_per_epoch * config.batch_size * context.world_size,
-                     progress_bar, context.is_main and config.progress, world_size=context.world_size,
-                     is_main=context.is_main, barrier=context.barrier)
-    throughput = run_epochs(loop, start_epoch, config.epochs, history, run.train_epoch, run.record,
-                            lambda epoch: run.save(epoch, history), run.before_epoch)
+        SandwichStep(supernet, config.label_smoothing, config.distill, config.distill_temperature), context, device
+    )
+    run = _SupernetRun(
+        config,
+        space,
+        data,
+        supernet,
+        device,
+        context,
+        state,
+        scaler,
+        loader,
+        steps_per_epoch,
+        input_size,
+        step_module,
+        extremes,
+        flops_model,
+        bridgeout,
+    )
+    loop = EpochLoop(
+        loader,
+        config.seed,
+        config.epochs,
+        "supernet epoch",
+        steps_per_epoch * config.batch_size * context.world_size,
+        progress_bar,
+        context.is_main and config.progress,
+        world_size=context.world_size,
+        is_main=context.is_main,
+        barrier=context.barrier,
+    )
+    throughput = run_epochs(
+        loop,
+        start_epoch,
+        config.epochs,
+        history,
+        run.train_epoch,
+        run.record,
+        lambda epoch: run.save(epoch, history),
+        run.before_epoch,
+    )
     if bridgeout is not None:
         attach_bridgeout(supernet, None)
     return SupernetTrainResult(
-        checkpoint=Path(config.out), epochs=config.epochs, history=history, images_per_second=throughput.images_per_second,
-        resumed_from_epoch=start_epoch, collapsed_channels=history[-1]["collapsed_channels"] if history else 0,
+        checkpoint=Path(config.out),
+        epochs=config.epochs,
+        history=history,
+        images_per_second=throughput.images_per_second,
+        resumed_from_epoch=start_epoch,
+        collapsed_channels=history[-1]["collapsed_channels"] if history else 0,
     )
 
 

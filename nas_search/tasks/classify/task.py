@@ -28,16 +28,28 @@ def train_classifier_supernet(job: SupernetJob) -> None:
     from nas_search.tasks.classify.supernet_training import train_supernet
     from nas_search.training.config import SupernetTrainConfig
 
-    train_supernet(SupernetTrainConfig(
-        space=job.space, data=job.data, epochs=job.epochs, input_size=job.input_size,
-        batch_size=job.batch_size, seed=job.seed, workers=job.workers, device=job.device,
-        max_train=job.max_train, out=str(job.path), resume=True,
-        # the demo keeps one random subnet per step for time; real data gets the default
-        # (one per block kind, with FairNAS sampling)
-        random_subnets=1 if job.data is None else SupernetTrainConfig.random_subnets, progress=job.progress,
-        # budget-aware, as for detectors: only subnets within the FLOPs budget are trained
-        max_flops=job.max_flops, flops_input_size=job.flops_input_size,
-    ))
+    train_supernet(
+        SupernetTrainConfig(
+            space=job.space,
+            data=job.data,
+            epochs=job.epochs,
+            input_size=job.input_size,
+            batch_size=job.batch_size,
+            seed=job.seed,
+            workers=job.workers,
+            device=job.device,
+            max_train=job.max_train,
+            out=str(job.path),
+            resume=True,
+            # the demo keeps one random subnet per step for time; real data gets the default
+            # (one per block kind, with FairNAS sampling)
+            random_subnets=1 if job.data is None else SupernetTrainConfig.random_subnets,
+            progress=job.progress,
+            # budget-aware, as for detectors: only subnets within the FLOPs budget are trained
+            max_flops=job.max_flops,
+            flops_input_size=job.flops_input_size,
+        )
+    )
 
 
 def load_classifier_evaluator(checkpoint: Path, settings: ScoringSettings) -> TaskEvaluation:
@@ -48,16 +60,23 @@ def load_classifier_evaluator(checkpoint: Path, settings: ScoringSettings) -> Ta
 
     supernet, metadata = load_supernet(checkpoint, device="cpu")
     data = load_classification_data(
-        metadata.get("data"), input_size=metadata["input_size"], seed=settings.seed, augment=False,
+        metadata.get("data"),
+        input_size=metadata["input_size"],
+        seed=settings.seed,
+        augment=False,
         max_val=settings.max_val,
     )
     evaluator = AccuracyEvaluator(
-        supernet, calibration_tensor(data.train, settings.calibration_images, settings.seed),
-        make_loader(data.val, batch_size=128, shuffle=False, seed=settings.seed, num_workers=0), device="cpu",
+        supernet,
+        calibration_tensor(data.train, settings.calibration_images, settings.seed),
+        make_loader(data.val, batch_size=128, shuffle=False, seed=settings.seed, num_workers=0),
+        device="cpu",
     )
     return TaskEvaluation(
         evaluate=lambda spec: {"accuracy": evaluator(spec).accuracy},
-        num_classes=metadata["num_classes"], train_input_size=metadata["input_size"], metadata=metadata,
+        num_classes=metadata["num_classes"],
+        train_input_size=metadata["input_size"],
+        metadata=metadata,
         description=data.description,
     )
 
@@ -76,17 +95,25 @@ def classifier_finalist_trainer(checkpoint: Path, settings: ScoringSettings, job
     supernet, metadata = load_supernet(checkpoint, device="cpu")
     # the split is the evaluator's (same seed and max_val); the training half is augmented
     data = load_classification_data(
-        metadata.get("data"), input_size=job.input_size, seed=settings.seed, augment=True, max_val=settings.max_val,
+        metadata.get("data"),
+        input_size=job.input_size,
+        seed=settings.seed,
+        augment=True,
+        max_val=settings.max_val,
         max_train=settings.max_train,
     )
     device, recipe = resolve_device(settings.device), FINALIST_RECIPES[("classify", job.init)]
 
     def train(spec: ArchSpec, label: str, run: int = 0) -> dict[str, float]:
         torch.manual_seed(settings.seed + run)
-        model = (supernet.extract(spec) if job.init == "inherited"
-                 else build_static_model(supernet.space.resolve(spec, num_classes=supernet.num_classes)))
-        return train_classifier_finalist(model.to(device), data, recipe, job.epochs, settings.seed + run, label,
-                                         device, settings.progress)
+        model = (
+            supernet.extract(spec)
+            if job.init == "inherited"
+            else build_static_model(supernet.space.resolve(spec, num_classes=supernet.num_classes))
+        )
+        return train_classifier_finalist(
+            model.to(device), data, recipe, job.epochs, settings.seed + run, label, device, settings.progress
+        )
 
     return train
 

@@ -16,7 +16,6 @@ Breakdown parts: ``stem``, ``stage0`` .. ``stageN``, ``neck``, ``head``.
 
 from __future__ import annotations
 
-from nas_search.tasks.detect.resolved import ResolvedDetector, ResolvedHead, ResolvedNeck
 from nas_search.hw_models.flops import (
     Cost,
     CostBreakdown,
@@ -28,6 +27,7 @@ from nas_search.hw_models.flops import (
 )
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec
+from nas_search.tasks.detect.resolved import ResolvedDetector, ResolvedHead, ResolvedNeck
 
 #: Kernel of the depthwise convolutions in the neck blocks and head towers.
 SEPARABLE_KERNEL = 3
@@ -118,5 +118,6 @@ def count_detector(detector: ResolvedDetector, input_size: int) -> CostBreakdown
 def count_detection(spec: ArchSpec, space: SearchSpace, input_size: int, num_classes: int | None) -> CostBreakdown:
     """The ``detect`` task's whole-model counter (``num_classes`` = C, background excluded)."""
     return count_detector(space.resolve(spec, num_classes=num_classes), input_size)
+
 
 __all__ = ["count_detection", "count_detector", "extra_level_sizes", "head_cost", "neck_cost"]

@@ -236,8 +236,9 @@ def _draw_clutter(rng: np.random.Generator, canvas: np.ndarray, nuisances: Detec
         colour = rng.uniform(0.0, 1.0, 3)
         direction = (end - start) / length
 
-        def stroke(columns: np.ndarray, rows: np.ndarray, start=start, direction=direction, length=length,
-                   half_width=half_width) -> np.ndarray:
+        def stroke(
+            columns: np.ndarray, rows: np.ndarray, start=start, direction=direction, length=length, half_width=half_width
+        ) -> np.ndarray:
             along = np.clip((columns - start[0]) * direction[0] + (rows - start[1]) * direction[1], 0.0, length)
             return np.hypot(columns - start[0] - along * direction[0], rows - start[1] - along * direction[1]) - half_width
 
@@ -300,7 +301,7 @@ def _render_image(
     noise = rng.uniform(*nuisances.noise)
     if noise > 0.0:
         start = int(rng.integers(0, noise_bank.size - canvas.size + 1))
-        canvas += noise_bank[start:start + canvas.size].reshape(canvas.shape) * np.float32(noise)
+        canvas += noise_bank[start : start + canvas.size].reshape(canvas.shape) * np.float32(noise)
     canvas *= np.float32(255.0)
     canvas += np.float32(0.5)
     image = np.clip(canvas, 0.0, 255.0, out=canvas).astype(np.uint8)

@@ -73,13 +73,16 @@ def recalibrate_detection_batch_norm(
 
 
 def _plain_target(target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {"boxes": target["boxes"].detach().float().cpu().reshape(-1, 4),
-            "labels": target["labels"].detach().to(torch.int64).cpu().reshape(-1)}
+    return {
+        "boxes": target["boxes"].detach().float().cpu().reshape(-1, 4),
+        "labels": target["labels"].detach().to(torch.int64).cpu().reshape(-1),
+    }
 
 
 @torch.no_grad()
-def detector_outputs(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu"
-                     ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
+def detector_outputs(
+    model: nn.Module, loader: Iterable, device: torch.device | str = "cpu"
+) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
     """Per-image ``(predictions, targets)`` of a detector over a loader of ``(images,
     targets)`` batches, on the CPU, with the model in eval mode (its previous mode restored)."""
     modes = [(module, module.training) for module in model.modules()]
@@ -90,9 +93,11 @@ def detector_outputs(model: nn.Module, loader: Iterable, device: torch.device | 
         for images, batch_targets in loader:
             outputs = model([image.to(device) for image in images])
             predictions += [
-                {"boxes": output["boxes"].detach().float().cpu().reshape(-1, 4),
-                 "scores": output["scores"].detach().float().cpu().reshape(-1),
-                 "labels": output["labels"].detach().to(torch.int64).cpu().reshape(-1)}
+                {
+                    "boxes": output["boxes"].detach().float().cpu().reshape(-1, 4),
+                    "scores": output["scores"].detach().float().cpu().reshape(-1),
+                    "labels": output["labels"].detach().to(torch.int64).cpu().reshape(-1),
+                }
                 for output in outputs
             ]
             targets += [_plain_target(target) for target in batch_targets]
@@ -102,8 +107,11 @@ def detector_outputs(model: nn.Module, loader: Iterable, device: torch.device | 
     return predictions, targets
 
 
-def map_scores(predictions: Sequence[dict[str, torch.Tensor]], targets: Sequence[dict[str, torch.Tensor]],
-               iou_thresholds: list[float] | None = None) -> dict[str, float]:
+def map_scores(
+    predictions: Sequence[dict[str, torch.Tensor]],
+    targets: Sequence[dict[str, torch.Tensor]],
+    iou_thresholds: list[float] | None = None,
+) -> dict[str, float]:
     """COCO box mAPs of per-image predictions against their targets: ``map``
     (mAP@[.5:.95]), ``map50``, ``map75`` and ``images``. Following COCO, at most the 100
     highest-scoring detections of an image count, and the mAPs are -1.0 when no image
@@ -116,16 +124,25 @@ def map_scores(predictions: Sequence[dict[str, torch.Tensor]], targets: Sequence
     metric.warn_on_many_detections = False  # COCO keeps each image's 100 best; detectors may return more
     metric.update(list(predictions), list(targets))
     scores = metric.compute()
-    return {"map": float(scores["map"]), "map50": float(scores["map_50"]), "map75": float(scores["map_75"]),
-            "images": len(targets)}
+    return {
+        "map": float(scores["map"]),
+        "map50": float(scores["map_50"]),
+        "map75": float(scores["map_75"]),
+        "images": len(targets),
+    }
 
 
 #: IoU thresholds a bootstrapped score needs (None: COCO's ten).
 SCORE_THRESHOLDS: dict[str, list[float] | None] = {"map50": [0.5], "map75": [0.75], "map": None}
 
 
-def bootstrap_standard_error(predictions: Sequence[dict[str, torch.Tensor]], targets: Sequence[dict[str, torch.Tensor]],
-                             resamples: int = 100, seed: int = 0, score: str = "map50") -> float:
+def bootstrap_standard_error(
+    predictions: Sequence[dict[str, torch.Tensor]],
+    targets: Sequence[dict[str, torch.Tensor]],
+    resamples: int = 100,
+    seed: int = 0,
+    score: str = "map50",
+) -> float:
     """Standard error of an mAP from the spread of its value over ``resamples`` bootstrap
     resamples of the images (drawn with replacement, each as large as the set): how much
     the score would move on another validation set of this size. Resamples without a
@@ -140,13 +157,17 @@ def bootstrap_standard_error(predictions: Sequence[dict[str, torch.Tensor]], tar
         if not any(targets[index]["boxes"].numel() for index in chosen):
             continue
         # only the IoU thresholds the score needs (mAP@0.5: one instead of ten, several times faster)
-        values.append(map_scores([predictions[index] for index in chosen], [targets[index] for index in chosen],
-                                 SCORE_THRESHOLDS.get(score))[score])
+        values.append(
+            map_scores(
+                [predictions[index] for index in chosen], [targets[index] for index in chosen], SCORE_THRESHOLDS.get(score)
+            )[score]
+        )
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def mean_average_precision(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu",
-                           bootstrap: int = 0) -> dict[str, float]:
+def mean_average_precision(
+    model: nn.Module, loader: Iterable, device: torch.device | str = "cpu", bootstrap: int = 0
+) -> dict[str, float]:
     """COCO box mAP of a detector over a loader of ``(images, targets)`` batches (lists, as
     from ``detection_collate``), with the model in eval mode (its previous mode restored).
 
@@ -178,7 +199,7 @@ def detection_calibration_batches(dataset, count: int, batch_size: int = 16, see
     generator = torch.Generator().manual_seed(seed)
     indices = torch.randperm(len(dataset), generator=generator)[: min(count, len(dataset))].tolist()
     images = [dataset[index][0] for index in indices]
-    return [images[start:start + batch_size] for start in range(0, len(images), batch_size)]
+    return [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
 
 
 class DetectionEvaluator:
@@ -195,7 +216,10 @@ class DetectionEvaluator:
     """
 
     def __init__(
-        self, supernet: nn.Module, calibration_batches: Sequence[Sequence[torch.Tensor]], loader: Iterable,
+        self,
+        supernet: nn.Module,
+        calibration_batches: Sequence[Sequence[torch.Tensor]],
+        loader: Iterable,
         device: torch.device | str = "cpu",
     ) -> None:
         self.supernet, self.calibration_batches = supernet, calibration_batches
@@ -241,13 +265,16 @@ def evaluate_detector_checkpoint(
     if spec.space != metadata["space"]:
         raise UserError(f"architecture is for space {spec.space!r} but checkpoint {checkpoint} is for {metadata['space']!r}")
     data_dir = data if data is not None else metadata.get("data")
-    dataset = load_detection_data(data_dir, input_size=metadata["image_size"], seed=seed, max_val=max_val, augment=False,
-                                  resize=supernet.resize)
+    dataset = load_detection_data(
+        data_dir, input_size=metadata["image_size"], seed=seed, max_val=max_val, augment=False, resize=supernet.resize
+    )
     if len(dataset.classes) != metadata["num_classes"]:
         raise UserError(f"data has {len(dataset.classes)} classes, checkpoint {checkpoint} has {metadata['num_classes']}")
     evaluator = DetectionEvaluator(
-        supernet, detection_calibration_batches(dataset.train, calibration_images, batch_size, seed),
-        make_detection_loader(dataset.val, batch_size=batch_size, shuffle=False, seed=seed, num_workers=0), device,
+        supernet,
+        detection_calibration_batches(dataset.train, calibration_images, batch_size, seed),
+        make_detection_loader(dataset.val, batch_size=batch_size, shuffle=False, seed=seed, num_workers=0),
+        device,
     )
     result = evaluator(spec)
     from nas_search.tasks.detect.cost import count_detection

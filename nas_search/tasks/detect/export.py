@@ -78,8 +78,17 @@ def export_detector(request: ExportRequest) -> ExportedModel:
         "postprocess": postprocess,
     }
     core = model.core().eval()
-    return ExportedModel(model, core, tuple(HEAD_OUTPUTS), train_config, meta, cost.flops, cost.params,
-                         log_outputs=EXP_CODED_OUTPUTS, train_notes=RESIZE_NOTE)
+    return ExportedModel(
+        model,
+        core,
+        tuple(HEAD_OUTPUTS),
+        train_config,
+        meta,
+        cost.flops,
+        cost.params,
+        log_outputs=EXP_CODED_OUTPUTS,
+        train_notes=RESIZE_NOTE,
+    )
 
 
 def _onnx_description(input_size: int, resize: str, strides: tuple[int, ...]) -> dict[str, Any]:
@@ -89,26 +98,26 @@ def _onnx_description(input_size: int, resize: str, strides: tuple[int, ...]) ->
     onnx_resize = {  # how to feed the fixed-shape ONNX input, per resize mode
         "square": f"stretched to {input_size} x {input_size} (aspect ratio not kept)",
         "longer-side": f"resized so the longer side is {input_size} (aspect ratio kept) and zero-padded to "
-                       f"{input_size} x {input_size} at the bottom and right",
+        f"{input_size} x {input_size} at the bottom and right",
     }
     return {
         "input": f"images: float32 [batch, 3, {input_size}, {input_size}], RGB in [0, 1] normalised with "
-                 f"mean {list(IMAGE_MEAN)} and std {list(IMAGE_STD)}, "
-                 + onnx_resize[resize]
-                 + f" (resize mode {resize!r}); boxes come out in those input pixels: scale them back "
-                   "by the image's own width and height factors",
+        f"mean {list(IMAGE_MEAN)} and std {list(IMAGE_STD)}, "
+        + onnx_resize[resize]
+        + f" (resize mode {resize!r}); boxes come out in those input pixels: scale them back "
+        "by the image's own width and height factors",
         "outputs": {
             "cls_logits": "[batch, anchors, classes + 1] logits (sigmoid; column 0 is background)",
             "bbox_regression": "[batch, anchors, 4] FCOS box distances (left, top, right, bottom) in units of the "
-                               "level's stride, decoded as torchvision's BoxLinearCoder(normalize_by_size=True)",
+            "level's stride, decoded as torchvision's BoxLinearCoder(normalize_by_size=True)",
             "bbox_ctrness": "[batch, anchors, 1] centerness logits; score = sqrt(sigmoid(cls) * sigmoid(ctrness))",
         },
         "anchor_points": f"one per feature-map cell at strides {', '.join(map(str, strides))} "
-                         f"(maps of {', '.join(str(-(-input_size // stride)) for stride in strides)} cells a side), "
-                         "level by level, row-major; anchor size = stride",
+        f"(maps of {', '.join(str(-(-input_size // stride)) for stride in strides)} cells a side), "
+        "level by level, row-major; anchor size = stride",
         "post_processing": "not in the ONNX file: per level keep scores > score_thresh, the top "
-                           "topk_candidates, decode boxes, then class-wise NMS at nms_thresh and keep "
-                           "detections_per_img (settings below)",
+        "topk_candidates, decode boxes, then class-wise NMS at nms_thresh and keep "
+        "detections_per_img (settings below)",
     }
 
 
@@ -116,10 +125,16 @@ def load_exported_detector(spec: ArchSpec, space: SearchSpace, meta: dict[str, A
     """The detector module of an export with its post-processing settings (weights not
     loaded yet; ``space`` is not needed: ``spec`` holds the whole detector). Exports from
     before resize modes existed were trained longer-side."""
-    from nas_search.tasks.detect.static import LEGACY_RESIZE, build_detector
+    from nas_search.tasks.detect.build import build_detector
+    from nas_search.tasks.detect.static import LEGACY_RESIZE
 
-    return build_detector(spec, int(meta.get("num_classes")), int(meta["input_size"]),
-                          resize=meta.get("resize", LEGACY_RESIZE), **meta.get("postprocess", {}))
+    return build_detector(
+        spec,
+        int(meta.get("num_classes")),
+        int(meta["input_size"]),
+        resize=meta.get("resize", LEGACY_RESIZE),
+        **meta.get("postprocess", {}),
+    )
 
 
 __all__ = ["RESIZE_NOTE", "export_detector", "load_exported_detector"]

@@ -12,8 +12,16 @@ from nas_search.training.finalist import DETECTION_BOOTSTRAP_RESAMPLES, Finalist
 from nas_search.training.loop import EpochLoop, EpochTally, run_epochs
 
 
-def train_detector_finalist(model: nn.Module, data: Any, recipe: FinalistRecipe, epochs: int, seed: int,
-                            label: str, device: torch.device | str = "cpu", progress: bool = True) -> dict[str, float]:
+def train_detector_finalist(
+    model: nn.Module,
+    data: Any,
+    recipe: FinalistRecipe,
+    epochs: int,
+    seed: int,
+    label: str,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict[str, float]:
     """Train a standalone detector ``epochs`` epochs on ``data.train``; returns mAP@0.5 as
     ``accuracy`` (and ``map50``, ``map``) on ``data.val`` with its bootstrap standard error
     ``score_error`` (:data:`DETECTION_BOOTSTRAP_RESAMPLES` resamples of the images), the
@@ -23,8 +31,9 @@ def train_detector_finalist(model: nn.Module, data: Any, recipe: FinalistRecipe,
     from nas_search.tasks.detect.evaluate import mean_average_precision
     from nas_search.tasks.detect.supernet_training import train_detection_epoch
 
-    loader = make_detection_loader(data.train, batch_size=recipe.batch_size, shuffle=True, seed=seed,
-                                   drop_last=len(data.train) >= recipe.batch_size)
+    loader = make_detection_loader(
+        data.train, batch_size=recipe.batch_size, shuffle=True, seed=seed, drop_last=len(data.train) >= recipe.batch_size
+    )
     val_loader = make_detection_loader(data.val, batch_size=16, shuffle=False, seed=seed)
     optimizer, scheduler = finalist_optimizer(model, recipe, len(loader), epochs)
     started = time.perf_counter()
@@ -38,6 +47,11 @@ def train_detector_finalist(model: nn.Module, data: Any, recipe: FinalistRecipe,
     run_epochs(loop, 0, epochs, history, train, lambda epoch, tally: {"loss": tally.sums["loss"]})
     loss = history[-1]["loss"] if history else float("nan")
     scores = mean_average_precision(model, val_loader, device, bootstrap=DETECTION_BOOTSTRAP_RESAMPLES)
-    return {"accuracy": float(scores["map50"]), "map50": float(scores["map50"]), "map": float(scores["map"]),
-            "score_error": float(scores.get("map50_error", 0.0)),
-            "loss": loss, "seconds": time.perf_counter() - started}
+    return {
+        "accuracy": float(scores["map50"]),
+        "map50": float(scores["map50"]),
+        "map": float(scores["map"]),
+        "score_error": float(scores.get("map50_error", 0.0)),
+        "loss": loss,
+        "seconds": time.perf_counter() - started,
+    }

@@ -23,12 +23,12 @@ Importing this module registers both with ``nas_search.hw_models`` for the ``det
 
 from __future__ import annotations
 
-from nas_search.tasks.detect.cost import SEPARABLE_KERNEL, extra_level_sizes
-from nas_search.tasks.detect.resolved import ResolvedDetector
 from nas_search.hw_models.features import LayerCost, convolution, elementwise
 from nas_search.hw_models.flops import output_size
 from nas_search.hw_models.memory import INPUT_TENSOR, TensorProgram, block_program
 from nas_search.spaces.ops import block_kind
+from nas_search.tasks.detect.cost import SEPARABLE_KERNEL, extra_level_sizes
+from nas_search.tasks.detect.resolved import ResolvedDetector
 
 #: Outputs of one level's predictors in ``HEAD_OUTPUTS`` order: (name, channels or None
 #: for the class count).
@@ -100,7 +100,7 @@ def _neck_and_head(program: TensorProgram, detector: ResolvedDetector, features:
             pointwise = program.add(f"{prefix}.pointwise", (depthwise,), width * pixels)
             tensor = program.add(f"{prefix}.add", (tensor, pointwise), width * pixels)
         levels.append(tensor)
-    for extra, extra_size in enumerate(sizes[len(fused):]):
+    for extra, extra_size in enumerate(sizes[len(fused) :]):
         pixels = extra_size * extra_size
         depthwise = program.add(f"neck.extra{extra}.depthwise", (levels[-1],), width * pixels)
         levels.append(program.add(f"neck.extra{extra}.pointwise", (depthwise,), width * pixels))
@@ -120,16 +120,19 @@ def _neck_and_head(program: TensorProgram, detector: ResolvedDetector, features:
         logits = program.add(f"{prefix}.cls_logits", (towers["classification"],), head.num_classes * pixels)
         box = program.add(f"{prefix}.bbox_reg", (towers["regression"],), 4 * pixels)
         box = program.add(f"{prefix}.bbox_clamp", (box,), 4 * pixels)
-        raw.append({
-            "cls_logits": logits,
-            "bbox_regression": program.add(f"{prefix}.bbox_exp", (box,), 4 * pixels),
-            "bbox_ctrness": program.add(f"{prefix}.bbox_ctrness", (towers["regression"],), pixels),
-        })
+        raw.append(
+            {
+                "cls_logits": logits,
+                "bbox_regression": program.add(f"{prefix}.bbox_exp", (box,), 4 * pixels),
+                "bbox_ctrness": program.add(f"{prefix}.bbox_ctrness", (towers["regression"],), pixels),
+            }
+        )
     for name, channels in PREDICTORS:
         channels = head.num_classes if channels is None else channels
         flattened = [
-            outputs[name] if channels == 1 else program.add(f"head.level{level}.{name}.flatten", (outputs[name],),
-                                                            channels * sizes[level] * sizes[level])
+            outputs[name]
+            if channels == 1
+            else program.add(f"head.level{level}.{name}.flatten", (outputs[name],), channels * sizes[level] * sizes[level])
             for level, outputs in enumerate(raw)
         ]
         total = sum(channels * size * size for size in sizes)
@@ -139,10 +142,27 @@ def _neck_and_head(program: TensorProgram, detector: ResolvedDetector, features:
 # ---------------------------------------------------------------------------- kernel listing
 # One listing per kind of neck and head part; :func:`detector_layers` chains them, and the
 # latency tables (``nas_search.tasks.detect.latency``) time the same parts one by one.
-def _convolution(layers: list[LayerCost], stage: int, in_channels: int, out_channels: int, kernel: int, size: int,
-                 stride: int = 1, groups: int = 1, bias: bool = False) -> None:
-    cost, _ = convolution(stage=stage, in_channels=in_channels, out_channels=out_channels, kernel=kernel,
-                          in_size=size, stride=stride, groups=groups, bias=bias)
+def _convolution(
+    layers: list[LayerCost],
+    stage: int,
+    in_channels: int,
+    out_channels: int,
+    kernel: int,
+    size: int,
+    stride: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+) -> None:
+    cost, _ = convolution(
+        stage=stage,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel=kernel,
+        in_size=size,
+        stride=stride,
+        groups=groups,
+        bias=bias,
+    )
     layers.append(cost)
 
 
@@ -163,8 +183,10 @@ def lateral_layers(stage: int, in_channels: int, width: int, size: int) -> list[
 def fuse_layers(stage: int, width: int, size: int) -> list[LayerCost]:
     """Top-down fusion at a level of ``size`` pixels: nearest upsampling of the coarser
     level, then the add of this level's lateral."""
-    return [elementwise("shuffle", stage=stage, channels=width, size=size, inputs=0),
-            elementwise("add", stage=stage, channels=width, size=size, inputs=2)]
+    return [
+        elementwise("shuffle", stage=stage, channels=width, size=size, inputs=0),
+        elementwise("add", stage=stage, channels=width, size=size, inputs=2),
+    ]
 
 
 def neck_block_layers(stage: int, width: int, size: int) -> list[LayerCost]:
@@ -201,8 +223,13 @@ def predictor_layers(stage: int, channels: int, num_classes: int, size: int) -> 
 def join_layers(stage: int, num_classes: int, sizes: tuple[int, ...]) -> list[LayerCost]:
     """The concatenation of each output's flattened levels."""
     return [
-        elementwise("shuffle", stage=stage, channels=sum((num_classes if outputs is None else outputs) * size * size
-                                                         for size in sizes), size=1, inputs=1)
+        elementwise(
+            "shuffle",
+            stage=stage,
+            channels=sum((num_classes if outputs is None else outputs) * size * size for size in sizes),
+            size=1,
+            inputs=1,
+        )
         for _, outputs in PREDICTORS
     ]
 
@@ -231,16 +258,16 @@ def detector_layers(detector: ResolvedDetector, input_size: int) -> list[LayerCo
     for level_size in sizes[:backbone_levels]:
         for _ in range(neck.depth):
             layers += neck_block_layers(neck_stage, width, level_size)
-    for previous in sizes[backbone_levels - 1: -1][: neck.extra_levels]:
+    for previous in sizes[backbone_levels - 1 : -1][: neck.extra_levels]:
         layers += extra_level_layers(neck_stage, width, previous)
     for level_size in sizes:
         for _ in ("classification", "regression"):
             for layer in range(head.depth):
-                layers += tower_layer_layers(head_stage, head.in_channels if layer == 0 else head.channels, head.channels,
-                                             level_size)
+                layers += tower_layer_layers(
+                    head_stage, head.in_channels if layer == 0 else head.channels, head.channels, level_size
+                )
         layers += predictor_layers(head_stage, head.channels, head.num_classes, level_size)
     return layers + join_layers(head_stage, head.num_classes, sizes)
-
 
 
 __all__ = [

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_search.spaces.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticDepthwiseConv2d
 from nas_search.tasks.detect.space import ResolvedHead
 from nas_search.tasks.detect.static import (
     DetectionHead,
@@ -23,7 +24,6 @@ from nas_search.tasks.detect.static import (
     box_distances,
     initialise_predictors,
 )
-from nas_search.spaces.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticDepthwiseConv2d
 
 
 class ElasticSharedSeparableLayer(nn.Module):

@@ -129,8 +129,11 @@ def _predictors_module(config: BlockConfig):
             initialise_predictors(self)
 
         def forward(self, x):
-            return (flatten_level(self.cls_logits(x)), flatten_level(box_distances(self.bbox_reg(x))),
-                    flatten_level(self.bbox_ctrness(x)))
+            return (
+                flatten_level(self.cls_logits(x)),
+                flatten_level(box_distances(self.bbox_reg(x))),
+                flatten_level(self.bbox_ctrness(x)),
+            )
 
     return Predictors()
 
@@ -158,8 +161,10 @@ def _fuse_example(config: BlockConfig):
 
     generator = torch.Generator().manual_seed(0)
     coarser = coarse_size(config)
-    return (torch.randn(1, config.out_channels, config.input_size, config.input_size, generator=generator),
-            torch.randn(1, config.out_channels, coarser, coarser, generator=generator))
+    return (
+        torch.randn(1, config.out_channels, config.input_size, config.input_size, generator=generator),
+        torch.randn(1, config.out_channels, coarser, coarser, generator=generator),
+    )
 
 
 #: How each detector part kind is built as a standalone module.
@@ -211,22 +216,25 @@ def detector_parts(detector: ResolvedDetector, input_size: int) -> list[BlockCon
     sizes = level_sizes(detector, input_size)
     backbone_levels, width = len(neck.in_channels), neck.channels
     parts += [lateral_part(channels, width, size) for channels, size in zip(neck.in_channels, sizes)]
-    parts += [fuse_part(width, sizes[level], detector.strides[level + 1] // detector.strides[level])
-              for level in range(backbone_levels - 1)]
+    parts += [
+        fuse_part(width, sizes[level], detector.strides[level + 1] // detector.strides[level])
+        for level in range(backbone_levels - 1)
+    ]
     parts += [neck_block_part(width, size) for size in sizes[:backbone_levels] for _ in range(neck.depth)]
-    parts += [extra_level_part(width, previous) for previous in sizes[backbone_levels - 1: -1][: neck.extra_levels]]
+    parts += [extra_level_part(width, previous) for previous in sizes[backbone_levels - 1 : -1][: neck.extra_levels]]
     for size in sizes:
         for _ in ("classification", "regression"):
-            parts += [tower_layer_part(head.in_channels if layer == 0 else head.channels, head.channels, size)
-                      for layer in range(head.depth)]
+            parts += [
+                tower_layer_part(head.in_channels if layer == 0 else head.channels, head.channels, size)
+                for layer in range(head.depth)
+            ]
         parts.append(predictors_part(head.channels, head.num_classes, size))
     return parts
 
 
 def join_features(detector: ResolvedDetector, input_size: int) -> tuple[int, int, int, int]:
     """(FLOPs, params, activation bytes, kernels) of the final joins, outside every part."""
-    cost, traffic, kernels = _listing_features(join_layers(0, detector.head.num_classes,
-                                                           level_sizes(detector, input_size)))
+    cost, traffic, kernels = _listing_features(join_layers(0, detector.head.num_classes, level_sizes(detector, input_size)))
     return cost.flops, cost.params, traffic, kernels
 
 
@@ -249,7 +257,7 @@ def distinct_detector_parts(space: Any, input_size: int, channel_divisor: int, c
         parts += [fuse_part(width, sizes[level], strides[level + 1] // strides[level]) for level in range(backbone_levels - 1)]
         if max(choices.neck_depths) > 0:
             parts += [neck_block_part(width, size) for size in sizes[:backbone_levels]]
-        parts += [extra_level_part(width, previous) for previous in sizes[backbone_levels - 1: -1]]
+        parts += [extra_level_part(width, previous) for previous in sizes[backbone_levels - 1 : -1]]
     for size in sizes:
         parts += [tower_layer_part(neck, head, size) for neck in necks for head in heads]
         if max(choices.head_depths) > 1:
@@ -290,8 +298,12 @@ DETECTOR_PART_KINDS = BACKBONE_PART_KINDS.with_kinds(
 #: How latency tables handle detectors; carried by every detection space's
 #: ``network_costs`` (:attr:`~nas_search.tasks.detect.costs.DetectorCosts.latency_table`).
 DETECTOR_TABLE_TASK = TableTask(
-    part_kinds=DETECTOR_PART_KINDS, parts=detector_parts, distinct=distinct_detector_parts, build=_build_detector_core,
-    extra_features=join_features, check_input_size=_check_input_size,
+    part_kinds=DETECTOR_PART_KINDS,
+    parts=detector_parts,
+    distinct=distinct_detector_parts,
+    build=_build_detector_core,
+    extra_features=join_features,
+    check_input_size=_check_input_size,
 )
 
 

@@ -10,14 +10,14 @@ Weights are sliced only by the ops of ``nas_search.spaces.elastic``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from nas_search.spaces.elastic import ElasticConvNormActivation
 from nas_search.tasks.detect.space import ResolvedNeck
 from nas_search.tasks.detect.static import ExtraLevel, Neck, NeckBlock, top_down
-from nas_search.spaces.elastic import ElasticConvNormActivation
 
 
 class ElasticNeckBlock(nn.Module):

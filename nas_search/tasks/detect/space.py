@@ -32,14 +32,15 @@ Example::
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from nas_search.errors import UserError
 from nas_search.spaces.builtin import BACKBONE_SPACES
 from nas_search.spaces.registry import SpaceRegistry
 from nas_search.spaces.space import WIDTH_RATIOS, ResolvedNetwork, SearchSpace, scaled_channels
-from nas_search.spec import ArchSpec, DetectorSpec, StageSpec
+from nas_search.spec import DETECTOR_PARAMETERS, ArchSpec, DetectorSpec, StageSpec
 from nas_search.tasks.detect.costs import DETECTOR_COSTS
 from nas_search.tasks.detect.resolved import ResolvedDetector, ResolvedHead, ResolvedNeck
 
@@ -145,7 +146,7 @@ class DetectionSpace(SearchSpace):
         train_input_size: int,
         num_classes: int,
         detector: DetectorChoices,
-    ) -> "DetectionSpace":
+    ) -> DetectionSpace:
         """A detection space whose backbone choices are those of ``backbone``."""
         if sum(stage.feature for stage in backbone.stages) < 2:
             raise ValueError(f"space {backbone.name!r} marks fewer than two feature stages; a neck needs at least two")
@@ -245,7 +246,8 @@ class DetectionSpace(SearchSpace):
         stages: list[StageSpec] = []
         for stage_index, choices in enumerate(self.stages):
             candidates = [
-                block for block in self.block_choices(stage_index)
+                block
+                for block in self.block_choices(stage_index)
                 if block.width == min(choices.widths) and block.kernel == min(choices.kernels)
             ]
             best = None
@@ -260,6 +262,18 @@ class DetectionSpace(SearchSpace):
                     best = (cost, block)
             stages.append(StageSpec((best[1],) * min(choices.depths)))
         return ArchSpec(self.name, tuple(stages), stem_width=stem_width, head_width=1.0, detector=detector)
+
+    def suggest_head_choices(self, trial: Any) -> dict[str, Any]:
+        """The neck and head choices (a :class:`DetectorSpec`) drawn through ``trial``, under
+        the parameter names of :data:`~nas_search.spec.DETECTOR_PARAMETERS`; a detector has no
+        classifier head, so ``head_width`` stays 1."""
+        detector = DetectorSpec(
+            **{
+                field: trial.suggest_categorical(DETECTOR_PARAMETERS[field], list(options))
+                for field, options in self.detector.options().items()
+            }
+        )
+        return {"head_width": 1.0, "detector": detector}
 
     def sample(
         self, rng: random.Random, bias: float | None = None, operations: Mapping[tuple[int, int], str] | None = None
@@ -308,12 +322,14 @@ def detection_space(name: str) -> DetectionSpace:
     """The detection space called ``name``; :class:`UserError` naming the detection spaces
     when ``name`` is another task's space or unknown."""
     if name in BACKBONE_SPACES:
-        raise UserError(f"space {name!r} is not a detection space; detectors are built from: "
-                        f"{', '.join(DETECTION_SPACES.names())}")
+        raise UserError(
+            f"space {name!r} is not a detection space; detectors are built from: {', '.join(DETECTION_SPACES.names())}"
+        )
     space = DETECTION_SPACES.get(name)
     if not isinstance(space, DetectionSpace):
-        raise UserError(f"space {name!r} is not a detection space; detectors are built from: "
-                        f"{', '.join(DETECTION_SPACES.names())}")
+        raise UserError(
+            f"space {name!r} is not a detection space; detectors are built from: {', '.join(DETECTION_SPACES.names())}"
+        )
     return space
 
 

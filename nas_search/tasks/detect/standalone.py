@@ -80,16 +80,16 @@ class DetectionTrainConfig:
 
     task: str = "detect"
     arch: dict = field(default_factory=dict)
-    data: str | None = None                # detection folder; None = the built-in shapes-detect demo
-    num_classes: int | None = None         # C, background excluded; None = from the data
-    classes: list[str] | None = None       # fixes the class names and their order (label = position + 1)
+    data: str | None = None  # detection folder; None = the built-in shapes-detect demo
+    num_classes: int | None = None  # C, background excluded; None = from the data
+    classes: list[str] | None = None  # fixes the class names and their order (label = position + 1)
     input_size: int = 128
     deployment_input_size: int | None = None
-    init: str = "inherited"                # inherited | scratch
+    init: str = "inherited"  # inherited | scratch
     weights: str = "model.pt"
-    optimizer: str = "adamw"               # adamw | sgd
+    optimizer: str = "adamw"  # adamw | sgd
     learning_rate: float = 2e-3
-    momentum: float = 0.9                  # sgd only
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     clip_grad_norm: float | None = 10.0
@@ -100,10 +100,10 @@ class DetectionTrainConfig:
     workers: int | None = None
     max_train: int | None = None
     max_val: int | None = None
-    device: str = "auto"                   # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda
     postprocess: dict = field(default_factory=dict)
-    resize: str = "longer-side"            # square | longer-side (``RESIZE_MODES``); exports write it,
-                                           # older train.yaml files without it were trained longer-side
+    resize: str = "longer-side"  # square | longer-side (``RESIZE_MODES``); exports write it,
+    # older train.yaml files without it were trained longer-side
 
 
 def _multiple_of_32(value: int | None) -> bool:
@@ -173,8 +173,10 @@ def load_detection_train_config(path: str | Path, overrides: dict[str, Any] | No
 
 def _load_weights(model: torch.nn.Module, weights: Path, source: Path, spec: ArchSpec) -> None:
     if not weights.is_file():
-        raise UserError(f"{source}: init is 'inherited' but the weights file {weights} does not exist; "
-                        "set init: scratch or point weights at an exported model.pt")
+        raise UserError(
+            f"{source}: init is 'inherited' but the weights file {weights} does not exist; "
+            "set init: scratch or point weights at an exported model.pt"
+        )
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -190,23 +192,30 @@ def _evaluate(model: torch.nn.Module, loader, device: torch.device) -> dict[str,
     return {"map50": float(scores["map50"]), "map": float(scores["map"])}
 
 
-def _resume(state: TrainingState, checkpoint_path: Path, spec: ArchSpec, config: DetectionTrainConfig,
-            num_classes: int, steps: int) -> tuple[int, list[dict]]:
+def _resume(
+    state: TrainingState, checkpoint_path: Path, spec: ArchSpec, config: DetectionTrainConfig, num_classes: int, steps: int
+) -> tuple[int, list[dict]]:
     """Continue from ``checkpoint_path``: checks that it fits this run, restores its states;
     returns its trained epochs and history."""
     from nas_search.tasks.detect.static import LEGACY_RESIZE
 
     payload = load_checkpoint(checkpoint_path, DETECTION_MODEL_FORMAT)
     if payload.get("arch") != spec.key:
-        raise UserError(f"checkpoint {checkpoint_path} is for another architecture ({payload.get('arch')}); "
-                        "remove it or train without --resume")
+        raise UserError(
+            f"checkpoint {checkpoint_path} is for another architecture ({payload.get('arch')}); "
+            "remove it or train without --resume"
+        )
     if payload.get("num_classes") != num_classes or payload.get("input_size") != config.input_size:
-        raise UserError(f"checkpoint {checkpoint_path} was trained with num_classes={payload.get('num_classes')} "
-                        f"at input_size={payload.get('input_size')}, not {num_classes} at {config.input_size}")
+        raise UserError(
+            f"checkpoint {checkpoint_path} was trained with num_classes={payload.get('num_classes')} "
+            f"at input_size={payload.get('input_size')}, not {num_classes} at {config.input_size}"
+        )
     trained_resize = (payload.get("config") or {}).get("resize", LEGACY_RESIZE)
     if trained_resize != config.resize:
-        raise UserError(f"checkpoint {checkpoint_path} was trained with resize={trained_resize!r}, not "
-                        f"{config.resize!r}; accepted: resize: {trained_resize} in the yaml, or another --out")
+        raise UserError(
+            f"checkpoint {checkpoint_path} was trained with resize={trained_resize!r}, not "
+            f"{config.resize!r}; accepted: resize: {trained_resize} in the yaml, or another --out"
+        )
     check_steps_per_epoch(payload, steps, checkpoint_path)
     start_epoch, history = state.restore(payload)
     check_epochs_left(checkpoint_path, start_epoch, config.epochs)
@@ -236,32 +245,56 @@ class _DetectorRun:
         """One epoch of supervised training (:func:`train_detection_epoch`)."""
         from nas_search.tasks.detect.supernet_training import train_detection_epoch
 
-        self.epoch_record = train_detection_epoch(self.state.model, self.loader, self.state.optimizer,
-                                                  self.state.scheduler, self.device, bar,
-                                                  clip_grad_norm=self.config.clip_grad_norm)
+        self.epoch_record = train_detection_epoch(
+            self.state.model,
+            self.loader,
+            self.state.optimizer,
+            self.state.scheduler,
+            self.device,
+            bar,
+            clip_grad_norm=self.config.clip_grad_norm,
+        )
 
     def record(self, epoch: int, tally: EpochTally) -> dict:
         """The epoch's losses, mAPs on the val split, timing and learning rate."""
         record, scores = self.epoch_record, _evaluate(self.state.model, self.val_loader, self.device)
         if self.progress:
-            print(f"epoch {epoch + 1}/{self.config.epochs}: loss {record['loss']:.4f}, mAP@0.5 {scores['map50']:.4f}, "
-                  f"mAP@[.5:.95] {scores['map']:.4f} ({record['images_per_second']:.1f} img/s)", file=sys.stderr)
-        return {"epoch": epoch + 1, **{key: value for key, value in record.items() if key not in ("images", "steps")},
-                **scores, "learning_rate": self.state.scheduler.get_last_lr()[0]}
+            print(
+                f"epoch {epoch + 1}/{self.config.epochs}: loss {record['loss']:.4f}, mAP@0.5 {scores['map50']:.4f}, "
+                f"mAP@[.5:.95] {scores['map']:.4f} ({record['images_per_second']:.1f} img/s)",
+                file=sys.stderr,
+            )
+        return {
+            "epoch": epoch + 1,
+            **{key: value for key, value in record.items() if key not in ("images", "steps")},
+            **scores,
+            "learning_rate": self.state.scheduler.get_last_lr()[0],
+        }
 
     def save(self, epoch: int) -> None:
         """Write the checkpoint after ``epoch`` (atomically)."""
         config = self.config
-        save_checkpoint({
-            "format": DETECTION_MODEL_FORMAT, "arch": self.spec.key, "epoch": epoch + 1, "epochs": config.epochs,
-            "steps_per_epoch": self.steps, "num_classes": self.num_classes, "classes": list(self.classes),
-            "input_size": config.input_size, "history": self.history, "config": config_to_dict(config),
-            **self.state.state_dicts(),
-        }, self.checkpoint_path)
+        save_checkpoint(
+            {
+                "format": DETECTION_MODEL_FORMAT,
+                "arch": self.spec.key,
+                "epoch": epoch + 1,
+                "epochs": config.epochs,
+                "steps_per_epoch": self.steps,
+                "num_classes": self.num_classes,
+                "classes": list(self.classes),
+                "input_size": config.input_size,
+                "history": self.history,
+                "config": config_to_dict(config),
+                **self.state.state_dicts(),
+            },
+            self.checkpoint_path,
+        )
 
 
-def train_detection_standalone(path: str | Path, *, resume: bool = False, overrides: dict[str, Any] | None = None,
-                               progress: bool = True) -> dict:
+def train_detection_standalone(
+    path: str | Path, *, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True
+) -> dict:
     """Train the detector of a ``train.yaml`` (see the module docstring).
 
     Returns ``map50`` and ``map`` (final, on the val split), ``initial_map50`` and
@@ -271,8 +304,8 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
     ``deployment_input_size``, ``classes`` and ``data`` (the dataset in words).
     """
     from nas_search.progress import progress_bar
+    from nas_search.tasks.detect.build import build_detector
     from nas_search.tasks.detect.data import load_detection_data, make_detection_loader
-    from nas_search.tasks.detect.static import build_detector
     from nas_search.training.distributed import resolve_device
 
     path = Path(path)
@@ -286,30 +319,51 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
     check_output_path(out_dir, "out (--out)", kind="folder")
     refuse_to_overwrite(checkpoint_path, resume, "--out DIR")
     data = load_detection_data(
-        resolve_data_folder(config.data, base), input_size=config.input_size, seed=config.seed, max_train=config.max_train,
-        max_val=config.max_val, classes=list(config.classes) if config.classes else None, resize=config.resize,
+        resolve_data_folder(config.data, base),
+        input_size=config.input_size,
+        seed=config.seed,
+        max_train=config.max_train,
+        max_val=config.max_val,
+        classes=list(config.classes) if config.classes else None,
+        resize=config.resize,
     )
     num_classes = config.num_classes or data.num_classes
     if data.num_classes != num_classes:
-        raise UserError(f"{path}: num_classes={num_classes} but the data has {data.num_classes} classes "
-                        f"({', '.join(data.classes)})")
+        raise UserError(
+            f"{path}: num_classes={num_classes} but the data has {data.num_classes} classes ({', '.join(data.classes)})"
+        )
     torch.manual_seed(config.seed)
     model = build_detector(spec, num_classes, config.input_size, resize=config.resize, **config.postprocess)
     if config.init == "inherited":
         _load_weights(model, base / config.weights, path, spec)
     model.to(device)
-    optimizer = build_optimizer(model, SimpleNamespace(
-        optimizer=config.optimizer, learning_rate=config.learning_rate, momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    ))
-    loader = make_detection_loader(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
-                                   num_workers=config.workers or 0, drop_last=True)
+    optimizer = build_optimizer(
+        model,
+        SimpleNamespace(
+            optimizer=config.optimizer,
+            learning_rate=config.learning_rate,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        ),
+    )
+    loader = make_detection_loader(
+        data.train,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        num_workers=config.workers or 0,
+        drop_last=True,
+    )
     val_loader = make_detection_loader(data.val, batch_size=EVALUATION_BATCH_SIZE, shuffle=False, seed=config.seed)
-    steps = count_steps(loader, f"{path}: batch_size={config.batch_size} is larger than the {len(data.train)} training "
-                                f"images; accepted: at most {len(data.train)}")
+    steps = count_steps(
+        loader,
+        f"{path}: batch_size={config.batch_size} is larger than the {len(data.train)} training "
+        f"images; accepted: at most {len(data.train)}",
+    )
     state = TrainingState(model, optimizer, step_schedule(optimizer, steps, config.epochs, config.warmup_epochs))
-    run = _DetectorRun(config, spec, list(data.classes), num_classes, state, loader, val_loader, device, steps,
-                       checkpoint_path, progress)
+    run = _DetectorRun(
+        config, spec, list(data.classes), num_classes, state, loader, val_loader, device, steps, checkpoint_path, progress
+    )
     if resume and checkpoint_path.exists():
         start_epoch, run.history = _resume(state, checkpoint_path, spec, config, num_classes, steps)
     else:
@@ -323,12 +377,20 @@ def train_detection_standalone(path: str | Path, *, resume: bool = False, overri
     weights_path = out_dir / "model.pt"
     save_checkpoint({name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, weights_path)
     return {
-        "task": "detect", "map50": final["map50"], "map": final["map"],
+        "task": "detect",
+        "map50": final["map50"],
+        "map": final["map"],
         "initial_map50": None if initial is None else initial["map50"],
         "initial_map": None if initial is None else initial["map"],
-        "epochs": config.epochs, "checkpoint": str(checkpoint_path), "weights": str(weights_path),
-        "history": run.history, "arch": str(spec), "input_size": config.input_size,
-        "deployment_input_size": config.deployment_input_size, "classes": list(data.classes), "data": data.description,
+        "epochs": config.epochs,
+        "checkpoint": str(checkpoint_path),
+        "weights": str(weights_path),
+        "history": run.history,
+        "arch": str(spec),
+        "input_size": config.input_size,
+        "deployment_input_size": config.deployment_input_size,
+        "classes": list(data.classes),
+        "data": data.description,
     }
 
 

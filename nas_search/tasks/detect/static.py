@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +38,12 @@ from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 
-from nas_search.tasks.detect.space import DetectionSpace, ResolvedDetector, ResolvedHead, ResolvedNeck
 from nas_search.errors import UserError
-from nas_search.spaces.space import ResolvedNetwork
 from nas_search.spaces.ops import block_kind
+from nas_search.spaces.space import ResolvedNetwork
 from nas_search.spaces.static import conv_norm_activation, initialise_weights
 from nas_search.spec import ArchSpec
+from nas_search.tasks.detect.resolved import ResolvedDetector, ResolvedHead, ResolvedNeck
 
 #: Names of the raw head outputs, in :class:`DetectorCore`'s output order.
 HEAD_OUTPUTS: tuple[str, ...] = ("cls_logits", "bbox_regression", "bbox_ctrness")
@@ -77,7 +78,7 @@ DETECTION_DEFAULTS: dict[str, Any] = {
 RESIZE_MODES: dict[str, str] = {
     "square": "stretched to S x S (aspect ratio not kept)",
     "longer-side": "resized so the longer side is S (aspect ratio kept) and zero-padded to S x S "
-                   "(in torch, a batch is padded to its largest image, rounded up to 32)",
+    "(in torch, a batch is padded to its largest image, rounded up to 32)",
 }
 #: The resize mode of new detectors and supernets. Checkpoints and exports made before
 #: resize modes existed were trained ``longer-side`` and are read back that way.
@@ -247,7 +248,7 @@ class DetectionBackbone(nn.Module):
         self.neck = neck
         self.out_channels = out_channels
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return OrderedDict((str(index), level) for index, level in enumerate(self.neck(self.body(x))))
 
 
@@ -379,7 +380,9 @@ class DetectorInterface:
 
 
 def run_with_head_outputs(
-    model: nn.Module, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None,
+    model: nn.Module,
+    images: list[torch.Tensor],
+    targets: list[dict[str, torch.Tensor]] | None = None,
     head: nn.Module | None = None,
 ) -> tuple[Any, dict[str, torch.Tensor]]:
     """Run ``model(images, targets)`` and also return what its head returned (captured by
@@ -412,9 +415,16 @@ class StaticDetector(DetectorInterface, FCOS):
         settings = fcos_options(options)
         backbone = DetectionBackbone(Body(detector.backbone, detector.used_stages), Neck(detector.neck), detector.neck.channels)
         FCOS.__init__(
-            self, backbone, detector.head.num_classes, min_size=check_image_size(image_size), max_size=image_size,
-            image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
-            anchor_generator=make_anchor_generator(detector.strides), head=DetectionHead(detector.head), **settings,
+            self,
+            backbone,
+            detector.head.num_classes,
+            min_size=check_image_size(image_size),
+            max_size=image_size,
+            image_mean=list(IMAGE_MEAN),
+            image_std=list(IMAGE_STD),
+            anchor_generator=make_anchor_generator(detector.strides),
+            head=DetectionHead(detector.head),
+            **settings,
         )
         self.spec: ArchSpec = detector.spec
         self.num_classes = detector.num_classes
@@ -428,22 +438,6 @@ def initialise_detector(model: StaticDetector) -> None:
     FCOS predictor initialisation (classification bias at the focal-loss prior)."""
     initialise_weights(model)
     initialise_predictors(model.head)
-
-
-def build_detector(spec: ArchSpec, num_classes: int, image_size: int | None = None, *, resize: str = DEFAULT_RESIZE,
-                   **options: Any) -> StaticDetector:
-    """A randomly initialised standalone detector for ``spec`` (C = ``num_classes``,
-    background excluded), resizing inputs to ``image_size`` (default: the space's
-    deployment size) as ``resize`` says (:data:`RESIZE_MODES`)."""
-    from nas_search.tasks.detect.space import detection_space
-
-    space = detection_space(spec.space)
-    if not isinstance(space, DetectionSpace):
-        raise UserError(f"space {spec.space!r} is not a detection space; detectors are built from 'detect'")
-    detector = space.resolve(spec, num_classes=num_classes)
-    model = StaticDetector(detector, space.input_size if image_size is None else image_size, resize=resize, **options)
-    initialise_detector(model)
-    return model
 
 
 __all__ = [
@@ -466,7 +460,6 @@ __all__ = [
     "SharedSeparableLayer",
     "StaticDetector",
     "box_distances",
-    "build_detector",
     "check_resize",
     "initialise_detector",
     "initialise_predictors",

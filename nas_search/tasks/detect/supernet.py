@@ -33,6 +33,11 @@ import torch
 from torch import nn
 from torchvision.models.detection import FCOS
 
+from nas_search.errors import UserError
+from nas_search.spaces.elastic import ElasticConvNormActivation
+from nas_search.spaces.space import ResolvedNetwork
+from nas_search.spaces.supernet import elastic_block_choices
+from nas_search.spec import ArchSpec
 from nas_search.tasks.detect.head import ElasticDetectionHead
 from nas_search.tasks.detect.neck import ElasticNeck
 from nas_search.tasks.detect.space import DetectionSpace, ResolvedDetector
@@ -49,11 +54,6 @@ from nas_search.tasks.detect.static import (
     fcos_options,
     make_anchor_generator,
 )
-from nas_search.errors import UserError
-from nas_search.spaces.elastic import ElasticConvNormActivation
-from nas_search.spaces.space import ResolvedNetwork
-from nas_search.spaces.supernet import elastic_block_choices
-from nas_search.spec import ArchSpec
 from nas_search.utils import round_channels
 
 
@@ -74,7 +74,9 @@ class ElasticBody(nn.Module):
             choices = space.stages[stage_index]
             stride = choices.stride if block_index == 0 else 1
             stages[stage_index].append(
-                elastic_block_choices(choices.operations, max_in, max_out, stride, max(choices.kernels), max(choices.expansions))
+                elastic_block_choices(
+                    choices.operations, max_in, max_out, stride, max(choices.kernels), max(choices.expansions)
+                )
             )
         self.stages = nn.ModuleList(stages)
         self.active: ResolvedNetwork | None = None
@@ -117,8 +119,15 @@ class DetectionSupernet(DetectorInterface, FCOS):
     :class:`ResolvedDetector` of the active subnet), ``detector_options``.
     """
 
-    def __init__(self, space: DetectionSpace, num_classes: int, image_size: int | None = None, *,
-                 resize: str = DEFAULT_RESIZE, **options: Any) -> None:
+    def __init__(
+        self,
+        space: DetectionSpace,
+        num_classes: int,
+        image_size: int | None = None,
+        *,
+        resize: str = DEFAULT_RESIZE,
+        **options: Any,
+    ) -> None:
         if not isinstance(space, DetectionSpace):
             raise UserError(f"space {getattr(space, 'name', space)!r} is not a detection space; use 'detect'")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -129,16 +138,25 @@ class DetectionSupernet(DetectorInterface, FCOS):
         neck_channels = round_channels(choices.neck_channels, 8)
         strides = space.level_strides()
         neck = ElasticNeck(
-            tuple(stage.max_channels for stage in space.stages if stage.feature), neck_channels, max(choices.neck_depths),
+            tuple(stage.max_channels for stage in space.stages if stage.feature),
+            neck_channels,
+            max(choices.neck_depths),
             choices.extra_levels,
         )
         head = ElasticDetectionHead(
             neck_channels, round_channels(choices.head_channels, 8), max(choices.head_depths), num_classes + 1, len(strides)
         )
         FCOS.__init__(
-            self, DetectionBackbone(ElasticBody(space), neck, neck_channels), num_classes + 1,
-            min_size=size, max_size=size, image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
-            anchor_generator=make_anchor_generator(strides), head=head, **settings,
+            self,
+            DetectionBackbone(ElasticBody(space), neck, neck_channels),
+            num_classes + 1,
+            min_size=size,
+            max_size=size,
+            image_mean=list(IMAGE_MEAN),
+            image_std=list(IMAGE_STD),
+            anchor_generator=make_anchor_generator(strides),
+            head=head,
+            **settings,
         )
         self.space = space
         self.num_classes = num_classes

@@ -78,10 +78,17 @@ DETECTION_SUPERNET_LEARNING_RATES: dict[str, float] = {"sgd": 0.01, "adamw": 5e-
 # ----------------------------------------------------------------------------- standalone
 
 
-def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]], device) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+def _to_device(
+    images: list[torch.Tensor], targets: list[dict[str, Any]], device
+) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
     images = [image.to(device, non_blocking=True) for image in images]
-    targets = [{key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
-                for key, value in target.items()} for target in targets]
+    targets = [
+        {
+            key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+            for key, value in target.items()
+        }
+        for target in targets
+    ]
     return images, targets
 
 
@@ -124,8 +131,7 @@ def train_detection_epoch(
             progress.set_postfix(loss=f"{tally.mean('loss'):.3f}")
     seconds = time.perf_counter() - tally.started
     record = {name: tally.mean(name) for name in tally.sums}
-    record.update(images=tally.images, steps=steps, seconds=seconds,
-                  images_per_second=tally.images / max(seconds, 1e-9))
+    record.update(images=tally.images, steps=steps, seconds=seconds, images_per_second=tally.images / max(seconds, 1e-9))
     return record
 
 
@@ -137,8 +143,9 @@ def _binary_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> to
     0 where they agree; its gradient in the student logit is sigmoid(s) - sigmoid(t), the
     same as soft-target BCE, but without BCE's entropy offset."""
     target = teacher_logits.sigmoid()
-    kl = (F.binary_cross_entropy_with_logits(student_logits, target, reduction="none")
-          - F.binary_cross_entropy_with_logits(teacher_logits, target, reduction="none"))
+    kl = F.binary_cross_entropy_with_logits(student_logits, target, reduction="none") - F.binary_cross_entropy_with_logits(
+        teacher_logits, target, reduction="none"
+    )
     return kl.clamp_min(0.0)
 
 
@@ -166,13 +173,17 @@ def head_distillation_loss(student: dict[str, torch.Tensor], teacher: dict[str, 
     """
     student_classes, teacher_classes = student["cls_logits"].float(), teacher["cls_logits"].detach().float()
     if student_classes.shape != teacher_classes.shape:
-        raise ValueError(f"student and teacher head outputs differ in shape: {tuple(student_classes.shape)} "
-                         f"vs {tuple(teacher_classes.shape)} (subnets must share image size and strides)")
+        raise ValueError(
+            f"student and teacher head outputs differ in shape: {tuple(student_classes.shape)} "
+            f"vs {tuple(teacher_classes.shape)} (subnets must share image size and strides)"
+        )
     foreground = teacher_classes.sigmoid().amax(dim=-1)
     normaliser = foreground.sum().clamp_min(1.0)
     classification = _binary_kl(student_classes, teacher_classes).sum()
-    centerness = (_binary_kl(student["bbox_ctrness"].float().squeeze(-1), teacher["bbox_ctrness"].detach().float().squeeze(-1))
-                  * foreground).sum()
+    centerness = (
+        _binary_kl(student["bbox_ctrness"].float().squeeze(-1), teacher["bbox_ctrness"].detach().float().squeeze(-1))
+        * foreground
+    ).sum()
     return (classification + centerness) / normaliser
 
 
@@ -226,12 +237,12 @@ class DetectionSupernetTrainConfig:
     """
 
     space: str = "detect"
-    data: str | None = None            # detection dataset root; None = built-in demo
+    data: str | None = None  # detection dataset root; None = built-in demo
     epochs: int = 5
-    image_size: int | None = None      # proxy training size, a multiple of 32; None = the space's (160 for detect)
-    resize: str = "square"             # square | longer-side (detection.static.RESIZE_MODES)
+    image_size: int | None = None  # proxy training size, a multiple of 32; None = the space's (160 for detect)
+    resize: str = "square"  # square | longer-side (detection.static.RESIZE_MODES)
     batch_size: int = 16
-    optimizer: str = "sgd"             # sgd | adamw
+    optimizer: str = "sgd"  # sgd | adamw
     learning_rate: float | None = None  # None = the optimizer's (DETECTION_SUPERNET_LEARNING_RATES: sgd 0.01, adamw 5e-4)
     momentum: float = 0.9
     weight_decay: float = 4e-5
@@ -248,14 +259,14 @@ class DetectionSupernetTrainConfig:
     max_train: int | None = None
     max_val: int | None = None
     workers: int | None = 0
-    device: str = "auto"               # auto | cpu | cuda
-    amp: bool = True                   # CUDA only
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # CUDA only
     out: str = "runs/detection-supernet.pt"
     resume: bool = False
-    max_flops: float | None = None     # budget-aware supernet: train only subnets within this many FLOPs
+    max_flops: float | None = None  # budget-aware supernet: train only subnets within this many FLOPs
     flops_input_size: int | None = None  # ... counted at this (deployment) size; None = the space's
     stop_after_epochs: int | None = None  # train at most this many epochs in this run (the schedule
-                                          # still spans ``epochs``); continue later with ``resume``
+    # still spans ``epochs``); continue later with ``resume``
     progress: bool = True
 
 
@@ -268,26 +279,32 @@ class DetectionSupernetTrainResult:
     history: list[dict] = field(default_factory=list)
     images_per_second: float = 0.0
     resumed_from_epoch: int = 0
-    completed_epochs: int = 0          # epochs in the checkpoint (less than ``epochs`` after stop_after_epochs)
+    completed_epochs: int = 0  # epochs in the checkpoint (less than ``epochs`` after stop_after_epochs)
 
 
 def _validate_config(config: DetectionSupernetTrainConfig) -> None:
     checks = [
         (config.epochs >= 1, f"epochs={config.epochs}; accepted: 1 or more"),
         (config.batch_size >= 1, f"batch_size={config.batch_size}; accepted: 1 or more"),
-        (config.image_size is None or (config.image_size >= 32 and config.image_size % 32 == 0),
-         f"image_size={config.image_size}; accepted: a multiple of 32 (e.g. 160, 320, 416), or None"),
+        (
+            config.image_size is None or (config.image_size >= 32 and config.image_size % 32 == 0),
+            f"image_size={config.image_size}; accepted: a multiple of 32 (e.g. 160, 320, 416), or None",
+        ),
         # None only for an unknown optimizer, refused below by name
         (config.learning_rate is None or config.learning_rate > 0, f"learning_rate={config.learning_rate}; accepted: > 0"),
         (config.random_subnets >= 0, f"random_subnets={config.random_subnets}; accepted: 0 or more"),
-        (config.budget_teacher in TEACHER_RULES,
-         f"budget_teacher={config.budget_teacher!r}; accepted: {', '.join(TEACHER_RULES)}"),
+        (
+            config.budget_teacher in TEACHER_RULES,
+            f"budget_teacher={config.budget_teacher!r}; accepted: {', '.join(TEACHER_RULES)}",
+        ),
         (config.distill_weight >= 0, f"distill_weight={config.distill_weight}; accepted: 0 or more"),
         (config.clip_grad_norm > 0, f"clip_grad_norm={config.clip_grad_norm}; accepted: > 0"),
         (config.warmup_epochs >= 0, f"warmup_epochs={config.warmup_epochs}; accepted: 0 or more"),
         (config.optimizer in OPTIMIZERS, f"optimizer={config.optimizer!r}; accepted: {', '.join(OPTIMIZERS)}"),
-        (config.stop_after_epochs is None or config.stop_after_epochs >= 1,
-         f"stop_after_epochs={config.stop_after_epochs}; accepted: 1 or more, or None"),
+        (
+            config.stop_after_epochs is None or config.stop_after_epochs >= 1,
+            f"stop_after_epochs={config.stop_after_epochs}; accepted: 1 or more, or None",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -352,40 +369,82 @@ class _DetectionSupernetRun:
         for step_in_epoch, (images, targets) in enumerate(self.loader):
             global_step = epoch * self.steps_per_epoch + step_in_epoch
             images, targets = _to_device(images, targets, self.device)
-            specs = sandwich_specs(self.space, config.random_subnets, config.seed, global_step, self.extremes,
-                                   config.max_flops, self.flops_model, config.fair_operations)
+            specs = sandwich_specs(
+                self.space,
+                config.random_subnets,
+                config.seed,
+                global_step,
+                self.extremes,
+                config.max_flops,
+                self.flops_model,
+                config.fair_operations,
+            )
             with torch.autocast(device_type=self.device.type, enabled=use_cuda and config.amp):
                 loss, parts = self.step_module(images, targets, specs)
             if not torch.isfinite(loss):
-                raise RuntimeError(f"detection supernet training diverged at epoch {epoch + 1} step {step_in_epoch} "
-                                   f"(loss {loss.item()})")
-            optimizer_step(loss, state.optimizer, state.scheduler, scaler=state.scaler,
-                           parameters=self.supernet.parameters(), clip_grad_norm=config.clip_grad_norm)
+                raise RuntimeError(
+                    f"detection supernet training diverged at epoch {epoch + 1} step {step_in_epoch} (loss {loss.item()})"
+                )
+            optimizer_step(
+                loss,
+                state.optimizer,
+                state.scheduler,
+                scaler=state.scaler,
+                parameters=self.supernet.parameters(),
+                clip_grad_norm=config.clip_grad_norm,
+            )
             tally.add(len(images), loss=loss.item(), **{name: value.item() for name, value in parts.items()})
             bar.update(len(images) * self.context.world_size)
-            bar.set_postfix(loss=f"{tally.mean('loss'):.3f}", largest=f"{tally.mean('largest'):.3f}",
-                            lr=f"{state.scheduler.get_last_lr()[0]:.4f}")
+            bar.set_postfix(
+                loss=f"{tally.mean('loss'):.3f}",
+                largest=f"{tally.mean('largest'):.3f}",
+                lr=f"{state.scheduler.get_last_lr()[0]:.4f}",
+            )
 
     def record(self, epoch: int, tally: EpochTally) -> dict:
         """The epoch's history record."""
-        return {"epoch": epoch + 1, **{name: tally.mean(name) for name in tally.sums},
-                "images_per_second": tally.images * self.context.world_size / max(tally.seconds, 1e-9)}
+        return {
+            "epoch": epoch + 1,
+            **{name: tally.mean(name) for name in tally.sums},
+            "images_per_second": tally.images * self.context.world_size / max(tally.seconds, 1e-9),
+        }
 
     def save(self, epoch: int, history: list[dict]) -> None:
         """Write the checkpoint after ``epoch`` (atomically), with the random states."""
         config, data = self.config, self.data
-        save_checkpoint({
-            "format": DETECTION_SUPERNET_FORMAT, "format_version": DETECTION_SUPERNET_FORMAT_VERSION,
-            "space": self.space.name, "num_classes": len(data.classes), "classes": list(data.classes),
-            "image_size": self.image_size, "resize": self.supernet.resize, "dataset": data.description,
-            "data": config.data, "epoch": epoch + 1, "epochs": config.epochs, "steps_per_epoch": self.steps_per_epoch,
-            "config": config_to_dict(config), "history": history, **self.state.state_dicts(),
-            "random_states": _random_states(),
-        }, config.out)
+        save_checkpoint(
+            {
+                "format": DETECTION_SUPERNET_FORMAT,
+                "format_version": DETECTION_SUPERNET_FORMAT_VERSION,
+                "space": self.space.name,
+                "num_classes": len(data.classes),
+                "classes": list(data.classes),
+                "image_size": self.image_size,
+                "resize": self.supernet.resize,
+                "dataset": data.description,
+                "data": config.data,
+                "epoch": epoch + 1,
+                "epochs": config.epochs,
+                "steps_per_epoch": self.steps_per_epoch,
+                "config": config_to_dict(config),
+                "history": history,
+                **self.state.state_dicts(),
+                "random_states": _random_states(),
+            },
+            config.out,
+        )
 
 
-def _resume(checkpoint: SupernetCheckpoint | None, out: Path, state: TrainingState, num_classes: int, image_size: int,
-            steps_per_epoch: int, epochs: int, is_main: bool) -> tuple[int, list[dict]]:
+def _resume(
+    checkpoint: SupernetCheckpoint | None,
+    out: Path,
+    state: TrainingState,
+    num_classes: int,
+    image_size: int,
+    steps_per_epoch: int,
+    epochs: int,
+    is_main: bool,
+) -> tuple[int, list[dict]]:
     """The epochs done and history of the checkpoint to continue (none: 0 and [])."""
     if checkpoint is None:
         return 0, []
@@ -400,8 +459,14 @@ def _resume(checkpoint: SupernetCheckpoint | None, out: Path, state: TrainingSta
     return start_epoch, history
 
 
-def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: DistributedContext,
-           load_data, make_detection_loader, progress_bar) -> DetectionSupernetTrainResult:
+def _train(
+    config: DetectionSupernetTrainConfig,
+    device: torch.device,
+    context: DistributedContext,
+    load_data,
+    make_detection_loader,
+    progress_bar,
+) -> DetectionSupernetTrainResult:
     from nas_search.tasks.detect.space import detection_space
     from nas_search.tasks.detect.static import check_resize
     from nas_search.tasks.detect.supernet import DetectionSupernet
@@ -411,41 +476,86 @@ def _train(config: DetectionSupernetTrainConfig, device: torch.device, context: 
         raise UserError(f"space {config.space!r} is not a detection space; use 'detect'")
     image_size = config.image_size or space.train_input_size
     out = Path(config.out)
-    checkpoint = (read_supernet_checkpoint(out, DETECTION_SUPERNET_FORMAT, space=space.name)
-                  if config.resume and out.exists() else None)
+    checkpoint = (
+        read_supernet_checkpoint(out, DETECTION_SUPERNET_FORMAT, space=space.name) if config.resume and out.exists() else None
+    )
     # a resumed supernet keeps the resize mode it was trained with
     resize = check_resize(config.resize) if checkpoint is None else checkpoint_resize(checkpoint.payload, out)
-    data = load_data(config.data, input_size=image_size, seed=config.seed, max_train=config.max_train,
-                     max_val=config.max_val, resize=resize)
+    data = load_data(
+        config.data, input_size=image_size, seed=config.seed, max_train=config.max_train, max_val=config.max_val, resize=resize
+    )
     num_classes = len(data.classes)
     torch.manual_seed(config.seed)
     supernet = DetectionSupernet(space, num_classes, image_size=image_size, resize=resize).to(device)
     flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, num_classes)
     extremes = budget_extremes(space, config.max_flops, flops_model, config.budget_teacher)
     optimizer = build_optimizer(supernet, config)
-    loader = make_detection_loader(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
-                                   num_workers=config.workers or 0, drop_last=True, distributed=context.enabled)
+    loader = make_detection_loader(
+        data.train,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        num_workers=config.workers or 0,
+        drop_last=True,
+        distributed=context.enabled,
+    )
     steps_per_epoch = count_steps(
-        loader, f"batch size {config.batch_size} is larger than the {len(data.train)} training images")
-    state = TrainingState(supernet, optimizer, step_schedule(optimizer, steps_per_epoch, config.epochs, config.warmup_epochs),
-                          torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp))
-    start_epoch, history = _resume(checkpoint, out, state, num_classes, image_size, steps_per_epoch, config.epochs,
-                                   context.is_main)
-    step_module = distributed_step_module(DetectionSandwichStep(supernet, config.distill, config.distill_weight),
-                                          context, device)
-    run = _DetectionSupernetRun(config, space, data, supernet, device, context, state, loader, steps_per_epoch,
-                                image_size, extremes, flops_model, step_module)
-    end_epoch = config.epochs if config.stop_after_epochs is None else min(config.epochs, start_epoch + config.stop_after_epochs)
+        loader, f"batch size {config.batch_size} is larger than the {len(data.train)} training images"
+    )
+    state = TrainingState(
+        supernet,
+        optimizer,
+        step_schedule(optimizer, steps_per_epoch, config.epochs, config.warmup_epochs),
+        torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp),
+    )
+    start_epoch, history = _resume(
+        checkpoint, out, state, num_classes, image_size, steps_per_epoch, config.epochs, context.is_main
+    )
+    step_module = distributed_step_module(
+        DetectionSandwichStep(supernet, config.distill, config.distill_weight), context, device
+    )
+    run = _DetectionSupernetRun(
+        config,
+        space,
+        data,
+        supernet,
+        device,
+        context,
+        state,
+        loader,
+        steps_per_epoch,
+        image_size,
+        extremes,
+        flops_model,
+        step_module,
+    )
+    end_epoch = (
+        config.epochs if config.stop_after_epochs is None else min(config.epochs, start_epoch + config.stop_after_epochs)
+    )
     # Reseeded per epoch, Python's generator too (not carried over), so a resumed run repeats an uninterrupted one.
-    loop = EpochLoop(loader, config.seed, config.epochs, "detection supernet epoch",
-                     steps_per_epoch * config.batch_size * context.world_size, progress_bar,
-                     context.is_main and config.progress, python_random=True, world_size=context.world_size,
-                     is_main=context.is_main, barrier=context.barrier)
-    throughput = run_epochs(loop, start_epoch, end_epoch, history, run.train_epoch, run.record,
-                            lambda epoch: run.save(epoch, history))
+    loop = EpochLoop(
+        loader,
+        config.seed,
+        config.epochs,
+        "detection supernet epoch",
+        steps_per_epoch * config.batch_size * context.world_size,
+        progress_bar,
+        context.is_main and config.progress,
+        python_random=True,
+        world_size=context.world_size,
+        is_main=context.is_main,
+        barrier=context.barrier,
+    )
+    throughput = run_epochs(
+        loop, start_epoch, end_epoch, history, run.train_epoch, run.record, lambda epoch: run.save(epoch, history)
+    )
     return DetectionSupernetTrainResult(
-        checkpoint=out, epochs=config.epochs, history=history, images_per_second=throughput.images_per_second,
-        resumed_from_epoch=start_epoch, completed_epochs=history[-1]["epoch"] if history else start_epoch,
+        checkpoint=out,
+        epochs=config.epochs,
+        history=history,
+        images_per_second=throughput.images_per_second,
+        resumed_from_epoch=start_epoch,
+        completed_epochs=history[-1]["epoch"] if history else start_epoch,
     )
 
 
@@ -470,8 +580,12 @@ def load_detection_supernet(path: str | Path, device: str | torch.device = "cpu"
     from nas_search.tasks.detect.space import detection_space
     from nas_search.tasks.detect.supernet import DetectionSupernet
 
-    supernet = DetectionSupernet(detection_space(checkpoint.space), checkpoint.num_classes,
-                                 image_size=checkpoint.input_size, resize=checkpoint_resize(checkpoint.payload, path))
+    supernet = DetectionSupernet(
+        detection_space(checkpoint.space),
+        checkpoint.num_classes,
+        image_size=checkpoint.input_size,
+        resize=checkpoint_resize(checkpoint.payload, path),
+    )
     try:
         supernet.load_state_dict(checkpoint.payload["model"])
     except RuntimeError as error:

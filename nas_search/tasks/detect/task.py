@@ -27,17 +27,31 @@ def train_detector_supernet(job: SupernetJob) -> None:
     """Train (or resume) a detection supernet for the search."""
     from nas_search.tasks.detect.supernet_training import DetectionSupernetTrainConfig, train_detection_supernet
 
-    train_detection_supernet(DetectionSupernetTrainConfig(
-        space=job.space, data=job.data, epochs=job.epochs, image_size=job.input_size,
-        batch_size=16, seed=job.seed, workers=job.workers or 0, device=job.device,
-        # FCOS from scratch on small data: AdamW at 5e-4 (benchmarks/RESULTS.md)
-        optimizer="adamw", learning_rate=5e-4, weight_decay=1e-4,
-        max_train=job.max_train, out=str(job.path), resume=True,
-        random_subnets=1, progress=job.progress,
-        # budget-aware: only subnets within the FLOPs budget are trained (the search never
-        # looks above it), which on a CPU makes the sandwich several times cheaper
-        max_flops=job.max_flops, flops_input_size=job.flops_input_size,
-    ))
+    train_detection_supernet(
+        DetectionSupernetTrainConfig(
+            space=job.space,
+            data=job.data,
+            epochs=job.epochs,
+            image_size=job.input_size,
+            batch_size=16,
+            seed=job.seed,
+            workers=job.workers or 0,
+            device=job.device,
+            # FCOS from scratch on small data: AdamW at 5e-4 (benchmarks/RESULTS.md)
+            optimizer="adamw",
+            learning_rate=5e-4,
+            weight_decay=1e-4,
+            max_train=job.max_train,
+            out=str(job.path),
+            resume=True,
+            random_subnets=1,
+            progress=job.progress,
+            # budget-aware: only subnets within the FLOPs budget are trained (the search never
+            # looks above it), which on a CPU makes the sandwich several times cheaper
+            max_flops=job.max_flops,
+            flops_input_size=job.flops_input_size,
+        )
+    )
 
 
 def load_detector_evaluator(checkpoint: Path, settings: ScoringSettings) -> TaskEvaluation:
@@ -48,12 +62,19 @@ def load_detector_evaluator(checkpoint: Path, settings: ScoringSettings) -> Task
 
     supernet, metadata = load_detection_supernet(checkpoint, device="cpu")
     image_size = int(metadata["image_size"])
-    data = load_detection_data(metadata.get("data"), input_size=image_size, seed=settings.seed, augment=False,
-                               max_val=settings.max_val, resize=supernet.resize)
+    data = load_detection_data(
+        metadata.get("data"),
+        input_size=image_size,
+        seed=settings.seed,
+        augment=False,
+        max_val=settings.max_val,
+        resize=supernet.resize,
+    )
     evaluator = DetectionEvaluator(
         supernet,
         detection_calibration_batches(data.train, settings.calibration_images, batch_size=16, seed=settings.seed),
-        make_detection_loader(data.val, batch_size=16, shuffle=False, seed=settings.seed), device="cpu",
+        make_detection_loader(data.val, batch_size=16, shuffle=False, seed=settings.seed),
+        device="cpu",
     )
 
     def evaluate(spec: ArchSpec) -> dict[str, float]:
@@ -61,8 +82,11 @@ def load_detector_evaluator(checkpoint: Path, settings: ScoringSettings) -> Task
         return {"accuracy": result.map50, "map50": result.map50, "map": result.map}
 
     return TaskEvaluation(
-        evaluate=evaluate, num_classes=int(metadata["num_classes"]), train_input_size=image_size,
-        metadata={**metadata, "input_size": image_size}, description=data.description,
+        evaluate=evaluate,
+        num_classes=int(metadata["num_classes"]),
+        train_input_size=image_size,
+        metadata={**metadata, "input_size": image_size},
+        description=data.description,
     )
 
 
@@ -70,17 +94,22 @@ def detector_finalist_trainer(checkpoint: Path, settings: ScoringSettings, job: 
     """Loads the supernet and the search's split once; returns the finalist trainer."""
     import torch
 
+    from nas_search.tasks.detect.build import build_detector
     from nas_search.tasks.detect.data import load_detection_data
     from nas_search.tasks.detect.finalist import train_detector_finalist
-    from nas_search.tasks.detect.static import build_detector
     from nas_search.tasks.detect.supernet_training import load_detection_supernet
     from nas_search.training.distributed import resolve_device
     from nas_search.training.finalist import FINALIST_RECIPES
 
     supernet, metadata = load_detection_supernet(checkpoint, device="cpu")
     data = load_detection_data(
-        metadata.get("data"), input_size=job.input_size, seed=settings.seed, augment=True, max_val=settings.max_val,
-        max_train=settings.max_train, resize=supernet.resize,
+        metadata.get("data"),
+        input_size=job.input_size,
+        seed=settings.seed,
+        augment=True,
+        max_val=settings.max_val,
+        max_train=settings.max_train,
+        resize=supernet.resize,
     )
     device, recipe = resolve_device(settings.device), FINALIST_RECIPES[("detect", job.init)]
 
@@ -90,10 +119,12 @@ def detector_finalist_trainer(checkpoint: Path, settings: ScoringSettings, job: 
             model = supernet.extract(spec)
             model.set_image_size(job.input_size)
         else:
-            model = build_detector(spec, int(metadata["num_classes"]), job.input_size, resize=supernet.resize,
-                                   **supernet.detector_options)
-        return train_detector_finalist(model.to(device), data, recipe, job.epochs, settings.seed + run, label,
-                                       device, settings.progress)
+            model = build_detector(
+                spec, int(metadata["num_classes"]), job.input_size, resize=supernet.resize, **supernet.detector_options
+            )
+        return train_detector_finalist(
+            model.to(device), data, recipe, job.epochs, settings.seed + run, label, device, settings.progress
+        )
 
     return train
 
@@ -101,7 +132,7 @@ def detector_finalist_trainer(checkpoint: Path, settings: ScoringSettings, job: 
 def detector_reference(spec: ArchSpec, space: SearchSpace, num_classes: int | None) -> nn.Module:
     """The plain detector module of ``spec`` without its transform and post-processing
     (randomly initialised)."""
-    from nas_search.tasks.detect.static import build_detector
+    from nas_search.tasks.detect.build import build_detector
 
     return build_detector(spec, num_classes or space.num_classes).core()
 

@@ -83,9 +83,7 @@ def make_detection_loader(
     sampler: Sampler
     if distributed:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            raise RuntimeError(
-                "make_detection_loader(distributed=True) needs an initialised torch.distributed process group"
-            )
+            raise RuntimeError("make_detection_loader(distributed=True) needs an initialised torch.distributed process group")
         rank = torch.distributed.get_rank()
         sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
     elif shuffle:

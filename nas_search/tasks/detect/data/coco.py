@@ -54,8 +54,7 @@ def _coco_image_folder(root: Path, json_path: Path, file_names: list[str]) -> Pa
     if best is None:
         searched = ", ".join(str(path) for path in unique) or str(root)
         raise UserError(
-            f"none of the {len(file_names)} images listed in {json_path} exist (searched {searched}); "
-            f"expected {COCO_EXPECTED}"
+            f"none of the {len(file_names)} images listed in {json_path} exist (searched {searched}); expected {COCO_EXPECTED}"
         )
     if best_found < len(file_names):
         missing = next(file_name for file_name in file_names if not (best / file_name).is_file())
@@ -112,8 +111,9 @@ def _coco_image_records(content: dict, json_path: Path) -> dict[int, dict]:
     return records
 
 
-def _coco_raw_images(records: dict[int, dict], paths: dict[int, Path], json_path: Path,
-                     split: str | None) -> dict[int, _RawImage]:
+def _coco_raw_images(
+    records: dict[int, dict], paths: dict[int, Path], json_path: Path, split: str | None
+) -> dict[int, _RawImage]:
     """One :class:`_RawImage` per image record (no boxes yet), with its declared size when valid."""
     by_image: dict[int, _RawImage] = {}
     for identifier, record in records.items():
@@ -125,8 +125,9 @@ def _coco_raw_images(records: dict[int, dict], paths: dict[int, Path], json_path
     return by_image
 
 
-def _add_coco_boxes(content: dict, json_path: Path, categories: dict[int, str], by_image: dict[int, _RawImage],
-                    counts: dict[str, int]) -> None:
+def _add_coco_boxes(
+    content: dict, json_path: Path, categories: dict[int, str], by_image: dict[int, _RawImage], counts: dict[str, int]
+) -> None:
     """Add a JSON's annotations to their images as named boxes; crowd annotations are counted."""
     for annotation in content["annotations"]:
         identifier = annotation.get("id", "?") if isinstance(annotation, dict) else "?"
@@ -137,9 +138,7 @@ def _add_coco_boxes(content: dict, json_path: Path, categories: dict[int, str], 
         if image_id not in by_image:
             raise UserError(f"annotation file {json_path}: {what} refers to image {image_id}, which it does not list")
         if category_id not in categories:
-            raise UserError(
-                f"annotation file {json_path}: {what} refers to category {category_id}, which it does not list"
-            )
+            raise UserError(f"annotation file {json_path}: {what} refers to category {category_id}, which it does not list")
         if annotation.get("iscrowd", 0):
             counts["crowd_boxes"] += 1
             continue

@@ -34,14 +34,19 @@ IMAGE_FITS: dict[str, Callable[[int, int, int], tuple[int, int]]] = {
 DEFAULT_FIT = "longer-side"
 
 
-def _decode_resized(annotation: ImageAnnotation, input_size: int, resize: str = DEFAULT_FIT) -> tuple[torch.Tensor, torch.Tensor]:
+def _decode_resized(
+    annotation: ImageAnnotation, input_size: int, resize: str = DEFAULT_FIT
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The image fitted to ``input_size`` as ``resize`` says, as ``uint8 (3, h, w)``, and its boxes scaled."""
     target_width, target_height = IMAGE_FITS[resize](annotation.width, annotation.height, input_size)
     try:
         with Image.open(annotation.path) as image:
             if image.format == "JPEG":
-                draft_size = (target_height, target_width) if annotation.exif_transpose and image.size != (
-                    annotation.width, annotation.height) else (target_width, target_height)
+                draft_size = (
+                    (target_height, target_width)
+                    if annotation.exif_transpose and image.size != (annotation.width, annotation.height)
+                    else (target_width, target_height)
+                )
                 image.draft("RGB", draft_size)
             picture = image.convert("RGB")
     except UNREADABLE_IMAGE_ERRORS as error:
@@ -51,13 +56,13 @@ def _decode_resized(annotation: ImageAnnotation, input_size: int, resize: str = 
     if picture.size != (target_width, target_height):
         picture = picture.resize((target_width, target_height), Image.Resampling.BILINEAR)
     pixels = torch.from_numpy(np.asarray(picture, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
-    scale = torch.tensor(
-        [target_width / annotation.width, target_height / annotation.height] * 2, dtype=torch.float32
-    )
+    scale = torch.tensor([target_width / annotation.width, target_height / annotation.height] * 2, dtype=torch.float32)
     return pixels, torch.from_numpy(annotation.boxes.copy()).reshape(-1, 4) * scale
 
 
-def _decode_all(annotations: Sequence[ImageAnnotation], input_size: int, resize: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _decode_all(
+    annotations: Sequence[ImageAnnotation], input_size: int, resize: str
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     workers = max(1, min(4, os.cpu_count() or 1))
     if workers == 1 or len(annotations) < 8:
         return [_decode_resized(annotation, input_size, resize) for annotation in annotations]

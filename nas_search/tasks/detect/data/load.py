@@ -19,6 +19,7 @@ from nas_search.tasks.detect.data.formats import FORMAT_READERS, _validate_class
 
 logger = logging.getLogger(__package__)
 
+
 def _split_indices(annotations: DetectionAnnotations, val_fraction: float, seed: int) -> tuple[list[int], list[int], str]:
     """Train and val image positions, and a note saying how they were split."""
     splits = [image.split for image in annotations.images]
@@ -85,8 +86,9 @@ def _demo_split(count: int, split: str, input_size: int, first_id: int, flip: bo
     )
 
 
-def _load_demo(input_size: int, seed: int, max_train: int | None, max_val: int | None, augment: bool,
-               classes: tuple[str, ...] | None) -> DetectionData:
+def _load_demo(
+    input_size: int, seed: int, max_train: int | None, max_val: int | None, augment: bool, classes: tuple[str, ...] | None
+) -> DetectionData:
     if classes is not None and classes != demo.DETECTION_SHAPE_CLASSES:
         raise UserError(
             f"classes={list(classes)!r} does not match the {demo.DETECTION_DEMO_NAME} demo's classes "
@@ -153,7 +155,7 @@ def load_detection_data(
         )
 
     train = build(train_indices, decoded[: len(train_indices)], augment)
-    val = build(val_indices, decoded[len(train_indices):], False)
+    val = build(val_indices, decoded[len(train_indices) :], False)
     title = FORMAT_READERS[annotations.format].title
     description = (
         f"{title} detection data {annotations.root} ({split_note}): "

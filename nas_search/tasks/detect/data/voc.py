@@ -146,9 +146,7 @@ def _read_voc(root: Path, classes: tuple[str, ...] | None) -> _RawFolder:
         raise UserError(f"folder {root} has no Pascal VOC layout; expected {VOC_EXPECTED}")
     image_folder = root / layout.images
     if not image_folder.is_dir():
-        raise UserError(
-            f"folder {root} has {layout.annotations}/*.xml but no {layout.images}/ folder; expected {VOC_EXPECTED}"
-        )
+        raise UserError(f"folder {root} has {layout.annotations}/*.xml but no {layout.images}/ folder; expected {VOC_EXPECTED}")
     counts = _new_counts()
     xml_files = sorted(path for path in (root / layout.annotations).iterdir() if path.suffix.lower() == ".xml")
     images = [_parse_voc_xml(path, image_folder) for path in xml_files]

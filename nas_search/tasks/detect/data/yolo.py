@@ -63,9 +63,7 @@ def _yolo_names(root: Path) -> tuple[dict[int, str] | None, Path | None]:
                     ) from None
             return mapping, path
         if names is not None:
-            raise UserError(
-                f"YOLO config {path}: names is a {type(names).__name__}; expected a list or an index: name mapping"
-            )
+            raise UserError(f"YOLO config {path}: names is a {type(names).__name__}; expected a list or an index: name mapping")
         count = config.get("nc")
         if isinstance(count, int) and not isinstance(count, bool) and count > 0:
             return {index: str(index) for index in range(count)}, path
@@ -89,8 +87,9 @@ def _yolo_split_folders(images_folder: Path) -> dict[str, Path] | None:
     return chosen if len(chosen) == len(SPLITS) else None
 
 
-def _parse_yolo_labels(path: Path, names: dict[int, str] | None, classes: tuple[str, ...] | None,
-                       image: Path) -> tuple[list[str], list[tuple[float, float, float, float]]]:
+def _parse_yolo_labels(
+    path: Path, names: dict[int, str] | None, classes: tuple[str, ...] | None, image: Path
+) -> tuple[list[str], list[tuple[float, float, float, float]]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:

@@ -44,7 +44,8 @@ def shift_all_widths(spec: ArchSpec, space: SearchSpace, steps: int) -> ArchSpec
     if choices is not None:
         detector = choices.shift_widths(detector, steps)
     return replace(
-        spec, stages=stages,
+        spec,
+        stages=stages,
         stem_width=_shift_width(space.stem_widths, spec.stem_width, steps),
         head_width=_shift_width(space.head_widths, spec.head_width, steps),
         detector=detector,
@@ -66,8 +67,10 @@ def _single_moves(spec: ArchSpec, space: SearchSpace, direction: int) -> list[Ar
     moves = []
     for stage_index, (choices, stage) in enumerate(zip(space.stages, spec.stages)):
         for block_index, block in enumerate(stage.blocks):
-            changes = {"width": _shift_width(choices.widths, block.width, direction),
-                       "kernel": int(_shift_width(choices.kernels, block.kernel, direction))}
+            changes = {
+                "width": _shift_width(choices.widths, block.width, direction),
+                "kernel": int(_shift_width(choices.kernels, block.kernel, direction)),
+            }
             for choice in block_kind(block.op).choices:
                 if choice.neighbour_moves:
                     options = choice.options(space, choices)
