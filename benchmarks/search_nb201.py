@@ -100,8 +100,7 @@ def run_study(
 ) -> SeedResult:
     """Run one study through ask/tell until the target is reached (and 100 queries are in)."""
     study = optuna.create_study(
-        direction="maximize",
-        sampler=make_sampler(sampler_name, seed=seed, constrained=True, multi_objective=False),
+        direction="maximize", sampler=make_sampler(sampler_name, seed=seed, constrained=True, multi_objective=False)
     )
     objective = table.make_objective(dataset, device, budget_ms)
     best_feasible = -np.inf

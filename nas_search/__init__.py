@@ -60,13 +60,6 @@ __version__ = "0.1.0"
 
 __all__ = ["__version__", "cost_report", "export_trial", "get_space", "run", "space_names", "train"]
 
-#: ``train`` per task (the ``task`` key of ``train.yaml``; ``classify`` when absent):
-#: module and function of the task's standalone trainer, imported when called.
-_TRAINERS: dict[str, tuple[str, str]] = {
-    "classify": ("nas_search.tasks.classify.standalone", "train_standalone"),
-    "detect": ("nas_search.tasks.detect.standalone", "train_detection_standalone"),
-}
-
 
 def run(**options: Any) -> dict[str, Any]:
     """Run the main job (``nas-search run``): train or load the supernet, search under the
@@ -124,11 +117,11 @@ def train(config: str | Path, *, resume: bool = False, progress: bool = True, **
     ``max_val``, ``input_size``, ``device``, ``out`` (relative to the working folder).
     ``resume=True`` continues from the last checkpoint. Returns the final score and the
     paths of the weights and the checkpoint."""
-    import importlib
     from pathlib import Path
 
     from nas_search.config import load_yaml_file
     from nas_search.errors import UserError
+    from nas_search.tasks import TASKS
 
     accepted = ("epochs", "init", "data", "max_train", "max_val", "input_size", "device", "out")
     unknown = sorted(set(overrides) - set(accepted))
@@ -138,12 +131,9 @@ def train(config: str | Path, *, resume: bool = False, progress: bool = True, **
         overrides["out"] = str(Path(overrides["out"]).resolve())
     data = load_yaml_file(config, "training config")
     task = data.get("task", "classify") if isinstance(data, dict) else "classify"
-    if task not in _TRAINERS:
-        raise UserError(f"{config}: task={task!r}; accepted: {', '.join(_TRAINERS)}")
-    module, function = _TRAINERS[task]
-    trainer = getattr(importlib.import_module(module), function)
-    result: dict[str, Any] = trainer(config, resume=resume, overrides=overrides, progress=progress)
-    return result
+    if task not in TASKS:
+        raise UserError(f"{config}: task={task!r}; accepted: {', '.join(TASKS)}")
+    return TASKS[task].train_standalone(config, resume=resume, overrides=overrides, progress=progress)
 
 
 def cost_report(

@@ -48,14 +48,7 @@ def cost_report(
         if device is None:
             raise UserError("--lut needs --device NAME (the device the table was profiled on)")
         report["device"] = device_cost(
-            spec,
-            space,
-            device,
-            lut_path=lut,
-            runtime=runtime,
-            threads=threads,
-            input_size=size,
-            num_classes=num_classes,
+            spec, space, device, lut_path=lut, runtime=runtime, threads=threads, input_size=size, num_classes=num_classes
         )
     return report
 

@@ -46,12 +46,7 @@ def nas_cli() -> CliRunner:
 
     def run(cwd: Path, *arguments: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
-            cli_command(*arguments),
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env or cli_environment(),
+            cli_command(*arguments), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env or cli_environment()
         )
 
     return run

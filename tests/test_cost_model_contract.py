@@ -115,18 +115,13 @@ def _linear_table(space: SearchSpace, specs: list[ArchSpec], measured: int = 0) 
 
 # ---------------------------------------------------------------------------- the contract
 class CostModelContract:
-    """The contract's tests. A subclass sets :attr:`name`, :attr:`unit`, :attr:`device`
-    and what it promises about width (:attr:`monotone_in_width`, :attr:`widest_costs_most`),
-    and implements :meth:`build`."""
+    """The contract's tests. A subclass sets :attr:`name`, :attr:`unit`, :attr:`device`,
+    implements :meth:`build`, and mixes in the width promises its model makes
+    (:class:`MonotoneInWidthContract`, :class:`WidestCostsMostContract`)."""
 
     name: str
     unit: str
     device: str
-    #: Non-decreasing in every width ratio (the counting models: FLOPs and parameters).
-    monotone_in_width: bool = False
-    #: The widest version of an architecture costs more than its narrowest (every model
-    #: that is a function of the architecture; not one fitted to measurements).
-    widest_costs_most: bool = True
 
     @pytest.fixture(params=["micro", "detect"])
     def space(self, request: pytest.FixtureRequest) -> SearchSpace:
@@ -174,25 +169,6 @@ class CostModelContract:
         assert forward == backward == again
         assert specs == originals and [spec.key for spec in specs] == [spec.key for spec in originals]
 
-    def test_monotone_in_width(self, model: CostModel, space: SearchSpace, specs: list[ArchSpec]) -> None:
-        """A counting model is non-decreasing in every width ratio: narrowest <= spec <= widest."""
-        if not self.monotone_in_width:
-            pytest.skip(f"{type(self).__name__}: the model promises no monotonicity in width")
-        triples = _width_triples(space, specs)
-        assert len(triples) >= 3
-        for narrow, spec, wide in triples:
-            assert model(narrow) <= model(spec) <= model(wide)
-        assert any(model(narrow) < model(wide) for narrow, _, wide in triples)
-
-    def test_widest_costs_at_least_the_narrowest(self, model: CostModel, space: SearchSpace, specs: list[ArchSpec]) -> None:
-        """The widest version of an architecture (same ops, kernels and depths) costs at
-        least as much as its narrowest."""
-        if not self.widest_costs_most:
-            pytest.skip(f"{type(self).__name__}: a model fitted to measurements promises no order")
-        triples = _width_triples(space, specs)
-        assert len(triples) >= 3
-        assert all(model(narrow) < model(wide) for narrow, _, wide in triples)
-
     # -------------------------------------------------------------------- errors
     def test_refuses_an_architecture_of_another_space(self, model: CostModel, space: SearchSpace) -> None:
         other = get_space(OTHER_SPACE[space.name]).largest()
@@ -214,35 +190,60 @@ class CostModelContract:
 
 
 # ---------------------------------------------------------------------------- implementations
-class TestFlopsModel(CostModelContract):
-    name, unit, device, monotone_in_width = "flops", "FLOPs", "any", True
+class MonotoneInWidthContract:
+    """The contract's width promise of counting models (FLOPs, params): non-decreasing in
+    every width ratio. Mixed into the suites of the models that make it."""
+
+    def test_monotone_in_width(self, model: CostModel, space: SearchSpace, specs: list[ArchSpec]) -> None:
+        """A counting model is non-decreasing in every width ratio: narrowest <= spec <= widest."""
+        triples = _width_triples(space, specs)
+        assert len(triples) >= 3
+        for narrow, spec, wide in triples:
+            assert model(narrow) <= model(spec) <= model(wide)
+        assert any(model(narrow) < model(wide) for narrow, _, wide in triples)
+
+
+class WidestCostsMostContract:
+    """The contract's weaker width promise (every model not fitted to measurements): the
+    widest version of an architecture costs more than its narrowest."""
+
+    def test_widest_costs_at_least_the_narrowest(self, model: CostModel, space: SearchSpace, specs: list[ArchSpec]) -> None:
+        """The widest version of an architecture (same ops, kernels and depths) costs at
+        least as much as its narrowest."""
+        triples = _width_triples(space, specs)
+        assert len(triples) >= 3
+        assert all(model(narrow) < model(wide) for narrow, _, wide in triples)
+
+
+class TestFlopsModel(CostModelContract, MonotoneInWidthContract, WidestCostsMostContract):
+    name, unit, device = "flops", "FLOPs", "any"
 
     def build(self, space: SearchSpace, specs: list[ArchSpec]) -> CostModel:
         return FlopsModel(space)
 
 
-class TestParamsModel(CostModelContract):
-    name, unit, device, monotone_in_width = "params", "params", "any", True
+class TestParamsModel(CostModelContract, MonotoneInWidthContract, WidestCostsMostContract):
+    name, unit, device = "params", "params", "any"
 
     def build(self, space: SearchSpace, specs: list[ArchSpec]) -> CostModel:
         return ParamsModel(space)
 
 
-class TestMemoryModel(CostModelContract):
+class TestMemoryModel(CostModelContract, WidestCostsMostContract):
     name, unit, device = "peak_memory", "bytes", "any"
 
     def build(self, space: SearchSpace, specs: list[ArchSpec]) -> CostModel:
         return MemoryModel(space)
 
 
-class TestAnalyticLatencyModel(CostModelContract):
+class TestAnalyticLatencyModel(CostModelContract, WidestCostsMostContract):
     name, unit, device = "latency", "ms", "pixel2"
 
     def build(self, space: SearchSpace, specs: list[ArchSpec]) -> CostModel:
         return AnalyticLatencyModel(load_constants()["pixel2"], space)
 
 
-class TestLatencyModelTableSum(CostModelContract):
+class TestLatencyModelTableSum(CostModelContract, WidestCostsMostContract):
     """The plain LUT sum of a table whose entries grow with the parts' features, so the
     widest version of an architecture costs more than its narrowest (a measured table
     promises no such thing)."""
@@ -264,7 +265,7 @@ class TestLatencyModelCorrected(CostModelContract):
     """LUT sum plus the learned correction, fitted on 12 measured subnets (no monotonicity
     promised: a correction is fitted to measurements)."""
 
-    name, unit, device, widest_costs_most = "latency", "ms", "cpu/torch/1thread", False
+    name, unit, device = "latency", "ms", "cpu/torch/1thread"
 
     @pytest.fixture
     def specs(self, space: SearchSpace) -> list[ArchSpec]:
@@ -283,7 +284,7 @@ class TestLatencyModelCorrected(CostModelContract):
 class TestFlopsProportionalModel(CostModelContract):
     """``a * FLOPs + b`` fitted on measured subnets (``device`` = ``fitted``)."""
 
-    name, unit, device, widest_costs_most = "flops_proportional", "ms", "fitted", False
+    name, unit, device = "flops_proportional", "ms", "fitted"
 
     def build(self, space: SearchSpace, specs: list[ArchSpec]) -> CostModel:
         flops = FlopsModel(space)

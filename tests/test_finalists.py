@@ -112,10 +112,7 @@ def test_export_best_follows_the_finalists(reranked: tuple[Path, str], nas_cli: 
 
 
 def test_a_rerun_trains_only_missing_finalists_and_reproduces_scores(
-    reranked: tuple[Path, str],
-    nas_cli: CliRunner,
-    micro_supernet: Path,
-    tmp_path: Path,
+    reranked: tuple[Path, str], nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path
 ) -> None:
     directory, _ = reranked
     work = tmp_path / "work"
@@ -151,10 +148,7 @@ def test_a_rerun_trains_only_missing_finalists_and_reproduces_scores(
 
 
 def test_finalist_seeds_average_runs_and_resume_by_run(
-    reranked: tuple[Path, str],
-    nas_cli: CliRunner,
-    micro_supernet: Path,
-    tmp_path: Path,
+    reranked: tuple[Path, str], nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path
 ) -> None:
     """--finalist-seeds 2: every finalist trains twice (seeds --seed and --seed + 1, the same
     split); the record is the mean with error sqrt(s^2/2 + e^2); its first run reproduces the

@@ -18,14 +18,7 @@ from torch import nn
 
 from nas_search.cli.main import main
 from nas_search.errors import UserError
-from nas_search.hw_models.devices import (
-    Device,
-    device_cost,
-    get_device,
-    latency_model_for,
-    open_table,
-    register_device,
-)
+from nas_search.hw_models.devices import Device, device_cost, get_device, latency_model_for, open_table, register_device
 from nas_search.hw_models.latency import (
     BlockConfig,
     LatencyModel,

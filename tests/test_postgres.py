@@ -89,10 +89,7 @@ def load(server: PostgresServer, study: str) -> optuna.Study:
 
 
 def test_three_workers_complete_the_planned_trials_exactly_once(
-    postgres: PostgresServer,
-    nas_cli: CliRunner,
-    micro_supernet: Path,
-    tmp_path: Path,
+    postgres: PostgresServer, nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path
 ) -> None:
     trials = 6
     plan_study(nas_cli, tmp_path, postgres, micro_supernet, "shared", trials)
@@ -118,10 +115,7 @@ def test_three_workers_complete_the_planned_trials_exactly_once(
 
 
 def test_a_killed_workers_trial_is_failed_and_retried(
-    postgres: PostgresServer,
-    nas_cli: CliRunner,
-    micro_supernet: Path,
-    tmp_path: Path,
+    postgres: PostgresServer, nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path
 ) -> None:
     trials = 3
     plan_study(nas_cli, tmp_path, postgres, micro_supernet, "killed", trials)

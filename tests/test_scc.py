@@ -144,13 +144,7 @@ EXACTNESS_GRID = [
 @pytest.mark.parametrize("kernels", ["native", "torch"])
 @pytest.mark.parametrize("in_channels,out_channels,groups,overlap,batch", EXACTNESS_GRID)
 def test_forward_and_gradients_match_dense_masked_reference(
-    in_channels: int,
-    out_channels: int,
-    groups: int,
-    overlap: float,
-    batch: int,
-    kernels: str,
-    monkeypatch: pytest.MonkeyPatch,
+    in_channels: int, out_channels: int, groups: int, overlap: float, batch: int, kernels: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if kernels == "native":
         native_library()

@@ -506,12 +506,7 @@ def test_existing_study_with_another_space_is_refused(micro_study: SearchedStudy
     ],
 )
 def test_a_rerun_that_changes_what_the_study_searches_is_refused(
-    option: str,
-    value: str,
-    fragments: list[str],
-    micro_study: SearchedStudy,
-    nas_cli: CliRunner,
-    tmp_path: Path,
+    option: str, value: str, fragments: list[str], micro_study: SearchedStudy, nas_cli: CliRunner, tmp_path: Path
 ) -> None:
     """Same study name, another budget, size or data: the old trials were scored under other
     rules, so the run stops before any training and leaves everything as it was."""
@@ -598,9 +593,7 @@ def test_scoring_size_is_the_supernets(nas_cli: CliRunner, micro_supernet: Path,
 
 
 def test_budget_above_the_largest_warns_and_an_infeasible_study_cannot_be_exported(
-    nas_cli: CliRunner,
-    micro_supernet: Path,
-    tmp_path: Path,
+    nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path
 ) -> None:
     """A FLOPs budget above the largest subnet warns that the constraint is inactive; a
     parameter budget that only a one-class network could meet (checked up front, before the

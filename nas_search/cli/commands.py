@@ -250,35 +250,14 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 def _eval_run(arguments: argparse.Namespace) -> None:
     from nas_search.errors import UserError
     from nas_search.spec import load_arch
-    from nas_search.tasks import get_space
-    from nas_search.tasks.classify.evaluate import evaluate_checkpoint
+    from nas_search.tasks import get_space, get_task
     from nas_search.training.distributed import resolve_device
-    from nas_search.units import format_count, format_flops
 
     if arguments.calibration_images < 1:
         raise UserError(f"--calibration-images {arguments.calibration_images}; accepted: 1 or more")
     resolve_device(arguments.device)  # an unknown device, or cuda without a GPU: one line before any work
-    if get_space(load_arch(arguments.arch).space).task == "detect":
-        from nas_search.tasks.detect.evaluate import evaluate_detector_checkpoint
-
-        result = evaluate_detector_checkpoint(
-            arguments.checkpoint,
-            arguments.arch,
-            arguments.data,
-            calibration_images=min(arguments.calibration_images, 256),
-            max_val=arguments.max_val,
-            device=arguments.device,
-        )
-        emit(
-            arguments,
-            result,
-            lambda: print(
-                f"mAP@0.5 {result['map50']:.4f}, mAP@[.5:.95] {result['map']:.4f} on {result['images']} images  |  "
-                f"{format_flops(result['flops'])} at {result['input_size']} px  |  {format_count(result['params'])} params"
-            ),
-        )
-        return
-    result = evaluate_checkpoint(
+    task = get_task(get_space(load_arch(arguments.arch).space).task)
+    result = task.evaluate_checkpoint(
         arguments.checkpoint,
         arguments.arch,
         arguments.data,
@@ -286,14 +265,7 @@ def _eval_run(arguments: argparse.Namespace) -> None:
         max_val=arguments.max_val,
         device=arguments.device,
     )
-    emit(
-        arguments,
-        result,
-        lambda: print(
-            f"accuracy {result['accuracy']:.4f} on {result['images']} images  |  {format_flops(result['flops'])} at "
-            f"{result['input_size']} px  |  {format_count(result['params'])} params  |  {result['arch']}"
-        ),
-    )
+    emit(arguments, result, task.describe_evaluation(result))
 
 
 # ---------------------------------------------------------------------------- run / worker
@@ -491,6 +463,7 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
 def _export_run(arguments: argparse.Namespace) -> None:
     from nas_search.export import export_trial
     from nas_search.search.study import check_study_name, default_storage_url
+    from nas_search.tasks import get_task
     from nas_search.units import format_count, format_flops
 
     check_study_name(arguments.study)
@@ -502,7 +475,8 @@ def _export_run(arguments: argparse.Namespace) -> None:
     result = export_trial(arguments.study, storage, arguments.trial, arguments.out, epochs=arguments.epochs)
 
     def human() -> None:
-        score = f"mAP@0.5 {result['map50']:.4f}" if result.get("task") == "detect" else f"accuracy {result['accuracy']:.4f}"
+        task = get_task(result.get("task", "classify"))
+        score = f"{'accuracy' if task.score_key == 'accuracy' else task.score_name} {result[task.score_key]:.4f}"
         print(
             f"exported trial {result['trial']} of study {result['study']}: {score}, "
             f"{format_flops(result['flops'])}, {format_count(result['params'])} params, "
@@ -539,44 +513,16 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true")
 
 
-def _train_classifier(arguments: argparse.Namespace, overrides: dict) -> None:
-    from nas_search.tasks.classify.standalone import train_standalone
-
-    result = train_standalone(arguments.config, resume=arguments.resume, overrides=overrides, progress=not arguments.quiet)
-    emit(
-        arguments,
-        result,
-        f"final top-1 accuracy {result['accuracy']:.4f} after {result['epochs']} epochs; "
-        f"weights {result['weights']}, checkpoint {result['checkpoint']}",
-    )
-
-
-def _train_detector(arguments: argparse.Namespace, overrides: dict) -> None:
-    from nas_search.tasks.detect.standalone import train_detection_standalone
-
-    result = train_detection_standalone(
-        arguments.config, resume=arguments.resume, overrides=overrides, progress=not arguments.quiet
-    )
-    emit(
-        arguments,
-        result,
-        f"final mAP@0.5 {result['map50']:.4f} (mAP@[.5:.95] {result['map']:.4f}) after "
-        f"{result['epochs']} epochs; weights {result['weights']}, checkpoint {result['checkpoint']}",
-    )
-
-
-#: ``nas-search train`` per task (the ``task`` key of train.yaml; classify when absent).
-TRAINERS = {"classify": _train_classifier, "detect": _train_detector}
-
-
 def _train_run(arguments: argparse.Namespace) -> None:
     from nas_search.config import load_yaml_file
     from nas_search.errors import UserError
+    from nas_search.tasks import TASKS
 
     data = load_yaml_file(arguments.config, "training config")
-    task = data.get("task", "classify") if isinstance(data, dict) else "classify"
-    if task not in TRAINERS:
-        raise UserError(f"{arguments.config}: task={task!r}; accepted: {', '.join(TRAINERS)}")
+    task_name = data.get("task", "classify") if isinstance(data, dict) else "classify"
+    if task_name not in TASKS:
+        raise UserError(f"{arguments.config}: task={task_name!r}; accepted: {', '.join(TASKS)}")
+    task = TASKS[task_name]
     overrides = {
         "epochs": arguments.epochs,
         "init": arguments.init,
@@ -588,7 +534,8 @@ def _train_run(arguments: argparse.Namespace) -> None:
         # given on the command line, relative to the working folder
         "out": None if arguments.out is None else str(Path(arguments.out).resolve()),
     }
-    TRAINERS[task](arguments, overrides)
+    result = task.train_standalone(arguments.config, resume=arguments.resume, overrides=overrides, progress=not arguments.quiet)
+    emit(arguments, result, task.describe_trained(result))
 
 
 #: The commands of this module, in the order ``--help`` lists them.

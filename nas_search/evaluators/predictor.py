@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
@@ -53,7 +54,7 @@ class AccuracyPredictor:
 
     def __init__(self, space: SearchSpace, seed: int = 0) -> None:
         self.space, self.seed = space, seed
-        self.model = None
+        self.model: Any = None
 
     def fit(self, specs: list[ArchSpec], accuracies: list[float]) -> AccuracyPredictor:
         """Fit on evaluated pairs."""

@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from nas_search.spaces.ops import BLOCK_KINDS, KindTable
 from nas_search.spaces.ops.costs import LayerCost, append_convolution, linear, pooling
 from nas_search.spaces.space import ResolvedBlock, ResolvedNetwork, SearchSpace
 from nas_search.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from nas_search.hw_models.published import LatencyTable
 
 #: Where the fitted constants live (written by ``scripts/fit_analytic_devices.py``).
 CONSTANTS_PATH = Path(__file__).with_name("analytic_devices.json")
@@ -108,7 +111,8 @@ def model_layers(space: SearchSpace, spec: ArchSpec, input_size: int, num_classe
     the one its ``network_costs`` give)."""
     resolved = space.resolve(spec, num_classes=num_classes)
     if space.network_costs is not None:  # a space whose networks are not plain classifiers
-        return space.network_costs.layers(resolved, input_size)
+        layers: list[LayerCost] = space.network_costs.layers(resolved, input_size)
+        return layers
     return network_layers(resolved, input_size)
 
 
@@ -283,7 +287,7 @@ __all__ = [
 ]
 
 
-def _published_features(table) -> np.ndarray:
+def _published_features(table: LatencyTable) -> np.ndarray:
     """The model's features of every architecture of a HELP latency table."""
     names = table.features.aggregate_names
     aggregate = table.features.aggregate

@@ -289,12 +289,7 @@ def ofa_blocks(architecture: OfaArchitecture) -> list[Block]:
         stage=0, in_channels=3, out_channels=OFA_STEM_CHANNELS, kernel=3, in_size=architecture.resolution, stride=2
     )
     first_depthwise, _ = convolution(
-        stage=0,
-        in_channels=OFA_STEM_CHANNELS,
-        out_channels=OFA_STEM_CHANNELS,
-        kernel=3,
-        in_size=size,
-        groups=OFA_STEM_CHANNELS,
+        stage=0, in_channels=OFA_STEM_CHANNELS, out_channels=OFA_STEM_CHANNELS, kernel=3, in_size=size, groups=OFA_STEM_CHANNELS
     )
     first_project, _ = convolution(
         stage=0, in_channels=OFA_STEM_CHANNELS, out_channels=OFA_STEM_CHANNELS, kernel=1, in_size=size
@@ -315,11 +310,7 @@ def ofa_blocks(architecture: OfaArchitecture) -> list[Block]:
     )
     pool = pooling(stage=head_stage, channels=OFA_FINAL_EXPAND_CHANNELS, in_size=size, out_size=1)
     feature_mix, _ = convolution(
-        stage=head_stage,
-        in_channels=OFA_FINAL_EXPAND_CHANNELS,
-        out_channels=OFA_FEATURE_MIX_CHANNELS,
-        kernel=1,
-        in_size=1,
+        stage=head_stage, in_channels=OFA_FINAL_EXPAND_CHANNELS, out_channels=OFA_FEATURE_MIX_CHANNELS, kernel=1, in_size=1
     )
     classifier = linear(stage=head_stage, in_features=OFA_FEATURE_MIX_CHANNELS, out_features=OFA_CLASSES)
     blocks.append((final_expand, pool, feature_mix, classifier))

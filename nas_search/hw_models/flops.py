@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nas_search.spaces.ops import BLOCK_KINDS, KindTable
 from nas_search.spaces.ops.costs import Cost, batch_norm, conv, conv_norm, output_size
@@ -49,7 +50,7 @@ class CostBreakdown:
         """Total FLOPs (alias of ``flops``)."""
         return self.flops
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
             "flops": self.flops,
@@ -107,7 +108,8 @@ def count_flops(
     classes C without background."""
     size = space.input_size if input_size is None else input_size
     if space.network_costs is not None:  # a space whose networks are not plain classifiers
-        return space.network_costs.count(spec, space, size, num_classes)
+        breakdown: CostBreakdown = space.network_costs.count(spec, space, size, num_classes)
+        return breakdown
     return count_classifier(spec, space, size, num_classes)
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from nas_search.spaces.ops import BLOCK_KINDS, KindTable
 from nas_search.spaces.ops.costs import BYTES_PER_ELEMENT, INPUT_TENSOR, TensorProgram, TensorStep, output_size
@@ -59,7 +60,7 @@ class MemoryEstimate:
     peak_layer: str
     live_tensors: tuple[str, ...]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"peak_bytes": self.peak_bytes, "peak_layer": self.peak_layer, "live_tensors": list(self.live_tensors)}
 
@@ -138,7 +139,8 @@ def model_program(space: SearchSpace, spec: ArchSpec, input_size: int, num_class
     """The tensor program of ``spec`` in ``space`` (any task) at ``input_size``."""
     resolved = space.resolve(spec, num_classes=num_classes)
     if space.network_costs is not None:  # a space whose networks are not plain classifiers
-        return space.network_costs.program(resolved, input_size)
+        program: TensorProgram = space.network_costs.program(resolved, input_size)
+        return program
     return network_program(resolved, input_size)
 
 

@@ -163,12 +163,7 @@ def _device_models(config: SearchConfig, space: SearchSpace, input_size: int) ->
         from nas_search.hw_models.devices import latency_model_for
 
         latency_model = latency_model_for(
-            space,
-            config.device,
-            config.lut,
-            input_size,
-            runtime=config.runtime,
-            threads=config.threads,
+            space, config.device, config.lut, input_size, runtime=config.runtime, threads=config.threads
         )
     if config.memory:
         from nas_search.hw_models.memory import MemoryModel

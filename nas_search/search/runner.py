@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import optuna
 
@@ -139,7 +139,7 @@ def _prepare(config: SearchConfig, resolved: ResolvedSearch, given_supernet, ann
             study_name=config.study,
             storage=storage,
             sampler=sampler,
-            directions=[OBJECTIVE_DIRECTIONS[name] for name in config.objectives],
+            directions=[cast(Literal["minimize", "maximize"], OBJECTIVE_DIRECTIONS[name]) for name in config.objectives],
         )
         for key, value in attributes.items():
             study.set_user_attr(key, value)

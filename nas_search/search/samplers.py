@@ -62,11 +62,7 @@ def _tpe(options: SamplerOptions) -> optuna.samplers.BaseSampler:
     # for independent TPE (20 seeds, cap 1,000).  More startup trials (20) or EI candidates
     # (64) did not help.  Optuna enables multivariate for one objective only, and so do we.
     # Constrained TPE is automatic once trials carry constraints.
-    return optuna.samplers.TPESampler(
-        seed=options.seed,
-        multivariate=not options.multi_objective,
-        n_startup_trials=10,
-    )
+    return optuna.samplers.TPESampler(seed=options.seed, multivariate=not options.multi_objective, n_startup_trials=10)
 
 
 def _nsga2(options: SamplerOptions) -> optuna.samplers.BaseSampler:

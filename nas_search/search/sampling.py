@@ -32,8 +32,7 @@ class FlopsRange:
 def flops_range(space: SearchSpace, input_size: int | None = None) -> FlopsRange:
     """FLOPs of the space's smallest and largest subnets."""
     return FlopsRange(
-        count_flops(space.smallest(), space, input_size).flops,
-        count_flops(space.largest(), space, input_size).flops,
+        count_flops(space.smallest(), space, input_size).flops, count_flops(space.largest(), space, input_size).flops
     )
 
 

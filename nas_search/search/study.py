@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
 
 import optuna
@@ -34,6 +35,9 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import TrialState
 
 from nas_search.errors import UserError
+
+if TYPE_CHECKING:
+    from optuna.storages._heartbeat import BaseHeartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +174,8 @@ def claim_waiting_trial(study: optuna.Study) -> optuna.Trial | None:
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                if beats:
-                    storage.record_heartbeat(frozen._trial_id)
+                if beats:  # a storage with a heartbeat interval records heartbeats
+                    cast("BaseHeartbeat", storage).record_heartbeat(frozen._trial_id)
                 return optuna.Trial(study, frozen._trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
@@ -233,7 +237,7 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     def beat() -> None:
         while not stop.is_set():
             try:
-                storage.record_heartbeat(trial._trial_id)
+                cast("BaseHeartbeat", storage).record_heartbeat(trial._trial_id)  # it has an interval
             except Exception:  # a transient database error must not kill the trial
                 pass
             stop.wait(interval)

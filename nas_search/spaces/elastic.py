@@ -12,6 +12,7 @@ concatenated, as in the slim module, so the active channels are not a prefix).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +71,7 @@ class ElasticConv2d(nn.Module):
         """Copy the active slice into a static ``nn.Conv2d`` of matching shape."""
         target.weight.copy_(self.active_weight(out_selection, in_selection))
         if self.bias is not None:
-            target.bias.copy_(select_channels(self.bias, 0, out_selection))
+            cast(torch.Tensor, target.bias).copy_(select_channels(self.bias, 0, out_selection))
 
 
 class ElasticDepthwiseConv2d(nn.Module):
@@ -103,10 +104,15 @@ class ElasticDepthwiseConv2d(nn.Module):
 class ElasticBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm over the active channels; running statistics of the others are untouched."""
 
+    # Always tensors here (``track_running_stats`` is left at its default, True).
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
+
     def __init__(self, max_channels: int) -> None:
         super().__init__(max_channels)
 
-    def forward(self, x: torch.Tensor, selection: Selection | None = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, selection: Selection | None = None) -> torch.Tensor:
         selection = x.size(1) if selection is None else selection
         use_batch_statistics = self.training or self.running_mean is None
         momentum = 0.0 if self.momentum is None else self.momentum
@@ -143,7 +149,7 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         """Copy affine parameters and running statistics of the active channels."""
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(target, name).copy_(select_channels(getattr(self, name), 0, selection))
-        target.num_batches_tracked.copy_(self.num_batches_tracked)
+        cast(torch.Tensor, target.num_batches_tracked).copy_(self.num_batches_tracked)
         target.eps, target.momentum = self.eps, self.momentum
 
 
@@ -209,7 +215,8 @@ class ElasticSlidingChannelConv2d(nn.Module):
     @torch.no_grad()
     def copy_into(self, target: nn.Module, in_channels: int, out_channels: int, groups: int, overlap: float) -> None:
         """Copy the compact weight into a static ``SlidingChannelConv2d``."""
-        target.weight.copy_(self.active_weight(in_channels, out_channels, groups, overlap).reshape(target.weight.shape))
+        weight = cast(torch.Tensor, target.weight)
+        weight.copy_(self.active_weight(in_channels, out_channels, groups, overlap).reshape(weight.shape))
 
 
 class ElasticConvNormActivation(nn.Module):
@@ -219,17 +226,11 @@ class ElasticConvNormActivation(nn.Module):
     """
 
     def __init__(
-        self,
-        max_in: int,
-        max_out: int,
-        kernel: int = 1,
-        stride: int = 1,
-        depthwise: bool = False,
-        activation: bool = True,
+        self, max_in: int, max_out: int, kernel: int = 1, stride: int = 1, depthwise: bool = False, activation: bool = True
     ) -> None:
         super().__init__()
         self.depthwise = depthwise
-        self.conv: nn.Module = (
+        self.conv: ElasticDepthwiseConv2d | ElasticConv2d = (
             ElasticDepthwiseConv2d(max_out, kernel, stride) if depthwise else ElasticConv2d(max_in, max_out, kernel, stride)
         )
         self.norm = ElasticBatchNorm2d(max_out)
@@ -257,8 +258,9 @@ class ElasticConvNormActivation(nn.Module):
     ) -> None:
         """Copy into a static ``conv_norm_activation`` sequence."""
         if self.depthwise:
-            self.conv.copy_into(target[0], in_selection, kernel)
-            self.norm.copy_into(target[1], in_selection)
+            # ``kernel`` is always given for a depthwise conv
+            cast(ElasticDepthwiseConv2d, self.conv).copy_into(cast(nn.Conv2d, target[0]), in_selection, cast(int, kernel))
+            self.norm.copy_into(cast(nn.BatchNorm2d, target[1]), in_selection)
         else:
-            self.conv.copy_into(target[0], out_selection, in_selection)
-            self.norm.copy_into(target[1], out_selection)
+            cast(ElasticConv2d, self.conv).copy_into(cast(nn.Conv2d, target[0]), out_selection, in_selection)
+            self.norm.copy_into(cast(nn.BatchNorm2d, target[1]), out_selection)

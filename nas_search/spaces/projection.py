@@ -12,21 +12,22 @@ depths and ops cannot fit even at the narrowest widths stays infeasible.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any, cast
 
 from nas_search.spaces.ops import block_kind
 from nas_search.spaces.space import SearchSpace
-from nas_search.spec import ArchSpec, StageSpec
+from nas_search.spec import ArchSpec, BlockSpec, StageSpec
 
 
-def _shift_width(options: tuple[float, ...], value: float, steps: int) -> float:
+def _shift_width(options: Sequence[float], value: float, steps: int) -> float:
     ordered = sorted(options)
     index = ordered.index(value) if value in ordered else min(range(len(ordered)), key=lambda i: abs(ordered[i] - value))
     return ordered[min(max(index + steps, 0), len(ordered) - 1)]
 
 
-def _detector_choices(space: SearchSpace, spec: ArchSpec):
+def _detector_choices(space: SearchSpace, spec: ArchSpec) -> Any:
     """The space's detector choices (neck and head) when ``spec`` is a detector of a
     detection space, else None. Read by attribute, so that this module (imported by
     supernet training of every task) depends on no task."""
@@ -52,7 +53,7 @@ def shift_all_widths(spec: ArchSpec, space: SearchSpace, steps: int) -> ArchSpec
     )
 
 
-def _with_stage(spec: ArchSpec, stage_index: int, blocks: list) -> ArchSpec:
+def _with_stage(spec: ArchSpec, stage_index: int, blocks: list[BlockSpec]) -> ArchSpec:
     stages = list(spec.stages)
     stages[stage_index] = StageSpec(tuple(blocks))
     return replace(spec, stages=tuple(stages))
@@ -67,7 +68,7 @@ def _single_moves(spec: ArchSpec, space: SearchSpace, direction: int) -> list[Ar
     moves = []
     for stage_index, (choices, stage) in enumerate(zip(space.stages, spec.stages)):
         for block_index, block in enumerate(stage.blocks):
-            changes = {
+            changes: dict[str, Any] = {
                 "width": _shift_width(choices.widths, block.width, direction),
                 "kernel": int(_shift_width(choices.kernels, block.kernel, direction)),
             }
@@ -87,7 +88,7 @@ def _single_moves(spec: ArchSpec, space: SearchSpace, direction: int) -> list[Ar
     for name, options in (("stem_width", space.stem_widths), ("head_width", space.head_widths)):
         width = _shift_width(options, getattr(spec, name), direction)
         if width != getattr(spec, name):
-            moves.append(replace(spec, **{name: width}))
+            moves.append(replace(spec, **cast(dict[str, Any], {name: width})))
     detector_choices = _detector_choices(space, spec)
     if detector_choices is not None:
         moves += [replace(spec, detector=detector) for detector in detector_choices.neighbours(spec.detector, direction)]

@@ -10,20 +10,14 @@ from the resolved network, so they cannot disagree about shapes.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from nas_search.errors import UserError
 from nas_search.spaces.ops import block_kind
 from nas_search.spaces.ops.costs import output_size
-from nas_search.spaces.resolved import (
-    WIDTH_RATIOS,
-    ResolvedBlock,
-    ResolvedNetwork,
-    StageChoices,
-    scaled_channels,
-)
+from nas_search.spaces.resolved import WIDTH_RATIOS, ResolvedBlock, ResolvedNetwork, StageChoices, scaled_channels
 from nas_search.spec import ArchSpec, BlockSpec, StageSpec
 
 
@@ -81,7 +75,7 @@ class SearchSpace:
     scc_overlaps: tuple[float, ...] = (0.25, 0.33, 0.5)
     squeeze_excite: tuple[bool, ...] = (False, True)
     dropout: float = 0.1
-    metadata: dict = field(default_factory=dict, compare=False, hash=False)
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     network_costs: Any = field(default=None, compare=False, hash=False, repr=False)
 
     # ------------------------------------------------------------------ resolution
@@ -202,7 +196,7 @@ class SearchSpace:
                     continue
                 if best is None or cost < best[0]:
                     best = (cost, block)
-            stages.append(StageSpec((best[1],) * min(choices.depths)))
+            stages.append(StageSpec((cast(tuple[int, BlockSpec], best)[1],) * min(choices.depths)))
         return ArchSpec(self.name, tuple(stages), stem_width=min(self.stem_widths), head_width=min(self.head_widths))
 
     def _block_flops(self, spec: ArchSpec) -> int:
@@ -235,7 +229,7 @@ class SearchSpace:
         ``nas_search.training.sandwich``); the other choices are drawn as usual."""
         fixed = operations or {}
 
-        def pick(options, key=None):
+        def pick(options: Sequence[Any], key: Callable[[Any], Any] | None = None) -> Any:
             options = sorted(options, key=key)
             if bias is None or len(options) == 1:
                 return rng.choice(options)
@@ -255,7 +249,7 @@ class SearchSpace:
         return ArchSpec(self.name, tuple(stages), stem_width=pick(self.stem_widths), head_width=pick(self.head_widths))
 
 
-def _check_choice(name: str, value, allowed) -> None:
+def _check_choice(name: str, value: Any, allowed: Collection[Any]) -> None:
     if value not in allowed:
         shown = ", ".join(str(option) for option in allowed)
         raise UserError(f"{name}={value!r} is outside the space; allowed: {shown}")

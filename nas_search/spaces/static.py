@@ -9,6 +9,7 @@ init, for training from scratch or for loading an exported ``model.pt``), and
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -40,10 +41,7 @@ class StaticNetwork(nn.Module):
         )
         self.head = conv_norm_activation(network.last_channels, network.head_channels)
         self.classifier = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(1),
-            nn.Dropout(dropout),
-            nn.Linear(network.head_channels, network.num_classes),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(dropout), nn.Linear(network.head_channels, network.num_classes)
         )
         self.feature_stages = tuple(network.feature_stages)
         self.feature_channels = tuple(network.stages[index][-1].out_channels for index in network.feature_stages)
@@ -62,7 +60,7 @@ class StaticNetwork(nn.Module):
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
-        return self.classifier(self.head(x))
+        return cast(torch.Tensor, self.classifier(self.head(x)))
 
 
 def build_static_model(network: ResolvedNetwork, dropout: float = 0.0) -> StaticNetwork:

@@ -12,12 +12,7 @@ Activation = nn.ReLU
 
 
 def conv_norm_activation(
-    in_channels: int,
-    out_channels: int,
-    kernel: int = 1,
-    stride: int = 1,
-    groups: int = 1,
-    activation: bool = True,
+    in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1, groups: int = 1, activation: bool = True
 ) -> nn.Sequential:
     """Conv (no bias) -> BatchNorm -> optional ReLU, with 'same' padding."""
     layers: list[nn.Module] = [

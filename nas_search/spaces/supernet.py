@@ -20,6 +20,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,7 +47,7 @@ def elastic_block_choices(
     for op, block in blocks.items():
         base = block_kind(op).shares_weights_with
         if base is not None and base in blocks:
-            block.share_weights_with(blocks[base])
+            cast(Any, block).share_weights_with(blocks[base])  # an op with `shares_weights_with` has the method
     return nn.ModuleDict(blocks)
 
 
@@ -87,12 +89,12 @@ class Supernet(nn.Module):
         return self.active
 
     def _run_stages(self, x: torch.Tensor, collect: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        network = self.active
+        network = cast(ResolvedNetwork, self.active)  # set by `activate` in __init__
         x = self.stem(x, network.stem_channels)
         features = []
         for stage_index, blocks in enumerate(network.stages):
             for block_index, block in enumerate(blocks):
-                x = self.stages[stage_index][block_index][block.spec.op](x, block)
+                x = cast(nn.ModuleDict, cast(nn.ModuleList, self.stages[stage_index])[block_index])[block.spec.op](x, block)
             if collect and stage_index in network.feature_stages:
                 features.append(x)
         return x, features
@@ -103,27 +105,29 @@ class Supernet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, _ = self._run_stages(x, collect=False)
-        x = self.head(x, self.active.head_channels)
+        x = self.head(x, cast(ResolvedNetwork, self.active).head_channels)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         x = F.dropout(x, self.dropout, self.training)
-        return self.classifier(x)
+        return cast(torch.Tensor, self.classifier(x))
 
     # ------------------------------------------------------------------ extraction
     @torch.no_grad()
     def extract(self, spec: ArchSpec | None = None) -> StaticNetwork:
         """A standalone static network for ``spec`` (default: the active one) holding
         copies of the shared weights, in the same train/eval mode as the supernet."""
-        network = self.space.resolve(spec, num_classes=self.num_classes) if spec is not None else self.active
+        network = (
+            self.space.resolve(spec, num_classes=self.num_classes) if spec is not None else cast(ResolvedNetwork, self.active)
+        )
         model = StaticNetwork(network, dropout=self.dropout)
         device = next(self.parameters()).device
         model.to(device)
         self.stem.copy_into(model.stem, network.stem_channels, network.input_channels)
         for stage_index, blocks in enumerate(network.stages):
             for block_index, block in enumerate(blocks):
-                elastic = self.stages[stage_index][block_index][block.spec.op]
-                elastic.copy_into(model.stages[stage_index][block_index], block)
+                elastic: Any = cast(nn.ModuleDict, cast(nn.ModuleList, self.stages[stage_index])[block_index])[block.spec.op]
+                elastic.copy_into(cast(nn.Sequential, model.stages[stage_index])[block_index], block)
         self.head.copy_into(model.head, network.head_channels, network.last_channels)
-        self.classifier.copy_into(model.classifier[-1], network.head_channels)
+        self.classifier.copy_into(cast(nn.Linear, model.classifier[-1]), network.head_channels)
         model.train(self.training)
         return model
 
@@ -143,8 +147,8 @@ class Supernet(nn.Module):
         """
         sorted_groups = 0
         for stage in self.stages:
-            for choices in stage:
-                for op, block in choices.items():
+            for choices in cast(nn.ModuleList, stage):
+                for op, block in cast(nn.ModuleDict, choices).items():
                     order = block_kind(op).channel_order
                     if order is not None and order.sort_hidden is not None:
                         order.sort_hidden(block)
@@ -155,21 +159,22 @@ class Supernet(nn.Module):
         return sorted_groups
 
     def _sort_stage_outputs(self, stage_index: int) -> bool:
-        stage = self.stages[stage_index]
-        next_stage = self.stages[stage_index + 1] if stage_index + 1 < len(self.stages) else None
-        members = [pair for choices in stage for pair in _channel_orders(choices)]
-        consumers_of_next = _channel_orders(next_stage[0]) if next_stage is not None else []
+        stage = cast(nn.ModuleList, self.stages[stage_index])
+        next_stage = cast(nn.ModuleList, self.stages[stage_index + 1]) if stage_index + 1 < len(self.stages) else None
+        members = [pair for choices in stage for pair in _channel_orders(cast(nn.ModuleDict, choices))]
+        consumers_of_next = _channel_orders(cast(nn.ModuleDict, next_stage[0])) if next_stage is not None else []
         if any(order is None for _, order in members + consumers_of_next):
             return False
-        producers = [order.output_norm(block) for block, order in members]
+        # every order is a ChannelOrder from here on (checked just above)
+        producers = [cast(ChannelOrder, order).output_norm(block) for block, order in members]
         importance = torch.stack([norm.weight.abs() / (norm.weight.abs().mean() + 1e-12) for norm in producers]).mean(0)
         permutation = torch.argsort(importance, descending=True)
         for block, order in members:
-            order.permute_output(block, permutation)
-        for block, order in members[len(stage[0]) :]:  # blocks after the first read this stage's channels
-            order.permute_input(block, permutation)
+            cast(ChannelOrder, order).permute_output(block, permutation)
+        for block, order in members[len(cast(nn.ModuleDict, stage[0])) :]:  # blocks after the first read this stage's channels
+            cast(ChannelOrder, order).permute_input(block, permutation)
         for block, order in consumers_of_next:
-            order.permute_input(block, permutation)
+            cast(ChannelOrder, order).permute_input(block, permutation)
         if next_stage is None:
             permute_conv_input(self.head.conv, permutation)
         return True

@@ -201,6 +201,14 @@ class Task:
             entries for an :class:`ExportRequest`.
         load_exported: rebuilds an exported network (weights not loaded) from its
             architecture, its space and its ``meta.json``.
+        train_standalone: ``(train.yaml path, *, resume, overrides, progress) -> result``:
+            trains an exported architecture on its own (``nas-search train``).
+        describe_trained: the one-line summary of a ``train_standalone`` result.
+        evaluate_checkpoint: ``(checkpoint, arch, data, *, calibration_images, max_val,
+            device) -> result``: scores one architecture with inherited supernet weights
+            (``nas-search eval``).
+        describe_evaluation: the one-line summary of an ``evaluate_checkpoint`` result.
+        score_key: the key of the primary score in a result (``accuracy``, ``map50``).
     """
 
     name: str
@@ -217,6 +225,11 @@ class Task:
     reference_model: Callable[[ArchSpec, SearchSpace, int | None], nn.Module]
     export_model: Callable[[ExportRequest], ExportedModel]
     load_exported: Callable[[ArchSpec, SearchSpace, dict[str, Any]], nn.Module]
+    train_standalone: Callable[..., dict[str, Any]]
+    describe_trained: Callable[[dict[str, Any]], str]
+    evaluate_checkpoint: Callable[..., dict[str, Any]]
+    describe_evaluation: Callable[[dict[str, Any]], str]
+    score_key: str = "accuracy"
     finalist_size_multiple: int = 1
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from nas_search.errors import UserError
 
@@ -155,6 +155,8 @@ def budget_extremes(
         return space.largest(), space.smallest()
     from nas_search.units import format_flops
 
+    flops = cast("Callable[[Any], float]", flops)  # a budget comes with its FLOPs model
+
     if teacher not in TEACHER_RULES:
         raise UserError(f"unknown teacher rule {teacher!r}; accepted: {', '.join(TEACHER_RULES)}")
     smallest = space.smallest()
@@ -214,6 +216,7 @@ def sandwich_specs(
         if max_flops is None:
             randoms.append(space.sample(rng, operations=plan))
             continue
+        flops = cast("Callable[[Any], float]", flops)  # a budget comes with its FLOPs model
         spec = _draw_within_budget(space, rng, plan, max_flops, flops)
         if spec is None and plan is not None:  # the plan's ops do not fit this budget: draw them freely
             spec = _draw_within_budget(space, rng, None, max_flops, flops)

@@ -28,9 +28,7 @@ from nas_search.spec import ArchSpec, BlockSpec
 # Block configurations
 
 #: Output size of the classifier parts whose output is not ``output_size(input, kernel, stride)``.
-SIZE_OF_OUTPUT: dict[str, Callable[[BlockConfig], int]] = {
-    "head": lambda config: 1,
-}
+SIZE_OF_OUTPUT: dict[str, Callable[[BlockConfig], int]] = {"head": lambda config: 1}
 
 #: Python type of each :class:`BlockConfig` field in a table file (default: ``int``).
 FIELD_TYPES: dict[str, type] = {"op": str, "residual": bool, "expansion": float, "overlap": float}
@@ -428,10 +426,7 @@ class TableTask:
 
 #: The table task of a classifier (a space whose ``network_costs`` is None).
 CLASSIFIER_TABLE_TASK = TableTask(
-    part_kinds=CLASSIFIER_PART_KINDS,
-    parts=network_parts,
-    distinct=_distinct_classifier_parts,
-    build=_build_classifier,
+    part_kinds=CLASSIFIER_PART_KINDS, parts=network_parts, distinct=_distinct_classifier_parts, build=_build_classifier
 )
 
 

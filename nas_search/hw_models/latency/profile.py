@@ -126,6 +126,27 @@ def _new_table(space: SearchSpace, options: ProfileOptions, input_size: int, dis
     )
 
 
+def _open_or_new_table(space: SearchSpace, options: ProfileOptions, input_size: int, parts: int, out: Path) -> LatencyTable:
+    """The table at ``out`` to resume (checked to match these options), or a new one."""
+    if not out.exists():
+        return _new_table(space, options, input_size, parts)
+    table = load_table(out)
+    table.check(
+        space=space.name,
+        runtime=options.runtime,
+        device=options.device,
+        input_size=input_size,
+        threads=options.threads,
+        source=f"existing latency table {out}",
+    )
+    return table
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    """``items`` in consecutive chunks of ``size``."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 def profile_table(
     space: SearchSpace,
     out: str | Path,
@@ -152,18 +173,7 @@ def profile_table(
     profiled_space = restrict_widths(space, options.widths)
     targets = list(blocks) if blocks is not None else distinct_blocks(profiled_space, input_size)
     out = Path(out)
-    if out.exists():
-        table = load_table(out)
-        table.check(
-            space=space.name,
-            runtime=options.runtime,
-            device=options.device,
-            input_size=input_size,
-            threads=options.threads,
-            source=f"existing latency table {out}",
-        )
-    else:
-        table = _new_table(space, options, input_size, len(targets))
+    table = _open_or_new_table(space, options, input_size, len(targets), out)
     if blocks is None:
         table.distinct_blocks = max(table.distinct_blocks, len(targets))
     resumed_blocks = sum(config.key in table.entries for config in targets)
@@ -180,10 +190,7 @@ def profile_table(
     measured_keys = {item.spec.key for item in table.subnets}
     resumed_subnets = sum(spec.key in measured_keys for spec in subnet_specs)
     remaining = [spec for spec in subnet_specs if spec.key not in measured_keys]
-    block_chunks = [todo[start : start + options.chunk] for start in range(0, len(todo), options.chunk)]
-    subnet_chunks = [
-        remaining[start : start + options.subnet_chunk] for start in range(0, len(remaining), options.subnet_chunk)
-    ]
+    block_chunks, subnet_chunks = _chunks(todo, options.chunk), _chunks(remaining, options.subnet_chunk)
     bar = progress_bar(
         len(todo) + len(remaining), f"profile {space.name} ({options.runtime}, {options.threads}t)", "item", progress
     )
@@ -301,11 +308,4 @@ def profile_device(
     return profile_table(space, path, options, progress=progress)
 
 
-__all__ = [
-    "ProfileOptions",
-    "ProfileResult",
-    "count_parts",
-    "profile_device",
-    "profile_table",
-    "sample_subnets",
-]
+__all__ = ["ProfileOptions", "ProfileResult", "count_parts", "profile_device", "profile_table", "sample_subnets"]

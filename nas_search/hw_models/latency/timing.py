@@ -22,10 +22,7 @@ from nas_search.spec import ArchSpec
 #: when given one intra-op thread, and time spent preempted by other processes is not
 #: counted. On a shared 2-core machine it cut the spread of repeated samples several-fold
 #: against the wall clock. With more threads only the wall clock measures latency.
-CLOCKS: dict[str, Callable[[], float]] = {
-    "wall": time.perf_counter,
-    "thread_cpu": time.thread_time,
-}
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread_cpu": time.thread_time}
 
 
 @dataclass(frozen=True)

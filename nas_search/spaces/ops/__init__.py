@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from nas_search.errors import UserError
 from nas_search.spaces.ops.base import BlockChoice, BlockKind, ChannelOrder
@@ -60,7 +60,7 @@ class KindTable(Mapping[str, Value], Generic[Value]):
         self.attribute = attribute
 
     def __getitem__(self, name: str) -> Value:
-        return getattr(BLOCK_KINDS[name], self.attribute)
+        return cast(Value, getattr(BLOCK_KINDS[name], self.attribute))
 
     def __iter__(self) -> Iterator[str]:
         return iter(BLOCK_KINDS)
@@ -72,12 +72,4 @@ class KindTable(Mapping[str, Value], Generic[Value]):
         return f"KindTable({self.attribute!r}: {', '.join(BLOCK_KINDS)})"
 
 
-__all__ = [
-    "BLOCK_KINDS",
-    "BlockChoice",
-    "BlockKind",
-    "ChannelOrder",
-    "KindTable",
-    "block_kind",
-    "extra_block_kind",
-]
+__all__ = ["BLOCK_KINDS", "BlockChoice", "BlockKind", "ChannelOrder", "KindTable", "block_kind", "extra_block_kind"]

@@ -11,7 +11,7 @@ import itertools
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -52,6 +52,8 @@ class BlockChoice:
 class ChannelOrder:
     """How the supernet's channel sorting permutes one op's elastic block.
 
+    Each callable takes the op's own elastic block class (hence ``Any``).
+
     Attributes:
         output_norm: the batch norm producing the block's output channels (their importance).
         permute_output: reorder the block's output channels by ``order``.
@@ -59,10 +61,10 @@ class ChannelOrder:
         sort_hidden: sort the block's own hidden channels by importance, or ``None``.
     """
 
-    output_norm: Callable[[nn.Module], nn.Module]
-    permute_output: Callable[[nn.Module, torch.Tensor], None]
-    permute_input: Callable[[nn.Module, torch.Tensor], None]
-    sort_hidden: Callable[[nn.Module], None] | None = None
+    output_norm: Callable[[Any], nn.BatchNorm2d]
+    permute_output: Callable[[Any, torch.Tensor], None]
+    permute_input: Callable[[Any, torch.Tensor], None]
+    sort_hidden: Callable[[Any], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -179,15 +181,7 @@ def permute_norm(norm: nn.Module, order: torch.Tensor) -> None:
 
 def permute_conv_input(conv: nn.Module, order: torch.Tensor) -> None:
     """Reorder the input channels of a dense convolution's weight."""
-    permute_rows(conv.weight, order, dim=1)
+    permute_rows(cast(torch.Tensor, conv.weight), order, dim=1)
 
 
-__all__ = [
-    "BlockChoice",
-    "BlockKind",
-    "ChannelOrder",
-    "Pick",
-    "permute_conv_input",
-    "permute_norm",
-    "permute_rows",
-]
+__all__ = ["BlockChoice", "BlockKind", "ChannelOrder", "Pick", "permute_conv_input", "permute_norm", "permute_rows"]

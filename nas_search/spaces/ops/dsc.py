@@ -10,26 +10,15 @@ physically sized tensors (what an extracted network is made of, and a latency pa
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_search.spaces.elastic import (
-    ElasticBatchNorm2d,
-    ElasticConv2d,
-    ElasticConvNormActivation,
-    ElasticSlidingChannelConv2d,
-)
+from nas_search.spaces.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticConvNormActivation, ElasticSlidingChannelConv2d
 from nas_search.spaces.ops.base import BlockKind, ChannelOrder, permute_conv_input, permute_norm, permute_rows
-from nas_search.spaces.ops.costs import (
-    Cost,
-    LayerCost,
-    TensorProgram,
-    append_convolution,
-    conv_norm,
-    elementwise,
-    output_size,
-)
+from nas_search.spaces.ops.costs import Cost, LayerCost, TensorProgram, append_convolution, conv_norm, elementwise, output_size
 from nas_search.spaces.resolved import ResolvedBlock
 from nas_search.spaces.scc.conv import SlidingChannelConv2d
 from nas_search.spaces.static_blocks import Activation, conv_norm_activation
@@ -52,7 +41,7 @@ class SeparableBlock(nn.Module):
         self.residual = block.residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.pointwise(self.depthwise(x))
+        out: torch.Tensor = self.pointwise(self.depthwise(x))
         return out + x if self.residual else out
 
 
@@ -64,7 +53,9 @@ class ElasticSeparable(nn.Module):
         super().__init__()
         self.sliding = sliding
         self.depthwise = ElasticConvNormActivation(max_in, max_in, max_kernel, stride, depthwise=True)
-        self.pointwise: nn.Module = ElasticSlidingChannelConv2d(max_in, max_out) if sliding else ElasticConv2d(max_in, max_out)
+        self.pointwise: ElasticSlidingChannelConv2d | ElasticConv2d = (
+            ElasticSlidingChannelConv2d(max_in, max_out) if sliding else ElasticConv2d(max_in, max_out)
+        )
         self.norm = ElasticBatchNorm2d(max_out)
 
     def share_weights_with(self, dense: ElasticSeparable) -> None:
@@ -74,26 +65,28 @@ class ElasticSeparable(nn.Module):
             raise ValueError("only a sliding-channel block shares the weights of a dense separable block")
         self.depthwise = dense.depthwise
         self.norm = dense.norm
-        self.pointwise.share_dense_weight(dense.pointwise)
+        cast(ElasticSlidingChannelConv2d, self.pointwise).share_dense_weight(cast(ElasticConv2d, dense.pointwise))
 
     def _pointwise(self, x: torch.Tensor, block: ResolvedBlock) -> torch.Tensor:
         if self.sliding:
-            return self.pointwise(x, block.out_channels, block.spec.groups, block.spec.overlap)
-        return self.pointwise(x, block.out_channels)
+            return cast(torch.Tensor, self.pointwise(x, block.out_channels, block.spec.groups, block.spec.overlap))
+        return cast(torch.Tensor, self.pointwise(x, block.out_channels))
 
     def forward(self, x: torch.Tensor, block: ResolvedBlock) -> torch.Tensor:
         out = F.relu(self.norm(self._pointwise(self.depthwise(x, kernel=block.spec.kernel), block)), inplace=True)
         return out + x if block.residual else out
 
     @torch.no_grad()
-    def copy_into(self, target: nn.Module, block: ResolvedBlock) -> None:
+    def copy_into(self, target: SeparableBlock, block: ResolvedBlock) -> None:
         channels = block.in_channels
         self.depthwise.copy_into(target.depthwise, channels, channels, kernel=block.spec.kernel)
         if self.sliding:
-            self.pointwise.copy_into(target.pointwise[0], channels, block.out_channels, block.spec.groups, block.spec.overlap)
+            cast(ElasticSlidingChannelConv2d, self.pointwise).copy_into(
+                target.pointwise[0], channels, block.out_channels, block.spec.groups, block.spec.overlap
+            )
         else:
-            self.pointwise.copy_into(target.pointwise[0], block.out_channels, channels)
-        self.norm.copy_into(target.pointwise[1], block.out_channels)
+            cast(ElasticConv2d, self.pointwise).copy_into(cast(nn.Conv2d, target.pointwise[0]), block.out_channels, channels)
+        self.norm.copy_into(cast(nn.BatchNorm2d, target.pointwise[1]), block.out_channels)
 
 
 def input_width(block: BlockSpec, in_channels: int, out_channels: int, divisor: int) -> int:
@@ -136,7 +129,7 @@ def elastic_block(max_in: int, max_out: int, stride: int, max_kernel: int, max_e
     return ElasticSeparable(max_in, max_out, stride, max_kernel, False)
 
 
-def _output_norm(block: ElasticSeparable) -> nn.Module:
+def _output_norm(block: ElasticSeparable) -> nn.BatchNorm2d:
     return block.norm
 
 

@@ -10,6 +10,8 @@ physically sized tensors (what an extracted network is made of, and a latency pa
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,7 +49,7 @@ class SqueezeExcite(nn.Module):
         self.gate = nn.Hardsigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(self.expand(self.activation(self.reduce(self.pool(x)))))
+        return x * cast(torch.Tensor, self.gate(self.expand(self.activation(self.reduce(self.pool(x))))))
 
 
 class InvertedResidual(nn.Module):
@@ -65,7 +67,7 @@ class InvertedResidual(nn.Module):
         self.residual = block.residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(self.squeeze_excite(self.depthwise(self.expand(x))))
+        out: torch.Tensor = self.project(self.squeeze_excite(self.depthwise(self.expand(x))))
         return out + x if self.residual else out
 
 
@@ -83,7 +85,7 @@ class ElasticSqueezeExcite(nn.Module):
         return x * gate
 
     @torch.no_grad()
-    def copy_into(self, target: nn.Module, channels: int, reduced: int) -> None:
+    def copy_into(self, target: SqueezeExcite, channels: int, reduced: int) -> None:
         self.reduce.copy_into(target.reduce, reduced, channels)
         self.expand.copy_into(target.expand, channels, reduced)
 
@@ -103,16 +105,16 @@ class ElasticInvertedResidual(nn.Module):
         hidden = self.depthwise(self.expand(x, block.hidden_channels), kernel=block.spec.kernel)
         if block.squeeze_excite_channels:
             hidden = self.squeeze_excite(hidden, block.squeeze_excite_channels)
-        out = self.project(hidden, block.out_channels)
+        out: torch.Tensor = self.project(hidden, block.out_channels)
         return out + x if block.residual else out
 
     @torch.no_grad()
-    def copy_into(self, target: nn.Module, block: ResolvedBlock) -> None:
+    def copy_into(self, target: InvertedResidual, block: ResolvedBlock) -> None:
         hidden = block.hidden_channels
         self.expand.copy_into(target.expand, hidden, block.in_channels)
         self.depthwise.copy_into(target.depthwise, hidden, hidden, kernel=block.spec.kernel)
         if block.squeeze_excite_channels:
-            self.squeeze_excite.copy_into(target.squeeze_excite, hidden, block.squeeze_excite_channels)
+            self.squeeze_excite.copy_into(cast(SqueezeExcite, target.squeeze_excite), hidden, block.squeeze_excite_channels)
         self.project.copy_into(target.project, block.out_channels, hidden)
 
 
@@ -180,11 +182,11 @@ def sort_hidden(block: ElasticInvertedResidual) -> None:
     permute_norm(block.depthwise.norm, order)
     permute_conv_input(block.squeeze_excite.reduce, order)
     permute_rows(block.squeeze_excite.expand.weight, order)
-    permute_rows(block.squeeze_excite.expand.bias, order)
+    permute_rows(cast(torch.Tensor, block.squeeze_excite.expand.bias), order)
     permute_conv_input(block.project.conv, order)
 
 
-def _output_norm(block: ElasticInvertedResidual) -> nn.Module:
+def _output_norm(block: ElasticInvertedResidual) -> nn.BatchNorm2d:
     return block.project.norm
 
 

@@ -9,15 +9,7 @@ import functools
 from torch import nn
 
 from nas_search.spaces.ops.base import BlockChoice, BlockKind
-from nas_search.spaces.ops.costs import (
-    Cost,
-    LayerCost,
-    append_convolution,
-    batch_norm,
-    conv_norm,
-    elementwise,
-    output_size,
-)
+from nas_search.spaces.ops.costs import Cost, LayerCost, append_convolution, batch_norm, conv_norm, elementwise, output_size
 from nas_search.spaces.ops.dsc import ElasticSeparable, SeparableBlock, input_width
 from nas_search.spaces.ops.dsc import program as separable_program
 from nas_search.spaces.resolved import ResolvedBlock

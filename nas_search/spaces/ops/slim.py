@@ -11,20 +11,14 @@ physically sized tensors (what an extracted network is made of, and a latency pa
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
-from nas_search.spaces.elastic import ElasticConvNormActivation, concat_selection
+from nas_search.spaces.elastic import ElasticConvNormActivation, Selection, concat_selection
 from nas_search.spaces.ops.base import BlockKind, ChannelOrder, permute_conv_input, permute_norm, permute_rows
-from nas_search.spaces.ops.costs import (
-    Cost,
-    LayerCost,
-    TensorProgram,
-    append_convolution,
-    conv_norm,
-    elementwise,
-    output_size,
-)
+from nas_search.spaces.ops.costs import Cost, LayerCost, TensorProgram, append_convolution, conv_norm, elementwise, output_size
 from nas_search.spaces.resolved import ResolvedBlock
 from nas_search.spaces.static_blocks import conv_norm_activation
 from nas_search.spec import BLOCK_RULES, BlockSpec
@@ -39,8 +33,7 @@ class SqueezeExpand(nn.Module):
         self.squeeze = conv_norm_activation(in_channels, squeeze)
         self.expand_pointwise = conv_norm_activation(squeeze, 4 * squeeze)
         self.expand_separable = nn.Sequential(
-            conv_norm_activation(squeeze, squeeze, 3, groups=squeeze),
-            conv_norm_activation(squeeze, 4 * squeeze),
+            conv_norm_activation(squeeze, squeeze, 3, groups=squeeze), conv_norm_activation(squeeze, 4 * squeeze)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +56,7 @@ class SlimModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.second(self.first(x)) + self.skip(x)
-        return self.pointwise(self.depthwise(out))
+        return cast(torch.Tensor, self.pointwise(self.depthwise(out)))
 
 
 class ElasticSqueezeExpand(nn.Module):
@@ -78,17 +71,17 @@ class ElasticSqueezeExpand(nn.Module):
         self.expand_depthwise = ElasticConvNormActivation(max_squeeze, max_squeeze, 3, depthwise=True)
         self.expand_separable = ElasticConvNormActivation(max_squeeze, 4 * max_squeeze)
 
-    def forward(self, x: torch.Tensor, squeeze: int, in_selection=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, squeeze: int, in_selection: Selection | None = None) -> torch.Tensor:
         squeezed = self.squeeze(x, squeeze, in_selection)
         separable = self.expand_separable(self.expand_depthwise(squeezed, kernel=3), 4 * squeeze)
         return torch.cat([self.expand_pointwise(squeezed, 4 * squeeze), separable], dim=1)
 
     @torch.no_grad()
-    def copy_into(self, target: nn.Module, squeeze: int, in_selection) -> None:
+    def copy_into(self, target: SqueezeExpand, squeeze: int, in_selection: Selection) -> None:
         self.squeeze.copy_into(target.squeeze, squeeze, in_selection)
         self.expand_pointwise.copy_into(target.expand_pointwise, 4 * squeeze, squeeze)
-        self.expand_depthwise.copy_into(target.expand_separable[0], squeeze, squeeze, kernel=3)
-        self.expand_separable.copy_into(target.expand_separable[1], 4 * squeeze, squeeze)
+        self.expand_depthwise.copy_into(cast(nn.Sequential, target.expand_separable[0]), squeeze, squeeze, kernel=3)
+        self.expand_separable.copy_into(cast(nn.Sequential, target.expand_separable[1]), 4 * squeeze, squeeze)
 
 
 class ElasticSlimModule(nn.Module):
@@ -112,10 +105,10 @@ class ElasticSlimModule(nn.Module):
         concat = self._concat(squeeze)
         out = self.second(self.first(x, squeeze), squeeze, concat) + self.skip(x, concat)
         out = self.depthwise(out, in_selection=concat, kernel=block.spec.kernel)
-        return self.pointwise(out, block.out_channels, concat)
+        return cast(torch.Tensor, self.pointwise(out, block.out_channels, concat))
 
     @torch.no_grad()
-    def copy_into(self, target: nn.Module, block: ResolvedBlock) -> None:
+    def copy_into(self, target: SlimModule, block: ResolvedBlock) -> None:
         squeeze = block.hidden_channels
         concat = self._concat(squeeze)
         self.first.copy_into(target.first, squeeze, block.in_channels)
@@ -200,7 +193,7 @@ def elastic_block(max_in: int, max_out: int, stride: int, max_kernel: int, max_e
     return ElasticSlimModule(max_in, max_out, stride, max_kernel)
 
 
-def _output_norm(block: ElasticSlimModule) -> nn.Module:
+def _output_norm(block: ElasticSlimModule) -> nn.BatchNorm2d:
     return block.pointwise.norm
 
 

@@ -72,6 +72,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import cache, lru_cache
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -448,9 +449,7 @@ def _forward_sample_major(flat_input: torch.Tensor, weight: torch.Tensor, schedu
             count, rows = len(batch.residues), batch.rows
             first_channel = sample * source.shape[1] + batch.offset
             windows = source.as_strided(
-                (count, length, pixels),
-                (batch.step * pixels, pixels, 1),
-                source.storage_offset() + first_channel * pixels,
+                (count, length, pixels), (batch.step * pixels, pixels, 1), source.storage_offset() + first_channel * pixels
             )
             target = buffer.as_strided(
                 (count, rows, pixels), (rows * pixels, pixels, 1), (sample * out_channels + batch.buffer_row) * pixels
@@ -474,9 +473,7 @@ def _forward_class_major(flat_input: torch.Tensor, weight: torch.Tensor, schedul
             (batch_size, rows, length), (0, period * length, 1), weight.storage_offset() + window.residue * length
         )
         windows = source.as_strided(
-            (batch_size, length, pixels),
-            (source.shape[1] * pixels, pixels, 1),
-            source.storage_offset() + offset * pixels,
+            (batch_size, length, pixels), (source.shape[1] * pixels, pixels, 1), source.storage_offset() + offset * pixels
         )
         target = buffer.as_strided((batch_size, rows, pixels), (rows * pixels, pixels, 1), first_row * pixels)
         torch.bmm(class_weight, windows, out=target)
@@ -541,16 +538,14 @@ class _SlidingChannelFunction(torch.autograd.Function):
     """Fast SCC with a hand-written backward (the forward writes into views with ``out=``)."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx, flat_input: torch.Tensor, weight: torch.Tensor, schedule: _Schedule
-    ) -> torch.Tensor:
+    def forward(ctx: Any, flat_input: torch.Tensor, weight: torch.Tensor, schedule: _Schedule) -> torch.Tensor:
         ctx.schedule = schedule
         ctx.save_for_backward(flat_input, weight)
         return _fast_forward(flat_input, weight, schedule)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         flat_input, weight = ctx.saved_tensors
         schedule: _Schedule = ctx.schedule
         grad_output = grad_output.contiguous()
@@ -597,7 +592,8 @@ def _needs_portable_ops() -> bool:
     ``dynamo=False``) or compiling (``torch.compile``, ``torch.export`` and the default
     dynamo ONNX exporter), where writes into views with ``out=`` and Python autograd
     functions are not welcome."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+    # ``torch.jit.is_tracing`` is unannotated in torch; it returns a bool.
+    return cast(Callable[[], bool], torch.jit.is_tracing)() or torch.compiler.is_compiling()
 
 
 # ---------------------------------------------------------------------------------------
@@ -652,11 +648,7 @@ def _apply(x: torch.Tensor, weight: torch.Tensor, schedule: _Schedule, bias: tor
 
 
 def sliding_channel_conv2d(
-    x: torch.Tensor,
-    compact_weight: torch.Tensor,
-    groups: int,
-    overlap: float | Fraction,
-    bias: torch.Tensor | None = None,
+    x: torch.Tensor, compact_weight: torch.Tensor, groups: int, overlap: float | Fraction, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Sliding-channel 1x1 convolution: exact, FLOP-exact, fast and differentiable.
 

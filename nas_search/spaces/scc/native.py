@@ -144,14 +144,7 @@ def _load(path: Path) -> ctypes.CDLL:
     function = library.nas_search_scc_forward_f32
     function.restype = ctypes.c_int32
     function.argtypes = (
-        [ctypes.c_void_p] * 3
-        + [ctypes.c_int64] * 5
-        + [ctypes.c_void_p] * 2
-        + [
-            ctypes.c_int64,
-            ctypes.c_void_p,
-            ctypes.c_int64,
-        ]
+        [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 5 + [ctypes.c_void_p] * 2 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]
     )
     return library
 

@@ -106,11 +106,7 @@ def _check_nothing(path: str) -> None:
     return None
 
 
-IMAGE_CHECKS: dict[str, Callable[[str], None]] = {
-    "header": _check_header,
-    "decode": _check_decode,
-    "none": _check_nothing,
-}
+IMAGE_CHECKS: dict[str, Callable[[str], None]] = {"header": _check_header, "decode": _check_decode, "none": _check_nothing}
 """How each ``image_check`` mode tests a file at load time; it raises when the file is unreadable."""
 #: (folder, count) of the skipped-files warnings already given in this process.
 _WARNED_SKIPS: set[tuple[str, int]] = set()
@@ -290,12 +286,7 @@ class NormalizeToFloat:
 
 
 def build_transform(
-    input_size: int,
-    *,
-    train: bool,
-    mean: Sequence[float],
-    std: Sequence[float],
-    source_size: int | None = None,
+    input_size: int, *, train: bool, mean: Sequence[float], std: Sequence[float], source_size: int | None = None
 ) -> TransformPipeline:
     """The train or val transform for an image (PIL or ``uint8`` tensor) of side ``source_size``
     (``None`` when unknown or varying). See the module docstring for the recipe."""
@@ -396,10 +387,7 @@ def _scan_folder(folder: Path, check: Callable[[str], None]) -> _ScannedFolder:
         )
     class_to_index = {name: index for index, name in enumerate(class_names)}
     candidates = make_dataset(
-        folder,
-        class_to_index,
-        is_valid_file=lambda path: _is_candidate_image(path, folder),
-        allow_empty=True,
+        folder, class_to_index, is_valid_file=lambda path: _is_candidate_image(path, folder), allow_empty=True
     )
     if not candidates:
         raise UserError(f"no images in the class folders of {folder}; expected files ending in {', '.join(IMAGE_EXTENSIONS)}")

@@ -61,18 +61,7 @@ from nas_search.errors import UserError
 DEMO_NAME = "shapes10"
 """Name of the built-in demo dataset, as shown in descriptions and logs."""
 
-SHAPE_CLASSES: tuple[str, ...] = (
-    "disk",
-    "ring",
-    "square",
-    "frame",
-    "triangle",
-    "cross",
-    "star",
-    "crescent",
-    "hexagon",
-    "ell",
-)
+SHAPE_CLASSES: tuple[str, ...] = ("disk", "ring", "square", "frame", "triangle", "cross", "star", "crescent", "hexagon", "ell")
 """Class names of ``shapes10``, in label order."""
 
 DEMO_SEED = 0
@@ -368,12 +357,7 @@ def _draw_distractors(
             if chosen.size == 0:
                 continue
             horizontal, vertical = _local_coordinates(
-                grid_x,
-                grid_y,
-                centres_x[chosen, slot],
-                centres_y[chosen, slot],
-                angles[chosen, slot],
-                scales[chosen, slot],
+                grid_x, grid_y, centres_x[chosen, slot], centres_y[chosen, slot], angles[chosen, slot], scales[chosen, slot]
             )
             distance = distance_function(horizontal, vertical) * scales[chosen, slot][:, None, None]
             blended = canvas[chosen]

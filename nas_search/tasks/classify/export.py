@@ -16,11 +16,7 @@ def export_classifier(request: ExportRequest) -> ExportedModel:
     """The classifier of an exported trial: inherited, BN-recalibrated weights, ``train.yaml``
     and the ``meta.json`` entries (top-1 accuracy, classes, the ONNX input)."""
     from nas_search.hw_models.flops import count_flops
-    from nas_search.tasks.classify.data import (
-        SMALL_INPUT_LIMIT,
-        VALIDATION_CROP_RATIO,
-        load_classification_data,
-    )
+    from nas_search.tasks.classify.data import SMALL_INPUT_LIMIT, VALIDATION_CROP_RATIO, load_classification_data
     from nas_search.tasks.classify.evaluate import calibration_tensor, recalibrate_batch_norm
     from nas_search.tasks.classify.supernet_training import load_supernet
 

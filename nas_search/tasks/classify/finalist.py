@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from collections.abc import Sized
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -53,7 +54,7 @@ def train_classifier_finalist(
             tally.add(labels.size(0), loss=step_loss.item())
             bar.update(labels.size(0))
 
-    loop = EpochLoop(loader, seed, epochs, f"{label} epoch", len(loader.dataset), progress_bar, progress)
+    loop = EpochLoop(loader, seed, epochs, f"{label} epoch", len(cast(Sized, loader.dataset)), progress_bar, progress)
     run_epochs(loop, 0, epochs, history, train, lambda epoch, tally: {"loss": tally.mean("loss")})
     loss = history[-1]["loss"] if history else float("nan")
     accuracy = top1_accuracy(model, val_loader, device)

@@ -8,13 +8,15 @@ final top-1 accuracy.
 from __future__ import annotations
 
 import time
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from nas_search.config import FieldCheck, check_fields, config_from_dict, config_to_dict, load_yaml_file, positive_or_none
 from nas_search.errors import UserError
@@ -157,20 +159,11 @@ def _resume(
     return start_epoch, history
 
 
-def train_standalone(
-    path: str | Path, *, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True
-) -> dict:
-    """Train the architecture of a ``train.yaml``; returns the final accuracy and paths."""
-    from nas_search.progress import progress_bar
-    from nas_search.tasks.classify.data import load_classification_data, make_loader
-    from nas_search.tasks.classify.evaluate import top1_accuracy
-    from nas_search.training.distributed import resolve_device
+def _model_and_data(path: str | Path, config: Any, base: Path) -> tuple[ArchSpec, Any, nn.Module]:
+    """The architecture, the data and the model (inherited weights loaded, or fresh) of a
+    ``train.yaml``; one-line errors for a bad architecture or a class-count mismatch."""
+    from nas_search.tasks.classify.data import load_classification_data
 
-    config, base = load_train_config(path, overrides)
-    device = resolve_device(config.device)
-    out_dir, checkpoint_path = base / config.out, base / config.out / "checkpoint.pt"
-    check_output_path(out_dir, "out (--out)", kind="folder")
-    refuse_to_overwrite(checkpoint_path, resume, "--out DIR")
     try:
         spec = ArchSpec.from_dict(config.arch)
     except UserError as error:
@@ -187,6 +180,24 @@ def train_standalone(
     model = build_static_model(space.resolve(spec, num_classes=num_classes))
     if config.init == "inherited":
         _load_weights(model, base / (config.weights or "model.pt"), path, spec)
+    return spec, data, model
+
+
+def train_standalone(
+    path: str | Path, *, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True
+) -> dict:
+    """Train the architecture of a ``train.yaml``; returns the final accuracy and paths."""
+    from nas_search.progress import progress_bar
+    from nas_search.tasks.classify.data import make_loader
+    from nas_search.tasks.classify.evaluate import top1_accuracy
+    from nas_search.training.distributed import resolve_device
+
+    config, base = load_train_config(path, overrides)
+    device = resolve_device(config.device)
+    out_dir, checkpoint_path = base / config.out, base / config.out / "checkpoint.pt"
+    check_output_path(out_dir, "out (--out)", kind="folder")
+    refuse_to_overwrite(checkpoint_path, resume, "--out DIR")
+    spec, data, model = _model_and_data(path, config, base)
     model.to(device)
     optimizer = build_optimizer(
         model,
@@ -198,7 +209,9 @@ def train_standalone(
         data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed, num_workers=config.workers, drop_last=True
     )
     val_loader = make_loader(data.val, batch_size=128, shuffle=False, seed=config.seed, num_workers=0)
-    steps = count_steps(loader, f"batch_size {config.batch_size} is larger than the {len(data.train)} training images")
+    steps = count_steps(
+        loader, f"batch_size {config.batch_size} is larger than the {len(cast(Sized, data.train))} training images"
+    )
     state = TrainingState(model, optimizer, step_schedule(optimizer, steps, config.epochs, config.warmup_epochs))
     start_epoch, history = (
         _resume(state, checkpoint_path, spec, config, steps) if resume and checkpoint_path.exists() else (0, [])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -174,7 +174,8 @@ class _SupernetRun:
         """Seed Batch Bridgeout; at their epochs, sort channels (OFA) or regenerate them."""
         config, supernet = self.config, self.supernet
         if self.bridgeout is not None:
-            self.bridgeout.generator.manual_seed(config.seed + 17 * epoch)
+            # the run's Bridgeout is always built with a generator (see _SupernetRun's set-up)
+            cast(torch.Generator, self.bridgeout.generator).manual_seed(config.seed + 17 * epoch)
         if config.full_width_warmup_epochs and epoch == config.full_width_warmup_epochs:
             supernet.sort_channels()
             self.state.optimizer.state.clear()  # momentum buffers refer to the old channel order
@@ -275,6 +276,34 @@ def _resume(
     return start_epoch, history
 
 
+def _attach_bridgeout(config: Any, supernet: Supernet, start_epoch: int) -> BatchBridgeout | None:
+    """Batch Bridgeout on the supernet's BNs when asked for (seeded per resumed epoch)."""
+    if config.bridgeout_probability <= 0:
+        return None
+    generator = torch.Generator().manual_seed(config.seed + 17 * start_epoch)
+    bridgeout = BatchBridgeout(1 - config.bridgeout_probability, config.bridgeout_exponent, generator)
+    attach_bridgeout(supernet, bridgeout)
+    return bridgeout
+
+
+def _epoch_loop(config: Any, loader: Any, steps_per_epoch: int, context: DistributedContext, progress_bar: Any) -> EpochLoop:
+    """The epoch driver of a supernet training (progress on the main process only)."""
+    images_per_epoch = steps_per_epoch * config.batch_size * context.world_size
+    show = context.is_main and config.progress
+    return EpochLoop(
+        loader,
+        config.seed,
+        config.epochs,
+        "supernet epoch",
+        images_per_epoch,
+        progress_bar,
+        show,
+        world_size=context.world_size,
+        is_main=context.is_main,
+        barrier=context.barrier,
+    )
+
+
 def _train(config, space, device, context: DistributedContext, load_data, make_loader, progress_bar) -> SupernetTrainResult:
     input_size = config.input_size or space.train_input_size
     data = load_data(config.data, input_size=input_size, seed=config.seed, max_train=config.max_train, max_val=config.max_val)
@@ -299,14 +328,7 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp)
     state = TrainingState(supernet, optimizer, scheduler)  # a classifier checkpoint keeps no scaler state
     start_epoch, history = _resume(config, space, data, state, steps_per_epoch, context)
-    bridgeout = None
-    if config.bridgeout_probability > 0:
-        bridgeout = BatchBridgeout(
-            1 - config.bridgeout_probability,
-            config.bridgeout_exponent,
-            torch.Generator().manual_seed(config.seed + 17 * start_epoch),
-        )
-        attach_bridgeout(supernet, bridgeout)
+    bridgeout = _attach_bridgeout(config, supernet, start_epoch)
     flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, data.num_classes)
     extremes = budget_extremes(space, config.max_flops, flops_model, config.budget_teacher)
     step_module = distributed_step_module(
@@ -329,18 +351,7 @@ def _train(config, space, device, context: DistributedContext, load_data, make_l
         flops_model,
         bridgeout,
     )
-    loop = EpochLoop(
-        loader,
-        config.seed,
-        config.epochs,
-        "supernet epoch",
-        steps_per_epoch * config.batch_size * context.world_size,
-        progress_bar,
-        context.is_main and config.progress,
-        world_size=context.world_size,
-        is_main=context.is_main,
-        barrier=context.barrier,
-    )
+    loop = _epoch_loop(config, loader, steps_per_epoch, context, progress_bar)
     throughput = run_epochs(
         loop,
         start_epoch,

@@ -16,15 +16,9 @@ Breakdown parts: ``stem``, ``stage0`` .. ``stageN``, ``neck``, ``head``.
 
 from __future__ import annotations
 
-from nas_search.hw_models.flops import (
-    Cost,
-    CostBreakdown,
-    batch_norm,
-    block_cost,
-    conv,
-    conv_norm,
-    output_size,
-)
+from typing import cast
+
+from nas_search.hw_models.flops import Cost, CostBreakdown, batch_norm, block_cost, conv, conv_norm, output_size
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec
 from nas_search.tasks.detect.resolved import ResolvedDetector, ResolvedHead, ResolvedNeck
@@ -117,7 +111,7 @@ def count_detector(detector: ResolvedDetector, input_size: int) -> CostBreakdown
 
 def count_detection(spec: ArchSpec, space: SearchSpace, input_size: int, num_classes: int | None) -> CostBreakdown:
     """The ``detect`` task's whole-model counter (``num_classes`` = C, background excluded)."""
-    return count_detector(space.resolve(spec, num_classes=num_classes), input_size)
+    return count_detector(cast(ResolvedDetector, space.resolve(spec, num_classes=num_classes)), input_size)
 
 
 __all__ = ["count_detection", "count_detector", "extra_level_sizes", "head_cost", "neck_cost"]

@@ -174,11 +174,7 @@ def _triangle_shape(rng: np.random.Generator, box_side: float) -> np.ndarray | N
     return _polygon(3, rng.uniform(0.0, 2.0 * math.pi), box_side)
 
 
-SHAPE_OUTLINES = {
-    "circle": _circle_shape,
-    "square": _square_shape,
-    "triangle": _triangle_shape,
-}
+SHAPE_OUTLINES = {"circle": _circle_shape, "square": _square_shape, "triangle": _triangle_shape}
 """Per class: a function ``(rng, box_side) -> vertices`` centred on the box centre, or
 ``None`` for a circle of diameter ``box_side``."""
 

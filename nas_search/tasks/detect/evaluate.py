@@ -19,13 +19,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from nas_search.evaluators.batchnorm import precise_batch_norm
 from nas_search.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from nas_search.tasks.detect.supernet import DetectionSupernet
 
 DetectorForward = Callable[[nn.Module, list[torch.Tensor]], Any]
 
@@ -45,8 +48,8 @@ def run_detector_trunk(model: nn.Module, images: list[torch.Tensor]) -> Any:
             for image in images
         ]
         return model(images, empty)
-    image_list, _ = model.transform(images)
-    features = model.backbone(image_list.tensors)
+    image_list, _ = cast(nn.Module, model.transform)(images)
+    features = cast(nn.Module, model.backbone)(image_list.tensors)
     if isinstance(features, torch.Tensor):
         features = OrderedDict([("0", features)])
     head = getattr(model, "head", None)
@@ -217,7 +220,7 @@ class DetectionEvaluator:
 
     def __init__(
         self,
-        supernet: nn.Module,
+        supernet: DetectionSupernet,
         calibration_batches: Sequence[Sequence[torch.Tensor]],
         loader: Iterable,
         device: torch.device | str = "cpu",
@@ -236,7 +239,7 @@ class DetectionEvaluator:
         key = spec.key
         if key not in self.cache:
             scores = mean_average_precision(self.extract_calibrated(spec), self.loader, self.device)
-            self.cache[key] = DetectionResult(key, scores["map50"], scores["map"], scores["map75"], scores["images"])
+            self.cache[key] = DetectionResult(key, scores["map50"], scores["map"], scores["map75"], cast(int, scores["images"]))
         return self.cache[key]
 
 

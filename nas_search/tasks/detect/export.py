@@ -3,7 +3,7 @@ rebuilding it, with its post-processing settings, from the exported files."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -130,7 +130,7 @@ def load_exported_detector(spec: ArchSpec, space: SearchSpace, meta: dict[str, A
 
     return build_detector(
         spec,
-        int(meta.get("num_classes")),
+        int(cast(Any, meta.get("num_classes"))),
         int(meta["input_size"]),
         resize=meta.get("resize", LEGACY_RESIZE),
         **meta.get("postprocess", {}),

@@ -23,10 +23,11 @@ Importing this module registers both with ``nas_search.hw_models`` for the ``det
 
 from __future__ import annotations
 
-from nas_search.hw_models.features import LayerCost, convolution, elementwise
+from nas_search.hw_models.features import LayerCost
 from nas_search.hw_models.flops import output_size
 from nas_search.hw_models.memory import INPUT_TENSOR, TensorProgram, block_program
 from nas_search.spaces.ops import block_kind
+from nas_search.spaces.ops.costs import convolution, elementwise
 from nas_search.tasks.detect.cost import SEPARABLE_KERNEL, extra_level_sizes
 from nas_search.tasks.detect.resolved import ResolvedDetector
 
@@ -105,6 +106,7 @@ def _neck_and_head(program: TensorProgram, detector: ResolvedDetector, features:
         depthwise = program.add(f"neck.extra{extra}.depthwise", (levels[-1],), width * pixels)
         levels.append(program.add(f"neck.extra{extra}.pointwise", (depthwise,), width * pixels))
     raw: list[dict[str, str]] = []
+    channels: int | None  # a tower's input width, then a predictor's outputs (None: the class count)
     for level, source in enumerate(levels):
         pixels = sizes[level] * sizes[level]
         towers = {}

@@ -10,6 +10,9 @@ ops of ``nas_search.spaces.elastic``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,10 +49,10 @@ class ElasticSharedSeparableLayer(nn.Module):
         """Copy the active slice into a static layer."""
         self.depthwise.copy_into(target.depthwise, in_channels, 3)
         self.pointwise.copy_into(target.pointwise, out_channels, in_channels)
-        for norm, static in zip(self.depthwise_norms, target.depthwise_norms):
-            norm.copy_into(static, in_channels)
-        for norm, static in zip(self.pointwise_norms, target.pointwise_norms):
-            norm.copy_into(static, out_channels)
+        for norm, static in zip(cast("Iterable[ElasticBatchNorm2d]", self.depthwise_norms), target.depthwise_norms):
+            norm.copy_into(cast(nn.BatchNorm2d, static), in_channels)
+        for norm, static in zip(cast("Iterable[ElasticBatchNorm2d]", self.pointwise_norms), target.pointwise_norms):
+            norm.copy_into(cast(nn.BatchNorm2d, static), out_channels)
 
 
 class ElasticSeparableTower(nn.Module):
@@ -70,8 +73,12 @@ class ElasticSeparableTower(nn.Module):
     @torch.no_grad()
     def copy_into(self, target: SeparableTower, head: ResolvedHead) -> None:
         """Copy the active layers into a static tower."""
-        for index, (layer, static) in enumerate(zip(self.layers[: head.depth], target.layers)):
-            layer.copy_into(static, head.in_channels if index == 0 else head.channels, head.channels)
+        for index, (layer, static) in enumerate(
+            zip(cast("Iterable[ElasticSharedSeparableLayer]", self.layers[: head.depth]), target.layers)
+        ):
+            layer.copy_into(
+                cast(SharedSeparableLayer, static), head.in_channels if index == 0 else head.channels, head.channels
+            )
 
 
 class ElasticDetectionHead(PyramidHead):
@@ -98,7 +105,7 @@ class ElasticDetectionHead(PyramidHead):
         self.active: ResolvedHead | None = None
 
     def predict_level(self, x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        head = self.active
+        head = cast(ResolvedHead, self.active)
         classification = self.classification_tower(x, head, level)
         regression = self.regression_tower(x, head, level)
         return (

@@ -10,7 +10,8 @@ Weights are sliced only by the ops of ``nas_search.spaces.elastic``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -52,8 +53,8 @@ class ElasticExtraLevel(nn.Module):
     @torch.no_grad()
     def copy_into(self, target: ExtraLevel, channels: int) -> None:
         """Copy the active slice into a static extra level of ``channels`` channels."""
-        self.depthwise.copy_into(target[0], channels, channels, kernel=3)
-        self.pointwise.copy_into(target[1], channels, channels)
+        self.depthwise.copy_into(cast(nn.Sequential, target[0]), channels, channels, kernel=3)
+        self.pointwise.copy_into(cast(nn.Sequential, target[1]), channels, channels)
 
 
 class ElasticNeck(nn.Module):
@@ -80,11 +81,11 @@ class ElasticNeck(nn.Module):
         self.active: ResolvedNeck | None = None
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        neck = self.active
+        neck = cast(ResolvedNeck, self.active)
         fused = top_down([lateral(feature, neck.channels) for lateral, feature in zip(self.laterals, features)])
         outputs = []
         for blocks, x in zip(self.blocks, fused):
-            for block in blocks[: neck.depth]:
+            for block in cast(nn.ModuleList, blocks)[: neck.depth]:
                 x = block(x)
             outputs.append(x)
         for extra in self.extras[: neck.extra_levels]:
@@ -94,13 +95,18 @@ class ElasticNeck(nn.Module):
     @torch.no_grad()
     def copy_into(self, target: Neck, neck: ResolvedNeck) -> None:
         """Copy the active slices of ``neck`` into a static :class:`Neck`."""
-        for lateral, static, in_channels in zip(self.laterals, target.laterals, neck.in_channels):
-            lateral.copy_into(static, neck.channels, in_channels)
+        for lateral, static, in_channels in zip(
+            cast("Iterable[ElasticConvNormActivation]", self.laterals), target.laterals, neck.in_channels
+        ):
+            lateral.copy_into(cast(nn.Sequential, static), neck.channels, in_channels)
         for blocks, static_blocks in zip(self.blocks, target.blocks):
-            for block, static in zip(blocks[: neck.depth], static_blocks):
-                block.copy_into(static, neck.channels)
-        for extra, static in zip(self.extras, target.extras):
-            extra.copy_into(static, neck.channels)
+            for block, static in zip(
+                cast("Iterable[ElasticNeckBlock]", cast(nn.ModuleList, blocks)[: neck.depth]),
+                cast(nn.Sequential, static_blocks),
+            ):
+                block.copy_into(cast(NeckBlock, static), neck.channels)
+        for extra, static in zip(cast("Iterable[ElasticExtraLevel]", self.extras), target.extras):
+            extra.copy_into(cast(ExtraLevel, static), neck.channels)
 
 
 __all__ = ["ElasticExtraLevel", "ElasticNeck", "ElasticNeckBlock"]

@@ -34,13 +34,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from nas_search.errors import UserError
 from nas_search.spaces.builtin import BACKBONE_SPACES
 from nas_search.spaces.registry import SpaceRegistry
 from nas_search.spaces.space import WIDTH_RATIOS, ResolvedNetwork, SearchSpace, scaled_channels
-from nas_search.spec import DETECTOR_PARAMETERS, ArchSpec, DetectorSpec, StageSpec
+from nas_search.spec import DETECTOR_PARAMETERS, ArchSpec, BlockSpec, DetectorSpec, StageSpec
 from nas_search.tasks.detect.costs import DETECTOR_COSTS
 from nas_search.tasks.detect.resolved import ResolvedDetector, ResolvedHead, ResolvedNeck
 
@@ -87,7 +87,7 @@ class DetectorChoices:
         """Narrowest and shallowest neck and head."""
         return DetectorSpec(**{name: min(options) for name, options in self.options().items()})
 
-    def sample(self, pick: Callable[[Sequence], object]) -> DetectorSpec:
+    def sample(self, pick: Callable[[Sequence], Any]) -> DetectorSpec:
         """A detector with every choice drawn by ``pick`` (one call per field, in field order)."""
         return DetectorSpec(**{name: pick(options) for name, options in self.options().items()})
 
@@ -213,7 +213,7 @@ class DetectionSpace(SearchSpace):
         if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
             raise UserError(f"num_classes={classes!r} is invalid; allowed: an integer >= 1 (background excluded)")
         backbone = self.resolve_backbone(spec)
-        divisor, detector = spec.channel_divisor, spec.detector
+        divisor, detector = spec.channel_divisor, cast(DetectorSpec, spec.detector)  # validated by resolve_backbone
         neck = ResolvedNeck(
             in_channels=tuple(backbone.stages[index][-1].out_channels for index in backbone.feature_stages),
             channels=scaled_channels(self.detector.neck_channels, detector.neck_width, divisor),
@@ -260,7 +260,7 @@ class DetectionSpace(SearchSpace):
                     continue
                 if best is None or cost < best[0]:
                     best = (cost, block)
-            stages.append(StageSpec((best[1],) * min(choices.depths)))
+            stages.append(StageSpec((cast("tuple[int, BlockSpec]", best)[1],) * min(choices.depths)))
         return ArchSpec(self.name, tuple(stages), stem_width=stem_width, head_width=1.0, detector=detector)
 
     def suggest_head_choices(self, trial: Any) -> dict[str, Any]:

@@ -29,12 +29,14 @@ The final weights (a plain ``state_dict``, CPU tensors) are written atomically t
 from __future__ import annotations
 
 import sys
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from nas_search.config import FieldCheck, check_fields, config_from_dict, config_to_dict, load_yaml_file, positive_or_none
 from nas_search.errors import UserError
@@ -292,32 +294,12 @@ class _DetectorRun:
         )
 
 
-def train_detection_standalone(
-    path: str | Path, *, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True
-) -> dict:
-    """Train the detector of a ``train.yaml`` (see the module docstring).
-
-    Returns ``map50`` and ``map`` (final, on the val split), ``initial_map50`` and
-    ``initial_map`` (before training; ``None`` when resumed), ``epochs``, ``checkpoint``,
-    ``weights`` (paths), ``history`` (one record per epoch: losses, mAPs, seconds, images
-    per second), ``arch`` (the compact string), ``task``, ``input_size``,
-    ``deployment_input_size``, ``classes`` and ``data`` (the dataset in words).
-    """
-    from nas_search.progress import progress_bar
+def _detector_and_data(path: Path, config: Any, base: Path, spec: ArchSpec) -> tuple[Any, int, nn.Module]:
+    """The data, its class count and the detector (inherited weights loaded, or fresh) of a
+    ``train.yaml``; one line naming the file when the class counts disagree."""
     from nas_search.tasks.detect.build import build_detector
-    from nas_search.tasks.detect.data import load_detection_data, make_detection_loader
-    from nas_search.training.distributed import resolve_device
+    from nas_search.tasks.detect.data import load_detection_data
 
-    path = Path(path)
-    config, base = load_detection_train_config(path, overrides)
-    try:
-        spec = ArchSpec.from_dict(config.arch)
-    except UserError as error:
-        raise UserError(f"{path}: arch: {error}") from None
-    device = resolve_device(config.device)
-    out_dir, checkpoint_path = base / config.out, base / config.out / "checkpoint.pt"
-    check_output_path(out_dir, "out (--out)", kind="folder")
-    refuse_to_overwrite(checkpoint_path, resume, "--out DIR")
     data = load_detection_data(
         resolve_data_folder(config.data, base),
         input_size=config.input_size,
@@ -336,16 +318,48 @@ def train_detection_standalone(
     model = build_detector(spec, num_classes, config.input_size, resize=config.resize, **config.postprocess)
     if config.init == "inherited":
         _load_weights(model, base / config.weights, path, spec)
-    model.to(device)
-    optimizer = build_optimizer(
-        model,
-        SimpleNamespace(
-            optimizer=config.optimizer,
-            learning_rate=config.learning_rate,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        ),
+    return data, num_classes, model
+
+
+def _optimizer(model: nn.Module, config: Any) -> torch.optim.Optimizer:
+    """The optimizer the ``train.yaml`` names (no weight decay on BN parameters and biases)."""
+    settings = SimpleNamespace(
+        optimizer=config.optimizer,
+        learning_rate=config.learning_rate,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
     )
+    return build_optimizer(model, settings)
+
+
+def train_detection_standalone(
+    path: str | Path, *, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True
+) -> dict:
+    """Train the detector of a ``train.yaml`` (see the module docstring).
+
+    Returns ``map50`` and ``map`` (final, on the val split), ``initial_map50`` and
+    ``initial_map`` (before training; ``None`` when resumed), ``epochs``, ``checkpoint``,
+    ``weights`` (paths), ``history`` (one record per epoch: losses, mAPs, seconds, images
+    per second), ``arch`` (the compact string), ``task``, ``input_size``,
+    ``deployment_input_size``, ``classes`` and ``data`` (the dataset in words).
+    """
+    from nas_search.progress import progress_bar
+    from nas_search.tasks.detect.data import make_detection_loader
+    from nas_search.training.distributed import resolve_device
+
+    path = Path(path)
+    config, base = load_detection_train_config(path, overrides)
+    try:
+        spec = ArchSpec.from_dict(config.arch)
+    except UserError as error:
+        raise UserError(f"{path}: arch: {error}") from None
+    device = resolve_device(config.device)
+    out_dir, checkpoint_path = base / config.out, base / config.out / "checkpoint.pt"
+    check_output_path(out_dir, "out (--out)", kind="folder")
+    refuse_to_overwrite(checkpoint_path, resume, "--out DIR")
+    data, num_classes, model = _detector_and_data(path, config, base, spec)
+    model.to(device)
+    optimizer = _optimizer(model, config)
     loader = make_detection_loader(
         data.train,
         batch_size=config.batch_size,
@@ -357,8 +371,8 @@ def train_detection_standalone(
     val_loader = make_detection_loader(data.val, batch_size=EVALUATION_BATCH_SIZE, shuffle=False, seed=config.seed)
     steps = count_steps(
         loader,
-        f"{path}: batch_size={config.batch_size} is larger than the {len(data.train)} training "
-        f"images; accepted: at most {len(data.train)}",
+        f"{path}: batch_size={config.batch_size} is larger than the {len(cast(Sized, data.train))} training "
+        f"images; accepted: at most {len(cast(Sized, data.train))}",
     )
     state = TrainingState(model, optimizer, step_schedule(optimizer, steps, config.epochs, config.warmup_epochs))
     run = _DetectorRun(
@@ -394,9 +408,4 @@ def train_detection_standalone(
     }
 
 
-__all__ = [
-    "DETECTION_MODEL_FORMAT",
-    "DetectionTrainConfig",
-    "load_detection_train_config",
-    "train_detection_standalone",
-]
+__all__ = ["DETECTION_MODEL_FORMAT", "DetectionTrainConfig", "load_detection_train_config", "train_detection_standalone"]

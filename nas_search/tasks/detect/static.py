@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -211,8 +211,7 @@ class ExtraLevel(nn.Sequential):
 
     def __init__(self, channels: int) -> None:
         super().__init__(
-            conv_norm_activation(channels, channels, 3, 2, groups=channels),
-            conv_norm_activation(channels, channels),
+            conv_norm_activation(channels, channels, 3, 2, groups=channels), conv_norm_activation(channels, channels)
         )
 
 
@@ -350,6 +349,13 @@ class DetectorCore(nn.Module):
 class DetectorInterface:
     """Methods shared by :class:`StaticDetector` and the supernet (mixed into FCOS)."""
 
+    # set by FCOS.__init__ (torchvision's GeneralizedRCNNTransform, untyped) and by the subclasses
+    transform: Any
+    backbone: nn.Module
+    head: nn.Module
+    image_size: int
+    resize: str
+
     def set_image_size(self, size: int) -> None:
         """Resize inputs to ``size`` (a multiple of 32) as :attr:`resize` says: to
         ``size x size`` (``square``: the transform's ``fixed_size``) or to a longer side of
@@ -376,7 +382,7 @@ class DetectorInterface:
         in eval mode) plus the head's raw output dict ``cls_logits [B, A, C+1]``,
         ``bbox_regression [B, A, 4]``, ``bbox_ctrness [B, A, 1]`` on the transformed batch
         (for distilling a larger subnet's outputs into a smaller one)."""
-        return run_with_head_outputs(self, images, targets)
+        return run_with_head_outputs(cast(nn.Module, self), images, targets)
 
 
 def run_with_head_outputs(
@@ -388,7 +394,7 @@ def run_with_head_outputs(
     """Run ``model(images, targets)`` and also return what its head returned (captured by
     a forward hook that is removed afterwards). ``head`` defaults to ``model.head``; pass
     ``ddp_model.module.head`` when ``model`` is wrapped in DistributedDataParallel."""
-    head = model.head if head is None else head
+    head = cast(nn.Module, model.head) if head is None else head
     captured: dict[str, torch.Tensor] = {}
     handle = head.register_forward_hook(lambda module, inputs, output: captured.update(output))
     try:
@@ -410,6 +416,9 @@ class StaticDetector(DetectorInterface, FCOS):
     Attributes: ``spec`` (the ArchSpec), ``num_classes`` (C, background excluded),
     ``image_size``, ``resize``, ``detector_options``.
     """
+
+    backbone: DetectionBackbone
+    head: DetectionHead
 
     def __init__(self, detector: ResolvedDetector, image_size: int, *, resize: str = DEFAULT_RESIZE, **options: Any) -> None:
         settings = fcos_options(options)

@@ -27,7 +27,7 @@ all of them); width elasticity keeps the first channels, as everywhere.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -48,6 +48,7 @@ from nas_search.tasks.detect.static import (
     Body,
     DetectionBackbone,
     DetectorInterface,
+    Neck,
     StaticDetector,
     check_image_size,
     check_resize,
@@ -82,12 +83,12 @@ class ElasticBody(nn.Module):
         self.active: ResolvedNetwork | None = None
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        network = self.active
+        network = cast(ResolvedNetwork, self.active)
         x = self.stem(x, network.stem_channels)
         features = []
         for stage_index, (blocks, stage) in enumerate(zip(network.stages, self.stages)):
             for block_index, block in enumerate(blocks):
-                x = stage[block_index][block.spec.op](x, block)
+                x = cast(nn.ModuleDict, cast(nn.ModuleList, stage)[block_index])[block.spec.op](x, block)
             if stage_index in network.feature_stages:
                 features.append(x)
         return features
@@ -98,7 +99,10 @@ class ElasticBody(nn.Module):
         self.stem.copy_into(target.stem, network.stem_channels, network.input_channels)
         for stage_index, static_stage in enumerate(target.stages):
             for block_index, block in enumerate(network.stages[stage_index]):
-                self.stages[stage_index][block_index][block.spec.op].copy_into(static_stage[block_index], block)
+                # the elastic blocks are plain nn.Modules (each op's own class) with copy_into
+                cast(Any, self.stages[stage_index])[block_index][block.spec.op].copy_into(
+                    cast(nn.Sequential, static_stage)[block_index], block
+                )
 
 
 class DetectionSupernet(DetectorInterface, FCOS):
@@ -118,6 +122,9 @@ class DetectionSupernet(DetectorInterface, FCOS):
     Attributes: ``space``, ``num_classes`` (C), ``image_size``, ``resize``, ``active`` (the
     :class:`ResolvedDetector` of the active subnet), ``detector_options``.
     """
+
+    backbone: DetectionBackbone
+    head: ElasticDetectionHead
 
     def __init__(
         self,
@@ -171,8 +178,8 @@ class DetectionSupernet(DetectorInterface, FCOS):
         """Make ``spec`` the active subnet (validated against the space) and return its
         resolved shapes."""
         detector = self.space.resolve(spec, num_classes=self.num_classes)
-        self.backbone.body.active = detector.backbone
-        self.backbone.neck.active = detector.neck
+        cast(ElasticBody, self.backbone.body).active = detector.backbone
+        cast(ElasticNeck, self.backbone.neck).active = detector.neck
         self.backbone.out_channels = detector.neck.channels
         self.head.active = detector.head
         self.active = detector
@@ -184,11 +191,13 @@ class DetectionSupernet(DetectorInterface, FCOS):
         """A standalone FCOS detector for ``spec`` (default: the active subnet) holding
         copies of the shared weights, with this supernet's image size, FCOS settings and
         train/eval mode."""
-        detector = self.space.resolve(spec, num_classes=self.num_classes) if spec is not None else self.active
+        detector = (
+            self.space.resolve(spec, num_classes=self.num_classes) if spec is not None else cast(ResolvedDetector, self.active)
+        )
         model = StaticDetector(detector, self.image_size, resize=self.resize, **self.detector_options)
         model.to(next(self.parameters()).device)
-        self.backbone.body.copy_into(model.backbone.body, detector.backbone)
-        self.backbone.neck.copy_into(model.backbone.neck, detector.neck)
+        cast(ElasticBody, self.backbone.body).copy_into(cast(Body, model.backbone.body), detector.backbone)
+        cast(ElasticNeck, self.backbone.neck).copy_into(cast(Neck, model.backbone.neck), detector.neck)
         self.head.copy_into(model.head, detector.head)
         model.train(self.training)
         return model

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +66,9 @@ from nas_search.training.loop import (
     step_schedule,
 )
 from nas_search.training.sandwich import TEACHER_RULES, budget_extremes, budget_flops_model, sandwich_specs
+
+if TYPE_CHECKING:
+    from nas_search.tasks.detect.supernet import DetectionSupernet
 
 DETECTION_SUPERNET_FORMAT_VERSION = FORMAT_VERSIONS[DETECTION_SUPERNET_FORMAT]
 OPTIMIZERS = ("sgd", "adamw")  # as in training.loop.build_optimizer
@@ -197,7 +200,7 @@ class DetectionSandwichStep(nn.Module):
     (summed unweighted distillation terms).
     """
 
-    def __init__(self, supernet: nn.Module, distill: bool, distill_weight: float) -> None:
+    def __init__(self, supernet: DetectionSupernet, distill: bool, distill_weight: float) -> None:
         super().__init__()
         self.supernet, self.distill, self.distill_weight = supernet, distill, distill_weight
 
@@ -459,6 +462,42 @@ def _resume(
     return start_epoch, history
 
 
+def _training_loader(config: DetectionSupernetTrainConfig, data: Any, context: DistributedContext, make_loader: Any) -> Any:
+    """The shuffled training loader (sharded under DDP; the last partial batch dropped)."""
+    workers = config.workers or 0
+    return make_loader(
+        data.train,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        num_workers=workers,
+        drop_last=True,
+        distributed=context.enabled,
+    )
+
+
+def _detection_epoch_loop(
+    config: DetectionSupernetTrainConfig, loader: Any, steps_per_epoch: int, context: DistributedContext, progress_bar: Any
+) -> EpochLoop:
+    """The epoch driver. Reseeded per epoch, Python's generator too (not carried over), so a
+    resumed run repeats an uninterrupted one."""
+    images_per_epoch = steps_per_epoch * config.batch_size * context.world_size
+    show = context.is_main and config.progress
+    return EpochLoop(
+        loader,
+        config.seed,
+        config.epochs,
+        "detection supernet epoch",
+        images_per_epoch,
+        progress_bar,
+        show,
+        python_random=True,
+        world_size=context.world_size,
+        is_main=context.is_main,
+        barrier=context.barrier,
+    )
+
+
 def _train(
     config: DetectionSupernetTrainConfig,
     device: torch.device,
@@ -490,15 +529,7 @@ def _train(
     flops_model = budget_flops_model(space, config.max_flops, config.flops_input_size, num_classes)
     extremes = budget_extremes(space, config.max_flops, flops_model, config.budget_teacher)
     optimizer = build_optimizer(supernet, config)
-    loader = make_detection_loader(
-        data.train,
-        batch_size=config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-        num_workers=config.workers or 0,
-        drop_last=True,
-        distributed=context.enabled,
-    )
+    loader = _training_loader(config, data, context, make_detection_loader)
     steps_per_epoch = count_steps(
         loader, f"batch size {config.batch_size} is larger than the {len(data.train)} training images"
     )
@@ -532,20 +563,7 @@ def _train(
     end_epoch = (
         config.epochs if config.stop_after_epochs is None else min(config.epochs, start_epoch + config.stop_after_epochs)
     )
-    # Reseeded per epoch, Python's generator too (not carried over), so a resumed run repeats an uninterrupted one.
-    loop = EpochLoop(
-        loader,
-        config.seed,
-        config.epochs,
-        "detection supernet epoch",
-        steps_per_epoch * config.batch_size * context.world_size,
-        progress_bar,
-        context.is_main and config.progress,
-        python_random=True,
-        world_size=context.world_size,
-        is_main=context.is_main,
-        barrier=context.barrier,
-    )
+    loop = _detection_epoch_loop(config, loader, steps_per_epoch, context, progress_bar)
     throughput = run_epochs(
         loop, start_epoch, end_epoch, history, run.train_epoch, run.record, lambda epoch: run.save(epoch, history)
     )
@@ -571,7 +589,7 @@ def checkpoint_resize(payload: dict, path: str | Path) -> str:
     return resize
 
 
-def load_detection_supernet(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_detection_supernet(path: str | Path, device: str | torch.device = "cpu") -> tuple[DetectionSupernet, dict]:
     """A ``DetectionSupernet`` with weights from a checkpoint (loaded with
     ``weights_only=True``), set to its training image size and in eval mode, plus the
     checkpoint's metadata (everything but the model, optimizer and scheduler states; the

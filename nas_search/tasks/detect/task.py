@@ -4,6 +4,7 @@ inherited weights (mAP@[.5:.95] recorded too), and finalist training."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -137,6 +138,48 @@ def detector_reference(spec: ArchSpec, space: SearchSpace, num_classes: int | No
     return build_detector(spec, num_classes or space.num_classes).core()
 
 
+def train_detector_standalone(path: str | Path, **options: Any) -> dict[str, Any]:
+    """Train the detector of a ``train.yaml`` (:func:`.standalone.train_detection_standalone`)."""
+    from nas_search.tasks.detect.standalone import train_detection_standalone
+
+    return train_detection_standalone(path, **options)
+
+
+def describe_detector_training(result: dict[str, Any]) -> str:
+    """One line: the final mAP and where the weights are."""
+    return (
+        f"final mAP@0.5 {result['map50']:.4f} (mAP@[.5:.95] {result['map']:.4f}) after "
+        f"{result['epochs']} epochs; weights {result['weights']}, checkpoint {result['checkpoint']}"
+    )
+
+
+#: BN recalibration images of a detector's ``eval`` at most (a detector's pass costs several
+#: times a classifier's).
+EVALUATION_CALIBRATION_CAP = 256
+
+
+def evaluate_detector(
+    checkpoint: str, arch: Any, data: str | None = None, *, calibration_images: int = 256, **options: Any
+) -> dict[str, Any]:
+    """mAP of one architecture with inherited supernet weights (calibration images capped
+    at :data:`EVALUATION_CALIBRATION_CAP`)."""
+    from nas_search.tasks.detect.evaluate import evaluate_detector_checkpoint
+
+    return evaluate_detector_checkpoint(
+        checkpoint, arch, data, calibration_images=min(calibration_images, EVALUATION_CALIBRATION_CAP), **options
+    )
+
+
+def describe_detector_evaluation(result: dict[str, Any]) -> str:
+    """One line: mAP, images, FLOPs and params."""
+    from nas_search.units import format_count, format_flops
+
+    return (
+        f"mAP@0.5 {result['map50']:.4f}, mAP@[.5:.95] {result['map']:.4f} on {result['images']} images  |  "
+        f"{format_flops(result['flops'])} at {result['input_size']} px  |  {format_count(result['params'])} params"
+    )
+
+
 #: The detect task. The demo has no finalists: its main job must finish in 20 min on 2 CPU
 #: cores. A detector's BN recalibration pass costs several times a classifier's, hence
 #: fewer calibration images.
@@ -155,5 +198,10 @@ DETECT = Task(
     reference_model=detector_reference,
     export_model=export_detector,
     load_exported=load_exported_detector,
+    train_standalone=train_detector_standalone,
+    describe_trained=describe_detector_training,
+    evaluate_checkpoint=evaluate_detector,
+    describe_evaluation=describe_detector_evaluation,
+    score_key="map50",
     finalist_size_multiple=32,
 )

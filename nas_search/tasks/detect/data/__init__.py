@@ -113,12 +113,7 @@ from nas_search.tasks.detect.data.decode import DEFAULT_FIT, IMAGE_FITS
 from nas_search.tasks.detect.data.formats import FORMAT_READERS, read_detection_annotations
 from nas_search.tasks.detect.data.load import load_detection_data
 from nas_search.tasks.detect.data.voc import VOC_EXPECTED, VOC_LAYOUTS, VOC_SPLIT_FILES, VOC_XML_EXPECTED
-from nas_search.tasks.detect.data.yolo import (
-    YOLO_CLASS_LIST_FILES,
-    YOLO_CONFIG_FILES,
-    YOLO_EXPECTED,
-    YOLO_SPLIT_PREFIXES,
-)
+from nas_search.tasks.detect.data.yolo import YOLO_CLASS_LIST_FILES, YOLO_CONFIG_FILES, YOLO_EXPECTED, YOLO_SPLIT_PREFIXES
 
 __all__ = [
     "ANNOTATION_FORMATS",

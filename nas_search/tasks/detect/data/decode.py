@@ -26,10 +26,7 @@ def _square_size(width: int, height: int, input_size: int) -> tuple[int, int]:
 #: How images are fitted to ``input_size`` when loaded, by name: ``(width, height, size) ->
 #: (target width, target height)``. The names are the detectors' resize modes
 #: (``nas_search.tasks.detect.static.RESIZE_MODES``).
-IMAGE_FITS: dict[str, Callable[[int, int, int], tuple[int, int]]] = {
-    "square": _square_size,
-    "longer-side": _longer_side_size,
-}
+IMAGE_FITS: dict[str, Callable[[int, int, int], tuple[int, int]]] = {"square": _square_size, "longer-side": _longer_side_size}
 #: The loaders' default fit (the images of every loader before fits existed).
 DEFAULT_FIT = "longer-side"
 
