@@ -24,7 +24,7 @@ their error:
 * ``in_space``: fitted on a random 80% of both spaces, scored on the other 20% of each;
 * ``new_space``: fitted on one space only, scored on the whole other one. This is the
   honest estimate for *your* space, which the fit never saw. It is poor in absolute terms
-  (mean errors of 22% to 42%) and moderate in rank (Spearman 0.64 to 0.71): use these
+  and moderate in rank (``benchmarks/RESULTS.md``; the JSON file stores it): use these
   devices to compare architectures of one space coarsely, and profile a real device
   (``nas-search profile``) or bring its table (``--lut``) when the figure matters.
 
@@ -70,8 +70,8 @@ FEATURE_NAMES: tuple[str, ...] = (*(f"{kind}_macs" for kind in THROUGHPUT_KINDS)
 
 #: Named devices: nas-search name -> (HELP column, description). The three phones, batch 1.
 #: The Xeon columns (gold_6226, silver_4114, ...) were fitted too and left out: their 32 px
-#: measurements are dominated by per-kernel overhead, and extrapolated to a 0.9 GFLOP
-#: network at 224 px they predicted over a second, about 100 times what such a CPU takes.
+#: measurements are dominated by per-kernel overhead, and extrapolated to 224 px networks
+#: they predicted far more than such a CPU takes (``benchmarks/RESULTS.md``).
 PUBLISHED_DEVICES: dict[str, tuple[str, str]] = {
     "pixel2": ("pixel2", "Google Pixel 2 phone CPU, analytic model fitted to published latencies (HELP)"),
     "samsung-a50": ("samsung_a50", "Samsung Galaxy A50 phone CPU, analytic model fitted to published latencies (HELP)"),

@@ -58,17 +58,17 @@ class SamplerEntry:
 
 def _tpe(options: SamplerOptions) -> optuna.samplers.BaseSampler:
     # Multivariate TPE models the joint density of the choices, which matters in NAS spaces
-    # where choices interact: on NAS-Bench-201 it needed a median of 156 queries against 882
-    # for independent TPE (20 seeds, cap 1,000).  More startup trials (20) or EI candidates
-    # (64) did not help.  Optuna enables multivariate for one objective only, and so do we.
+    # where choices interact: on NAS-Bench-201 it needed far fewer queries than independent
+    # TPE, and more startup trials or EI candidates did not help (benchmarks/RESULTS.md).
+    # Optuna enables multivariate for one objective only, and so do we.
     # Constrained TPE is automatic once trials carry constraints.
     return optuna.samplers.TPESampler(seed=options.seed, multivariate=not options.multi_objective, n_startup_trials=10)
 
 
 def _nsga2(options: SamplerOptions) -> optuna.samplers.BaseSampler:
     # Optuna's default population of 50.  On NAS-Bench-201 (median-latency budget) a
-    # population of 20 converged too early (5 of 20 seeds never came within 0.3 points in
-    # 1,000 queries) and 100 started too slowly; a higher mutation rate did not help.
+    # population of 20 converged too early and 100 started too slowly; a higher mutation
+    # rate did not help (benchmarks/RESULTS.md).
     # Constrained domination is automatic once trials carry constraints.
     return optuna.samplers.NSGAIISampler(seed=options.seed, population_size=50)
 

@@ -23,8 +23,8 @@ from torch import nn
 
 from nas_search.training.loop import build_optimizer, seed_epoch, step_schedule
 
-#: Bootstrap resamples behind a detection finalist's standard error (about 0.1 s each on
-#: 32 validation images here).
+#: Bootstrap resamples behind a detection finalist's standard error (each resample costs
+#: one mAP computation over the validation images; timing in ``benchmarks/RESULTS.md``).
 DETECTION_BOOTSTRAP_RESAMPLES = 100
 
 #: How a finalist starts: from its supernet weights or from a fresh initialisation.

@@ -37,8 +37,8 @@ traffic; :meth:`LatencyModel.predict` says how many parts were estimated.
 The number of distinct parts is large (:func:`distinct_blocks`, ``nas-search profile
 --count-only``): 27,903 for ``mobile`` at 224 px, 15,723 for ``cifar`` and 9,860 for
 ``micro`` at 32 px, and 28,358 for ``detect`` at 416 px.  A full ``mobile`` profile
-takes hours on one core (about 0.1 s of ONNX
-export plus the timing per block with onnxruntime); it is resumable, and ``--widths
+takes hours on one core (ONNX export plus the timing
+per block with onnxruntime); it is resumable, and ``--widths
 0.25,0.5,1`` gives a quick partial table.
 
 The package, one module per concern:

@@ -68,8 +68,8 @@ def _fit_fallbacks(table: LatencyTable, statistic: str, space: SearchSpace) -> d
 
 #: Names of the correction features, in order: whole-network sums of per-part numbers
 #: (the table latency, fused layers = kernel launches, FLOPs, activation traffic, weight
-#: bytes). Per-kind latencies and counts were tried as well; on 80-subnet tables of this
-#: machine they overfitted (5-fold share within 10% dropped by up to 0.15).
+#: bytes). Per-kind latencies and counts were tried as well; on the tables tried they
+#: overfitted (``benchmarks/RESULTS.md``).
 CORRECTION_FEATURES: tuple[str, ...] = ("lut_ms", "layers", "GFLOPs", "traffic_MB", "weights_MB")
 
 

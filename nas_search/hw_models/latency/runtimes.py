@@ -22,8 +22,8 @@ def measurement_settings(threads: int) -> Iterator[None]:
     restoring both afterwards.
 
     Randomly initialised networks produce denormal activations that slow some kernels
-    several-fold (measured here: one onnxruntime instance of a 0.24 ms subnet ran at
-    0.45 ms); trained weights rarely do, so both runtimes flush them while profiling.
+    several-fold (``benchmarks/RESULTS.md``); trained weights rarely do, so both runtimes
+    flush them while profiling.
     """
     import torch
 

@@ -40,9 +40,8 @@ class TimingOptions:
         instances: independent instances of each module (onnxruntime sessions, module
             copies), each timed with ``repeats`` samples; the latency is the median of
             their medians. One instance of a small network can run much slower than
-            another for its whole life (memory placement): on this CPU, five fresh
-            onnxruntime sessions of one 0.49 ms subnet measured 0.47 to 0.76 ms, while one
-            session timed five times stayed within 4%.
+            another for its whole life (memory placement), while repeated timings of one
+            instance agree closely (``benchmarks/RESULTS.md``).
     """
 
     warmup: int = 3
@@ -84,7 +83,8 @@ def time_interleaved(
 
     Each timed sample of an interleaved callable follows one untimed run of it: the
     callable timed just before has evicted its weights and activations from the caches,
-    and a cold run of a small network measured up to 3x its steady-state latency here.
+    and a cold run of a small network is much slower than a steady-state one
+    (``benchmarks/RESULTS.md``).
     """
     clock = CLOCKS[options.clock_for(threads)]
     loops = []

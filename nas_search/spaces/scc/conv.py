@@ -20,9 +20,8 @@ hundredth of it* (:func:`overlap_fraction`): 0.25 -> 1/4, 0.5 -> 1/2, and 0.33 -
 literally, 0.33 would be 33/100; then ``start(c)`` only repeats every ``100 * cg`` outputs,
 so at the channel counts used here almost every output channel gets a window of its own
 (400 distinct windows for 512 -> 512 channels at cg=4), and no schedule of dense kernels can
-be both FLOP-exact and fast (measured 0.05x to 0.3x of a grouped 1x1 conv with the PyTorch
-kernels; the native kernel, whose row blocks then hold one or two channels, reaches 0.6x to
-1.4x, against 1.15x to 2.2x with 1/3). With 1/3 the
+be both FLOP-exact and fast (with the PyTorch kernels or with the native one, whose row
+blocks then hold one or two channels; see ``benchmarks/RESULTS.md``). With 1/3 the
 starts repeat every ``3 * cg / gcd(2, 3 * cg)`` outputs (6 at cg=4), exactly like 1/4 (every
 ``4 * cg``) and 1/2 (every ``2 * cg``). The floor formula itself is unchanged, and
 :func:`reference_sliding_channel_conv2d`, :func:`dense_mask` and :func:`window_index` all use
@@ -38,15 +37,16 @@ For float32 on the CPU the forward runs in one call of a native kernel
 (:mod:`nas_search.spaces.scc.native`, built on first use with the system C++ compiler):
 register-blocked SIMD products of up to four rows of one class by a block of pixels, reading
 each window straight from ``x`` and writing each row straight to its canonical place, with
-OpenMP threads over images, pixel blocks and channel blocks. It measured 1.2x to 3x the speed
-of a grouped 1x1 conv of the same FLOPs on the benchmark shapes (``benchmarks/RESULTS.md``).
+OpenMP threads over images, pixel blocks and channel blocks. It is faster than a grouped
+1x1 conv of the same FLOPs on the benchmark shapes (``benchmarks/RESULTS.md``).
 
 Without a compiler (or with ``NAS_SEARCH_SCC_NATIVE=0``), and for other dtypes and devices,
 pure-PyTorch kernels run instead. A class is then one matrix product ``W[r::T] @ x[window]``
 whose input is a *view* of ``x`` (no copy); only windows that wrap past the last channel read
 from a small buffer that holds the last and first channels side by side. Two kernels
 (precomputed schedule, cached per ``(Cin, Cout, cg, co)``; chosen per call by
-:func:`_choose_kernel`; 0.55x to 1.2x of a grouped 1x1 conv):
+:func:`_choose_kernel`; at best about as fast as a grouped 1x1 conv, see
+``benchmarks/RESULTS.md``):
 
 * one image: classes whose windows are evenly spaced run as one ``torch.bmm`` over
   overlapping strided views of ``x``, written into a contiguous buffer (so MKL's batched

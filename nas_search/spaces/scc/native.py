@@ -5,8 +5,8 @@ Why a native kernel
 The pure-PyTorch kernels in :mod:`nas_search.spaces.scc.conv` run SCC as a few batched matrix
 products over views of the input plus one output gather. Each PyTorch call costs several
 microseconds of dispatch and thread hand-off, and small matrix products (``L`` = 16 to 128)
-run far below the speed of oneDNN's grouped 1x1 convolution; they measured 0.55x to 1.2x of a
-grouped 1x1 conv of the same FLOPs. ``native.cpp`` does the whole layer in one call: a
+run far below the speed of oneDNN's grouped 1x1 convolution of the same FLOPs
+(``benchmarks/RESULTS.md``). ``native.cpp`` does the whole layer in one call: a
 register-blocked SIMD micro-kernel (AVX-512, AVX2 + FMA, or portable C++) that reads each
 window straight from the input and writes each output row straight to its canonical place,
 with OpenMP threads over images, pixel blocks and channel blocks.
@@ -14,7 +14,8 @@ with OpenMP threads over images, pixel blocks and channel blocks.
 How it is built
 ---------------
 On first use the source is compiled with the system C++ compiler (``$CXX``, else ``c++``,
-``g++`` or ``clang++``; about a second; ``-O3 -march=native -fopenmp``) into a cache folder:
+``g++`` or ``clang++``; a one-off cost, see ``benchmarks/RESULTS.md``;
+``-O3 -march=native -fopenmp``) into a cache folder:
 ``$NAS_SEARCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/nas-search``, else ``~/.cache/nas-search``.
 The file name holds a hash of the source, the compiler's version and the CPU's flags, so a
 cache shared between machines or compilers never hands one the other's build. The library

@@ -246,7 +246,8 @@ class ReflectShiftCrop:
 
     The same result as ``v2.RandomCrop(size, padding, padding_mode="reflect")`` on a square
     image of side ``size``, done with two precomputed index lookups instead of padding
-    (about 20 times faster on 32x32 images, which matters when loading in-process).
+    (much faster on small images, which matters when loading in-process; see
+    ``benchmarks/RESULTS.md``).
     """
 
     def __init__(self, size: int, padding: int) -> None:

@@ -28,15 +28,14 @@ colours, three slots behind the shape and one over it (occluding it), each fille
 probability 0.4; and Gaussian pixel noise with a standard deviation of 0.02 to 0.08. Colour
 carries no information about the class, only geometry does, so a network has to learn shape.
 
-How hard it is (32x32, AdamW with a one-cycle schedule, batch 64, one CPU thread; chance is
-10%): a 4-layer CNN with 16-32-64-128 channels reaches about 40% after 4 epochs (12 s of CPU)
-and 80% after 15 epochs (48 s); after the same 15 epochs a 3-layer 16-32-64 CNN reaches 39%
-(38 s) and a 4-layer 32-64-128-128 one 85% (99 s), so networks of different sizes differ.
+How hard it is (chance is 10%): small CNNs learn it within a few CPU epochs without
+saturating it, and networks of different sizes reach clearly different accuracies; the
+figures are in ``benchmarks/RESULTS.md``.
 
 Rendering uses signed distance functions on the pixel grid with analytic anti-aliasing, so
 images are rendered natively at the requested size (up to :data:`MAX_RENDER_SIZE`; larger
 inputs are rendered at that size and resized by the transforms). Rendering is vectorised with
-numpy: 5,000 images at 32x32 take about a second.
+numpy, fast enough to render a demo split on the fly (timing in ``benchmarks/RESULTS.md``).
 
 Determinism: every random quantity comes from its own numpy stream seeded by
 ``(seed, split, quantity)`` and is drawn with the image index as the leading axis, so image

@@ -154,8 +154,8 @@ def describe_classifier_evaluation(result: dict[str, Any]) -> str:
     )
 
 
-#: The classify task. On the demo, 3 finalists x 2 epochs took 7.3 min (the run 14.8 min
-#: instead of 7.5) to rank near-chance scores, hence none there.
+#: The classify task. On the demo, finalists would about double the run's time to rank
+#: near-chance scores (``benchmarks/RESULTS.md``), hence none there.
 CLASSIFY = Task(
     name="classify",
     default_space="mobile",

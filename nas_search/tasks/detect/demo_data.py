@@ -3,7 +3,8 @@
 ``shapes-detect`` is rendered in memory from a seed: 160x160 images, each holding 1 to 4
 filled shapes of 3 classes (circle, square, triangle) with exact boxes, drawn over
 cluttered gradient backgrounds with pixel noise. The default split is 800 train and
-200 val images, and rendering it takes under two seconds on one CPU core.
+200 val images, and rendering it is quick on one CPU core (timing in
+``benchmarks/RESULTS.md``).
 
 =====  ============  ==========================================================
 label  class         what it looks like

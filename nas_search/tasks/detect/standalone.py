@@ -13,9 +13,8 @@ at the training size ``input_size``, fitted as ``resize`` says (``square``: stre
 longer image side resized to it, the mode of a ``train.yaml`` without ``resize``, as every
 one written before resize modes existed), with the data loaded the same way, and with
 the post-processing settings of ``postprocess``. ``--resume`` refuses a checkpoint trained
-in the other mode. The recipe defaults are those measured to work for FCOS from scratch on
-small data: AdamW at learning rate 2e-3 (raccoon, 224 px, 12 epochs: mAP@0.5 0.60 against
-0.34 at 5e-4; with the earlier ReLU box output 2e-3 left the box loss flat), one epoch of
+in the other mode. The recipe defaults are those that work for FCOS from scratch on
+small data (``benchmarks/RESULTS.md``): AdamW at learning rate 2e-3, one epoch of
 linear warm-up, then cosine decay to zero, gradient norm clipped at 10.
 
 Checkpoints (format ``nas-search-detection-model``, ``out/checkpoint.pt``) hold the model,

@@ -55,8 +55,7 @@ EXP_CODED_OUTPUTS: tuple[str, ...] = ("bbox_regression",)
 #: radius (in strides) is wider than FCOS's 1.5: an object is assigned to the level where its
 #: largest box distance is 4 to 8 strides, so a radius of 4 makes nearly every point inside
 #: it a positive (FCOS without centre sampling). Compact heads trained briefly from scratch
-#: learn much faster with those extra positives (raccoon, 224 px, 12 epochs: mAP@0.5 0.19
-#: at radius 1.5, 0.29 at 3, 0.34 at 4).
+#: learn much faster with those extra positives (``benchmarks/RESULTS.md``).
 DETECTION_DEFAULTS: dict[str, Any] = {
     "score_thresh": 0.05,
     "nms_thresh": 0.6,
@@ -69,10 +68,8 @@ DETECTION_DEFAULTS: dict[str, Any] = {
 #: memory are counted on (``S``: the image size), by name. ``square`` stretches every image to
 #: ``S x S`` (aspect ratio not kept, as SSD and SSDlite do), so that the whole input holds
 #: image content. ``longer-side`` keeps the aspect ratio: the longer side becomes ``S`` and
-#: the rest is zero padding (torchvision FCOS's way). Measured on raccoon (320 px, 12 epochs
-#: from scratch, one searched architecture, seeds 0-2, data loaded in the same mode):
-#: mAP@0.5 0.607 / 0.671 / 0.668 with ``square`` against 0.475 / 0.543 / 0.485 with
-#: ``longer-side`` (RESULTS.md, session 10): a 4:3 photograph fills only three quarters of
+#: the rest is zero padding (torchvision FCOS's way). ``square`` trains to a clearly higher
+#: mAP (``benchmarks/RESULTS.md``): a 4:3 photograph fills only three quarters of
 #: a ``longer-side`` input, and each object covers fewer feature-map points, so it gets
 #: fewer positives.
 RESIZE_MODES: dict[str, str] = {
@@ -97,8 +94,8 @@ PRIOR_PROBABILITY = 0.01
 #: paper, with the bias initialised to ``log(BOX_DISTANCE_PRIOR)``. A fresh head then
 #: predicts boxes of 2 x 4 strides, the middle of what each level is assigned (objects whose
 #: largest distance lies in 4 to 8 strides). The ReLU parametrisation of torchvision's
-#: FCOSHead starts at zero-size boxes, where the GIoU loss has no gradient for the box size;
-#: trained from scratch on raccoon (224 px, 12 epochs) it reached mAP@0.5 0.13 against 0.19.
+#: FCOSHead starts at zero-size boxes, where the GIoU loss has no gradient for the box size,
+#: and trains to a lower mAP from scratch (``benchmarks/RESULTS.md``).
 BOX_DISTANCE_PRIOR = 4.0
 #: Upper clamp of the raw box output before ``exp`` (e^10 strides: no overflow to inf).
 MAX_LOG_DISTANCE = 10.0
