@@ -22,6 +22,7 @@ import pytest
 from conftest import CliRunner, cli_command, cli_environment, micro_run_arguments
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from optuna_dashboard._note import get_note_from_system_attrs
 
 from nas_search.search.study import driver_url
 
@@ -226,3 +227,45 @@ def test_dashboard_serves_a_postgres_study(postgres: PostgresServer, tmp_path: P
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
+
+
+def test_a_worker_out_of_work_waits_for_a_dead_workers_trial_and_finishes_the_study(
+    postgres: PostgresServer, nas_cli: CliRunner, micro_supernet: Path, tmp_path: Path
+) -> None:
+    """A survivor that runs out of queued trials while a killed worker's trial is still
+    RUNNING (not yet stale) waits for it to go stale, runs its retry, and then runs the
+    finish step (the study note), instead of exiting and leaving the trial RUNNING."""
+    trials = 3
+    plan_study(nas_cli, tmp_path, postgres, micro_supernet, "survivor", trials)
+    # a grace period long enough that the survivor finishes the other trials first
+    slow_grace = {"NAS_SEARCH_HEARTBEAT_SECONDS": "1", "NAS_SEARCH_GRACE_SECONDS": "25"}
+    victim = start_worker(tmp_path, postgres, "survivor", **slow_grace)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and victim.poll() is None and not running_trial_numbers(postgres, "survivor"):
+            time.sleep(0.05)
+        assert victim.poll() is None, "the worker finished before it could be killed"
+        os.kill(victim.pid, signal.SIGKILL)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        victim.communicate()
+    stuck = running_trial_numbers(postgres, "survivor")
+    assert len(stuck) == 1, stuck
+    survivor = start_worker(tmp_path, postgres, "survivor", **slow_grace)
+    stdout, stderr = survivor.communicate(timeout=400)
+    assert survivor.returncode == 0, stderr[-3000:]
+    study = load(postgres, "survivor")
+    frozen = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    states = [trial.state for trial in frozen.values()]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    assert frozen[stuck[0]].state == TrialState.FAIL
+    retries = [trial for trial in frozen.values() if RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) == stuck[0]]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert states.count(TrialState.COMPLETE) == trials
+    # the survivor ran every trial the victim did not finish, the retry included
+    assert json.loads(stdout)["ran"] == trials
+    # the finish step ran: optuna-dashboard's study note (the summary) is saved in the study
+    system_attrs = study._storage.get_study_system_attrs(study._study_id)
+    note = get_note_from_system_attrs(system_attrs, None)
+    assert "survivor" in note["body"] and note["version"] >= 1, note

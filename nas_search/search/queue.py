@@ -6,6 +6,7 @@ study)."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -57,21 +58,53 @@ def plan_trials(study: optuna.Study, config: SearchConfig, space: CandidateSpace
     return missing
 
 
-def work_through_queue(study: optuna.Study, objective: SearchObjective, progress: bool = True, label: str = "search") -> int:
+def work_through_queue(
+    study: optuna.Study,
+    objective: SearchObjective,
+    progress: bool = True,
+    label: str = "search",
+    *,
+    wait_for_others: bool = False,
+) -> int:
     """Claim and run WAITING trials until none is left. Returns how many this process ran.
-    On Ctrl-C the running trial is put back in the queue, so the study stays consistent."""
+    On Ctrl-C the running trial is put back in the queue, so the study stays consistent.
+
+    With ``wait_for_others`` (workers), an empty queue while other processes still hold
+    RUNNING trials is not the end: the worker waits for them (failing a trial whose worker
+    stopped sending heartbeats, which re-queues it) and runs what comes back, so a dead
+    worker's trial is always retried by a live one."""
     from nas_search.progress import progress_bar
 
     remaining = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     bar = progress_bar(total=remaining, description=label, unit="trial", enabled=progress)
     try:
         with interrupt_watch() as interrupted:
-            return _run_queued_trials(study, objective, bar, interrupted)
+            return _run_queued_trials(study, objective, bar, interrupted, wait_for_others)
     finally:
         bar.close()
 
 
-def _run_queued_trials(study: optuna.Study, objective: SearchObjective, bar, interrupted) -> int:
+def _others_finished_or_requeued(study: optuna.Study, interrupted: Any) -> bool:
+    """Wait while other processes hold RUNNING trials and none is WAITING, failing stale
+    ones (Optuna's retry callback re-queues them). True when a trial came back to the
+    queue; False when nothing is running any more, or the storage records no heartbeats
+    (a dead worker's trial could then never be told apart from a slow one)."""
+    storage = study._storage
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:
+        return False
+    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        raise_if_interrupted(interrupted)
+        fail_stale(study)
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return True
+        time.sleep(min(float(interval), 1.0))
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def _run_queued_trials(
+    study: optuna.Study, objective: SearchObjective, bar: Any, interrupted: Any, wait_for_others: bool = False
+) -> int:
     """The loop of :func:`work_through_queue`; checks ``interrupted`` between trials."""
     count = 0
     while True:
@@ -79,6 +112,8 @@ def _run_queued_trials(study: optuna.Study, objective: SearchObjective, bar, int
         fail_stale(study)
         trial = claim_waiting_trial(study)
         if trial is None:
+            if wait_for_others and _others_finished_or_requeued(study, interrupted):
+                continue
             break
         try:
             with heartbeat(study, trial):
@@ -142,7 +177,7 @@ def run_worker(storage_url: str, study_name: str, progress: bool = True, finish:
         resolved.study_dir,
         artifact_dir,
     )
-    ran = work_through_queue(study, objective, progress, label=f"worker {study_name}")
+    ran = work_through_queue(study, objective, progress, label=f"worker {study_name}", wait_for_others=True)
     result = {"study": study_name, "storage": storage_url, "ran": ran, "feasible_fraction": feasible_fraction(study)}
     if finish and not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
         rerank_finalists(study, resolved.finalists, resolved.config, checkpoint, progress)
