@@ -248,3 +248,19 @@ def test_a_folder_given_for_a_file_is_called_a_folder(micro_arch: Path, tmp_path
     )
     assert_one_line_error(["train", str(tmp_path)], f"training config file is a folder, not a file: {tmp_path}", capsys)
     assert_one_line_error(["cost", str(tmp_path / "missing.yaml")], "architecture file not found", capsys)
+
+
+def test_json_summary_never_overwrites_a_file_the_run_needs(
+    micro_study: SearchedStudy, micro_supernet: Path, capsys, monkeypatch
+) -> None:
+    """``--json-summary`` pointed at the study's own database or its supernet is refused in
+    one line before any work, and both files stay as they were (they used to be replaced by
+    the JSON summary, destroying the study)."""
+    monkeypatch.chdir(micro_study.directory)
+    database = micro_study.directory / "studies" / f"{micro_study.name}.db"
+    kept = {database: database.read_bytes(), micro_supernet: micro_supernet.read_bytes()}
+    arguments = list(micro_run_arguments(micro_study.name, micro_supernet))
+    for target, what in ((f"studies/{micro_study.name}.db", "the study database"), (str(micro_supernet), "the supernet")):
+        assert_one_line_error([*arguments, "--json-summary", target], f"--json-summary {target} is {what}", capsys)
+    assert all(path.read_bytes() == content for path, content in kept.items())
+    assert database.read_bytes()[:16] == b"SQLite format 3\x00"

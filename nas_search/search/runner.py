@@ -150,6 +150,32 @@ def _prepare(config: SearchConfig, resolved: ResolvedSearch, given_supernet, ann
     return PreparedStudy(resolved, study, checkpoint, evaluation, space, added)
 
 
+def files_of_the_run(config: SearchConfig) -> dict[str, Path]:
+    """The files a run reads or keeps, by what they are: the study's SQLite database, its
+    supernet checkpoint and a latency table (absolute paths; only those that apply)."""
+    from nas_search.search.study import default_storage_url
+
+    files: dict[str, Path] = {}
+    storage = config.storage or default_storage_url(config.study, config.studies_dir)
+    if storage.startswith("sqlite:///"):
+        files["the study database"] = Path(storage[len("sqlite:///") :])
+    files["the supernet checkpoint"] = Path(config.supernet or Path(config.studies_dir) / config.study / "supernet.pt")
+    if config.lut:
+        files["the latency table"] = Path(config.lut)
+    return {name: path.expanduser().resolve() for name, path in files.items()}
+
+
+def refuse_files_of_the_run(path: str | Path, option: str, config: SearchConfig) -> None:
+    """One-line :class:`UserError` when ``path`` (an output of the run) is one of the files
+    the run needs (:func:`files_of_the_run`): writing it would destroy the study."""
+    target = Path(path).expanduser().resolve()
+    for name, needed in files_of_the_run(config).items():
+        if target == needed:
+            raise UserError(
+                f"{option} {path} is {name} of study {config.study!r}; accepted: a path of its own, e.g. summary.json"
+            )
+
+
 def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[str, Any]:
     """The main job: train or load the supernet, search, and summarise."""
     from nas_search.utils import atomic_write_text, check_output_path
@@ -157,6 +183,7 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
     started = time.perf_counter()
     if json_summary:
         check_output_path(json_summary, "--json-summary")
+        refuse_files_of_the_run(json_summary, "--json-summary", config)
     prepared = prepare_study(config)
     resolved, study = prepared.resolved, prepared.study
     print(
