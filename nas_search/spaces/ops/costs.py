@@ -159,6 +159,7 @@ def append_convolution(
     size: int,
     stride: int = 1,
     groups: int = 1,
+    bias: bool = False,
 ) -> int:
     """Append the :func:`convolution` kernel to ``layers``; returns its output size."""
     cost, out_size = convolution(
@@ -169,6 +170,7 @@ def append_convolution(
         in_size=size,
         stride=stride,
         groups=groups,
+        bias=bias,
     )
     layers.append(cost)
     return out_size

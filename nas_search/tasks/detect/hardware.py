@@ -27,7 +27,7 @@ from nas_search.hw_models.features import LayerCost
 from nas_search.hw_models.flops import output_size
 from nas_search.hw_models.memory import INPUT_TENSOR, TensorProgram, block_program
 from nas_search.spaces.ops import block_kind
-from nas_search.spaces.ops.costs import convolution, elementwise
+from nas_search.spaces.ops.costs import append_convolution, elementwise
 from nas_search.tasks.detect.cost import SEPARABLE_KERNEL, extra_level_sizes
 from nas_search.tasks.detect.resolved import ResolvedDetector
 
@@ -144,41 +144,17 @@ def _neck_and_head(program: TensorProgram, detector: ResolvedDetector, features:
 # ---------------------------------------------------------------------------- kernel listing
 # One listing per kind of neck and head part; :func:`detector_layers` chains them, and the
 # latency tables (``nas_search.tasks.detect.latency``) time the same parts one by one.
-def _convolution(
-    layers: list[LayerCost],
-    stage: int,
-    in_channels: int,
-    out_channels: int,
-    kernel: int,
-    size: int,
-    stride: int = 1,
-    groups: int = 1,
-    bias: bool = False,
-) -> None:
-    cost, _ = convolution(
-        stage=stage,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        kernel=kernel,
-        in_size=size,
-        stride=stride,
-        groups=groups,
-        bias=bias,
-    )
-    layers.append(cost)
-
-
 def _separable(stage: int, in_channels: int, out_channels: int, size: int, stride: int = 1) -> list[LayerCost]:
     layers: list[LayerCost] = []
-    _convolution(layers, stage, in_channels, in_channels, SEPARABLE_KERNEL, size, stride, groups=in_channels)
-    _convolution(layers, stage, in_channels, out_channels, 1, output_size(size, SEPARABLE_KERNEL, stride))
+    append_convolution(layers, stage, in_channels, in_channels, SEPARABLE_KERNEL, size, stride, groups=in_channels)
+    append_convolution(layers, stage, in_channels, out_channels, 1, output_size(size, SEPARABLE_KERNEL, stride))
     return layers
 
 
 def lateral_layers(stage: int, in_channels: int, width: int, size: int) -> list[LayerCost]:
     """A lateral 1x1 conv (BN folded) from a backbone feature to the neck width."""
     layers: list[LayerCost] = []
-    _convolution(layers, stage, in_channels, width, 1, size)
+    append_convolution(layers, stage, in_channels, width, 1, size)
     return layers
 
 
@@ -212,7 +188,7 @@ def predictor_layers(stage: int, channels: int, num_classes: int, size: int) -> 
     one channel."""
     layers: list[LayerCost] = []
     for _, outputs in PREDICTORS:
-        _convolution(layers, stage, channels, num_classes if outputs is None else outputs, 1, size, bias=True)
+        append_convolution(layers, stage, channels, num_classes if outputs is None else outputs, 1, size, bias=True)
     for _ in ("clamp", "exp"):
         layers.append(elementwise("multiply", stage=stage, channels=4, size=size, inputs=1))
     for _, outputs in PREDICTORS:
@@ -245,7 +221,7 @@ def detector_layers(detector: ResolvedDetector, input_size: int) -> list[LayerCo
     backbone, neck, head = detector.backbone, detector.neck, detector.head
     layers: list[LayerCost] = []
     size = output_size(input_size, 3, backbone.stem_stride)
-    _convolution(layers, 0, backbone.input_channels, backbone.stem_channels, 3, input_size, backbone.stem_stride)
+    append_convolution(layers, 0, backbone.input_channels, backbone.stem_channels, 3, input_size, backbone.stem_stride)
     for stage_index, stage in enumerate(backbone.stages[: detector.used_stages], start=1):
         for block in stage:
             block_layers, size = block_kind(block.spec.op).layers(block, stage_index, size)
