@@ -421,6 +421,25 @@ class ArchSpec:
             f"|head{_format_number(self.head_width)}{detector}{divisor}"
         )
 
+    def brief(self) -> str:
+        """A short form that fits a terminal row: depth per stage, the op mix, the kernel
+        range and the mean width, e.g. ``depths 1-2-3-3 | 5 mbconv 3 dsc 1 scc | k3-5 |
+        width 0.72`` (a detector adds its neck and head). The full form is ``str(spec)``."""
+        blocks = self.blocks
+        counts: dict[str, int] = {}
+        for block in blocks:
+            counts[block.op] = counts.get(block.op, 0) + 1
+        mix = " ".join(f"{count} {op}" for op, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+        kernels = sorted({block.kernel for block in blocks})
+        kernel_range = f"k{kernels[0]}" if len(kernels) == 1 else f"k{kernels[0]}-{kernels[-1]}"
+        mean_width = sum(block.width for block in blocks) / len(blocks)
+        depths = "-".join(str(stage.depth) for stage in self.stages)
+        text = f"depths {depths} | {mix} | {kernel_range} | width {mean_width:.2f}"
+        if self.detector is not None:
+            detector = self.detector
+            text += f" | neck {detector.neck_width:g}x{detector.neck_depth} head {detector.head_width:g}x{detector.head_depth}"
+        return text
+
     @property
     def key(self) -> str:
         """Stable identity of the architecture (the string view), for caches and tables."""

@@ -98,6 +98,16 @@ def format_flops(flops: float) -> str:
     return f"{flops:.0f} FLOPs"
 
 
+def format_duration(seconds: float) -> str:
+    """Human form of a wall time: 45 s, 4 min 12 s, 1 h 05 min."""
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
 def format_count(count: float) -> str:
     """Human form of a parameter count: 3.51M."""
     for prefix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):

@@ -5,6 +5,7 @@ the study note show."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -106,7 +107,10 @@ def test_study_list_and_study_page(page, dashboard: tuple[str, int], micro_study
     assert micro_study.name in link.inner_text()
     link.click()
     # the trade-off chart saved with save_plotly_graph_object, and the study's attributes
-    page.get_by_text("Accuracy vs FLOPs (inherited weights)").first.wait_for()
+    page.get_by_text("Accuracy vs FLOPs (inherited weights").first.wait_for()
+    # the chart shades the budget band and draws the Pareto front
+    page.get_by_text("budget band").first.wait_for()
+    page.get_by_text("Pareto front").first.wait_for()
     page.get_by_text("Study User Attributes").first.wait_for()
     # the attribute table fills in after its heading renders: wait for its rows, not just the heading
     page.wait_for_function(
@@ -133,15 +137,59 @@ def test_trials_and_their_architecture_attributes(page, dashboard: tuple[str, in
     assert f"trial-{best['trial']}-arch.json" in body and f"trial-{best['trial']}-widths.svg" in body
 
 
+def test_the_best_trials_parameters_are_those_of_the_exported_network(
+    page, dashboard: tuple[str, int], micro_study: SearchedStudy, tmp_path: Path
+) -> None:
+    """The dashboard shows, as the best trial's parameters, exactly the network that was
+    costed, scored and exported (not the sampler's unprojected proposal)."""
+    from nas_search.search.parameters import spec_to_params
+    from nas_search.spec import load_arch
+
+    base_url, study_id = dashboard
+    best = micro_study.summary["best"]["trial"]
+    exported = subprocess.run(
+        cli_command("export", "--study", micro_study.name, "--trial", str(best), "-o", str(tmp_path / "export")),
+        cwd=micro_study.directory,
+        capture_output=True,
+        text=True,
+        env=cli_environment(),
+        timeout=300,
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    expected = {name: str(value) for name, value in spec_to_params(load_arch(tmp_path / "export" / "arch.yaml")).items()}
+    page.goto(f"{base_url}/dashboard/studies/{study_id}/trials?numbers={best}")
+    page.get_by_text(f"Trial {best} (trial_id=").first.wait_for()
+    page.get_by_text("Parameter").first.wait_for()
+    body = page.inner_text("body")
+    # the trial's "Parameter" section lists one "name value" line per parameter
+    section = body.split("\nParameter\n", 1)[1].split("User Attributes", 1)[0]
+    pairs = [line.split() for line in section.splitlines()]
+    shown = {pair[0]: pair[1] for pair in pairs if len(pair) == 2 and re.fullmatch(r"[a-z][a-z0-9_]*", pair[0])}
+    assert shown == expected
+
+
+def test_the_study_names_its_metric_and_draws_no_made_up_scores(micro_study: SearchedStudy) -> None:
+    import optuna
+
+    study = optuna.load_study(study_name=micro_study.name, storage=micro_study.storage_url)
+    assert study.metric_names == ["top-1 accuracy"]
+    for trial in study.trials:  # an infeasible trial has no value at all, never a score of 0
+        feasible = trial.user_attrs.get("feasible")
+        assert (trial.values is not None) == bool(feasible), trial.number
+
+
 def test_study_note(page, dashboard: tuple[str, int], micro_study: SearchedStudy) -> None:
     base_url, study_id = dashboard
     page.goto(f"{base_url}/dashboard/studies/{study_id}/note")
     page.get_by_text(f"nas-search study {micro_study.name}").first.wait_for()
     page.get_by_text("Best feasible architectures").first.wait_for()
-    # each architecture sits whole in its table cell (its "|" separators are escaped)
+    # each architecture sits whole in its table cell, in its short form (its "|"
+    # separators are escaped), with the FLOPs and their share of the budget
     for row in micro_study.summary["top"]:
-        cell = page.get_by_role("cell", name=row["arch"], exact=True)
-        assert cell.count() == 1, row["arch"]
+        cell = page.get_by_role("cell", name=row["arch_brief"], exact=True)
+        assert cell.count() >= 1, row["arch_brief"]
+        assert page.get_by_role("cell", name=f"({row['budget_use']:.0%})").count() >= 1
+    page.get_by_text("finished,").first.wait_for()  # trial count, feasible share and elapsed time
 
 
 def test_dashboard_refuses_a_missing_study(tmp_path: Path) -> None:

@@ -96,7 +96,11 @@ def test_run_prints_summary_and_writes_json(micro_study: SearchedStudy) -> None:
     # the summary table and the feasible fraction are printed
     assert f"{summary['feasible_fraction']:.0%} feasible" in micro_study.stdout
     assert "accuracy" in micro_study.stdout and "architecture" in micro_study.stdout
-    assert str(spec) in micro_study.stdout
+    # each architecture in its short form, with its share of the budget; the full form is in the JSON
+    assert spec.brief() in micro_study.stdout and str(spec) not in micro_study.stdout
+    assert f"({best['flops'] / MICRO_BUDGET_FLOPS:.0%})" in micro_study.stdout
+    assert all(len(line) <= 160 for line in micro_study.stdout.splitlines() if line.strip().startswith(str(best["trial"])))
+    assert summary["search_seconds"] > 0 and f"{summary['trials']} trials in " in micro_study.stdout
     assert f"nas-search export --study {micro_study.name} --trial {best['trial']}" in micro_study.stdout
     # every row of the table is a feasible trial inside the band
     for row in summary["top"]:
@@ -109,7 +113,9 @@ def test_study_database_holds_review_material(micro_study: SearchedStudy) -> Non
 
     study = load_study(micro_study.storage_url, micro_study.name)
     trials = study.get_trials(deepcopy=False)
-    assert len(trials) == MICRO_TRIALS and all(trial.state == TrialState.COMPLETE for trial in trials)
+    assert len(trials) == MICRO_TRIALS
+    # feasible trials are complete with their score; infeasible ones pruned, with no made-up score
+    assert all(trial.state == (TrialState.COMPLETE if trial.user_attrs["feasible"] else TrialState.PRUNED) for trial in trials)
     feasible_count = 0
     for trial in trials:
         attributes = trial.user_attrs
@@ -144,7 +150,8 @@ def test_study_database_holds_review_material(micro_study: SearchedStudy) -> Non
     note = get_note(study)
     assert f"nas-search study `{micro_study.name}`" in note and "Best feasible architectures" in note
     best = micro_study.summary["best"]
-    assert best["arch_string"].replace("|", "\\|") in note  # escaped for the markdown table
+    assert best["arch_brief"].replace("|", "\\|") in note  # short form, escaped for the markdown table
+    assert f"{len(trials)} finished" in note
     study_system_attributes = study._storage.get_study_system_attrs(study._study_id)  # where the dashboard keeps graphs
     graphs = [key for key in study_system_attributes if key.startswith("dashboard:plot_data:")]
     assert graphs, "no plotly graph saved for the dashboard"
@@ -152,6 +159,12 @@ def test_study_database_holds_review_material(micro_study: SearchedStudy) -> Non
 
     figure = json.loads(next(iter(get_plotly_graph_objects(study_system_attributes).values())))
     assert "FLOPs" in json.dumps(figure["layout"])
+    # the band is shaded, the Pareto front drawn, and only evaluated trials carry a score
+    assert "budget band" in json.dumps(figure["layout"])
+    traces = {trace["name"]: trace for trace in figure["data"]}
+    evaluated = [trial for trial in trials if trial.user_attrs["feasible"]]
+    assert len(traces["evaluated trials"]["y"]) == len(evaluated) and 0.0 not in traces["evaluated trials"]["y"]
+    assert max(traces["Pareto front"]["y"]) == max(trial.value for trial in evaluated)
 
     artifact_dir = micro_study.directory / "studies" / micro_study.name / "artifacts"
     store = FileSystemArtifactStore(str(artifact_dir))

@@ -23,7 +23,7 @@ from nas_search.search.parameters import spec_to_params
 from nas_search.search.records import TrialRecord
 from nas_search.search.resolve import resolve_search
 from nas_search.search.sampling import flops_range
-from nas_search.search.space_protocol import CandidateSpace, Suggestion
+from nas_search.search.space_protocol import CandidateSpace
 from nas_search.search.supernet_space import SupernetSpace
 from nas_search.tasks import get_space
 
@@ -116,8 +116,9 @@ def test_the_supernet_space_implements_the_protocol(tmp_path: Path) -> None:
     candidates = _micro_space(Budgets())
     assert isinstance(candidates, CandidateSpace)
     spec = get_space("micro").largest()
-    suggestion = candidates.suggest(FixedTrial(spec_to_params(spec)))
-    assert suggestion == Suggestion(spec)  # no FLOPs budget: the proposal is the candidate
+    assert candidates.propose(FixedTrial(spec_to_params(spec))) == spec
+    assert candidates.parameters(spec) == spec_to_params(spec)
+    assert candidates.settle(spec) == spec  # no FLOPs budget: nothing moves
     costs = candidates.cost(spec)
     assert list(costs) == ["flops", "params"]
     assert costs["flops"] == FlopsModel(get_space("micro"), None, 10)(spec)
@@ -134,9 +135,9 @@ def test_a_proposal_above_the_budget_is_moved_onto_the_band() -> None:
     limits = flops_range(space)
     budget = (limits.smallest + limits.largest) // 2
     candidates = _micro_space(Budgets(flops=budget, min_utilization=0.5, flops_binding=True))
-    suggestion = candidates.suggest(FixedTrial(spec_to_params(space.largest())))
-    assert suggestion.proposal == str(space.largest())
-    assert 0.5 * budget <= candidates.cost(suggestion.candidate)["flops"] <= budget
+    settled = candidates.settle(candidates.propose(FixedTrial(spec_to_params(space.largest()))))
+    assert settled != space.largest()
+    assert 0.5 * budget <= candidates.cost(settled)["flops"] <= budget
 
 
 def test_startup_candidates_are_deterministic_and_within_the_budget() -> None:
@@ -147,7 +148,7 @@ def test_startup_candidates_are_deterministic_and_within_the_budget() -> None:
     assert first == candidates.startup_parameters(4, seed=7)
     assert len(first) == 4
     for params in first:
-        assert candidates.cost(candidates.suggest(FixedTrial(params)).candidate)["flops"] <= budget
+        assert candidates.cost(candidates.propose(FixedTrial(params)))["flops"] <= budget
 
 
 @dataclass
@@ -160,8 +161,14 @@ class WidthSpace:
     def startup_parameters(self, count: int, seed: int) -> list[dict[str, Any]]:
         return [{"channels": 8 * (index + 1)} for index in range(count)]
 
-    def suggest(self, trial: optuna.Trial) -> Suggestion[int]:
-        return Suggestion(trial.suggest_int("channels", 8, 64, step=8))
+    def propose(self, trial: optuna.Trial) -> int:
+        return trial.suggest_int("channels", 8, 64, step=8)
+
+    def settle(self, candidate: int) -> int:
+        return candidate
+
+    def parameters(self, candidate: int) -> dict[str, Any]:
+        return {"channels": candidate}
 
     def cost(self, candidate: int) -> dict[str, float]:
         return {"flops": float(candidate * candidate), "params": float(candidate)}
@@ -190,8 +197,12 @@ def test_the_objective_reaches_any_space_through_the_protocol(tmp_path: Path) ->
     for _ in range(4):
         trial = study.ask()
         outcome = objective(trial)
-        study.tell(trial, outcome.values[0])
+        if outcome.values is None:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, outcome.values[0])
     records = [TrialRecord.from_trial(trial) for trial in study.trials]
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
     assert [record.arch for record in records] == ["width:8", "width:16", "width:24", "width:64"]
     assert [record.feasible for record in records] == [True, True, True, False]
     assert [record.accuracy for record in records] == [0.125, 0.25, 0.375, None]
@@ -208,3 +219,37 @@ def test_search_modules_name_no_task() -> None:
                 if path.name == "parameters.py":  # parameter names of detection spaces (another change)
                     continue
                 assert node.module in allowed, f"{path.name} imports {node.module}"
+
+
+@pytest.mark.parametrize("sampler_name", ["tpe", "nsga2", "random"])
+def test_the_projecting_sampler_records_the_settled_candidate_as_the_trials_parameters(
+    sampler_name: str, tmp_path: Path
+) -> None:
+    from nas_search.search.projecting_sampler import ProjectingSampler
+    from nas_search.search.samplers import make_sampler
+    from nas_search.search.supernet_space import startup_specs
+
+    space = get_space("micro")
+    limits = flops_range(space)
+    budget = (limits.smallest + limits.largest) // 3
+    candidates = _micro_space(Budgets(flops=budget, min_utilization=0.8, flops_binding=True))
+    sampler = ProjectingSampler(make_sampler(sampler_name, seed=0, constrained=True, multi_objective=False), candidates)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for spec in startup_specs(candidates, 10, seed=0):  # what TPE starts from in a search
+        study.enqueue_trial(spec_to_params(spec))
+    objective = SearchObjective(
+        candidates, Budgets(flops=budget, min_utilization=0.8, flops_binding=True).constraints(), proposals=sampler.proposal_of
+    )
+    for number in range(30):
+        trial = study.ask()
+        outcome = objective(trial)
+        # the recorded parameters are exactly those of the evaluated candidate, inside the band
+        assert trial.params == spec_to_params(outcome.candidate)
+        assert 0.8 * budget <= outcome.costs["flops"] <= budget, (number, outcome.costs["flops"], budget)
+        assert outcome.feasible and outcome.values is not None
+        study.tell(trial, outcome.costs["flops"] / budget)
+    proposals = [trial.user_attrs.get("proposed_arch") for trial in study.trials]
+    assert proposals[:10] == [None] * 10  # the enqueued starting candidates are never moved
+    moved = [proposal for proposal in proposals if proposal is not None]
+    assert moved  # the wrapped sampler's proposals did leave the band, were moved, and are recorded
+    assert all(proposal.startswith("micro:") for proposal in moved)

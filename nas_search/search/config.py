@@ -15,6 +15,10 @@ OBJECTIVE_DIRECTIONS: dict[str, str] = {
     "latency": "minimize",
 }
 
+#: How each objective is named in the study (``study.set_metric_names``: the dashboard's
+#: axes and columns); ``accuracy`` is named by the task (``Task.score_name``).
+OBJECTIVE_METRIC_NAMES: dict[str, str] = {"flops": "FLOPs", "params": "parameters", "latency": "latency (ms)"}
+
 
 @dataclass
 class SearchConfig:
@@ -69,6 +73,13 @@ def demo_max_train(config: SearchConfig) -> int | None:
     if config.max_train is not None or config.data is not None:
         return config.max_train
     return get_task(config.task).demo.max_train
+
+
+def metric_names(config: SearchConfig) -> list[str]:
+    """The study's metric names, one per objective (the task's score name for ``accuracy``)."""
+    return [
+        get_task(config.task).score_name if name == "accuracy" else OBJECTIVE_METRIC_NAMES[name] for name in config.objectives
+    ]
 
 
 def scoring_settings(config: SearchConfig) -> ScoringSettings:

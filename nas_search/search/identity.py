@@ -36,6 +36,8 @@ def study_attributes(resolved: ResolvedSearch, checkpoint: Path, evaluation: Tas
         "score_name": get_task(config.task).score_name,
         "dataset": evaluation.description,
         "num_classes": evaluation.num_classes,
+        "validation_images": evaluation.validation_images,
+        "chance_score": evaluation.chance_score,
         "supernet": str(checkpoint.resolve()),
         "supernet_checksum": checkpoint_checksum(checkpoint),
         "config": config_to_dict(config),

@@ -3,7 +3,8 @@
 Each trial asks the space (:class:`~nas_search.search.space_protocol.CandidateSpace`) for
 a candidate, computes its costs, records every constraint with ``trial.set_constraint``
 and mirrors it in user attributes (optuna-dashboard does not show constraints set that
-way). An infeasible candidate costs no evaluation; a feasible one is scored by the space.
+way). An infeasible candidate costs no evaluation and is told as pruned (no value); a
+feasible one is scored by the space.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from nas_search.units import format_flops
 
 @dataclass
 class TrialOutcome:
-    """What one trial produced."""
+    """What one trial produced. ``values`` (the objectives) is None for an infeasible
+    trial, which is told to the study as pruned: it has no score, so no chart shows one,
+    and constraint-aware samplers still learn from its recorded constraints."""
 
     candidate: Any
     costs: dict[str, float]
     feasible: bool
     accuracy: float | None
-    values: list[float]
+    values: list[float] | None
 
 
 @dataclass
@@ -43,6 +46,9 @@ class SearchObjective:
         objectives: names of the study's objectives (``accuracy`` or a cost name).
         on_feasible: called with (trial, candidate, costs, accuracy) after a feasible
             evaluation, e.g. to upload artifacts.
+        proposals: ``trial number -> the sampler's proposal in words`` when the sampler
+            moved it before the trial recorded it
+            (:meth:`~nas_search.search.projecting_sampler.ProjectingSampler.proposal_of`).
 
     Every metric the space's ``score`` returns is recorded as a user attribute; its
     ``accuracy`` entry is the task's primary score (mAP@0.5 for detection).
@@ -52,13 +58,13 @@ class SearchObjective:
     constraints: list[Constraint]
     objectives: tuple[str, ...] = ("accuracy",)
     on_feasible: Callable[[optuna.Trial, Any, dict, float], None] | None = None
-    infeasible_accuracy: float = 0.0
+    proposals: Callable[[int], str | None] | None = None
 
     def __call__(self, trial: optuna.Trial) -> TrialOutcome:
-        suggestion = self.space.suggest(trial)
-        candidate = suggestion.candidate
-        if suggestion.proposal is not None:
-            trial.set_user_attr(PROPOSED_ARCH_ATTRIBUTE, suggestion.proposal)
+        candidate = self.space.propose(trial)
+        proposal = self.proposals(trial.number) if self.proposals is not None else None
+        if proposal is not None:
+            trial.set_user_attr(PROPOSED_ARCH_ATTRIBUTE, proposal)
         costs = self.space.cost(candidate)
         for name, value in {**self.space.describe(candidate), **costs}.items():
             trial.set_user_attr(name, value)
@@ -73,15 +79,19 @@ class SearchObjective:
                 trial.set_user_attr(name, float(value))
             if self.on_feasible is not None:
                 self.on_feasible(trial, candidate, costs, accuracy)
-        values = [
-            (accuracy if accuracy is not None else self.infeasible_accuracy) if name == "accuracy" else costs[name]
-            for name in self.objectives
-        ]
+        if accuracy is None:  # told as pruned: no made-up score in any chart or model
+            return TrialOutcome(candidate, costs, feasible, None, None)
+        values = [accuracy if name == "accuracy" else costs[name] for name in self.objectives]
         return TrialOutcome(candidate, costs, feasible, accuracy, values)
 
 
 def make_objective(
-    space: CandidateSpace, constraints: list[Constraint], objectives: tuple[str, ...], study_dir: Path, artifact_dir: Path
+    space: CandidateSpace,
+    constraints: list[Constraint],
+    objectives: tuple[str, ...],
+    study_dir: Path,
+    artifact_dir: Path,
+    proposals: Callable[[int], str | None] | None = None,
 ) -> SearchObjective:
     """The objective of a search whose feasible trials upload the space's review files
     (written under ``study_dir/trial-files``) as trial artifacts into ``artifact_dir``."""
@@ -96,7 +106,7 @@ def make_objective(
         for path in space.export(candidate, scratch, f"trial-{trial.number}", caption):
             upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
-    return SearchObjective(space=space, constraints=constraints, objectives=objectives, on_feasible=upload)
+    return SearchObjective(space=space, constraints=constraints, objectives=objectives, on_feasible=upload, proposals=proposals)
 
 
 __all__ = ["Constraint", "SearchObjective", "TrialOutcome", "make_objective"]

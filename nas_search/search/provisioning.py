@@ -114,7 +114,27 @@ def ensure_supernet(resolved: ResolvedSearch, study_exists: bool = False, given:
             flops_input_size=resolved.input_size,
         )
     )
+    _report_training(path, task.checkpoint_format)
     return path
+
+
+def _report_training(path: Path, checkpoint_format: str) -> None:
+    """One line on how far the supernet's largest subnet learned in its last epoch,
+    against a uniform guess (for checkpoints that record it)."""
+    import math
+
+    from nas_search.training.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(path, checkpoint_format)
+    last = (payload.get("history") or [{}])[-1]
+    if "largest_cross_entropy" not in last or not payload.get("num_classes"):
+        return
+    chance = math.log(payload["num_classes"])
+    print(
+        f"supernet trained: the largest subnet's training cross-entropy is {last['largest_cross_entropy']:.3f} "
+        f"(a uniform guess: {chance:.3f}), its training top-1 {last['largest_train_accuracy']:.3f} "
+        f"(chance {1 / payload['num_classes']:.3f})"
+    )
 
 
 def _build_evaluator(checkpoint: Path, config: SearchConfig) -> TaskEvaluation:

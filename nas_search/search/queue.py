@@ -19,11 +19,11 @@ from nas_search.errors import UserError
 from nas_search.search.config import SearchConfig
 from nas_search.search.finalists import rerank_finalists
 from nas_search.search.objective import SearchObjective, make_objective
+from nas_search.search.projecting_sampler import make_search_sampler
 from nas_search.search.provisioning import build_candidate_space, build_evaluator
 from nas_search.search.records import ERROR_ATTRIBUTE
 from nas_search.search.report import feasible_fraction, save_review
 from nas_search.search.resolve import adopt_scoring, resolve_search
-from nas_search.search.samplers import make_sampler
 from nas_search.search.space_protocol import CandidateSpace
 from nas_search.search.study import (
     claim_waiting_trial,
@@ -129,9 +129,11 @@ def _run_queued_trials(
             trial.set_user_attr(ERROR_ATTRIBUTE, f"{type(error).__name__}: {error}"[:500])
             study.tell(trial, state=TrialState.FAIL)
             continue
-        values = outcome.values if len(outcome.values) > 1 else outcome.values[0]
         try:
-            study.tell(trial, values)
+            if outcome.values is None:  # infeasible: recorded, never scored
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, outcome.values if len(outcome.values) > 1 else outcome.values[0])
         except KeyboardInterrupt:  # between the result and its record: re-queue unless recorded
             requeue(study, trial)
             raise
@@ -164,18 +166,12 @@ def run_worker(storage_url: str, study_name: str, progress: bool = True, finish:
         raise UserError(f"supernet checkpoint {checkpoint} of study {study_name!r} is missing or changed on this machine")
     evaluation = build_evaluator(checkpoint, config)
     resolved = adopt_scoring(resolved, evaluation, checkpoint)
-    study = optuna.load_study(
-        study_name=study_name,
-        storage=storage,
-        sampler=make_sampler(config.sampler, seed=None, constrained=True, multi_objective=len(config.objectives) > 1),
-    )
+    space = build_candidate_space(resolved, evaluation)
+    sampler = make_search_sampler(config, space, seed=None)
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
     artifact_dir = resolved.study_dir / "artifacts"
     objective = make_objective(
-        build_candidate_space(resolved, evaluation),
-        resolved.constraints,
-        resolved.config.objectives,
-        resolved.study_dir,
-        artifact_dir,
+        space, resolved.constraints, resolved.config.objectives, resolved.study_dir, artifact_dir, proposals=sampler.proposal_of
     )
     ran = work_through_queue(study, objective, progress, label=f"worker {study_name}", wait_for_others=True)
     result = {"study": study_name, "storage": storage_url, "ran": ran, "feasible_fraction": feasible_fraction(study)}

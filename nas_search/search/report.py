@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas_search.search.finalists import finalist_records
 from nas_search.search.ranking import cost_rank, feasible_trials, proxy_rank
 from nas_search.search.records import TrialRecord
-from nas_search.units import format_bytes, format_count, format_flops
+from nas_search.units import format_bytes, format_count, format_duration, format_flops
 
 logger = logging.getLogger("nas_search")
 
@@ -58,10 +58,22 @@ def summary_rows(study: optuna.Study, count: int = 5) -> list[dict[str, Any]]:
     """JSON-ready rows of the best feasible trials. ``accuracy`` is the inherited-weight
     score; re-ranked finalists also carry ``finalist_score`` (after short training)."""
     records = finalist_records(study)
-    return [_summary_row(TrialRecord.from_trial(trial), records) for trial in best_trials(study, count, records)]
+    budget = study.user_attrs.get("budget_flops")
+    return [_summary_row(TrialRecord.from_trial(trial), records, budget) for trial in best_trials(study, count, records)]
 
 
-def _summary_row(record: TrialRecord, finalists: dict[int, dict[str, Any]]) -> dict[str, Any]:
+def brief_arch(record: TrialRecord) -> str:
+    """The trial's architecture in a form that fits a terminal row (:meth:`ArchSpec.brief`);
+    the one-line form when the trial recorded no JSON."""
+    from nas_search.spec import ArchSpec
+
+    try:
+        return ArchSpec.from_dict(record.arch_dict).brief()
+    except (KeyError, ValueError, TypeError):
+        return record.arch or "?"
+
+
+def _summary_row(record: TrialRecord, finalists: dict[int, dict[str, Any]], budget: float | None) -> dict[str, Any]:
     """One row of :func:`summary_rows` (keys in the order the JSON summary shows them)."""
     finalist = finalists.get(record.number)
     return {
@@ -73,8 +85,10 @@ def _summary_row(record: TrialRecord, finalists: dict[int, dict[str, Any]]) -> d
             else {}
         ),
         "flops": record.flops,
+        **({"budget_use": record.flops / budget} if budget else {}),
         "params": record.params,
         **{name: record.cost(name) for name in DEVICE_COSTS if record.cost(name) is not None},
+        "arch_brief": brief_arch(record),
         "arch": record.arch,
     }
 
@@ -86,10 +100,74 @@ DEVICE_COSTS: dict[str, tuple[str, Any]] = {
 }
 
 
+#: States of the trials a search ran to the end: feasible ones are COMPLETE, infeasible
+#: ones PRUNED (recorded with their costs and constraints, never scored).
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials the search ran to the end (:data:`FINISHED_STATES`), feasible or not."""
+    return study.get_trials(deepcopy=False, states=FINISHED_STATES)
+
+
 def feasible_fraction(study: optuna.Study) -> float:
-    """Share of complete trials that met every constraint."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sum(1 for trial in complete if TrialRecord.from_trial(trial).feasible) / len(complete) if complete else 0.0
+    """Share of finished trials that met every constraint."""
+    finished = finished_trials(study)
+    return sum(1 for trial in finished if TrialRecord.from_trial(trial).feasible) / len(finished) if finished else 0.0
+
+
+def band_fraction(study: optuna.Study) -> dict[str, float] | None:
+    """How the sampler's proposals met the FLOPs band: ``proposed_outside`` is the share of
+    sampled (not enqueued) trials whose proposal had to be moved onto the band,
+    ``evaluated_outside`` the share of finished trials whose network is outside it. None
+    without a FLOPs budget."""
+    budget = study.user_attrs.get("budget_flops")
+    if not budget:
+        return None
+    floor = budget * float((study.user_attrs.get("config") or {}).get("min_utilization", 0.0))
+    finished = finished_trials(study)
+    sampled = [trial for trial in finished if not trial.system_attrs.get("fixed_params")]  # not a startup candidate
+    moved = sum(1 for trial in sampled if TrialRecord.from_trial(trial).attributes.get("proposed_arch"))
+    outside = sum(1 for trial in finished if not floor <= TrialRecord.from_trial(trial).flops <= budget)
+    return {
+        "proposed_outside": moved / len(sampled) if sampled else 0.0,
+        "evaluated_outside": outside / len(finished) if finished else 0.0,
+        "sampled_trials": len(sampled),
+    }
+
+
+def search_seconds(study: optuna.Study) -> float:
+    """Wall time from the first trial's start to the last trial's end (all workers)."""
+    finished = [trial for trial in finished_trials(study) if trial.datetime_start and trial.datetime_complete]
+    if not finished:
+        return 0.0
+    start = min(trial.datetime_start for trial in finished if trial.datetime_start is not None)
+    end = max(trial.datetime_complete for trial in finished if trial.datetime_complete is not None)
+    return (end - start).total_seconds()
+
+
+#: Standard errors between the best score and chance below which a study's scores are
+#: called chance-level.
+CHANCE_STANDARD_ERRORS = 3.0
+
+
+def chance_note(study: optuna.Study, rows: list[dict[str, Any]]) -> str | None:
+    """One line when the best inherited score is within :data:`CHANCE_STANDARD_ERRORS`
+    binomial standard errors of chance (the study's ``chance_score`` on its
+    ``validation_images``), else None."""
+    chance = study.user_attrs.get("chance_score")
+    images = study.user_attrs.get("validation_images")
+    if chance is None or not images or not rows:
+        return None
+    best = max(float(row["accuracy"]) for row in rows)
+    spread = max(chance * (1 - chance), best * (1 - best)) ** 0.5 / images**0.5
+    if best - chance >= CHANCE_STANDARD_ERRORS * spread:
+        return None
+    return (
+        f"warning: the best score {best:.3f} is within {CHANCE_STANDARD_ERRORS:g} standard errors ({spread:.3f} each, "
+        f"{images} validation images) of chance ({chance:.3f}): the ranking is noise; train the supernet longer "
+        "(--supernet-epochs) or on more data"
+    )
 
 
 def format_table(rows: list[dict[str, Any]], score_name: str = "accuracy") -> str:
@@ -99,13 +177,13 @@ def format_table(rows: list[dict[str, Any]], score_name: str = "accuracy") -> st
     label = SHORT_SCORE_NAMES.get(score_name, score_name)
     trained = any("finalist_score" in row for row in rows)
     trained_header = f"  {'trained':>14}" if trained else ""
-    lines = [f"{'trial':>5}  {label:>8}{trained_header}  {'FLOPs':>13}  {'params':>8}{header}  architecture"]
+    lines = [f"{'trial':>5}  {label:>8}{trained_header}  {'FLOPs (budget)':>20}  {'params':>8}{header}  architecture"]
     for row in rows:
         cells = "".join(f"  {DEVICE_COSTS[name][1](row[name]) if name in row else '-':>10}" for name in extra)
         finalist = f"  {trained_cell(row):>14}" if trained else ""
         lines.append(
-            f"{row['trial']:>5}  {row['accuracy']:>8.4f}{finalist}  {format_flops(row['flops']):>13}  "
-            f"{format_count(row['params']):>8}{cells}  {row['arch']}"
+            f"{row['trial']:>5}  {row['accuracy']:>8.4f}{finalist}  {flops_cell(row):>20}  "
+            f"{format_count(row['params']):>8}{cells}  {row.get('arch_brief') or row['arch']}"
         )
     if trained:
         lines.append(
@@ -113,6 +191,12 @@ def format_table(rows: list[dict[str, Any]], score_name: str = "accuracy") -> st
             "error; the first row is the cheapest finalist within one standard error of the best)"
         )
     return "\n".join(lines)
+
+
+def flops_cell(row: dict[str, Any]) -> str:
+    """FLOPs with the share of the budget they use, e.g. ``3.61 GFLOPs (80%)``."""
+    use = row.get("budget_use")
+    return format_flops(row["flops"]) + ("" if use is None else f" ({use:.0%})")
 
 
 def trained_cell(row: dict[str, Any]) -> str:
@@ -137,8 +221,18 @@ def study_note(study: optuna.Study, rows: list[dict[str, Any]]) -> str:
         f"(1 multiply-add = 1 FLOP); proxy size {attributes.get('train_input_size')} px",
         f"- dataset: {attributes.get('dataset')}",
         f"- supernet: `{attributes.get('supernet')}` (sha256 {attributes.get('supernet_checksum')})",
-        f"- feasible trials: {feasible_fraction(study):.0%}",
+        f"- trials: {len(finished_trials(study))} finished, {feasible_fraction(study):.0%} feasible, in "
+        f"{format_duration(search_seconds(study))}",
     ]
+    band = band_fraction(study)
+    if band is not None:
+        lines.append(
+            f"- budget band: {band['proposed_outside']:.0%} of the sampler's proposals were moved onto it; "
+            f"{band['evaluated_outside']:.0%} of the trials are outside it"
+        )
+    warning = chance_note(study, rows)
+    if warning:
+        lines.append(f"- **{warning}**")
     finalists = (attributes.get("finalists") or {}).get("settings")
     if finalists:
         runs = finalists.get("seeds", 1)
@@ -153,46 +247,75 @@ def study_note(study: optuna.Study, rows: list[dict[str, Any]]) -> str:
         "",
         "## Best feasible architectures",
         "",
-        f"| trial | {score_name} (inherited) | after training | FLOPs | params | architecture |",
+        f"| trial | {score_name} (inherited) | after training | FLOPs (budget) | params | architecture |",
         "|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        # the architecture view separates stages with "|", which would end the table cell
+        # the architecture views separate stages with "|", which would end the table cell
         # even inside a code span (GitHub-flavoured markdown); escaped, it renders as "|"
-        architecture = row["arch"].replace("|", "\\|")
+        architecture = (row.get("arch_brief") or row["arch"]).replace("|", "\\|")
         trained = trained_cell(row)
         lines.append(
-            f"| {row['trial']} | {row['accuracy']:.4f} | {trained} | {format_flops(row['flops'])} | "
+            f"| {row['trial']} | {row['accuracy']:.4f} | {trained} | {flops_cell(row)} | "
             f"{format_count(row['params'])} | `{architecture}` |"
         )
     lines += ["", "Export one with `nas-search export --study NAME --trial N -o DIR`."]
     return "\n".join(lines)
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The ``(flops, score)`` points no other point beats on both (fewer or equal FLOPs
+    and a higher or equal score), by increasing FLOPs."""
+    front: list[tuple[float, float]] = []
+    for flops, score in sorted(points, key=lambda point: (point[0], -point[1])):
+        if not front or score > front[-1][1]:
+            front.append((flops, score))
+    return front
+
+
 def tradeoff_figure(study: optuna.Study):
-    """Plotly scatter of accuracy against FLOPs, feasible and infeasible trials apart,
-    with the budget as a vertical line."""
+    """Plotly scatter of the evaluated trials' score against FLOPs, with the budget band
+    shaded and the Pareto front drawn. Infeasible trials have no score and are counted in
+    the title instead of being drawn at a made-up one."""
     import plotly.graph_objects as go
 
-    complete = [TrialRecord.from_trial(trial) for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    records = [TrialRecord.from_trial(trial) for trial in finished_trials(study)]
+    evaluated = [record for record in records if record.evaluated]
     figure = go.Figure()
-    for feasible, name, colour in ((True, "feasible", "#1f77b4"), (False, "infeasible", "#bbbbbb")):
-        records = [record for record in complete if record.feasible == feasible]
-        figure.add_trace(
-            go.Scatter(
-                x=[(record.cost("flops") or 0) / 1e9 for record in records],
-                y=[record.accuracy or 0.0 for record in records],
-                mode="markers",
-                name=name,
-                marker={"color": colour},
-                text=[f"trial {record.number}: {record.arch}" for record in records],
-            )
+    figure.add_trace(
+        go.Scatter(
+            x=[record.flops / 1e9 for record in evaluated],
+            y=[record.score for record in evaluated],
+            mode="markers",
+            name="evaluated trials",
+            marker={"color": "#1f77b4"},
+            text=[f"trial {record.number}: {brief_arch(record)}" for record in evaluated],
         )
+    )
+    front = pareto_front([(record.flops, record.score) for record in evaluated])
+    figure.add_trace(
+        go.Scatter(
+            x=[flops / 1e9 for flops, _ in front],
+            y=[score for _, score in front],
+            mode="lines+markers",
+            line={"shape": "hv", "color": "#d62728"},
+            name="Pareto front",
+        )
+    )
     budget = study.user_attrs.get("budget_flops")
     if budget:
+        floor = budget * float((study.user_attrs.get("config") or {}).get("min_utilization", 0.0))
+        figure.add_vrect(
+            x0=floor / 1e9, x1=budget / 1e9, fillcolor="#2ca02c", opacity=0.12, line_width=0, annotation_text="budget band"
+        )
         figure.add_vline(x=budget / 1e9, line_dash="dash", annotation_text="budget")
     score_name = study.user_attrs.get("score_name", "top-1 accuracy")
-    figure.update_layout(title=f"{score_name} vs FLOPs (inherited weights)", xaxis_title="GFLOPs", yaxis_title=score_name)
+    infeasible = len(records) - len(evaluated)
+    figure.update_layout(
+        title=f"{score_name} vs FLOPs (inherited weights; {infeasible} infeasible trial(s) not drawn)",
+        xaxis_title="GFLOPs at the deployment size",
+        yaxis_title=score_name,
+    )
     return figure
 
 
@@ -212,8 +335,11 @@ def summary_payload(study: optuna.Study, storage_url: str, files: dict[str, str]
         "input_size": study.user_attrs.get("input_size"),
         "task": study.user_attrs.get("task", "classify"),
         "score_name": study.user_attrs.get("score_name", "top-1 accuracy"),
-        "trials": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        "trials": len(finished_trials(study)),
         "feasible_fraction": feasible_fraction(study),
+        "band": band_fraction(study),
+        "search_seconds": search_seconds(study),
+        "chance_warning": chance_note(study, rows),
         # trials another worker is on, or that a killed run left (retried after the heartbeat grace period)
         "running_trials": len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))),
         "best": best_payload,

@@ -20,10 +20,11 @@ from typing import Any, Literal, cast
 import optuna
 
 from nas_search.errors import UserError
-from nas_search.search.config import OBJECTIVE_DIRECTIONS, SearchConfig
+from nas_search.search.config import OBJECTIVE_DIRECTIONS, SearchConfig, metric_names
 from nas_search.search.finalists import rerank_finalists
 from nas_search.search.identity import existing_study, study_attributes
 from nas_search.search.objective import make_objective
+from nas_search.search.projecting_sampler import ProjectingSampler, make_search_sampler
 from nas_search.search.provisioning import (
     build_candidate_space,
     build_evaluator,
@@ -34,12 +35,11 @@ from nas_search.search.provisioning import (
 from nas_search.search.queue import plan_trials, run_worker, work_through_queue
 from nas_search.search.report import format_table, save_review
 from nas_search.search.resolve import ResolvedSearch, absolute_path, adopt_scoring, resolve_search
-from nas_search.search.samplers import make_sampler
 from nas_search.search.sampling import flops_range
 from nas_search.search.space_protocol import CandidateSpace
 from nas_search.search.study import heartbeat_settings, open_storage, planned_trial_count, without_password
 from nas_search.tasks.base import TaskEvaluation
-from nas_search.units import format_flops
+from nas_search.units import format_duration, format_flops
 
 
 @dataclass
@@ -51,6 +51,7 @@ class PreparedStudy:
     checkpoint: Path
     evaluation: TaskEvaluation
     space: CandidateSpace
+    sampler: ProjectingSampler
     added: int
 
 
@@ -133,7 +134,8 @@ def _prepare(config: SearchConfig, resolved: ResolvedSearch, given_supernet, ann
     attributes = study_attributes(resolved, checkpoint, evaluation)
     storage = storage or open_storage(resolved.storage_url)
     study = existing_study(resolved, storage, attributes)
-    sampler = make_sampler(config.sampler, seed=config.seed, constrained=True, multi_objective=len(config.objectives) > 1)
+    space = build_candidate_space(resolved, evaluation)
+    sampler = make_search_sampler(config, space, seed=config.seed)
     if study is None:
         study = optuna.create_study(
             study_name=config.study,
@@ -141,13 +143,13 @@ def _prepare(config: SearchConfig, resolved: ResolvedSearch, given_supernet, ann
             sampler=sampler,
             directions=[cast(Literal["minimize", "maximize"], OBJECTIVE_DIRECTIONS[name]) for name in config.objectives],
         )
+        study.set_metric_names(metric_names(config))
         for key, value in attributes.items():
             study.set_user_attr(key, value)
     else:
         study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler)
-    space = build_candidate_space(resolved, evaluation)
     added = plan_trials(study, config, space)
-    return PreparedStudy(resolved, study, checkpoint, evaluation, space, added)
+    return PreparedStudy(resolved, study, checkpoint, evaluation, space, sampler, added)
 
 
 def files_of_the_run(config: SearchConfig) -> dict[str, Path]:
@@ -192,7 +194,12 @@ def run_search(config: SearchConfig, json_summary: str | None = None) -> dict[st
     )
     artifact_dir = resolved.study_dir / "artifacts"
     objective = make_objective(
-        prepared.space, resolved.constraints, resolved.config.objectives, resolved.study_dir, artifact_dir
+        prepared.space,
+        resolved.constraints,
+        resolved.config.objectives,
+        resolved.study_dir,
+        artifact_dir,
+        proposals=prepared.sampler.proposal_of,
     )
     work_through_queue(study, objective, config.progress)
     rerank_finalists(study, resolved.finalists, resolved.config, prepared.checkpoint, config.progress)
@@ -252,11 +259,20 @@ def measure_chosen_latency(resolved: ResolvedSearch, summary: dict[str, Any]) ->
 def print_summary(summary: dict[str, Any]) -> None:
     """Human summary: the best feasible architectures and the files written."""
     print()
-    print(f"study {summary['study']}: {summary['trials']} trials, {summary['feasible_fraction']:.0%} feasible")
+    elapsed = f" in {format_duration(summary['search_seconds'])}" if summary.get("search_seconds") else ""
+    print(f"study {summary['study']}: {summary['trials']} trials{elapsed}, {summary['feasible_fraction']:.0%} feasible")
+    band = summary.get("band")
+    if band and band["sampled_trials"]:
+        print(
+            f"budget band: {band['proposed_outside']:.0%} of {band['sampled_trials']} sampled proposals moved onto it, "
+            f"{band['evaluated_outside']:.0%} of the trials outside it"
+        )
     if summary["top"]:
         print(format_table(summary["top"], summary.get("score_name", "accuracy")))
     else:
         print("no feasible trial yet")
+    if summary.get("chance_warning"):
+        print(summary["chance_warning"])
     if summary.get("running_trials"):
         _, grace = heartbeat_settings()
         print(

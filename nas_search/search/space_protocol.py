@@ -8,27 +8,12 @@ a trained network, implements the same protocol and needs no branch in ``search/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import optuna
 
 Candidate = TypeVar("Candidate")
-
-
-@dataclass(frozen=True)
-class Suggestion(Generic[Candidate]):
-    """What :meth:`CandidateSpace.suggest` returns.
-
-    Attributes:
-        candidate: the candidate the trial costs, scores and records.
-        proposal: the sampler's own proposal in words when the space moved it (e.g. onto
-            the budget band) before it became ``candidate``; None when it is unchanged.
-    """
-
-    candidate: Candidate
-    proposal: str | None = None
 
 
 @runtime_checkable
@@ -44,16 +29,25 @@ class CandidateSpace(Protocol[Candidate]):
        study (``run``; never a worker). It returns Optuna parameter dictionaries that are
        enqueued as fixed trials. It must be deterministic in ``(count, seed)``: a rerun
        with the same seed plans the same trials.
-    3. Per trial, in this order: :meth:`suggest` once; :meth:`describe` and :meth:`cost`
-       of its candidate; then, only when every constraint holds, :meth:`score` and
-       :meth:`export`. An infeasible candidate is never scored.
+    3. Per trial, in the sampler (:class:`~nas_search.search.projecting_sampler.ProjectingSampler`):
+       :meth:`propose` decodes the wrapped sampler's proposal, :meth:`settle` moves it
+       (e.g. onto the budget band) and :meth:`parameters` gives the settled candidate's
+       parameters, which the trial then records. So a trial's parameters are always those
+       of the candidate that is costed, scored and exported.
+    4. Per trial, in the objective, in this order: :meth:`propose` once (it decodes the
+       recorded parameters); :meth:`describe` and :meth:`cost` of its candidate; then, only
+       when every constraint holds, :meth:`score` and :meth:`export`. An infeasible
+       candidate is never scored.
 
     What may be mutated:
 
-    - :meth:`suggest` may call the trial's ``suggest_*`` methods, and nothing else on the
-      trial (the search records every user attribute itself). Given the same suggested
-      parameters it must return the same candidate: samplers and enqueued trials rely on
-      parameters alone identifying a candidate.
+    - :meth:`propose` may call the trial's ``suggest_*`` methods, and nothing else on the
+      trial (the search records every user attribute itself; the trial may be a
+      :class:`~nas_search.search.projecting_sampler.ProposalTrial`). Given the same
+      suggested parameters it must return the same candidate: samplers and enqueued trials
+      rely on parameters alone identifying a candidate.
+    - :meth:`settle` and :meth:`parameters` are pure and deterministic, and
+      ``propose(trial answering parameters(c)) == c`` for every settled ``c``.
     - :meth:`cost`, :meth:`describe` are pure and deterministic: no trial, no RNG, no
       global state. Every cost a constraint or an objective names must be in
       :meth:`cost`'s result.
@@ -75,8 +69,17 @@ class CandidateSpace(Protocol[Candidate]):
         """Up to ``count`` parameter dictionaries of budget-aware starting candidates."""
         ...
 
-    def suggest(self, trial: optuna.Trial) -> Suggestion[Candidate]:
-        """The candidate of ``trial`` (from its ``suggest_*`` calls)."""
+    def propose(self, trial: optuna.Trial) -> Candidate:
+        """The candidate of ``trial``'s parameters (from its ``suggest_*`` calls)."""
+        ...
+
+    def settle(self, candidate: Candidate) -> Candidate:
+        """The candidate a proposal becomes before it is recorded (e.g. moved onto the
+        FLOPs band of the budget); ``candidate`` itself when nothing needs to move."""
+        ...
+
+    def parameters(self, candidate: Candidate) -> dict[str, Any]:
+        """The Optuna parameters that :meth:`propose` decodes into ``candidate``."""
         ...
 
     def cost(self, candidate: Candidate) -> dict[str, float]:
@@ -98,4 +101,4 @@ class CandidateSpace(Protocol[Candidate]):
         ...
 
 
-__all__ = ["Candidate", "CandidateSpace", "Suggestion"]
+__all__ = ["Candidate", "CandidateSpace"]

@@ -19,7 +19,6 @@ from nas_search.hw_models import FlopsModel, ParamsModel
 from nas_search.search.budgets import Budgets
 from nas_search.search.parameters import spec_to_params, suggest_spec
 from nas_search.search.sampling import sample_specs
-from nas_search.search.space_protocol import Suggestion
 from nas_search.spaces.projection import project_to_band
 from nas_search.spaces.space import SearchSpace
 from nas_search.spec import ArchSpec
@@ -78,16 +77,22 @@ class SupernetSpace:
         """Parameters of :func:`startup_specs`."""
         return [spec_to_params(spec) for spec in startup_specs(self, count, seed)]
 
-    def suggest(self, trial: optuna.Trial) -> Suggestion[ArchSpec]:
-        """The trial's subnet, moved onto the FLOPs band when there is a FLOPs budget."""
-        spec = suggest_spec(trial, self.space)
+    def propose(self, trial: optuna.Trial) -> ArchSpec:
+        """The subnet of the trial's parameters."""
+        return suggest_spec(trial, self.space)
+
+    def settle(self, candidate: ArchSpec) -> ArchSpec:
+        """The subnet moved onto the FLOPs band when there is a FLOPs budget."""
         if self.budgets.flops is None:
-            return Suggestion(spec)
+            return candidate
         floor = self.budgets.flops_floor
-        projected = project_to_band(
-            spec, self.space, self.cost_models["flops"], 0.0 if floor is None else floor, float(self.budgets.flops)
+        return project_to_band(
+            candidate, self.space, self.cost_models["flops"], 0.0 if floor is None else floor, float(self.budgets.flops)
         )
-        return Suggestion(projected, None if projected == spec else str(spec))
+
+    def parameters(self, candidate: ArchSpec) -> dict[str, Any]:
+        """The trial parameters of the subnet (:func:`spec_to_params`)."""
+        return spec_to_params(candidate)
 
     def cost(self, candidate: ArchSpec) -> dict[str, float]:
         """Every cost of the subnet."""

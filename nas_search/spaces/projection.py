@@ -4,7 +4,9 @@ The sampler proposes every choice freely; the proposal is then projected onto
 ``[lower, upper]`` FLOPs: first all widths (the per-layer pruning ratios) move together
 by whole steps of their choice lists, then single choices move one step at a time (a
 block's width, kernel or expansion, a stage's depth), preferring the in-band neighbour
-closest to the proposal, until the spec lands in the band. Ops stay as proposed. The projection is deterministic, so the
+closest to the proposal, until the spec lands in the band. Ops stay as proposed, unless
+everything else is at its largest and the spec is still below the band: then one block at
+a time takes a dearer op. The projection is deterministic, so the
 objective stays a function of the trial's parameters and the sampler can still learn;
 the evaluated (projected) architecture is what the trial records. A proposal whose
 depths and ops cannot fit even at the narrowest widths stays infeasible.
@@ -95,6 +97,30 @@ def _single_moves(spec: ArchSpec, space: SearchSpace, direction: int) -> list[Ar
     return moves
 
 
+def _cheapest(choice: Any, options: Sequence[Any]) -> Any:
+    """The cheapest option of an op's extra choice (the opposite of its ``largest``)."""
+    return min(options) if choice.largest is max else max(options)
+
+
+def _op_moves(spec: ArchSpec, space: SearchSpace) -> list[ArchSpec]:
+    """Neighbours with one block's op replaced by another op of its position (same kernel
+    and width, the new op's cheapest extra choices): the last resort of an upward
+    projection, when widths, kernels and depths are all at their largest and the
+    proposal's ops are too cheap for the band."""
+    moves = []
+    for stage_index, (choices, stage) in enumerate(zip(space.stages, spec.stages)):
+        for block_index, block in enumerate(stage.blocks):
+            for op in choices.operations:
+                if op == block.op:
+                    continue
+                kind = block_kind(op)
+                extra = {choice.field: _cheapest(choice, choice.options(space, choices)) for choice in kind.choices}
+                blocks = list(stage.blocks)
+                blocks[block_index] = BlockSpec(op=op, kernel=block.kernel, width=block.width, **extra)
+                moves.append(_with_stage(spec, stage_index, blocks))
+    return moves
+
+
 def project_to_band(
     spec: ArchSpec, space: SearchSpace, flops: Callable[[ArchSpec], float], lower: float, upper: float, max_moves: int = 200
 ) -> ArchSpec:
@@ -124,6 +150,9 @@ def project_to_band(
             break
         direction = -1 if cost > upper else 1
         moves = [(flops(move), move) for move in _single_moves(best, space, direction)]
+        if direction > 0 and not any(cost < item[0] <= upper for item in moves):  # nothing left to grow but ops
+            moves += [(flops(move), move) for move in _op_moves(best, space)]
+            moves = [item for item in moves if item[0] > cost]
         in_band = [item for item in moves if lower <= item[0] <= upper]
         if in_band:  # the widest in-band neighbour stays closest to the proposal
             cost, best = max(in_band, key=lambda item: item[0])

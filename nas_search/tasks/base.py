@@ -100,6 +100,10 @@ class TaskEvaluation:
         train_input_size: the proxy size the supernet was trained and scores at.
         metadata: the checkpoint's metadata.
         description: the dataset, in words.
+        validation_images: images every subnet is scored on (for the standard error of a
+            score); None when unknown.
+        chance_score: the primary score of a network that guesses (``1 / classes`` top-1;
+            0 mAP); None when unknown.
     """
 
     evaluate: Callable[[ArchSpec], dict[str, float]]
@@ -107,6 +111,8 @@ class TaskEvaluation:
     train_input_size: int
     metadata: dict[str, Any]
     description: str
+    validation_images: int | None = None
+    chance_score: float | None = None
 
 
 #: ``(spec, label, run) -> {"accuracy", "loss", "seconds", ...}``: trains one finalist and

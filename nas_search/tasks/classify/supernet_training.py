@@ -221,16 +221,24 @@ class _SupernetRun:
             )
             if not torch.isfinite(loss):
                 raise RuntimeError(f"training diverged at epoch {epoch + 1} step {step_in_epoch} (loss {loss.item()})")
-            tally.add(labels.size(0), loss=loss.item())
+            largest_loss = F.cross_entropy(teacher_logits.float(), labels).item()
+            tally.add(labels.size(0), loss=loss.item(), largest_cross_entropy=largest_loss)
             tally.count("correct", int((teacher_logits.argmax(1) == labels).sum()))
             bar.update(labels.size(0) * self.context.world_size)
-            bar.set_postfix(loss=f"{tally.mean('loss'):.3f}", lr=f"{state.scheduler.get_last_lr()[0]:.4f}")
+            bar.set_postfix(
+                loss=f"{tally.mean('loss'):.3f}",
+                largest_ce=f"{tally.mean('largest_cross_entropy'):.3f}",
+                lr=f"{state.scheduler.get_last_lr()[0]:.4f}",
+            )
 
     def record(self, epoch: int, tally: EpochTally) -> dict:
         """The epoch's history record."""
         return {
             "epoch": epoch + 1,
             "loss": tally.mean("loss"),
+            # the largest subnet's own cross-entropy on the labels (no smoothing, no
+            # distillation terms): ln(classes) is a uniform guess
+            "largest_cross_entropy": tally.mean("largest_cross_entropy"),
             "largest_train_accuracy": tally.mean("correct"),
             "images_per_second": tally.images * self.context.world_size / max(tally.seconds, 1e-9),
             "collapsed_channels": count_collapsed_channels(self.supernet, self.config.regeneration_threshold),

@@ -3,8 +3,9 @@ with inherited weights, and finalist training."""
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -75,6 +76,8 @@ def load_classifier_evaluator(checkpoint: Path, settings: ScoringSettings) -> Ta
         train_input_size=metadata["input_size"],
         metadata=metadata,
         description=data.description,
+        validation_images=len(cast(Sized, data.val)),
+        chance_score=1.0 / metadata["num_classes"],
     )
 
 

@@ -3,8 +3,9 @@ inherited weights (mAP@[.5:.95] recorded too), and finalist training."""
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -88,6 +89,8 @@ def load_detector_evaluator(checkpoint: Path, settings: ScoringSettings) -> Task
         train_input_size=image_size,
         metadata={**metadata, "input_size": image_size},
         description=data.description,
+        validation_images=len(cast(Sized, data.val)),
+        chance_score=0.0,
     )
 
 
