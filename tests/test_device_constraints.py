@@ -63,7 +63,8 @@ def test_latency_and_memory_budgets_on_a_named_device(nas_cli: CliRunner, micro_
     assert "latency ms" in result.stdout and "peak mem" in result.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
     study = optuna.load_study(study_name="device", storage=f"sqlite:///{tmp_path / 'studies' / 'device.db'}")
-    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    # feasible trials are complete; infeasible ones pruned (recorded, never scored)
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
     assert len(trials) == 5
     # with a latency budget the search is pushed to it (not to the FLOPs budget)
     assert all("latency_utilization" in trial.constraints and "flops_utilization" not in trial.constraints for trial in trials)
@@ -77,6 +78,7 @@ def test_latency_and_memory_budgets_on_a_named_device(nas_cli: CliRunner, micro_
         feasible = all(value <= 0 for value in trial.constraints.values())
         assert trial.user_attrs["feasible"] == feasible
         assert ("accuracy" in trial.user_attrs) == feasible  # infeasible trials cost no evaluation
+        assert (trial.state == optuna.trial.TrialState.COMPLETE) == feasible
     # budget-aware startup: the queued startup trials meet the device budgets
     startup = [trial for trial in trials if trial.number < 3]
     assert all(trial.user_attrs["latency"] <= latency_limit * (1 + 1e-6) for trial in startup)

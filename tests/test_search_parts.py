@@ -167,6 +167,9 @@ class WidthSpace:
     def settle(self, candidate: int) -> int:
         return candidate
 
+    def misfit(self, candidate: int) -> float:
+        return 0.0
+
     def parameters(self, candidate: int) -> dict[str, Any]:
         return {"channels": candidate}
 
@@ -253,3 +256,30 @@ def test_the_projecting_sampler_records_the_settled_candidate_as_the_trials_para
     moved = [proposal for proposal in proposals if proposal is not None]
     assert moved  # the wrapped sampler's proposals did leave the band, were moved, and are recorded
     assert all(proposal.startswith("micro:") for proposal in moved)
+    for trial in study.trials:  # a moved proposal was outside the band, and its FLOPs say so
+        if "proposed_arch" in trial.user_attrs:
+            assert not 0.8 * budget <= trial.user_attrs["proposed_flops"] <= budget
+
+
+def test_extra_proposal_draws_stop_where_the_band_is_never_hit() -> None:
+    from nas_search.search.projecting_sampler import DRAW_TRIALS, ProjectingSampler
+
+    class NeverInPlace(WidthSpace):
+        """Every proposal needs settling; counts how often a proposal is rated."""
+
+        rated = 0
+
+        def misfit(self, candidate: int) -> float:
+            self.rated += 1
+            return 1.0
+
+    space = NeverInPlace()
+    sampler = ProjectingSampler(optuna.samplers.RandomSampler(seed=0), space, draws=8)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    rated = []
+    for _ in range(DRAW_TRIALS + 3):
+        before = space.rated
+        trial = study.ask()
+        study.tell(trial, space.score(space.propose(trial))["accuracy"])
+        rated.append(space.rated - before)
+    assert rated == [8] * DRAW_TRIALS + [1] * 3

@@ -17,7 +17,6 @@ from typing import Any
 import optuna
 
 from nas_search.search.budgets import Constraint
-from nas_search.search.records import PROPOSED_ARCH_ATTRIBUTE
 from nas_search.search.samplers import record_constraints
 from nas_search.search.space_protocol import CandidateSpace
 from nas_search.units import format_flops
@@ -46,7 +45,8 @@ class SearchObjective:
         objectives: names of the study's objectives (``accuracy`` or a cost name).
         on_feasible: called with (trial, candidate, costs, accuracy) after a feasible
             evaluation, e.g. to upload artifacts.
-        proposals: ``trial number -> the sampler's proposal in words`` when the sampler
+        proposals: ``trial number -> user attributes of the sampler's proposal`` (its
+            one-line form ``proposed_arch`` and its costs ``proposed_flops`` ...) when the sampler
             moved it before the trial recorded it
             (:meth:`~nas_search.search.projecting_sampler.ProjectingSampler.proposal_of`).
 
@@ -58,13 +58,13 @@ class SearchObjective:
     constraints: list[Constraint]
     objectives: tuple[str, ...] = ("accuracy",)
     on_feasible: Callable[[optuna.Trial, Any, dict, float], None] | None = None
-    proposals: Callable[[int], str | None] | None = None
+    proposals: Callable[[int], dict[str, Any] | None] | None = None
 
     def __call__(self, trial: optuna.Trial) -> TrialOutcome:
         candidate = self.space.propose(trial)
         proposal = self.proposals(trial.number) if self.proposals is not None else None
-        if proposal is not None:
-            trial.set_user_attr(PROPOSED_ARCH_ATTRIBUTE, proposal)
+        for name, value in (proposal or {}).items():  # proposed_arch, proposed_flops ...
+            trial.set_user_attr(name, value)
         costs = self.space.cost(candidate)
         for name, value in {**self.space.describe(candidate), **costs}.items():
             trial.set_user_attr(name, value)
@@ -91,7 +91,7 @@ def make_objective(
     objectives: tuple[str, ...],
     study_dir: Path,
     artifact_dir: Path,
-    proposals: Callable[[int], str | None] | None = None,
+    proposals: Callable[[int], dict[str, Any] | None] | None = None,
 ) -> SearchObjective:
     """The objective of a search whose feasible trials upload the space's review files
     (written under ``study_dir/trial-files``) as trial artifacts into ``artifact_dir``."""

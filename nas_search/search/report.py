@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas_search.search.finalists import finalist_records
 from nas_search.search.ranking import cost_rank, feasible_trials, proxy_rank
-from nas_search.search.records import TrialRecord
+from nas_search.search.records import PROPOSED_ARCH_ATTRIBUTE, TrialRecord
 from nas_search.units import format_bytes, format_count, format_duration, format_flops
 
 logger = logging.getLogger("nas_search")
@@ -127,7 +127,7 @@ def band_fraction(study: optuna.Study) -> dict[str, float] | None:
     floor = budget * float((study.user_attrs.get("config") or {}).get("min_utilization", 0.0))
     finished = finished_trials(study)
     sampled = [trial for trial in finished if not trial.system_attrs.get("fixed_params")]  # not a startup candidate
-    moved = sum(1 for trial in sampled if TrialRecord.from_trial(trial).attributes.get("proposed_arch"))
+    moved = sum(1 for trial in sampled if TrialRecord.from_trial(trial).attributes.get(PROPOSED_ARCH_ATTRIBUTE))
     outside = sum(1 for trial in finished if not floor <= TrialRecord.from_trial(trial).flops <= budget)
     return {
         "proposed_outside": moved / len(sampled) if sampled else 0.0,

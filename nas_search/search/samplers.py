@@ -47,6 +47,9 @@ class SamplerEntry:
         adaptive: whether it learns from finished trials (random and QMC do not).
         uses_constraints: whether it steers away from infeasible trials.
         multi_objective: whether it supports studies with several objectives.
+        proposal_draws: proposals drawn per trial when it runs inside the budget band's
+            projecting wrapper (:mod:`nas_search.search.projecting_sampler`); 1 for a
+            sampler whose every draw is expensive (GP refits its model per draw).
     """
 
     factory: Callable[[SamplerOptions], optuna.samplers.BaseSampler]
@@ -54,6 +57,7 @@ class SamplerEntry:
     adaptive: bool
     uses_constraints: bool
     multi_objective: bool
+    proposal_draws: int = 8
 
 
 def _tpe(options: SamplerOptions) -> optuna.samplers.BaseSampler:
@@ -94,7 +98,9 @@ SAMPLERS: dict[str, SamplerEntry] = {
     "nsga2": SamplerEntry(_nsga2, "NSGA-II evolution, population 50 (constraint-aware)", True, True, True),
     "random": SamplerEntry(_random, "uniform random search (the anchor)", False, False, True),
     "qmc": SamplerEntry(_qmc, "scrambled Sobol quasi-random search (experimental in Optuna)", False, False, True),
-    "gp": SamplerEntry(_gp, "Gaussian-process Bayesian optimisation (constraint-aware, slow per trial)", True, True, True),
+    "gp": SamplerEntry(
+        _gp, "Gaussian-process Bayesian optimisation (constraint-aware, slow per trial)", True, True, True, proposal_draws=1
+    ),
 }
 
 

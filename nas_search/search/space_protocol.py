@@ -46,7 +46,7 @@ class CandidateSpace(Protocol[Candidate]):
       :class:`~nas_search.search.projecting_sampler.ProposalTrial`). Given the same
       suggested parameters it must return the same candidate: samplers and enqueued trials
       rely on parameters alone identifying a candidate.
-    - :meth:`settle` and :meth:`parameters` are pure and deterministic, and
+    - :meth:`settle`, :meth:`misfit` and :meth:`parameters` are pure and deterministic, and
       ``propose(trial answering parameters(c)) == c`` for every settled ``c``.
     - :meth:`cost`, :meth:`describe` are pure and deterministic: no trial, no RNG, no
       global state. Every cost a constraint or an objective names must be in
@@ -76,6 +76,11 @@ class CandidateSpace(Protocol[Candidate]):
     def settle(self, candidate: Candidate) -> Candidate:
         """The candidate a proposal becomes before it is recorded (e.g. moved onto the
         FLOPs band of the budget); ``candidate`` itself when nothing needs to move."""
+        ...
+
+    def misfit(self, candidate: Candidate) -> float:
+        """How far ``candidate`` is from where :meth:`settle` puts it: 0 when it stays as
+        it is, larger the further it must move (cheap: no settling)."""
         ...
 
     def parameters(self, candidate: Candidate) -> dict[str, Any]:

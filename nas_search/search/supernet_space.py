@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,16 @@ class SupernetSpace:
         return project_to_band(
             candidate, self.space, self.cost_models["flops"], 0.0 if floor is None else floor, float(self.budgets.flops)
         )
+
+    def misfit(self, candidate: ArchSpec) -> float:
+        """The FLOPs' log distance to the band (0 inside it, or without a FLOPs budget)."""
+        if self.budgets.flops is None:
+            return 0.0
+        flops = float(self.cost_models["flops"](candidate))
+        floor = self.budgets.flops_floor or 0.0
+        if flops > self.budgets.flops:
+            return math.log(flops / self.budgets.flops)
+        return math.log(floor / flops) if flops < floor else 0.0
 
     def parameters(self, candidate: ArchSpec) -> dict[str, Any]:
         """The trial parameters of the subnet (:func:`spec_to_params`)."""
