@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -143,7 +144,9 @@ def _prepare(config: SearchConfig, resolved: ResolvedSearch, given_supernet, ann
             sampler=sampler,
             directions=[cast(Literal["minimize", "maximize"], OBJECTIVE_DIRECTIONS[name]) for name in config.objectives],
         )
-        study.set_metric_names(metric_names(config))
+        with warnings.catch_warnings():  # experimental in Optuna; naming the axes is deliberate
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(metric_names(config))
         for key, value in attributes.items():
             study.set_user_attr(key, value)
     else:
