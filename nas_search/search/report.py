@@ -116,6 +116,11 @@ def feasible_fraction(study: optuna.Study) -> float:
     return sum(1 for trial in finished if TrialRecord.from_trial(trial).feasible) / len(finished) if finished else 0.0
 
 
+def band_floor(study: optuna.Study, budget: float) -> float:
+    """The lower FLOPs bound of the study's budget band (``min_utilization x budget``)."""
+    return budget * float((study.user_attrs.get("config") or {}).get("min_utilization", 0.0))
+
+
 def band_fraction(study: optuna.Study) -> dict[str, float] | None:
     """How the sampler's proposals met the FLOPs band: ``proposed_outside`` is the share of
     sampled (not enqueued) trials whose proposal had to be moved onto the band,
@@ -124,7 +129,7 @@ def band_fraction(study: optuna.Study) -> dict[str, float] | None:
     budget = study.user_attrs.get("budget_flops")
     if not budget:
         return None
-    floor = budget * float((study.user_attrs.get("config") or {}).get("min_utilization", 0.0))
+    floor = band_floor(study, budget)
     finished = finished_trials(study)
     sampled = [trial for trial in finished if not trial.system_attrs.get("fixed_params")]  # not a startup candidate
     moved = sum(1 for trial in sampled if TrialRecord.from_trial(trial).attributes.get(PROPOSED_ARCH_ATTRIBUTE))
@@ -304,7 +309,7 @@ def tradeoff_figure(study: optuna.Study):
     )
     budget = study.user_attrs.get("budget_flops")
     if budget:
-        floor = budget * float((study.user_attrs.get("config") or {}).get("min_utilization", 0.0))
+        floor = band_floor(study, budget)
         figure.add_vrect(
             x0=floor / 1e9, x1=budget / 1e9, fillcolor="#2ca02c", opacity=0.12, line_width=0, annotation_text="budget band"
         )
